@@ -1,0 +1,355 @@
+//! Agent settings: command-line flags over an optional TOML file
+//! (`/etc/outpost/agent.toml` or `--config`), validated into [`AgentConfig`]
+//! with every problem reported at once.
+
+use crate::pressure::{PressureConfig, PressureFlags};
+use clap::Parser;
+use outpost_proto::files::read_bounded;
+use outpost_proto::names;
+use outpost_proto::units::{parse_duration, parse_quantity};
+use outpost_proto::Resources;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Config file read when `--config` is not given and the file exists.
+pub const DEFAULT_CONFIG: &str = "/etc/outpost/agent.toml";
+const MAX_CONFIG: u64 = 64 * 1024;
+
+/// Command-line flags. Every flag can also be set in the config file under
+/// the same name with underscores (`ca_hash = "sha256:..."`).
+#[derive(Parser, Debug, Default)]
+#[command(name = "outpost-agent", version, about = "Outpost edge agent")]
+pub struct Flags {
+    /// Config file (TOML). Default: /etc/outpost/agent.toml when it exists.
+    #[arg(long, env = "OUTPOST_AGENT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Controller address, host:port (UDP).
+    #[arg(long)]
+    pub controller: Option<String>,
+    /// Name the controller's certificate must carry (default: the host part of --controller).
+    #[arg(long)]
+    pub server_name: Option<String>,
+    /// Bootstrap token for the first start (from `outpostctl token create`).
+    #[arg(long, env = "OUTPOST_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// sha256:HEX of the cluster CA, pinned on first contact.
+    #[arg(long)]
+    pub ca_hash: Option<String>,
+    /// Where the key, certificate and local state live.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Node name to enrol as (default: this host's name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Node labels, k=v,k2=v2 (`site=X` is short for topology.outpost.dev/site=X).
+    #[arg(long)]
+    pub labels: Option<String>,
+    /// How often signals are measured.
+    #[arg(long)]
+    pub housekeeping_interval: Option<String>,
+    /// Hard eviction thresholds, kubelet syntax (replaces the defaults).
+    #[arg(long)]
+    pub eviction_hard: Option<String>,
+    /// Soft eviction thresholds, kubelet syntax.
+    #[arg(long)]
+    pub eviction_soft: Option<String>,
+    /// Grace periods for soft thresholds, e.g. memory.available=1m30s.
+    #[arg(long)]
+    pub eviction_soft_grace_period: Option<String>,
+    /// Minimum reclaim per signal, e.g. memory.available=100Mi.
+    #[arg(long)]
+    pub eviction_minimum_reclaim: Option<String>,
+    /// How long a pressure condition stays on after its threshold clears.
+    #[arg(long)]
+    pub eviction_pressure_transition_period: Option<String>,
+    /// Resources kept for the system, e.g. cpu=200m,memory=256Mi,ephemeral-storage=1Gi,pid=1000.
+    #[arg(long)]
+    pub system_reserved: Option<String>,
+    /// Longest wait between reconnect attempts.
+    #[arg(long)]
+    pub max_backoff: Option<String>,
+}
+
+/// The config file; same names as the flags.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    controller: Option<String>,
+    server_name: Option<String>,
+    token: Option<String>,
+    ca_hash: Option<String>,
+    data_dir: Option<PathBuf>,
+    name: Option<String>,
+    labels: Option<BTreeMap<String, String>>,
+    housekeeping_interval: Option<String>,
+    eviction_hard: Option<String>,
+    eviction_soft: Option<String>,
+    eviction_soft_grace_period: Option<String>,
+    eviction_minimum_reclaim: Option<String>,
+    eviction_pressure_transition_period: Option<String>,
+    system_reserved: Option<String>,
+    max_backoff: Option<String>,
+}
+
+/// Validated agent settings.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub controller: String,
+    pub server_name: String,
+    pub token: Option<String>,
+    pub ca_hash: Option<String>,
+    pub data_dir: PathBuf,
+    pub name: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub housekeeping_interval: Duration,
+    pub pressure: PressureConfig,
+    pub reserved: Resources,
+    pub max_backoff: Duration,
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, String> {
+    let text =
+        read_bounded(path, MAX_CONFIG).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    toml::from_str(&text)
+        .map_err(|e| format!("{} is not a valid agent config: {e}", path.display()))
+}
+
+/// Parses `cpu=200m,memory=256Mi,ephemeral-storage=1Gi,pid=1000`.
+pub fn parse_reserved(spec: &str) -> Result<Resources, String> {
+    let mut r = Resources::default();
+    let mut problems = Vec::new();
+    for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let Some((k, v)) = item.split_once('=') else {
+            problems.push(format!("{item:?} is not name=quantity"));
+            continue;
+        };
+        let parsed = match k {
+            "cpu" => match v.strip_suffix('m') {
+                Some(m) => m.parse::<u64>().map_err(|e| e.to_string()),
+                None => parse_quantity(v).map(|c| c.saturating_mul(1000)),
+            }
+            .map(|m| r.cpu_millis = m),
+            "memory" => parse_quantity(v).map(|b| r.memory_bytes = b),
+            "ephemeral-storage" => parse_quantity(v).map(|b| r.ephemeral_storage_bytes = b),
+            "pid" => parse_quantity(v).map(|n| r.pids = n),
+            _ => Err(format!(
+                "unknown resource {k:?} (cpu, memory, ephemeral-storage, pid)"
+            )),
+        };
+        if let Err(e) = parsed {
+            problems.push(format!("{k}: {e}"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(r)
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+impl Flags {
+    /// Merges flags over the config file and validates the result.
+    pub fn resolve(self) -> Result<AgentConfig, String> {
+        let file = match &self.config {
+            Some(p) => load_file(p)?,
+            None if Path::new(DEFAULT_CONFIG).exists() => load_file(Path::new(DEFAULT_CONFIG))?,
+            None => FileConfig::default(),
+        };
+        let mut problems = Vec::new();
+        let controller = self.controller.or(file.controller);
+        let controller = match controller {
+            Some(c)
+                if c.rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) =>
+            {
+                c
+            }
+            Some(c) => {
+                problems.push(format!(
+                    "--controller {c:?} must be host:port, e.g. 10.0.0.5:7443"
+                ));
+                String::new()
+            }
+            None => {
+                problems.push("--controller is required (host:port of the controller)".into());
+                String::new()
+            }
+        };
+        let server_name = self.server_name.or(file.server_name).unwrap_or_else(|| {
+            controller
+                .rsplit_once(':')
+                .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
+                .unwrap_or_default()
+        });
+        let data_dir = self
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("/var/lib/outpost"));
+        let ca_hash = self.ca_hash.or(file.ca_hash);
+        if let Some(h) = &ca_hash {
+            let hex = h.strip_prefix("sha256:").unwrap_or("");
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                problems.push(format!(
+                    "--ca-hash {h:?} must be sha256: followed by 64 hex digits"
+                ));
+            }
+        }
+        let name = self.name.or(file.name);
+        if let Some(n) = &name {
+            if let Err(e) = names::validate_node_name(n) {
+                problems.push(format!("--name: {e}"));
+            }
+        }
+        let mut labels = file.labels.unwrap_or_default();
+        if let Some(spec) = &self.labels {
+            match names::parse_labels(spec) {
+                Ok(l) => labels.extend(l),
+                Err(e) => problems.push(format!("--labels: {e}")),
+            }
+        } else if let Some(site) = labels.remove("site") {
+            labels.insert(names::SITE_LABEL.to_string(), site);
+        }
+        if let Err(e) = names::validate_labels(&labels) {
+            problems.push(format!("labels: {e}"));
+        }
+        let mut duration = |flag: &str, v: Option<String>, default: Duration| match v {
+            None => default,
+            Some(s) => match parse_duration(&s) {
+                Ok(d) if !d.is_zero() => d,
+                Ok(_) => {
+                    problems.push(format!("--{flag} must be more than zero"));
+                    default
+                }
+                Err(e) => {
+                    problems.push(format!("--{flag}: {e}"));
+                    default
+                }
+            },
+        };
+        let housekeeping_interval = duration(
+            "housekeeping-interval",
+            self.housekeeping_interval.or(file.housekeeping_interval),
+            Duration::from_secs(10),
+        );
+        let max_backoff = duration(
+            "max-backoff",
+            self.max_backoff.or(file.max_backoff),
+            Duration::from_secs(30),
+        );
+        let pressure = PressureFlags {
+            eviction_hard: self.eviction_hard.or(file.eviction_hard),
+            eviction_soft: self.eviction_soft.or(file.eviction_soft),
+            eviction_soft_grace_period: self
+                .eviction_soft_grace_period
+                .or(file.eviction_soft_grace_period),
+            eviction_minimum_reclaim: self
+                .eviction_minimum_reclaim
+                .or(file.eviction_minimum_reclaim),
+            eviction_pressure_transition_period: self
+                .eviction_pressure_transition_period
+                .or(file.eviction_pressure_transition_period),
+        }
+        .validate()
+        .unwrap_or_else(|e| {
+            problems.push(e);
+            PressureConfig::default()
+        });
+        let reserved = match self.system_reserved.or(file.system_reserved) {
+            Some(s) => parse_reserved(&s).unwrap_or_else(|e| {
+                problems.push(format!("--system-reserved: {e}"));
+                Resources::default()
+            }),
+            None => Resources::default(),
+        };
+        if !problems.is_empty() {
+            return Err(problems.join("\n"));
+        }
+        Ok(AgentConfig {
+            controller,
+            server_name,
+            token: self.token.or(file.token),
+            ca_hash,
+            data_dir,
+            name,
+            labels,
+            housekeeping_interval,
+            pressure,
+            reserved,
+            max_backoff,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_problems_at_once() {
+        let flags = Flags {
+            controller: Some("nohost".into()),
+            ca_hash: Some("sha256:xyz".into()),
+            name: Some("Bad_Name".into()),
+            labels: Some("site=ok,=x".into()),
+            housekeeping_interval: Some("ten".into()),
+            eviction_hard: Some("memory.available>1".into()),
+            ..Flags::default()
+        };
+        let err = flags.resolve().unwrap_err();
+        for needle in [
+            "--controller",
+            "--ca-hash",
+            "--name",
+            "--labels",
+            "--housekeeping-interval",
+            "--eviction-hard",
+        ] {
+            assert!(err.contains(needle), "{needle} missing from:\n{err}");
+        }
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            "controller = \"10.0.0.5:7443\"\nca_hash = \"sha256:".to_string()
+                + &"ab".repeat(32)
+                + "\"\nlabels = { site = \"shop-1\" }\nhousekeeping_interval = \"30s\"\n",
+        )
+        .unwrap();
+        let cfg = Flags {
+            config: Some(path.clone()),
+            housekeeping_interval: Some("5s".into()),
+            ..Flags::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(cfg.controller, "10.0.0.5:7443");
+        assert_eq!(cfg.server_name, "10.0.0.5");
+        assert_eq!(cfg.housekeeping_interval, Duration::from_secs(5));
+        assert_eq!(cfg.labels[names::SITE_LABEL], "shop-1");
+        std::fs::write(&path, "controler = \"typo:1\"\n").unwrap();
+        let err = Flags {
+            config: Some(path),
+            ..Flags::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.contains("controler"), "{err}");
+    }
+
+    #[test]
+    fn reserved() {
+        let r = parse_reserved("cpu=200m,memory=256Mi,ephemeral-storage=1Gi,pid=1000").unwrap();
+        assert_eq!(r.cpu_millis, 200);
+        assert_eq!(r.memory_bytes, 256 << 20);
+        assert_eq!(r.pids, 1000);
+        assert!(parse_reserved("gpu=1,memory=x")
+            .unwrap_err()
+            .contains("gpu"));
+    }
+}

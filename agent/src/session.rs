@@ -1,0 +1,504 @@
+//! The agent's life: enrol once, then keep one mutually authenticated QUIC
+//! session to the controller, reconnecting with back-off when it drops.
+//!
+//! Data flow: the housekeeping task measures the box every interval and
+//! publishes the latest [`NodeReport`] on a watch channel; the session task
+//! sends it when it is worth sending (`report::worth_sending`) and heartbeats
+//! otherwise, and renews the node certificate over the live session at two
+//! thirds of its lifetime.
+
+use crate::backoff::Backoff;
+use crate::config::AgentConfig;
+use crate::identity::{self, DataDir, Identity};
+use crate::pressure::PressureTracker;
+use crate::probe::{self, Prober};
+use crate::report::worth_sending;
+use anyhow::{anyhow, bail, Context, Result};
+use outpost_proto::link::{self, read_frame, write_frame, LinkError};
+use outpost_proto::{
+    close, EnrolRequest, ErrorCode, Heartbeat, Hello, Message, NodeReport, RenewRequest, MAX_FRAME,
+    PROTOCOL_VERSION,
+};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, error, info, warn};
+
+/// QUIC idle timeout on the agent side; the controller's own setting wins
+/// when shorter (the lower of the two applies).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the controller has to answer a hello or an enrolment.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Retry a failed renewal after this long.
+const RENEW_RETRY: Duration = Duration::from_secs(60);
+/// Frames buffered from the reader task; the controller sends few.
+const INBOX: usize = 16;
+
+fn now_ms() -> u64 {
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX)
+}
+
+fn hostname_node_name() -> String {
+    let h: String = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(63)
+        .collect();
+    let h = h.trim_matches('-');
+    if h.is_empty() {
+        "edge".into()
+    } else {
+        h.to_string()
+    }
+}
+
+async fn resolve(addr: &str) -> Result<SocketAddr> {
+    tokio::net::lookup_host(addr)
+        .await
+        .with_context(|| format!("resolving controller address {addr}"))?
+        .next()
+        .ok_or_else(|| anyhow!("controller address {addr} resolved to nothing"))
+}
+
+fn client_endpoint(remote: SocketAddr) -> Result<quinn::Endpoint> {
+    let bind: SocketAddr = if remote.is_ipv6() {
+        "[::]:0".parse()?
+    } else {
+        "0.0.0.0:0".parse()?
+    };
+    quinn::Endpoint::client(bind).context("opening a UDP socket")
+}
+
+/// Explains a connection failure in the operator's terms.
+fn explain(e: &quinn::ConnectionError) -> String {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            let reason = String::from_utf8_lossy(&c.reason);
+            let code = u32::try_from(c.error_code.into_inner()).unwrap_or(u32::MAX);
+            match code {
+                close::DENIED => format!("controller refused this node: {reason}"),
+                close::REPLACED => format!("another connection of this node took over: {reason}"),
+                close::DELETED => format!("{reason}; enrol again with a new token to rejoin"),
+                close::SHUTDOWN => "controller is shutting down".into(),
+                close::PROTOCOL_ERROR => format!("controller reported a protocol error: {reason}"),
+                _ => format!("controller closed the connection: {reason}"),
+            }
+        }
+        quinn::ConnectionError::TimedOut => {
+            "no answer from the controller within the idle timeout".into()
+        }
+        quinn::ConnectionError::TransportError(t) => format!("TLS/QUIC: {t}"),
+        other => other.to_string(),
+    }
+}
+
+/// Sends `msg` on a new stream and waits for one answer.
+async fn call(conn: &quinn::Connection, msg: &Message) -> Result<Message> {
+    let exchange = async {
+        let (mut send, mut recv) = conn.open_bi().await?;
+        write_frame(&mut send, msg).await?;
+        let _ = send.finish();
+        read_frame(&mut recv, MAX_FRAME).await
+    };
+    match tokio::time::timeout(ANSWER_TIMEOUT, exchange).await {
+        Err(_) => bail!("the controller did not answer within {ANSWER_TIMEOUT:?}"),
+        Ok(Ok(Some(m))) => Ok(m),
+        Ok(Ok(None)) => bail!("the controller closed the stream without answering"),
+        Ok(Err(LinkError::Connection(e)))
+        | Ok(Err(LinkError::Read(quinn::ReadExactError::ReadError(
+            quinn::ReadError::ConnectionLost(e),
+        )))) => bail!("{}", explain(&e)),
+        Ok(Err(e)) => Err(e.into()),
+    }
+}
+
+/// Outcome of one enrolment attempt.
+enum EnrolError {
+    /// The controller said no: retrying will not help.
+    Refused(String),
+    /// Network trouble: worth retrying.
+    Transient(anyhow::Error),
+}
+
+/// Gets a node certificate with the bootstrap token, retrying network
+/// failures with back-off. A refusal (bad token, name taken) is final.
+pub async fn enrol(cfg: &AgentConfig, data: &DataDir) -> Result<Identity> {
+    let (Some(token), Some(ca_hash)) = (&cfg.token, &cfg.ca_hash) else {
+        bail!(
+            "this node is not enrolled yet ({} has no identity): pass --token and --ca-hash from `outpostctl token create`",
+            data.0.display()
+        );
+    };
+    let node = cfg.name.clone().unwrap_or_else(hostname_node_name);
+    let mut backoff = Backoff::new(Duration::from_millis(500), cfg.max_backoff);
+    loop {
+        match enrol_once(cfg, data, token, ca_hash, &node).await {
+            Ok(id) => return Ok(id),
+            Err(EnrolError::Refused(why)) => bail!("{why}"),
+            Err(EnrolError::Transient(e)) => {
+                let delay = backoff.next_delay(rand::random());
+                warn!(
+                    "enrolment with {} failed: {e:#}; retrying in {delay:.1?}",
+                    cfg.controller
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+async fn enrol_once(
+    cfg: &AgentConfig,
+    data: &DataDir,
+    token: &str,
+    ca_hash: &str,
+    node: &str,
+) -> Result<Identity, EnrolError> {
+    let t = |e: anyhow::Error| EnrolError::Transient(e);
+    let remote = resolve(&cfg.controller).await.map_err(t)?;
+    let endpoint = client_endpoint(remote).map_err(t)?;
+    let client = link::enrol_client_config(ca_hash, link::transport(IDLE_TIMEOUT, 1))
+        .map_err(|e| t(e.into()))?;
+    let conn = endpoint
+        .connect_with(client, remote, &cfg.server_name)
+        .map_err(|e| t(e.into()))?
+        .await
+        .map_err(|e| {
+            let text = explain(&e);
+            if text.contains("--ca-hash") {
+                EnrolError::Refused(text)
+            } else {
+                t(anyhow!(text))
+            }
+        })?;
+    let pending = identity::new_key(node).map_err(|e| t(e.into()))?;
+    let reply = call(
+        &conn,
+        &Message::EnrolRequest(EnrolRequest {
+            token: token.to_string(),
+            node: node.to_string(),
+            csr_der: pending.csr_der.clone(),
+            labels: cfg.labels.clone(),
+        }),
+    )
+    .await
+    .map_err(t)?;
+    conn.close(close::DONE.into(), b"enrolled");
+    let resp = match reply {
+        Message::EnrolResponse(r) => r,
+        Message::Error(e) => return Err(EnrolError::Refused(e.message)),
+        other => {
+            return Err(t(anyhow!(
+                "unexpected {} in answer to enrolment",
+                other.kind()
+            )))
+        }
+    };
+    if link::cert_hash(&resp.ca_der) != ca_hash.to_ascii_lowercase() {
+        return Err(EnrolError::Refused(
+            "the controller returned a CA that does not match --ca-hash".into(),
+        ));
+    }
+    let id = pending
+        .complete(resp.cert_der)
+        .map_err(|e| EnrolError::Refused(e.to_string()))?;
+    data.save_ca(&resp.ca_der)
+        .map_err(|e| EnrolError::Refused(e.to_string()))?;
+    data.save_identity(&id)
+        .map_err(|e| EnrolError::Refused(e.to_string()))?;
+    endpoint.wait_idle().await;
+    info!(node = %id.node, labels = ?resp.labels, "enrolled; certificate valid until {} (unix ms)", id.not_after_ms);
+    Ok(id)
+}
+
+/// Measures the box every housekeeping interval and publishes the report.
+pub async fn housekeeping(cfg: AgentConfig, tx: watch::Sender<Option<NodeReport>>) {
+    let mut prober = Prober::new(cfg.data_dir.clone(), cfg.reserved);
+    let mut tracker = PressureTracker::new(cfg.pressure.clone());
+    let mut tick = tokio::time::interval(cfg.housekeeping_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut runtime_was: Option<bool> = None;
+    loop {
+        tick.tick().await;
+        let (runtime, docker_root) = probe::docker_runtime().await;
+        if runtime_was != Some(runtime.available) {
+            if runtime.available {
+                info!(version = %runtime.version, "container runtime available");
+            } else {
+                warn!("container runtime unavailable: {}", runtime.message);
+            }
+            runtime_was = Some(runtime.available);
+        }
+        let obs = prober.observe(docker_root.as_deref());
+        let outcome = tracker.observe(&obs, Instant::now(), now_ms());
+        for (kind, status) in &outcome.transitions {
+            let cond = outcome.conditions.iter().find(|c| c.kind == *kind);
+            let message = cond.map(|c| c.message.as_str()).unwrap_or("");
+            if matches!(status, outpost_proto::ConditionStatus::True) {
+                warn!(condition = kind.name(), "{message}");
+            } else {
+                info!(condition = kind.name(), status = status.name(), "{message}");
+            }
+        }
+        let capacity = prober.capacity();
+        let allocatable = Prober::allocatable(&capacity, &cfg.reserved, &cfg.pressure.hard);
+        let mut info = prober.node_info();
+        info.runtime = runtime;
+        let report = NodeReport {
+            info,
+            capacity,
+            allocatable,
+            conditions: outcome.conditions,
+            signals: outcome.signals,
+            labels: cfg.labels.clone(),
+        };
+        if let Err(e) = report.validate() {
+            error!("measured report is out of bounds and was not sent: {e}");
+            continue;
+        }
+        let _ = tx.send(Some(report));
+    }
+}
+
+/// Why a session ended.
+enum Ended {
+    /// Shutdown was requested.
+    Shutdown,
+    /// The link dropped or the controller refused; reconnect.
+    Lost(String),
+}
+
+/// Runs the agent until `shutdown` resolves.
+pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+    let data = DataDir(cfg.data_dir.clone());
+    std::fs::create_dir_all(&data.0)
+        .with_context(|| format!("creating data directory {}", data.0.display()))?;
+    let mut id = match data.identity()? {
+        Some(id) => {
+            if cfg.token.is_some() {
+                debug!("already enrolled as {}; ignoring --token", id.node);
+            }
+            id
+        }
+        None => enrol(&cfg, &data).await?,
+    };
+    let ca = data.ca()?.ok_or_else(|| {
+        anyhow!(
+            "{} has an identity but no ca.pem; move the directory away and enrol again",
+            data.0.display()
+        )
+    })?;
+    if cfg.name.as_deref().is_some_and(|n| n != id.node) {
+        warn!(
+            "--name {} ignored: this data directory is enrolled as {}",
+            cfg.name.as_deref().unwrap_or(""),
+            id.node
+        );
+    }
+    let (report_tx, report_rx) = watch::channel(None);
+    let housekeeping = tokio::spawn(housekeeping(cfg.clone(), report_tx));
+    tokio::pin!(shutdown);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut backoff = Backoff::new(Duration::from_millis(500), cfg.max_backoff);
+    let result = loop {
+        if id.expired() {
+            error!(
+                "node certificate of {} expired at {} (unix ms); delete the node (`outpostctl delete node {}`) and enrol again with a new token",
+                id.node, id.not_after_ms, id.node
+            );
+        }
+        let ended = {
+            let attempt = session(
+                &cfg,
+                &data,
+                &ca,
+                &mut id,
+                report_rx.clone(),
+                stop_rx.clone(),
+                &mut backoff,
+            );
+            tokio::pin!(attempt);
+            // On shutdown the session gets a moment to say goodbye, so the
+            // controller sees the agent leave at once rather than by timeout.
+            tokio::select! {
+                r = &mut attempt => r,
+                () = &mut shutdown => {
+                    let _ = stop_tx.send(true);
+                    tokio::time::timeout(Duration::from_secs(2), attempt).await.unwrap_or(Ok(Ended::Shutdown)).map(|_| Ended::Shutdown)
+                }
+            }
+        };
+        match ended {
+            Ok(Ended::Shutdown) => break Ok(()),
+            Ok(Ended::Lost(why)) => warn!("connection to {} lost: {why}", cfg.controller),
+            Err(e) => warn!("cannot connect to {}: {e:#}", cfg.controller),
+        }
+        let delay = backoff.next_delay(rand::random());
+        info!("reconnecting in {delay:.1?}");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = &mut shutdown => break Ok(()),
+        }
+    };
+    housekeeping.abort();
+    result
+}
+
+/// One connection: hello, then heartbeats, reports and renewal until it ends.
+async fn session(
+    cfg: &AgentConfig,
+    data: &DataDir,
+    ca: &[u8],
+    id: &mut Identity,
+    mut reports: watch::Receiver<Option<NodeReport>>,
+    mut stop: watch::Receiver<bool>,
+    backoff: &mut Backoff,
+) -> Result<Ended> {
+    let remote = resolve(&cfg.controller).await?;
+    let endpoint = client_endpoint(remote)?;
+    let client = link::client_config(
+        ca.to_vec().into(),
+        Some(id.tls()),
+        link::transport(IDLE_TIMEOUT, 1),
+    )?;
+    let conn = endpoint
+        .connect_with(client, remote, &cfg.server_name)?
+        .await
+        .map_err(|e| anyhow!(explain(&e)))?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| anyhow!(explain(&e)))?;
+    write_frame(
+        &mut send,
+        &Message::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            node: id.node.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        }),
+    )
+    .await?;
+    let welcome = match tokio::time::timeout(ANSWER_TIMEOUT, read_frame(&mut recv, MAX_FRAME)).await
+    {
+        Err(_) => bail!("the controller did not answer the hello within {ANSWER_TIMEOUT:?}"),
+        Ok(Ok(Some(Message::Welcome(w)))) => w,
+        Ok(Ok(Some(Message::Error(e)))) => bail!("controller refused the session: {}", e.message),
+        Ok(Ok(Some(other))) => bail!("unexpected {} in answer to hello", other.kind()),
+        Ok(Ok(None)) => bail!("the controller closed the stream during the hello"),
+        Ok(Err(LinkError::Read(quinn::ReadExactError::ReadError(
+            quinn::ReadError::ConnectionLost(e),
+        ))))
+        | Ok(Err(LinkError::Connection(e))) => bail!("{}", explain(&e)),
+        Ok(Err(e)) => return Err(e.into()),
+    };
+    backoff.reset();
+    let skew_ms =
+        i64::try_from(welcome.server_time_ms).unwrap_or(0) - i64::try_from(now_ms()).unwrap_or(0);
+    if skew_ms.abs() > 60_000 {
+        warn!("this box's clock is {}s off the controller's; fix NTP (certificate renewal follows the controller's clock)", skew_ms / 1000);
+    }
+    let heartbeat = Duration::from_millis(welcome.heartbeat_interval_ms.clamp(100, 3_600_000));
+    info!(node = %id.node, controller = %cfg.controller, version = %welcome.controller_version, "connected");
+
+    // The reader runs on its own task: a frame read must never be cut in
+    // half by the select below.
+    let (inbox_tx, mut inbox) = mpsc::channel::<Result<Option<Message>, LinkError>>(INBOX);
+    let reader = tokio::spawn(async move {
+        loop {
+            let r = read_frame(&mut recv, MAX_FRAME).await;
+            let stop = !matches!(r, Ok(Some(_)));
+            if inbox_tx.send(r).await.is_err() || stop {
+                break;
+            }
+        }
+    });
+    let result = async {
+        let mut sent: Option<NodeReport> = None;
+        let mut seq = 0u64;
+        let mut next_beat = tokio::time::Instant::now();
+        let mut renew_at = tokio::time::Instant::now() + id.renew_in(skew_ms);
+        let mut pending_renewal: Option<identity::Pending> = None;
+        reports.mark_changed();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(next_beat) => {
+                    seq += 1;
+                    write_frame(&mut send, &Message::Heartbeat(Heartbeat { seq })).await?;
+                    next_beat = tokio::time::Instant::now() + heartbeat;
+                }
+                changed = reports.changed() => {
+                    if changed.is_err() {
+                        bail!("housekeeping stopped");
+                    }
+                    let next = reports.borrow_and_update().clone();
+                    if let Some(next) = next {
+                        if worth_sending(sent.as_ref(), &next) {
+                            write_frame(&mut send, &Message::Report(Box::new(next.clone()))).await?;
+                            sent = Some(next);
+                            next_beat = tokio::time::Instant::now() + heartbeat;
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(renew_at), if pending_renewal.is_none() => {
+                    let pending = identity::new_key(&id.node)?;
+                    info!("renewing the node certificate (expires at {} unix ms)", id.not_after_ms);
+                    write_frame(&mut send, &Message::RenewRequest(RenewRequest { csr_der: pending.csr_der.clone() })).await?;
+                    pending_renewal = Some(pending);
+                }
+                frame = inbox.recv() => match frame {
+                    Some(Ok(Some(Message::RenewResponse(r)))) => {
+                        let Some(pending) = pending_renewal.take() else {
+                            bail!("controller sent an unrequested certificate");
+                        };
+                        match pending.complete(r.cert_der) {
+                            Ok(new) if new.node == id.node => {
+                                data.save_identity(&new)?;
+                                info!(serial = %new.serial, "node certificate renewed; valid until {} (unix ms)", new.not_after_ms);
+                                *id = new;
+                                renew_at = tokio::time::Instant::now() + id.renew_in(skew_ms).max(RENEW_RETRY / 6);
+                            }
+                            Ok(new) => bail!("controller issued a certificate for {} instead of {}", new.node, id.node),
+                            Err(e) => {
+                                warn!("renewed certificate unusable: {e}; retrying in {RENEW_RETRY:?}");
+                                renew_at = tokio::time::Instant::now() + RENEW_RETRY;
+                            }
+                        }
+                    }
+                    Some(Ok(Some(Message::Error(e)))) => {
+                        if pending_renewal.take().is_some() {
+                            warn!("certificate renewal refused: {}; retrying in {RENEW_RETRY:?}", e.message);
+                            renew_at = tokio::time::Instant::now() + RENEW_RETRY;
+                        } else if e.code == ErrorCode::InvalidRequest {
+                            warn!("controller rejected a message: {}", e.message);
+                        } else {
+                            return Ok(Ended::Lost(e.message));
+                        }
+                    }
+                    Some(Ok(Some(other))) => bail!("unexpected {} from the controller", other.kind()),
+                    Some(Ok(None)) | None => return Ok(Ended::Lost("controller ended the session".into())),
+                    Some(Err(LinkError::Read(quinn::ReadExactError::ReadError(quinn::ReadError::ConnectionLost(e))))) => {
+                        return Ok(Ended::Lost(explain(&e)));
+                    }
+                    Some(Err(e)) => return Ok(Ended::Lost(e.to_string())),
+                },
+                e = conn.closed() => return Ok(Ended::Lost(explain(&e))),
+                _ = stop.changed() => return Ok(Ended::Shutdown),
+            }
+        }
+    }
+    .await;
+    reader.abort();
+    let reason: &[u8] = match &result {
+        Ok(Ended::Shutdown) => b"agent shutting down",
+        _ => b"agent reconnecting",
+    };
+    conn.close(close::DONE.into(), reason);
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    result
+}

@@ -1,0 +1,18 @@
+//! Outpost regional controller.
+//!
+//! `pki` (cluster CA), `tokens` (bootstrap tokens), `registry` (nodes and
+//! leases) decide; `state` wires decisions to the `store` through the ordered
+//! `writer`; `server` speaks QUIC to agents and operators; `metrics` serves
+//! Prometheus text over HTTP; `clientconfig` is the operator's config file.
+#![forbid(unsafe_code)]
+
+pub mod clientconfig;
+pub mod ctl;
+pub mod metrics;
+pub mod pki;
+pub mod registry;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod tokens;
+pub mod writer;

@@ -1,0 +1,218 @@
+//! `/metrics` (Prometheus text format 0.0.4) and `/healthz` over plain HTTP.
+//!
+//! A deliberately tiny HTTP/1.1 responder: GET only, the request head read
+//! with a size cap and a timeout, one response per connection. Enough for
+//! Prometheus and load balancers without pulling an HTTP stack into the
+//! controller.
+
+use crate::state::Controller;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Largest request head accepted.
+const MAX_REQUEST: usize = 8 * 1024;
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves until the listener fails.
+pub async fn serve(listener: TcpListener, ctrl: Arc<Controller>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let ctrl = ctrl.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(READ_TIMEOUT, respond(stream, &ctrl)).await;
+        });
+    }
+}
+
+async fn respond(mut stream: TcpStream, ctrl: &Controller) -> std::io::Result<()> {
+    let mut buf = vec![0u8; MAX_REQUEST];
+    let mut len = 0;
+    while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+        if len == buf.len() {
+            return write(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "request too large\n",
+            )
+            .await;
+        }
+        let n = stream.read(&mut buf[len..]).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        len += n;
+    }
+    let head = String::from_utf8_lossy(&buf[..len]);
+    let mut parts = head.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    match (method, path) {
+        ("GET", "/metrics") => {
+            let body = render(ctrl);
+            write(&mut stream, "200 OK", "text/plain; version=0.0.4", &body).await
+        }
+        ("GET", "/healthz") => write(&mut stream, "200 OK", "text/plain", "ok\n").await,
+        ("GET", _) => {
+            write(
+                &mut stream,
+                "404 Not Found",
+                "text/plain",
+                "try /metrics or /healthz\n",
+            )
+            .await
+        }
+        _ => {
+            write(
+                &mut stream,
+                "405 Method Not Allowed",
+                "text/plain",
+                "GET only\n",
+            )
+            .await
+        }
+    }
+}
+
+async fn write(
+    stream: &mut TcpStream,
+    status: &str,
+    ctype: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// Resident set size of this process in bytes (Linux), for the load figures.
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// Total CPU seconds (user + system) of this process (Linux).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which may contain spaces, in parentheses.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    // USER_HZ is 100 on every Linux target we ship for.
+    Some((utime + stime) / 100.0)
+}
+
+fn render(ctrl: &Controller) -> String {
+    let m = &ctrl.metrics;
+    let (ready, not_ready, connected) = ctrl.node_counts();
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, value: String| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
+    };
+    gauge(
+        "outpost_nodes_ready",
+        "Nodes whose Ready condition is True.",
+        ready.to_string(),
+    );
+    gauge(
+        "outpost_nodes_not_ready",
+        "Nodes whose Ready condition is not True.",
+        not_ready.to_string(),
+    );
+    gauge(
+        "outpost_agent_sessions",
+        "Agents with a live session.",
+        connected.to_string(),
+    );
+    if let Some(rss) = rss_bytes() {
+        gauge(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            rss.to_string(),
+        );
+    }
+    let mut counter = |name: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
+    };
+    for (name, help, v) in [
+        (
+            "outpost_heartbeats_total",
+            "Heartbeats received from agents.",
+            &m.heartbeats,
+        ),
+        (
+            "outpost_reports_total",
+            "Node reports received from agents.",
+            &m.reports,
+        ),
+        ("outpost_enrolments_total", "Nodes enrolled.", &m.enrolments),
+        (
+            "outpost_enrolments_rejected_total",
+            "Enrolment requests refused.",
+            &m.enrolments_rejected,
+        ),
+        (
+            "outpost_certificate_renewals_total",
+            "Node certificates renewed.",
+            &m.renewals,
+        ),
+        (
+            "outpost_sessions_rejected_total",
+            "Connections closed for failed authentication or authorisation.",
+            &m.sessions_rejected,
+        ),
+        (
+            "outpost_handshakes_failed_total",
+            "Connections refused during the QUIC/TLS handshake.",
+            &m.handshakes_failed,
+        ),
+        (
+            "outpost_protocol_errors_total",
+            "Connections closed for oversized, malformed or unexpected frames.",
+            &m.protocol_errors,
+        ),
+        (
+            "outpost_admin_calls_total",
+            "Operator calls served.",
+            &m.admin_calls,
+        ),
+        (
+            "outpost_admin_denied_total",
+            "Operator calls refused for lack of an admin certificate.",
+            &m.admin_denied,
+        ),
+    ] {
+        counter(name, help, v.load(Ordering::Relaxed));
+    }
+    if let Some(cpu) = cpu_seconds() {
+        let _ = writeln!(
+            out,
+            "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {cpu}"
+        );
+    }
+    out
+}

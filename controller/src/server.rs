@@ -1,0 +1,531 @@
+//! The controller's QUIC endpoint: one port for agents, operators and
+//! enrolment, told apart by the client certificate and the first message.
+//!
+//! | client certificate | first message   | outcome                               |
+//! |--------------------|-----------------|---------------------------------------|
+//! | none               | `EnrolRequest`  | enrolment, then the connection closes |
+//! | node N             | `Hello{node:N}` | agent session for N                   |
+//! | admin              | `Request`       | operator calls, one per stream        |
+//! | anything else      | anything else   | `Error` frame, connection closed      |
+//!
+//! TLS has already verified chain and validity; this layer checks that the
+//! certificate is still current for its node (revocation) and that a node
+//! only speaks for itself.
+
+use crate::pki::{self, Role};
+use crate::state::{err, Controller};
+use crate::tokens::NewToken;
+use outpost_proto::link::{read_frame, write_frame, LinkError};
+use outpost_proto::{
+    close, AdminRequest, AdminResponse, EnrolResponse, ErrorCode, ErrorMsg, Message, Welcome,
+    MAX_FRAME, PROTOCOL_VERSION,
+};
+use rustls::pki_types::CertificateDer;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
+
+/// How long a new connection may take to send its first message.
+const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest enrolment request (a CSR is under 1 KiB).
+const MAX_ENROL_FRAME: usize = 64 * 1024;
+/// Unauthenticated connections handled at once; more wait for a slot,
+/// so a flood of anonymous connections cannot starve the agents.
+const ENROL_SLOTS: usize = 64;
+/// Most events returned by one call.
+const MAX_EVENTS: u32 = 1000;
+
+/// The network side of the controller.
+pub struct Server {
+    ctrl: Arc<Controller>,
+    sessions: Mutex<HashMap<String, (u64, quinn::Connection)>>,
+    enrol_slots: Semaphore,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").finish_non_exhaustive()
+    }
+}
+
+/// Why a connection is being closed, with the code the peer sees.
+struct Reject {
+    code: u32,
+    msg: ErrorMsg,
+}
+
+impl From<LinkError> for Reject {
+    fn from(e: LinkError) -> Self {
+        Reject {
+            code: close::PROTOCOL_ERROR,
+            msg: err(ErrorCode::InvalidRequest, e.to_string()),
+        }
+    }
+}
+
+fn deny(code: ErrorCode, message: impl Into<String>) -> Reject {
+    Reject {
+        code: close::DENIED,
+        msg: err(code, message),
+    }
+}
+
+fn protocol(message: impl Into<String>) -> Reject {
+    Reject {
+        code: close::PROTOCOL_ERROR,
+        msg: err(ErrorCode::InvalidRequest, message),
+    }
+}
+
+fn peer_identity(conn: &quinn::Connection) -> Result<Option<pki::PeerIdentity>, String> {
+    let Some(any) = conn.peer_identity() else {
+        return Ok(None);
+    };
+    let chain = any
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .map_err(|_| "unexpected peer identity type".to_string())?;
+    match chain.first() {
+        None => Ok(None),
+        Some(leaf) => pki::identity(leaf).map(Some).map_err(|e| e.to_string()),
+    }
+}
+
+impl Server {
+    pub fn new(ctrl: Arc<Controller>) -> Arc<Server> {
+        Arc::new(Server {
+            ctrl,
+            sessions: Mutex::new(HashMap::new()),
+            enrol_slots: Semaphore::new(ENROL_SLOTS),
+        })
+    }
+
+    /// Accepts connections until the endpoint closes.
+    pub async fn run(self: Arc<Self>, endpoint: quinn::Endpoint) {
+        while let Some(incoming) = endpoint.accept().await {
+            let me = self.clone();
+            tokio::spawn(async move { me.handle(incoming).await });
+        }
+    }
+
+    /// Closes every live session (controller shutdown).
+    pub fn close_all(&self) {
+        let sessions =
+            std::mem::take(&mut *self.sessions.lock().unwrap_or_else(|p| p.into_inner()));
+        for (_, (_, conn)) in sessions {
+            conn.close(close::SHUTDOWN.into(), b"controller shutting down");
+        }
+    }
+
+    async fn handle(self: Arc<Self>, incoming: quinn::Incoming) {
+        let remote = incoming.remote_address();
+        let conn = match incoming.await {
+            Ok(c) => c,
+            Err(e) => {
+                self.ctrl
+                    .metrics
+                    .handshakes_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!(%remote, "connection refused during handshake: {e}");
+                return;
+            }
+        };
+        let identity = match peer_identity(&conn) {
+            Ok(id) => id,
+            Err(e) => {
+                self.finish(&conn, remote, deny(ErrorCode::Unauthenticated, e), None)
+                    .await;
+                return;
+            }
+        };
+        let result = match identity {
+            None => self.clone().anonymous(&conn).await,
+            Some(id) => match id.role.clone() {
+                Role::Node(name) => self.clone().agent(&conn, remote, name, id.serial).await,
+                Role::Admin(name) => self.clone().operator(&conn, name).await,
+                Role::Controller => Err(deny(
+                    ErrorCode::PermissionDenied,
+                    "the controller's own certificate cannot be used as a client",
+                )),
+            },
+        };
+        match result {
+            Ok(()) => conn.close(close::DONE.into(), b"done"),
+            Err(reject) => self.finish(&conn, remote, reject, None).await,
+        }
+    }
+
+    /// Sends the error on `send` (or a new stream) and closes the connection
+    /// with its code, so the peer sees the reason however it is listening.
+    async fn finish(
+        &self,
+        conn: &quinn::Connection,
+        remote: SocketAddr,
+        reject: Reject,
+        send: Option<&mut quinn::SendStream>,
+    ) {
+        match reject.code {
+            close::PROTOCOL_ERROR => {
+                self.ctrl
+                    .metrics
+                    .protocol_errors
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            close::DENIED => {
+                self.ctrl
+                    .metrics
+                    .sessions_rejected
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        warn!(%remote, code = ?reject.msg.code, "closing connection: {}", reject.msg.message);
+        if let Some(send) = send {
+            let _ = write_frame(send, &Message::Error(reject.msg.clone())).await;
+            let _ = send.finish();
+        }
+        let reason: Vec<u8> = reject.msg.message.bytes().take(512).collect();
+        conn.close(reject.code.into(), &reason);
+    }
+
+    async fn first_stream(
+        conn: &quinn::Connection,
+        max: usize,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream, Message), Reject> {
+        let first = tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, async {
+            let (send, mut recv) = conn.accept_bi().await.map_err(LinkError::from)?;
+            let msg = read_frame(&mut recv, max).await?;
+            Ok::<_, LinkError>((send, recv, msg))
+        })
+        .await
+        .map_err(|_| protocol("no request within 10s of connecting"))??;
+        match first {
+            (send, recv, Some(msg)) => Ok((send, recv, msg)),
+            (_, _, None) => Err(protocol("stream closed before the first message")),
+        }
+    }
+
+    /// Without a client certificate only enrolment is possible.
+    async fn anonymous(self: Arc<Self>, conn: &quinn::Connection) -> Result<(), Reject> {
+        let _slot = self
+            .enrol_slots
+            .acquire()
+            .await
+            .map_err(|_| protocol("shutting down"))?;
+        let (mut send, _recv, msg) = Self::first_stream(conn, MAX_ENROL_FRAME).await?;
+        let reply = match msg {
+            Message::EnrolRequest(req) => {
+                match self
+                    .ctrl
+                    .enrol(&req.token, &req.node, &req.csr_der, req.labels)
+                    .await
+                {
+                    Ok((issued, labels)) => {
+                        info!(node = %req.node, serial = %issued.serial, "node enrolled");
+                        Message::EnrolResponse(EnrolResponse {
+                            node: req.node,
+                            cert_der: issued.cert_der,
+                            ca_der: self.ctrl.ca_der().to_vec(),
+                            labels,
+                        })
+                    }
+                    Err(e) => {
+                        self.ctrl
+                            .metrics
+                            .enrolments_rejected
+                            .fetch_add(1, Ordering::Relaxed);
+                        warn!(node = %req.node, "enrolment refused: {}", e.message);
+                        let mut e = e;
+                        e.message = format!("enrolment refused: {}", e.message);
+                        Message::Error(e)
+                    }
+                }
+            }
+            other => {
+                let what = match other {
+                    Message::Request(_) => "operator calls need an admin certificate; check the outpostctl config (--config / OUTPOST_CONFIG)",
+                    Message::Hello(_) => "agent sessions need the node certificate issued at enrolment; none was presented",
+                    _ => "without a client certificate a connection may only enrol",
+                };
+                return Err(deny(
+                    ErrorCode::Unauthenticated,
+                    format!("no client certificate: {what}"),
+                ));
+            }
+        };
+        write_frame(&mut send, &reply).await?;
+        let _ = send.finish();
+        // Let the agent read the answer and close first.
+        let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+        Ok(())
+    }
+
+    /// An agent's session: hello, then heartbeats, reports and renewals.
+    async fn agent(
+        self: Arc<Self>,
+        conn: &quinn::Connection,
+        remote: SocketAddr,
+        cert_node: String,
+        serial: String,
+    ) -> Result<(), Reject> {
+        let (mut send, mut recv, msg) = Self::first_stream(conn, MAX_FRAME).await?;
+        let result = self
+            .session(conn, remote, &cert_node, &serial, msg, &mut send, &mut recv)
+            .await;
+        match result {
+            Ok(()) => Ok(()),
+            Err(reject) => {
+                self.finish(conn, remote, reject, Some(&mut send)).await;
+                Ok(())
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn session(
+        &self,
+        conn: &quinn::Connection,
+        remote: SocketAddr,
+        cert_node: &str,
+        serial: &str,
+        first: Message,
+        send: &mut quinn::SendStream,
+        recv: &mut quinn::RecvStream,
+    ) -> Result<(), Reject> {
+        let hello = match first {
+            Message::Hello(h) => h,
+            Message::Request(_) => {
+                self.ctrl
+                    .metrics
+                    .admin_denied
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(deny(
+                    ErrorCode::PermissionDenied,
+                    format!("operator calls need an admin certificate; this connection presented the certificate of node {cert_node}"),
+                ));
+            }
+            other => return Err(protocol(format!("expected Hello, got {}", other.kind()))),
+        };
+        if hello.protocol_version != PROTOCOL_VERSION {
+            return Err(deny(
+                ErrorCode::VersionMismatch,
+                format!(
+                    "agent speaks protocol {} but this controller speaks {PROTOCOL_VERSION}; upgrade the older side",
+                    hello.protocol_version
+                ),
+            ));
+        }
+        if hello.node != cert_node {
+            return Err(deny(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "certificate is for node {cert_node}, but the agent claims to be node {:?}; a node may only speak for itself",
+                    hello.node.chars().take(64).collect::<String>()
+                ),
+            ));
+        }
+        self.ctrl
+            .authorize(cert_node, serial)
+            .map_err(|msg| Reject {
+                code: close::DENIED,
+                msg,
+            })?;
+
+        let conn_id = self.ctrl.next_conn_id();
+        if let Some(old) = self.ctrl.connect(cert_node, conn_id, remote.to_string()) {
+            debug!(node = cert_node, old, "replacing older session");
+        }
+        if let Some((_, old)) = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(cert_node.to_string(), (conn_id, conn.clone()))
+        {
+            old.close(
+                close::REPLACED.into(),
+                b"replaced by a newer connection of the same node",
+            );
+        }
+        info!(node = cert_node, %remote, agent = %hello.agent_version, "agent connected");
+        let welcome = Message::Welcome(Welcome {
+            controller_version: env!("CARGO_PKG_VERSION").to_string(),
+            heartbeat_interval_ms: u64::try_from(self.ctrl.settings.heartbeat_interval.as_millis())
+                .unwrap_or(u64::MAX),
+            server_time_ms: crate::state::now_ms(),
+        });
+        let result = async {
+            write_frame(send, &welcome).await?;
+            self.ctrl.heartbeat(cert_node);
+            self.session_loop(cert_node, send, recv).await
+        }
+        .await;
+        self.ctrl.disconnect(cert_node, conn_id);
+        {
+            let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            if sessions
+                .get(cert_node)
+                .is_some_and(|(id, _)| *id == conn_id)
+            {
+                sessions.remove(cert_node);
+            }
+        }
+        match &result {
+            Ok(()) => info!(node = cert_node, "agent disconnected"),
+            Err(r) if r.code == close::DONE => {
+                info!(node = cert_node, "agent disconnected: {}", r.msg.message)
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn session_loop(
+        &self,
+        node: &str,
+        send: &mut quinn::SendStream,
+        recv: &mut quinn::RecvStream,
+    ) -> Result<(), Reject> {
+        loop {
+            let msg = match read_frame(recv, MAX_FRAME).await {
+                Ok(Some(m)) => m,
+                Ok(None) => return Ok(()),
+                // The link going away is the agent's business, not an error.
+                Err(LinkError::Read(quinn::ReadExactError::ReadError(
+                    quinn::ReadError::ConnectionLost(e),
+                ))) => {
+                    return Err(Reject {
+                        code: close::DONE,
+                        msg: err(ErrorCode::Internal, e.to_string()),
+                    })
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match msg {
+                Message::Heartbeat(_) => self.ctrl.heartbeat(node),
+                Message::Report(report) => {
+                    self.ctrl.report(node, *report).map_err(|msg| Reject {
+                        code: close::PROTOCOL_ERROR,
+                        msg,
+                    })?
+                }
+                Message::RenewRequest(req) => {
+                    let reply = match self.ctrl.renew(node, &req.csr_der).await {
+                        Ok(issued) => {
+                            info!(node, serial = %issued.serial, "node certificate renewed");
+                            Message::RenewResponse(outpost_proto::RenewResponse {
+                                cert_der: issued.cert_der,
+                            })
+                        }
+                        Err(e) => Message::Error(e),
+                    };
+                    write_frame(send, &reply).await?;
+                }
+                other => {
+                    return Err(protocol(format!(
+                        "unexpected {} during an agent session",
+                        other.kind()
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Operator calls: each bidirectional stream carries one request.
+    async fn operator(
+        self: Arc<Self>,
+        conn: &quinn::Connection,
+        admin: String,
+    ) -> Result<(), Reject> {
+        loop {
+            let (mut send, mut recv) = match conn.accept_bi().await {
+                Ok(s) => s,
+                Err(_) => return Ok(()),
+            };
+            let me = self.clone();
+            let admin = admin.clone();
+            let conn = conn.clone();
+            tokio::spawn(async move {
+                let reply = match read_frame(&mut recv, MAX_FRAME).await {
+                    Ok(Some(Message::Request(req))) => {
+                        me.ctrl.metrics.admin_calls.fetch_add(1, Ordering::Relaxed);
+                        debug!(%admin, ?req, "operator call");
+                        match me.admin_call(req).await {
+                            Ok(resp) => Message::Response(resp),
+                            Err(e) => Message::Error(e),
+                        }
+                    }
+                    Ok(Some(Message::Hello(_))) => Message::Error(err(
+                        ErrorCode::PermissionDenied,
+                        "an admin certificate cannot open an agent session",
+                    )),
+                    Ok(Some(other)) => Message::Error(err(
+                        ErrorCode::InvalidRequest,
+                        format!("expected Request, got {}", other.kind()),
+                    )),
+                    Ok(None) => return,
+                    Err(e) => {
+                        let remote = conn.remote_address();
+                        me.finish(&conn, remote, e.into(), Some(&mut send)).await;
+                        return;
+                    }
+                };
+                let _ = write_frame(&mut send, &reply).await;
+                let _ = send.finish();
+            });
+        }
+    }
+
+    async fn admin_call(&self, req: AdminRequest) -> Result<AdminResponse, ErrorMsg> {
+        Ok(match req {
+            AdminRequest::ListNodes => AdminResponse::Nodes(self.ctrl.nodes()),
+            AdminRequest::GetNode { name } => AdminResponse::Node(Box::new(self.ctrl.node(&name)?)),
+            AdminRequest::ListEvents { object, limit } => AdminResponse::Events(
+                self.ctrl
+                    .events(object.as_deref(), limit.clamp(1, MAX_EVENTS) as usize),
+            ),
+            AdminRequest::CreateToken {
+                ttl_secs,
+                uses,
+                labels,
+                description,
+            } => {
+                if ttl_secs == 0 {
+                    return Err(err(ErrorCode::InvalidRequest, "--ttl must be more than 0s"));
+                }
+                let (token, info) = self
+                    .ctrl
+                    .create_token(NewToken {
+                        ttl_ms: ttl_secs.saturating_mul(1000),
+                        uses,
+                        labels,
+                        description,
+                    })
+                    .await?;
+                AdminResponse::TokenCreated {
+                    token,
+                    info,
+                    ca_hash: self.ctrl.ca_hash().to_string(),
+                }
+            }
+            AdminRequest::ListTokens => AdminResponse::Tokens(self.ctrl.tokens()?),
+            AdminRequest::RevokeToken { id } => AdminResponse::Done {
+                message: self.ctrl.revoke_token(&id).await?,
+            },
+            AdminRequest::DeleteNode { name } => {
+                let message = self.ctrl.delete_node(&name).await?;
+                let live = self
+                    .sessions
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&name);
+                if let Some((_, conn)) = live {
+                    conn.close(close::DELETED.into(), b"node deleted by an operator");
+                }
+                AdminResponse::Done { message }
+            }
+        })
+    }
+}

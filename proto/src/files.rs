@@ -1,0 +1,67 @@
+//! Small file helpers for the I/O edge: bounded reads of files an operator
+//! or a peer could make arbitrarily large, and atomic writes of secrets.
+
+use std::path::Path;
+
+/// Why a bounded read failed.
+#[derive(Debug)]
+pub enum BoundedReadError {
+    Io(std::io::Error),
+    TooLarge(u64),
+}
+
+/// Reads a whole UTF-8 file, refusing files larger than `max` bytes.
+pub fn read_bounded(path: &Path, max: u64) -> Result<String, BoundedReadError> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(BoundedReadError::Io)?;
+    let len = f.metadata().map_err(BoundedReadError::Io)?.len();
+    if len > max {
+        return Err(BoundedReadError::TooLarge(len));
+    }
+    let mut s = String::new();
+    f.take(max + 1)
+        .read_to_string(&mut s)
+        .map_err(BoundedReadError::Io)?;
+    Ok(s)
+}
+
+/// Writes `bytes` to `path` atomically (temp file, fsync, rename) with mode
+/// 0600, creating parent directories (0700).
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+impl std::fmt::Display for BoundedReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BoundedReadError::Io(e) => write!(f, "{e}"),
+            BoundedReadError::TooLarge(len) => {
+                write!(f, "file is {len} bytes, larger than allowed")
+            }
+        }
+    }
+}
+
+impl std::error::Error for BoundedReadError {}

@@ -1,0 +1,269 @@
+//! The thin I/O layer both sides share: frames over quinn streams and the
+//! TLS/QUIC configurations.
+//!
+//! TLS policy lives here so it cannot drift between the agent, the controller
+//! and `outpostctl`: TLS 1.3 only (QUIC requires it), ring provider only, ALPN
+//! `outpost/1`, no session resumption or 0-RTT anywhere (a revoked identity
+//! must meet a full handshake on its next connection).
+
+use crate::frame::{self, FrameError, HEADER_LEN};
+use crate::Message;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Failure moving a frame.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("reading from peer: {0}")]
+    Read(#[from] quinn::ReadExactError),
+    #[error("writing to peer: {0}")]
+    Write(#[from] quinn::WriteError),
+    #[error("stream closed by peer")]
+    Closed(#[from] quinn::ClosedStream),
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+}
+
+/// Writes one frame.
+pub async fn write_frame(send: &mut quinn::SendStream, msg: &Message) -> Result<(), LinkError> {
+    let bytes = frame::encode(msg)?;
+    send.write_all(&bytes).await?;
+    Ok(())
+}
+
+/// Reads one frame of at most `max` payload bytes. `Ok(None)` means the peer
+/// finished the stream cleanly between frames.
+pub async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+) -> Result<Option<Message>, LinkError> {
+    let mut header = [0u8; HEADER_LEN];
+    match recv.read_exact(&mut header).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let len = frame::payload_len(header, max)?;
+    let mut payload = vec![0u8; len];
+    recv.read_exact(&mut payload).await?;
+    Ok(Some(frame::decode(&payload)?))
+}
+
+/// `sha256:HEX` of a DER certificate: the CA pin operators pass as `--ca-hash`.
+pub fn cert_hash(der: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    for b in digest.as_ref() {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// The only crypto provider Outpost uses.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// QUIC transport settings. `idle` is how long a silent peer is tolerated;
+/// keep-alives go out at a third of it so one lost packet does not kill a
+/// healthy link, and a dead one is noticed on both sides within `idle`.
+pub fn transport(idle: Duration, max_bidi_streams: u32) -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(quinn::IdleTimeout::try_from(idle).ok());
+    t.keep_alive_interval(Some(idle / 3));
+    t.max_concurrent_bidi_streams(max_bidi_streams.into());
+    t.max_concurrent_uni_streams(0u32.into());
+    // Windows sized for control traffic: a full frame fits in one stream
+    // window, and a peer cannot make us buffer much more than that.
+    let frame_window = u32::try_from(frame::MAX_FRAME + HEADER_LEN).unwrap_or(u32::MAX);
+    t.stream_receive_window(frame_window.into());
+    t.receive_window((frame_window * 2).into());
+    t.send_window(u64::from(frame_window) * 2);
+    t
+}
+
+/// Errors building TLS configurations from certificate material.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("client certificate verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("QUIC crypto configuration: {0}")]
+    Quic(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
+}
+
+/// Server side: one endpoint for agents, operators and enrolment. Client
+/// certificates chaining to `ca` are verified by TLS; connections without one
+/// are allowed through TLS so they can enrol, and the application refuses
+/// every other call on them.
+pub fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    ca: CertificateDer<'static>,
+    transport: quinn::TransportConfig,
+) -> Result<quinn::ServerConfig, TlsSetupError> {
+    let provider = provider();
+    let mut roots = RootCertStore::empty();
+    roots.add(ca)?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    tls.alpn_protocols = vec![crate::ALPN.to_vec()];
+    tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    tls.send_tls13_tickets = 0;
+    tls.max_early_data_size = 0;
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
+    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    cfg.transport_config(Arc::new(transport));
+    Ok(cfg)
+}
+
+fn client_tls(
+    builder: rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>,
+    verifier: Arc<dyn ServerCertVerifier>,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    transport: quinn::TransportConfig,
+) -> Result<quinn::ClientConfig, TlsSetupError> {
+    let builder = builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let mut tls = match identity {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
+        None => builder.with_no_client_auth(),
+    };
+    tls.alpn_protocols = vec![crate::ALPN.to_vec()];
+    tls.resumption = rustls::client::Resumption::disabled();
+    tls.enable_early_data = false;
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+    let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
+    cfg.transport_config(Arc::new(transport));
+    Ok(cfg)
+}
+
+/// Client side with a known CA and, for agents and operators, a client
+/// certificate.
+pub fn client_config(
+    ca: CertificateDer<'static>,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    transport: quinn::TransportConfig,
+) -> Result<quinn::ClientConfig, TlsSetupError> {
+    let provider = provider();
+    let mut roots = RootCertStore::empty();
+    roots.add(ca)?;
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| rustls::Error::General(e.to_string()))?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?;
+    client_tls(builder, verifier, identity, transport)
+}
+
+/// Client side for enrolment: the CA is not known yet, only its hash. The
+/// controller must present a chain holding a CA certificate with that hash,
+/// and its server certificate must verify against that CA (as `kubeadm join
+/// --discovery-token-ca-cert-hash` does).
+pub fn enrol_client_config(
+    ca_hash: &str,
+    transport: quinn::TransportConfig,
+) -> Result<quinn::ClientConfig, TlsSetupError> {
+    let provider = provider();
+    let verifier = Arc::new(PinnedCa {
+        pin: ca_hash.to_ascii_lowercase(),
+        provider: provider.clone(),
+    });
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?;
+    client_tls(builder, verifier, None, transport)
+}
+
+#[derive(Debug)]
+struct PinnedCa {
+    pin: String,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedCa {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(ca) = intermediates.iter().find(|c| cert_hash(c) == self.pin) else {
+            let seen: Vec<String> = intermediates.iter().map(|c| cert_hash(c)).collect();
+            return Err(rustls::Error::General(format!(
+                "the controller's CA does not match --ca-hash {} (it presented {}); \
+                 check the hash printed by `outpostctl token create`",
+                self.pin,
+                if seen.is_empty() {
+                    "no CA certificate".to_string()
+                } else {
+                    seen.join(", ")
+                }
+            )));
+        };
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.clone().into_owned())?;
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            self.provider.clone(),
+        )
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+        inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

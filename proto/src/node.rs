@@ -1,0 +1,365 @@
+//! What a node is made of on the wire: identity facts, resources, pressure
+//! signals and conditions, plus the operator's view of a node.
+//!
+//! Times are milliseconds since the Unix epoch (wall clock of the sender);
+//! quantities are bytes, millicores or counts.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Resource amounts (capacity, allocatable).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub pids: u64,
+    pub ephemeral_storage_bytes: u64,
+    pub gpus: u32,
+}
+
+/// Facts about the box that change rarely.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Architecture in Go/Kubernetes spelling: `amd64`, `arm64`, `arm`.
+    pub arch: String,
+    pub os: String,
+    pub os_image: String,
+    pub kernel_version: String,
+    pub agent_version: String,
+    pub hostname: String,
+    pub runtime: RuntimeInfo,
+    pub addresses: Vec<String>,
+    /// Boot time of the box (ms); a change means the box rebooted.
+    pub boot_time_ms: u64,
+}
+
+/// The container runtime as the agent sees it.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuntimeInfo {
+    /// `docker` when the engine answered.
+    pub name: String,
+    /// Engine version, empty when unavailable.
+    pub version: String,
+    pub available: bool,
+    /// Why it is unavailable, for the operator.
+    pub message: String,
+}
+
+/// Eviction signals, named as the kubelet names them.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Signal {
+    MemoryAvailable,
+    NodefsAvailable,
+    NodefsInodesFree,
+    ImagefsAvailable,
+    PidAvailable,
+}
+
+impl Signal {
+    pub const ALL: [Signal; 5] = [
+        Signal::MemoryAvailable,
+        Signal::NodefsAvailable,
+        Signal::NodefsInodesFree,
+        Signal::ImagefsAvailable,
+        Signal::PidAvailable,
+    ];
+
+    /// Kubelet spelling, e.g. `memory.available`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::MemoryAvailable => "memory.available",
+            Signal::NodefsAvailable => "nodefs.available",
+            Signal::NodefsInodesFree => "nodefs.inodesFree",
+            Signal::ImagefsAvailable => "imagefs.available",
+            Signal::PidAvailable => "pid.available",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Signal> {
+        Signal::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The node condition this signal drives.
+    pub fn condition(self) -> ConditionType {
+        match self {
+            Signal::MemoryAvailable => ConditionType::MemoryPressure,
+            Signal::NodefsAvailable | Signal::NodefsInodesFree | Signal::ImagefsAvailable => {
+                ConditionType::DiskPressure
+            }
+            Signal::PidAvailable => ConditionType::PidPressure,
+        }
+    }
+
+    /// True when the signal counts bytes (shown with binary units).
+    pub fn is_bytes(self) -> bool {
+        !matches!(self, Signal::NodefsInodesFree | Signal::PidAvailable)
+    }
+}
+
+/// Where a signal stands against its thresholds.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThresholdState {
+    /// No threshold met.
+    Clear,
+    /// A soft threshold is met; eviction is allowed once the grace period has
+    /// passed (`since_ms` is when it was first observed).
+    SoftMet { since_ms: u64, grace_secs: u64 },
+    /// A hard threshold is met, or a soft one past its grace period.
+    Met,
+}
+
+/// One observation of one signal.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct SignalObservation {
+    pub signal: Signal,
+    pub available: u64,
+    pub capacity: u64,
+    /// The hard threshold resolved to an amount, if one is configured.
+    pub hard_threshold: Option<u64>,
+    /// The soft threshold resolved to an amount, if one is configured.
+    pub soft_threshold: Option<u64>,
+    pub state: ThresholdState,
+    /// Lowest value seen over the recent sample window.
+    pub window_min: u64,
+}
+
+/// Node condition types (kubelet's, plus Ready which the controller owns).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConditionType {
+    Ready,
+    MemoryPressure,
+    DiskPressure,
+    PidPressure,
+}
+
+impl ConditionType {
+    pub fn name(self) -> &'static str {
+        match self {
+            ConditionType::Ready => "Ready",
+            ConditionType::MemoryPressure => "MemoryPressure",
+            ConditionType::DiskPressure => "DiskPressure",
+            ConditionType::PidPressure => "PIDPressure",
+        }
+    }
+
+    /// Taint key placed on a node while this pressure condition is true.
+    pub fn taint_key(self) -> Option<&'static str> {
+        match self {
+            ConditionType::Ready => None,
+            ConditionType::MemoryPressure => Some("node.outpost.dev/memory-pressure"),
+            ConditionType::DiskPressure => Some("node.outpost.dev/disk-pressure"),
+            ConditionType::PidPressure => Some("node.outpost.dev/pid-pressure"),
+        }
+    }
+
+    pub const PRESSURE: [ConditionType; 3] = [
+        ConditionType::MemoryPressure,
+        ConditionType::DiskPressure,
+        ConditionType::PidPressure,
+    ];
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConditionStatus {
+    True,
+    False,
+    Unknown,
+}
+
+impl ConditionStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            ConditionStatus::True => "True",
+            ConditionStatus::False => "False",
+            ConditionStatus::Unknown => "Unknown",
+        }
+    }
+}
+
+/// A node condition with the kubelet's bookkeeping.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    pub kind: ConditionType,
+    pub status: ConditionStatus,
+    pub reason: String,
+    pub message: String,
+    pub last_transition_ms: u64,
+}
+
+/// What the agent reports about its node; sent after the hello and whenever
+/// something in it changes.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeReport {
+    pub info: NodeInfo,
+    pub capacity: Resources,
+    pub allocatable: Resources,
+    /// Pressure conditions (the agent does not report Ready; the controller
+    /// derives it from the lease).
+    pub conditions: Vec<Condition>,
+    pub signals: Vec<SignalObservation>,
+    /// Labels the agent asserts (from its flags or config file).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Taint effects, as in Kubernetes.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaintEffect {
+    NoSchedule,
+    PreferNoSchedule,
+    NoExecute,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Taint {
+    pub key: String,
+    pub effect: TaintEffect,
+    pub since_ms: u64,
+}
+
+/// The operator's view of one node.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct NodeView {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub created_ms: u64,
+    /// All conditions, Ready first.
+    pub conditions: Vec<Condition>,
+    pub taints: Vec<Taint>,
+    pub capacity: Resources,
+    pub allocatable: Resources,
+    pub info: NodeInfo,
+    pub signals: Vec<SignalObservation>,
+    pub connected: bool,
+    pub remote_addr: String,
+    pub last_heartbeat_ms: u64,
+    pub cert_serial: String,
+    pub cert_not_after_ms: u64,
+    pub unschedulable: bool,
+}
+
+/// Event severity.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+/// Something worth telling the operator, kept in the store (bounded).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub seq: u64,
+    pub time_ms: u64,
+    pub kind: EventType,
+    /// CamelCase reason, e.g. `NodeNotReady`.
+    pub reason: String,
+    /// `node/NAME`, `token/ID`, ...
+    pub object: String,
+    pub message: String,
+}
+
+/// A bootstrap token as listed to operators (never the secret).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub id: String,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    /// Remaining uses; `None` is unlimited until expiry.
+    pub uses_left: Option<u32>,
+    pub used: u32,
+    pub labels: BTreeMap<String, String>,
+    pub revoked: bool,
+    pub description: String,
+}
+
+/// Bounds on a report from a peer, so one agent cannot make the controller
+/// hold or persist more than a few KiB on its behalf.
+pub mod limits {
+    pub const MAX_CONDITIONS: usize = 8;
+    pub const MAX_SIGNALS: usize = 16;
+    pub const MAX_ADDRESSES: usize = 32;
+    pub const MAX_TEXT: usize = 512;
+}
+
+fn check_text(field: &str, s: &str) -> Result<(), String> {
+    if s.len() > limits::MAX_TEXT {
+        return Err(format!(
+            "{field} is {} bytes, at most {} allowed",
+            s.len(),
+            limits::MAX_TEXT
+        ));
+    }
+    Ok(())
+}
+
+impl NodeReport {
+    /// Checks every bound; returns all problems at once.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        let i = &self.info;
+        for (field, s) in [
+            ("info.arch", &i.arch),
+            ("info.os", &i.os),
+            ("info.os_image", &i.os_image),
+            ("info.kernel_version", &i.kernel_version),
+            ("info.agent_version", &i.agent_version),
+            ("info.hostname", &i.hostname),
+            ("info.runtime.name", &i.runtime.name),
+            ("info.runtime.version", &i.runtime.version),
+            ("info.runtime.message", &i.runtime.message),
+        ] {
+            if let Err(e) = check_text(field, s) {
+                problems.push(e);
+            }
+        }
+        if i.addresses.len() > limits::MAX_ADDRESSES {
+            problems.push(format!(
+                "{} addresses, at most {}",
+                i.addresses.len(),
+                limits::MAX_ADDRESSES
+            ));
+        }
+        for a in &i.addresses {
+            if a.parse::<std::net::IpAddr>().is_err() {
+                problems.push(format!(
+                    "address {:?} is not an IP address",
+                    a.chars().take(64).collect::<String>()
+                ));
+            }
+        }
+        if self.conditions.len() > limits::MAX_CONDITIONS {
+            problems.push(format!(
+                "{} conditions, at most {}",
+                self.conditions.len(),
+                limits::MAX_CONDITIONS
+            ));
+        }
+        for c in &self.conditions {
+            if c.kind == ConditionType::Ready {
+                problems.push("agents do not report Ready; the controller owns it".into());
+            }
+            for (field, s) in [
+                ("condition reason", &c.reason),
+                ("condition message", &c.message),
+            ] {
+                if let Err(e) = check_text(field, s) {
+                    problems.push(e);
+                }
+            }
+        }
+        if self.signals.len() > limits::MAX_SIGNALS {
+            problems.push(format!(
+                "{} signals, at most {}",
+                self.signals.len(),
+                limits::MAX_SIGNALS
+            ));
+        }
+        if let Err(e) = crate::names::validate_labels(&self.labels) {
+            problems.push(e);
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
