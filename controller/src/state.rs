@@ -136,6 +136,9 @@ pub struct Controller {
     inner: Mutex<Inner>,
     pub metrics: Metrics,
     next_conn: AtomicU64,
+    /// Serialises token redemption: read, count a use and commit must not
+    /// interleave, or two agents could both spend a token's last use.
+    enrol_lock: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -191,6 +194,7 @@ impl Controller {
             }),
             metrics: Metrics::default(),
             next_conn: AtomicU64::new(1),
+            enrol_lock: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -316,6 +320,7 @@ impl Controller {
         names::validate_node_name(node).map_err(|e| err(ErrorCode::InvalidRequest, e))?;
         names::validate_labels(&agent_labels).map_err(|e| err(ErrorCode::InvalidRequest, e))?;
         let id = tokens::id_of(token).map_err(|e| err(ErrorCode::InvalidToken, e.to_string()))?;
+        let _serial = self.enrol_lock.lock().await;
         let record = self.load_token(id)?;
         let used = tokens::redeem(token, record.as_ref(), now_ms()).map_err(|e: TokenError| {
             if record.is_some() {

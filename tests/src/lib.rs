@@ -1,1 +1,354 @@
+//! Harness for end-to-end scenarios: real `outpost-controller`,
+//! `outpost-agent` and `outpostctl` processes, real QUIC on loopback, real
+//! certificates, a real store on disk.
+//!
+//! The binaries are built once per test run with the same cargo and profile
+//! as the tests, so a scenario never runs stale code. Every process's stderr
+//! goes to a file in the cluster's temp dir; a failed wait prints the tails.
 
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Paths of the built binaries.
+#[derive(Debug)]
+pub struct Bins {
+    pub controller: PathBuf,
+    pub agent: PathBuf,
+    pub ctl: PathBuf,
+}
+
+/// Builds the binaries (once per test process) and returns their paths.
+pub fn bins() -> &'static Bins {
+    static BINS: OnceLock<Bins> = OnceLock::new();
+    BINS.get_or_init(|| {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(workspace)
+            .args(["build", "--bins", "-p", "outpost-agent", "-p", "outpost-controller"]);
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("running cargo build");
+        assert!(status.success(), "building the outpost binaries failed");
+        // target/<profile>/deps/<test> -> target/<profile>
+        let exe = std::env::current_exe().expect("current exe");
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target profile dir")
+            .to_path_buf();
+        let b = Bins {
+            controller: dir.join("outpost-controller"),
+            agent: dir.join("outpost-agent"),
+            ctl: dir.join("outpostctl"),
+        };
+        for p in [&b.controller, &b.agent, &b.ctl] {
+            assert!(p.exists(), "{} missing after build", p.display());
+        }
+        b
+    })
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Controller timing for tests: short enough to see transitions quickly.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    pub heartbeat: &'static str,
+    pub grace: &'static str,
+    pub idle: &'static str,
+    pub cert_ttl: &'static str,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            heartbeat: "1s",
+            grace: "4s",
+            idle: "6s",
+            cert_ttl: "8760h",
+        }
+    }
+}
+
+/// A running agent process.
+#[derive(Debug)]
+pub struct AgentProc {
+    pub child: Child,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+/// A controller with its agents, all real processes in one temp dir.
+#[derive(Debug)]
+pub struct Cluster {
+    pub root: tempfile::TempDir,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub metrics: SocketAddr,
+    pub config: PathBuf,
+    pub timing: Timing,
+    controller: Option<Child>,
+    controller_runs: u32,
+    pub agents: BTreeMap<String, AgentProc>,
+}
+
+impl Cluster {
+    /// `init` + `serve` a fresh controller and wait until it answers.
+    pub fn start(timing: Timing) -> Cluster {
+        let bins = bins();
+        let root = tempfile::tempdir().expect("tempdir");
+        let data_dir = root.path().join("controller");
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+        let metrics: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+        let out = Command::new(&bins.controller)
+            .args(["init", "--data-dir"])
+            .arg(&data_dir)
+            .args(["--advertise", &listen.to_string()])
+            .arg("--admin-config")
+            .arg(root.path().join("admin-default.conf"))
+            .env("HOME", root.path())
+            .output()
+            .expect("outpost-controller init");
+        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        let mut c = Cluster {
+            config: data_dir.join("admin.conf"),
+            root,
+            data_dir,
+            listen,
+            metrics,
+            timing,
+            controller: None,
+            controller_runs: 0,
+            agents: BTreeMap::new(),
+        };
+        c.start_controller();
+        c
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+
+    /// Starts (or restarts) the controller process on the same data dir.
+    pub fn start_controller(&mut self) {
+        assert!(self.controller.is_none(), "controller already running");
+        self.controller_runs += 1;
+        let log = self.path(&format!("controller-{}.log", self.controller_runs));
+        let child = Command::new(&bins().controller)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--listen", &self.listen.to_string()])
+            .args(["--metrics-listen", &self.metrics.to_string()])
+            .args(["--heartbeat-interval", self.timing.heartbeat])
+            .args(["--node-grace-period", self.timing.grace])
+            .args(["--idle-timeout", self.timing.idle])
+            .args(["--node-cert-ttl", self.timing.cert_ttl])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("starting outpost-controller");
+        self.controller = Some(child);
+        self.wait_for("controller to answer", Duration::from_secs(20), |c| {
+            c.ctl(&["get", "nodes"]).status.success()
+        });
+    }
+
+    /// Kills the controller (SIGKILL: no goodbye to anyone).
+    pub fn kill_controller(&mut self) {
+        if let Some(mut c) = self.controller.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The newest controller log.
+    pub fn controller_log(&self) -> String {
+        std::fs::read_to_string(self.path(&format!("controller-{}.log", self.controller_runs)))
+            .unwrap_or_default()
+    }
+
+    /// Runs outpostctl with the admin config.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(&bins().ctl)
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .expect("running outpostctl")
+    }
+
+    /// Runs outpostctl with `-o json` and parses the answer; panics on failure.
+    pub fn ctl_json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        let out = self.ctl(&a);
+        assert!(
+            out.status.success(),
+            "outpostctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("outpostctl json")
+    }
+
+    /// Creates a token; returns (token, ca_hash).
+    pub fn token(&self, extra: &[&str]) -> (String, String) {
+        let mut args = vec!["token", "create"];
+        args.extend_from_slice(extra);
+        let v = self.ctl_json(&args);
+        (
+            v["token"].as_str().unwrap().to_string(),
+            v["caHash"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// Starts an agent named `name`; enrols it with `token` when given.
+    pub fn start_agent(&mut self, name: &str, token: Option<(&str, &str)>, extra: &[&str]) {
+        let data_dir = self.path(&format!("agent-{name}"));
+        let runs = std::fs::read_dir(self.root.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with(&format!("agent-{name}-")))
+            })
+            .count();
+        let log = self.path(&format!("agent-{name}-{}.log", runs + 1));
+        let mut cmd = Command::new(&bins().agent);
+        cmd.args(["--controller", &self.listen.to_string()])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--name", name, "--housekeeping-interval", "1s", "--max-backoff", "2s"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some((t, h)) = token {
+            cmd.args(["--token", t, "--ca-hash", h]);
+        }
+        let child = cmd.spawn().expect("starting outpost-agent");
+        if let Some(mut old) = self.agents.insert(name.to_string(), AgentProc { child, data_dir, log }) {
+            let _ = old.child.kill();
+            let _ = old.child.wait();
+        }
+    }
+
+    /// Kills an agent with SIGKILL (a crash or power loss, no goodbye).
+    pub fn kill_agent(&mut self, name: &str) {
+        if let Some(a) = self.agents.get_mut(name) {
+            let _ = a.child.kill();
+            let _ = a.child.wait();
+        }
+    }
+
+    pub fn agent_log(&self, name: &str) -> String {
+        self.agents
+            .get(name)
+            .map(|a| std::fs::read_to_string(&a.log).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    /// Waits for an agent process to exit; returns its exit code.
+    pub fn wait_agent_exit(&mut self, name: &str, timeout: Duration) -> Option<i32> {
+        let a = self.agents.get_mut(name)?;
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(status)) = a.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
+    /// One node as JSON, if it exists.
+    pub fn node(&self, name: &str) -> Option<Value> {
+        let out = self.ctl(&["get", "node", name, "-o", "json"]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
+    }
+
+    /// Status of a condition of a node ("True", "False", "Unknown").
+    pub fn condition(&self, node: &str, kind: &str) -> Option<String> {
+        let n = self.node(node)?;
+        n["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == kind)
+            .and_then(|c| c["status"].as_str().map(str::to_string))
+    }
+
+    pub fn is_ready(&self, node: &str) -> bool {
+        self.condition(node, "Ready").as_deref() == Some("True")
+    }
+
+    /// Polls `f` until it holds; returns how long it took. On timeout panics
+    /// with the tails of every log.
+    pub fn wait_for(&self, what: &str, timeout: Duration, mut f: impl FnMut(&Cluster) -> bool) -> Duration {
+        let start = Instant::now();
+        loop {
+            if f(self) {
+                return start.elapsed();
+            }
+            if start.elapsed() > timeout {
+                panic!("timed out after {timeout:?} waiting for {what}\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Tails of all logs, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        let mut entries: Vec<_> = std::fs::read_dir(self.root.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(30)..];
+            out.push_str(&format!("---- {} ----\n{}\n", e.file_name().to_string_lossy(), tail.join("\n")));
+        }
+        out
+    }
+
+    /// Reads a counter or gauge from the controller's /metrics.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.metrics).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for a in self.agents.values_mut() {
+            let _ = a.child.kill();
+            let _ = a.child.wait();
+        }
+        self.kill_controller();
+    }
+}
