@@ -186,6 +186,9 @@ impl Server {
         if let Some(send) = send {
             let _ = write_frame(send, &Message::Error(reject.msg.clone())).await;
             let _ = send.finish();
+            // Closing abandons unsent data: give the error frame a moment to
+            // be acknowledged so the peer reads the reason, not just a code.
+            let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
         }
         let reason: Vec<u8> = reject.msg.message.bytes().take(512).collect();
         conn.close(reject.code.into(), &reason);
@@ -250,10 +253,12 @@ impl Server {
                     Message::Hello(_) => "agent sessions need the node certificate issued at enrolment; none was presented",
                     _ => "without a client certificate a connection may only enrol",
                 };
-                return Err(deny(
+                let reject = deny(
                     ErrorCode::Unauthenticated,
                     format!("no client certificate: {what}"),
-                ));
+                );
+                self.finish(conn, conn.remote_address(), reject, Some(&mut send)).await;
+                return Ok(());
             }
         };
         write_frame(&mut send, &reply).await?;

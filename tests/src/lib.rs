@@ -26,11 +26,13 @@ pub struct Bins {
 pub fn bins() -> &'static Bins {
     static BINS: OnceLock<Bins> = OnceLock::new();
     BINS.get_or_init(|| {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace root");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.current_dir(workspace)
-            .args(["build", "--bins", "-p", "outpost-agent", "-p", "outpost-controller"]);
+            .args(["build", "--workspace", "--bins"]);
         if !cfg!(debug_assertions) {
             cmd.arg("--release");
         }
@@ -56,11 +58,19 @@ pub fn bins() -> &'static Bins {
 }
 
 fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Controller timing for tests: short enough to see transitions quickly.
@@ -122,7 +132,11 @@ impl Cluster {
             .env("HOME", root.path())
             .output()
             .expect("outpost-controller init");
-        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mut c = Cluster {
             config: data_dir.join("admin.conf"),
             root,
@@ -222,8 +236,11 @@ impl Cluster {
         let runs = std::fs::read_dir(self.root.path())
             .unwrap()
             .filter(|e| {
-                e.as_ref()
-                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with(&format!("agent-{name}-")))
+                e.as_ref().is_ok_and(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(&format!("agent-{name}-"))
+                })
             })
             .count();
         let log = self.path(&format!("agent-{name}-{}.log", runs + 1));
@@ -231,7 +248,14 @@ impl Cluster {
         cmd.args(["--controller", &self.listen.to_string()])
             .arg("--data-dir")
             .arg(&data_dir)
-            .args(["--name", name, "--housekeeping-interval", "1s", "--max-backoff", "2s"])
+            .args([
+                "--name",
+                name,
+                "--housekeeping-interval",
+                "1s",
+                "--max-backoff",
+                "2s",
+            ])
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -240,7 +264,14 @@ impl Cluster {
             cmd.args(["--token", t, "--ca-hash", h]);
         }
         let child = cmd.spawn().expect("starting outpost-agent");
-        if let Some(mut old) = self.agents.insert(name.to_string(), AgentProc { child, data_dir, log }) {
+        if let Some(mut old) = self.agents.insert(
+            name.to_string(),
+            AgentProc {
+                child,
+                data_dir,
+                log,
+            },
+        ) {
             let _ = old.child.kill();
             let _ = old.child.wait();
         }
@@ -299,14 +330,22 @@ impl Cluster {
 
     /// Polls `f` until it holds; returns how long it took. On timeout panics
     /// with the tails of every log.
-    pub fn wait_for(&self, what: &str, timeout: Duration, mut f: impl FnMut(&Cluster) -> bool) -> Duration {
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut f: impl FnMut(&Cluster) -> bool,
+    ) -> Duration {
         let start = Instant::now();
         loop {
             if f(self) {
                 return start.elapsed();
             }
             if start.elapsed() > timeout {
-                panic!("timed out after {timeout:?} waiting for {what}\n{}", self.logs());
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}\n{}",
+                    self.logs()
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -325,7 +364,11 @@ impl Cluster {
             let text = std::fs::read_to_string(e.path()).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             let tail = &lines[lines.len().saturating_sub(30)..];
-            out.push_str(&format!("---- {} ----\n{}\n", e.file_name().to_string_lossy(), tail.join("\n")));
+            out.push_str(&format!(
+                "---- {} ----\n{}\n",
+                e.file_name().to_string_lossy(),
+                tail.join("\n")
+            ));
         }
         out
     }
@@ -334,7 +377,8 @@ impl Cluster {
     pub fn metric(&self, name: &str) -> Option<f64> {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(self.metrics).ok()?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .ok()?;
         let mut body = String::new();
         s.read_to_string(&mut body).ok()?;
         body.lines()
@@ -350,5 +394,116 @@ impl Drop for Cluster {
             let _ = a.child.wait();
         }
         self.kill_controller();
+    }
+}
+
+/// Hand-made clients for probing the controller with bad credentials and
+/// bad frames, which the real agent and CLI never send.
+pub mod raw {
+    use outpost_proto::link;
+    use outpost_proto::Message;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::net::SocketAddr;
+    use std::path::Path;
+    use std::time::Duration;
+
+    /// Certificate chain and key.
+    pub type Creds = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+    /// Reads a PEM file holding a certificate and a PKCS#8 key (the agent's
+    /// identity.pem).
+    pub fn creds_from_pem(path: &Path) -> Creds {
+        let text = std::fs::read_to_string(path).expect("reading identity");
+        let blocks = pem::parse_many(text).expect("pem");
+        let cert = blocks.iter().find(|b| b.tag() == "CERTIFICATE").unwrap();
+        let key = blocks.iter().find(|b| b.tag() == "PRIVATE KEY").unwrap();
+        (
+            vec![cert.contents().to_vec().into()],
+            PrivateKeyDer::Pkcs8(key.contents().to_vec().into()),
+        )
+    }
+
+    /// What came back from the controller.
+    #[derive(Debug)]
+    pub enum Outcome {
+        /// A message (e.g. an Error frame).
+        Reply(Message),
+        /// The connection was refused or closed; the text says why.
+        Closed(String),
+    }
+
+    impl Outcome {
+        /// The human-readable text of the outcome.
+        pub fn text(&self) -> String {
+            match self {
+                Outcome::Reply(Message::Error(e)) => format!("{:?}: {}", e.code, e.message),
+                Outcome::Reply(m) => format!("reply {}", m.kind()),
+                Outcome::Closed(s) => s.clone(),
+            }
+        }
+    }
+
+    fn describe(e: &quinn::ConnectionError) -> String {
+        match e {
+            quinn::ConnectionError::ApplicationClosed(c) => format!(
+                "closed with code {}: {}",
+                c.error_code,
+                String::from_utf8_lossy(&c.reason)
+            ),
+            other => other.to_string(),
+        }
+    }
+
+    /// Connects with `creds` (or none), sends `bytes` on a new stream and
+    /// returns the first answer or why the connection ended.
+    pub async fn send_raw(
+        controller: SocketAddr,
+        ca_der: &[u8],
+        creds: Option<Creds>,
+        bytes: Vec<u8>,
+    ) -> Outcome {
+        let client = link::client_config(
+            ca_der.to_vec().into(),
+            creds,
+            link::transport(Duration::from_secs(5), 2),
+        )
+        .expect("client config");
+        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let conn = match endpoint
+            .connect_with(client, controller, "localhost")
+            .unwrap()
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => return Outcome::Closed(describe(&e)),
+        };
+        let run = async {
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| describe(&e))?;
+            send.write_all(&bytes).await.map_err(|e| e.to_string())?;
+            match link::read_frame(&mut recv, outpost_proto::MAX_FRAME).await {
+                Ok(Some(m)) => Ok(Outcome::Reply(m)),
+                Ok(None) => Err("stream finished without a reply".to_string()),
+                Err(e) => Err(match conn.close_reason() {
+                    Some(reason) => describe(&reason),
+                    None => e.to_string(),
+                }),
+            }
+        };
+        let out = match tokio::time::timeout(Duration::from_secs(10), run).await {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => Outcome::Closed(e),
+            Err(_) => Outcome::Closed("no answer within 10s".into()),
+        };
+        // An Error frame is followed by a close carrying the code.
+        if let Outcome::Reply(Message::Error(_)) = &out {
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+        }
+        conn.close(0u32.into(), b"");
+        out
+    }
+
+    /// Encodes one message as a frame.
+    pub fn frame(m: &Message) -> Vec<u8> {
+        outpost_proto::frame::encode(m).unwrap()
     }
 }

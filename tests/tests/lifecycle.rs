@@ -28,13 +28,24 @@ fn enrol_fail_recover_and_controller_restart() {
         .iter()
         .map(|c| c["type"].as_str().unwrap())
         .collect();
-    assert_eq!(conds, ["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"]);
-    assert_eq!(node["metadata"]["labels"]["topology.outpost.dev/site"], "shop-1");
+    assert_eq!(
+        conds,
+        ["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"]
+    );
+    assert_eq!(
+        node["metadata"]["labels"]["topology.outpost.dev/site"],
+        "shop-1"
+    );
     assert!(node["status"]["capacity"]["cpu"].as_str().unwrap() != "0");
     assert_eq!(node["status"]["signals"].as_array().unwrap().len(), 5);
     let serials: Vec<String> = NODES
         .iter()
-        .map(|n| c.node(n).unwrap()["status"]["certificate"]["serial"].as_str().unwrap().to_string())
+        .map(|n| {
+            c.node(n).unwrap()["status"]["certificate"]["serial"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
 
     // The token is used up now.
@@ -43,26 +54,40 @@ fn enrol_fail_recover_and_controller_restart() {
 
     // Kill one agent: NotReady within the grace period (plus one lease tick).
     c.kill_agent("edge-b");
-    let took = c.wait_for("edge-b NotReady", Duration::from_secs(10), |c| !c.is_ready("edge-b"));
+    let took = c.wait_for("edge-b NotReady", Duration::from_secs(10), |c| {
+        !c.is_ready("edge-b")
+    });
     println!("edge-b NotReady {took:.1?} after SIGKILL (grace 4s, heartbeat 1s)");
     assert!(took <= Duration::from_secs(4 + 2), "NotReady took {took:?}");
-    assert!(c.is_ready("edge-a") && c.is_ready("edge-c"), "others unaffected");
+    assert!(
+        c.is_ready("edge-a") && c.is_ready("edge-c"),
+        "others unaffected"
+    );
     let node = c.node("edge-b").unwrap();
     let taints = node["spec"]["taints"].as_array().unwrap();
-    assert!(taints.iter().any(|t| t["key"] == "node.outpost.dev/unreachable"), "{taints:?}");
+    assert!(
+        taints
+            .iter()
+            .any(|t| t["key"] == "node.outpost.dev/unreachable"),
+        "{taints:?}"
+    );
 
     // Restart it without a token: it reuses its identity.
     c.start_agent("edge-b", None, &[]);
-    let took = c.wait_for("edge-b Ready again", Duration::from_secs(20), |c| c.is_ready("edge-b"));
+    let took = c.wait_for("edge-b Ready again", Duration::from_secs(20), |c| {
+        c.is_ready("edge-b")
+    });
     println!("edge-b Ready {took:.1?} after restart");
 
     // Kill the controller; all agents stay up and reconnect to the new one.
     c.kill_controller();
     std::thread::sleep(Duration::from_secs(2));
     c.start_controller();
-    let took = c.wait_for("all nodes Ready after controller restart", Duration::from_secs(30), |c| {
-        NODES.iter().all(|n| c.is_ready(n))
-    });
+    let took = c.wait_for(
+        "all nodes Ready after controller restart",
+        Duration::from_secs(30),
+        |c| NODES.iter().all(|n| c.is_ready(n)),
+    );
     println!("all three nodes Ready {took:.1?} after the controller came back");
     for (n, serial) in NODES.iter().zip(&serials) {
         let node = c.node(n).unwrap();
@@ -71,7 +96,10 @@ fn enrol_fail_recover_and_controller_restart() {
             serial,
             "{n} kept its certificate (no re-enrolment)"
         );
-        assert_eq!(node["metadata"]["labels"]["topology.outpost.dev/site"], "shop-1");
+        assert_eq!(
+            node["metadata"]["labels"]["topology.outpost.dev/site"],
+            "shop-1"
+        );
     }
     let events = c.ctl_json(&["get", "events"]);
     let registered = events["items"]
@@ -80,7 +108,10 @@ fn enrol_fail_recover_and_controller_restart() {
         .iter()
         .filter(|e| e["reason"] == "NodeRegistered")
         .count();
-    assert_eq!(registered, 3, "events survive the restart and nobody re-enrolled");
+    assert_eq!(
+        registered, 3,
+        "events survive the restart and nobody re-enrolled"
+    );
     for n in NODES {
         assert!(
             !c.agent_log(n).contains("enrolled;") || n != "edge-b",
@@ -94,22 +125,41 @@ fn get_nodes_table_and_describe_show_real_conditions() {
     let mut c = Cluster::start(Timing::default());
     let (token, hash) = c.token(&[]);
     c.start_agent("solo", Some((&token, &hash)), &["--labels", "site=lab"]);
-    c.wait_for("solo Ready", Duration::from_secs(30), |c| c.is_ready("solo"));
+    c.wait_for("solo Ready", Duration::from_secs(30), |c| {
+        c.is_ready("solo")
+    });
     c.wait_for("solo reported", Duration::from_secs(10), |c| {
-        c.node("solo").is_some_and(|n| !n["status"]["signals"].as_array().unwrap().is_empty())
+        c.node("solo")
+            .is_some_and(|n| !n["status"]["signals"].as_array().unwrap().is_empty())
     });
     let table = String::from_utf8(c.ctl(&["get", "nodes"]).stdout).unwrap();
     println!("{table}");
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "STATUS", "PRESSURE", "SITE", "ARCH", "CPU", "MEMORY", "AGE", "VERSION"]);
+    assert_eq!(
+        header,
+        ["NAME", "STATUS", "PRESSURE", "SITE", "ARCH", "CPU", "MEMORY", "AGE", "VERSION"]
+    );
     let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(&row[..4], ["solo", "Ready", "None", "lab"]);
     let describe = String::from_utf8(c.ctl(&["describe", "node", "solo"]).stdout).unwrap();
-    for needle in ["MemoryPressure", "DiskPressure", "PIDPressure", "memory.available", "pid.available", "Allocatable:"] {
-        assert!(describe.contains(needle), "describe lacks {needle}:\n{describe}");
+    for needle in [
+        "MemoryPressure",
+        "DiskPressure",
+        "PIDPressure",
+        "memory.available",
+        "pid.available",
+        "Allocatable:",
+    ] {
+        assert!(
+            describe.contains(needle),
+            "describe lacks {needle}:\n{describe}"
+        );
     }
     let yaml = String::from_utf8(c.ctl(&["get", "nodes", "-o", "yaml"]).stdout).unwrap();
-    assert!(yaml.contains("kind: List") && yaml.contains("name: solo"), "{yaml}");
+    assert!(
+        yaml.contains("kind: List") && yaml.contains("name: solo"),
+        "{yaml}"
+    );
     // Metrics agree.
     assert_eq!(c.metric("outpost_nodes_ready"), Some(1.0));
     assert!(c.metric("outpost_heartbeats_total").unwrap() >= 1.0);

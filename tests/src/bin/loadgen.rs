@@ -172,9 +172,21 @@ struct Stats {
     failures: Mutex<BTreeMap<(Phase, String), usize>>,
     /// Interval the controller asked for in its Welcome (ms), last seen.
     welcome_heartbeat_ms: AtomicU64,
+    /// Duration of each successful enrolment attempt (key generation to
+    /// certificate), in ms.
+    enrol_ms: Mutex<Vec<u64>>,
+    /// Duration of each successful session attempt (handshake to Welcome),
+    /// in ms.
+    connect_ms: Mutex<Vec<u64>>,
 }
 
 impl Stats {
+    fn took(list: &Mutex<Vec<u64>>, since: Instant) {
+        list.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(millis(since.elapsed()));
+    }
+
     fn failed(&self, phase: Phase, node: &str, why: &str) {
         let key = (phase, why.replace(node, "<node>"));
         *self
@@ -207,6 +219,7 @@ async fn run(args: Args) -> Result<()> {
         .ok_or_else(|| anyhow!("controller {} resolved to nothing", cfg.controller))?;
     let (endpoint, buffers) = shared_endpoint(remote, args.udp_buffer)?;
     let local_port = endpoint.local_addr()?.port();
+    let start_drops = (udp_drops(local_port), udp_drops(remote.port()));
     eprintln!(
         "loadgen: {} agents against {} from one UDP socket (port {local_port}, receive buffer {}, send buffer {})",
         args.agents,
@@ -229,7 +242,12 @@ async fn run(args: Args) -> Result<()> {
     )
     .await
     .context("creating the bootstrap token")?;
-    let AdminResponse::TokenCreated { token, ca_hash: told, .. } = created else {
+    let AdminResponse::TokenCreated {
+        token,
+        ca_hash: told,
+        ..
+    } = created
+    else {
         bail!("unexpected answer to CreateToken");
     };
     if told != ca_hash {
@@ -298,7 +316,9 @@ async fn run(args: Args) -> Result<()> {
                 ctx.stats.heartbeats.load(Ordering::Relaxed),
                 ctx.stats.reports.load(Ordering::Relaxed),
                 ctx.stats.dropped.load(Ordering::Relaxed),
-                args.duration.saturating_sub(hold_start.elapsed()).as_secs_f64()
+                args.duration
+                    .saturating_sub(hold_start.elapsed())
+                    .as_secs_f64()
             );
         }
     }
@@ -331,6 +351,7 @@ async fn run(args: Args) -> Result<()> {
         enrol_time,
         connect_time,
         live_at_end,
+        start_drops,
         &w0,
         &w1,
         token_used,
@@ -421,11 +442,13 @@ async fn enrol_all(ctx: &Arc<Ctx>, names: &[String], args: &Args) -> Vec<Identit
                 return None;
             };
             for attempt in 1..=ctx.attempts {
+                let since = Instant::now();
                 let result = tokio::time::timeout(ATTEMPT_TIMEOUT, enrol_once(&ctx, &name))
                     .await
                     .unwrap_or_else(|_| Err(format!("no enrolment within {ATTEMPT_TIMEOUT:?}")));
                 match result {
                     Ok(id) => {
+                        Stats::took(&ctx.stats.enrol_ms, since);
                         ctx.stats.enrolled.fetch_add(1, Ordering::Relaxed);
                         return Some(id);
                     }
@@ -495,7 +518,12 @@ async fn enrol_once(ctx: &Ctx, name: &str) -> Result<Identity, String> {
     let resp = match reply? {
         Message::EnrolResponse(r) => r,
         Message::Error(e) => return Err(format!("refused: {e}")),
-        other => return Err(format!("unexpected {} in answer to enrolment", other.kind())),
+        other => {
+            return Err(format!(
+                "unexpected {} in answer to enrolment",
+                other.kind()
+            ))
+        }
     };
     if link::cert_hash(&resp.ca_der) != ctx.ca_hash {
         return Err("the controller returned a CA that does not match the pin".into());
@@ -576,9 +604,8 @@ async fn connect_all(
     if !finished {
         // Sessions already up keep running; only the stragglers are counted
         // as failed (they will stop on their own at the end of the hold).
-        let missing = total
-            - s.connected.load(Ordering::Relaxed)
-            - s.connect_failed.load(Ordering::Relaxed);
+        let missing =
+            total - s.connected.load(Ordering::Relaxed) - s.connect_failed.load(Ordering::Relaxed);
         s.connect_failed.fetch_add(missing, Ordering::Relaxed);
         for _ in 0..missing {
             s.failed(Phase::Connect, "", "phase timeout (--phase-timeout)");
@@ -614,12 +641,14 @@ async fn agent(
             return Ended::Dropped;
         };
         for attempt in 1..=ctx.attempts {
+            let since = Instant::now();
             let result =
                 tokio::time::timeout(ATTEMPT_TIMEOUT, connect_once(&ctx, &client, &id, &mut node))
                     .await
                     .unwrap_or_else(|_| Err(format!("no session within {ATTEMPT_TIMEOUT:?}")));
             match result {
                 Ok(l) => {
+                    Stats::took(&ctx.stats.connect_ms, since);
                     live = Some(l);
                     break;
                 }
@@ -632,7 +661,9 @@ async fn agent(
             }
         }
     }
-    let Some((conn, mut send, welcome_ms)) = live else {
+    // The receive half stays open (as in the agent, which keeps reading it):
+    // dropping it would ask the controller to stop sending on the session.
+    let Some((conn, mut send, _recv, welcome_ms)) = live else {
         ctx.stats.connect_failed.fetch_add(1, Ordering::Relaxed);
         return Ended::Dropped;
     };
@@ -688,8 +719,8 @@ async fn agent(
     if matches!(ended, Ended::Dropped) {
         ctx.stats.dropped.fetch_add(1, Ordering::Relaxed);
     }
-    let _ = send.finish();
-    conn.close(close::DONE.into(), b"loadgen stopping");
+    // Leave as the agent does on shutdown: close the connection with DONE.
+    conn.close(close::DONE.into(), b"agent shutting down");
     ended
 }
 
@@ -698,13 +729,13 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// Connect, hello, welcome, first full report. Returns the connection, the
-/// session stream and the heartbeat interval from the Welcome (ms).
+/// session stream's halves and the heartbeat interval from the Welcome (ms).
 async fn connect_once(
     ctx: &Ctx,
     client: &quinn::ClientConfig,
     id: &Identity,
     node: &mut FakeNode,
-) -> Result<(quinn::Connection, quinn::SendStream, u64), String> {
+) -> Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream, u64), String> {
     let conn = ctx
         .endpoint
         .connect_with(client.clone(), ctx.remote, &ctx.server_name)
@@ -723,9 +754,9 @@ async fn connect_once(
         )
         .await?;
         let answer = read_frame(&mut recv, MAX_FRAME).await?;
-        Ok::<_, LinkError>((send, answer))
+        Ok::<_, LinkError>((send, recv, answer))
     };
-    let (mut send, answer) = match tokio::time::timeout(ANSWER_TIMEOUT, hello).await {
+    let (mut send, recv, answer) = match tokio::time::timeout(ANSWER_TIMEOUT, hello).await {
         Err(_) => {
             conn.close(close::DONE.into(), b"no welcome");
             return Err(format!("no Welcome within {ANSWER_TIMEOUT:?}"));
@@ -746,7 +777,7 @@ async fn connect_once(
         .await
         .map_err(|e| format!("first report: {}", link_error(&e)))?;
     ctx.stats.reports.fetch_add(1, Ordering::Relaxed);
-    Ok((conn, send, welcome.heartbeat_interval_ms))
+    Ok((conn, send, recv, welcome.heartbeat_interval_ms))
 }
 
 // ---- simulated probes ----
@@ -896,8 +927,8 @@ impl FakeNode {
                 }
             })
             .collect();
-        let condition = |kind: ConditionType, on: bool, reason_on: &str, reason_off: &str| {
-            Condition {
+        let condition =
+            |kind: ConditionType, on: bool, reason_on: &str, reason_off: &str| Condition {
                 kind,
                 status: if on {
                     ConditionStatus::True
@@ -915,8 +946,7 @@ impl FakeNode {
                 } else {
                     self.info.boot_time_ms
                 },
-            }
-        };
+            };
         NodeReport {
             info: self.info.clone(),
             capacity: self.capacity,
@@ -1092,6 +1122,43 @@ fn udp_drops(port: u16) -> Option<u64> {
         .reduce(|a, b| a + b)
 }
 
+/// Latency distribution of successful attempts, in ms.
+#[derive(Default, Clone, Copy)]
+struct Percentiles {
+    p50: u64,
+    p90: u64,
+    p99: u64,
+    max: u64,
+}
+
+impl Percentiles {
+    fn of(list: &Mutex<Vec<u64>>) -> Percentiles {
+        let mut v = list.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if v.is_empty() {
+            return Percentiles::default();
+        }
+        v.sort_unstable();
+        let at = |q: usize| v[(v.len() * q / 100).min(v.len() - 1)];
+        Percentiles {
+            p50: at(50),
+            p90: at(90),
+            p99: at(99),
+            max: v[v.len() - 1],
+        }
+    }
+
+    fn text(&self) -> String {
+        format!(
+            "p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
+            self.p50, self.p90, self.p99, self.max
+        )
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({"p50": self.p50, "p90": self.p90, "p99": self.p99, "max": self.max})
+    }
+}
+
 struct Summary {
     agents: usize,
     enrolled: usize,
@@ -1113,6 +1180,13 @@ struct Summary {
     loadgen_hwm_kib: Option<u64>,
     quic_window: QuicTotals,
     drops_window: (Option<u64>, Option<u64>),
+    /// Drops from the start until all sessions were up.
+    drops_startup: (Option<u64>, Option<u64>),
+    /// QUIC packets lost (and retransmitted) on the live sessions up to the
+    /// start of the window: handshakes, hellos and first reports.
+    lost_startup: u64,
+    enrol_ms: Percentiles,
+    connect_ms: Percentiles,
     token_used: Option<(u32, Option<u32>)>,
     failures: Vec<(Phase, String, usize)>,
 }
@@ -1125,6 +1199,7 @@ impl Summary {
         enrol_time: Duration,
         connect_time: Duration,
         live_at_end: usize,
+        start_drops: (Option<u64>, Option<u64>),
         w0: &Window,
         w1: &Window,
         token_used: Option<(u32, Option<u32>)>,
@@ -1167,10 +1242,14 @@ impl Summary {
                 rx_pings: w1.quic.rx_pings.saturating_sub(w0.quic.rx_pings),
                 lost_packets: w1.quic.lost_packets.saturating_sub(w0.quic.lost_packets),
             },
-            drops_window: (
-                delta(w0.drops.0, w1.drops.0),
-                delta(w0.drops.1, w1.drops.1),
+            drops_window: (delta(w0.drops.0, w1.drops.0), delta(w0.drops.1, w1.drops.1)),
+            drops_startup: (
+                delta(start_drops.0, w0.drops.0),
+                delta(start_drops.1, w0.drops.1),
             ),
+            lost_startup: w0.quic.lost_packets,
+            enrol_ms: Percentiles::of(&s.enrol_ms),
+            connect_ms: Percentiles::of(&s.connect_ms),
             token_used,
             failures,
         }
@@ -1188,6 +1267,7 @@ impl Summary {
             self.enrolled as f64 / self.enrol_secs.max(1e-3),
             self.enrol_failed
         );
+        out += &format!("               per enrolment: {}\n", self.enrol_ms.text());
         out += &format!(
             "  connect:     {}/{} in {:.1}s ({:.0}/s), {} failed\n",
             self.connected,
@@ -1195,6 +1275,16 @@ impl Summary {
             self.connect_secs,
             self.connected as f64 / self.connect_secs.max(1e-3),
             self.connect_failed
+        );
+        out += &format!(
+            "               per session (handshake to Welcome): {}\n",
+            self.connect_ms.text()
+        );
+        out += &format!(
+            "               {} QUIC packets lost; UDP drops: loadgen socket {}, controller socket {}\n",
+            self.lost_startup,
+            opt(self.drops_startup.0),
+            opt(self.drops_startup.1)
         );
         out += &format!(
             "  steady:      {:.1}s, {} sessions live at the end, {} dropped\n",
@@ -1257,6 +1347,13 @@ impl Summary {
             "enrolled": self.enrolled,
             "enrolFailed": self.enrol_failed,
             "enrolSeconds": self.enrol_secs,
+            "enrolMs": self.enrol_ms.json(),
+            "connectMs": self.connect_ms.json(),
+            "startupLostPackets": self.lost_startup,
+            "udpDropsStartup": {
+                "loadgen": self.drops_startup.0,
+                "controller": self.drops_startup.1,
+            },
             "connected": self.connected,
             "connectFailed": self.connect_failed,
             "connectSeconds": self.connect_secs,
