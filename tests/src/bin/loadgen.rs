@@ -364,12 +364,12 @@ async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// Receive and send buffer of a UDP socket, as the kernel reports them.
+type BufferSizes = (Option<usize>, Option<usize>);
+
 /// One client endpoint for every connection of this process. Returns the
 /// socket's receive and send buffer sizes as the kernel reports them.
-fn shared_endpoint(
-    remote: SocketAddr,
-    buffer: u64,
-) -> Result<(quinn::Endpoint, (Option<usize>, Option<usize>))> {
+fn shared_endpoint(remote: SocketAddr, buffer: u64) -> Result<(quinn::Endpoint, BufferSizes)> {
     let bind: SocketAddr = if remote.is_ipv6() {
         "[::]:0".parse()?
     } else {
@@ -663,7 +663,13 @@ async fn agent(
     }
     // The receive half stays open (as in the agent, which keeps reading it):
     // dropping it would ask the controller to stop sending on the session.
-    let Some((conn, mut send, _recv, welcome_ms)) = live else {
+    let Some(Live {
+        conn,
+        mut send,
+        recv: _recv,
+        heartbeat_ms: welcome_ms,
+    }) = live
+    else {
         ctx.stats.connect_failed.fetch_add(1, Ordering::Relaxed);
         return Ended::Dropped;
     };
@@ -728,14 +734,22 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Connect, hello, welcome, first full report. Returns the connection, the
-/// session stream's halves and the heartbeat interval from the Welcome (ms).
+/// A session that got its Welcome.
+struct Live {
+    conn: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    /// Heartbeat interval from the Welcome.
+    heartbeat_ms: u64,
+}
+
+/// Connect, hello, welcome, first full report.
 async fn connect_once(
     ctx: &Ctx,
     client: &quinn::ClientConfig,
     id: &Identity,
     node: &mut FakeNode,
-) -> Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream, u64), String> {
+) -> Result<Live, String> {
     let conn = ctx
         .endpoint
         .connect_with(client.clone(), ctx.remote, &ctx.server_name)
@@ -777,7 +791,12 @@ async fn connect_once(
         .await
         .map_err(|e| format!("first report: {}", link_error(&e)))?;
     ctx.stats.reports.fetch_add(1, Ordering::Relaxed);
-    Ok((conn, send, recv, welcome.heartbeat_interval_ms))
+    Ok(Live {
+        conn,
+        send,
+        recv,
+        heartbeat_ms: welcome.heartbeat_interval_ms,
+    })
 }
 
 // ---- simulated probes ----
