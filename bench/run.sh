@@ -16,8 +16,8 @@
 # release binary sizes.
 #
 # Knobs (environment): SIZES ("1000 5000"), HOLD (60s, loadgen --duration),
-# AGENT_IDLE_SECS (30), UDP_BUFFER (loadgen --udp-buffer, default 0 = OS
-# default), RMEM_MAX (if set and we are root, net.core.rmem_max/wmem_max are
+# AGENT_IDLE_SECS (30), UDP_BUFFER (loadgen --udp-buffer, default 4Mi; 0 =
+# OS default; capped by net.core.rmem_max), RMEM_MAX (if set and we are root, net.core.rmem_max/wmem_max are
 # raised to it for the run and restored afterwards), OUT (results dir),
 # SKIP_BUILD=1.
 #
@@ -29,7 +29,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SIZES=${SIZES-"1000 5000"}
 HOLD=${HOLD:-60s}
 AGENT_IDLE_SECS=${AGENT_IDLE_SECS:-30}
-UDP_BUFFER=${UDP_BUFFER:-0}
+UDP_BUFFER=${UDP_BUFFER:-4Mi}
 RMEM_MAX=${RMEM_MAX:-}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET/release
@@ -160,7 +160,7 @@ fi
     echo "mem_total_gib=$(free -g | awk '/^Mem:/ {print $2}')"
     echo "kernel=$(uname -sr)"
     echo "rustc=$(rustc --version 2>/dev/null || echo unknown)"
-    echo "commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo "commit=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
     echo "rmem_default=$(sysctl -n net.core.rmem_default) rmem_max=$(sysctl -n net.core.rmem_max)"
 } >"$OUT/machine.txt"
 cat "$OUT/machine.txt" >&2
@@ -228,7 +228,11 @@ for N in $SIZES; do
     else
         result "n$N.get_nodes" "FAILED: $(head -c 300 "$OUT/n$N-getnodes.err" | tr '\n' ' ')"
     fi
-    result "n$N.controller_warnings" "$(grep -c ' WARN ' "$OUT/n$N-controller.log" || true)"
+    # Controller warnings grouped by message, node names and ports masked.
+    sed 's/\x1b\[[0-9;]*m//g' "$OUT/n$N-controller.log" | grep ' WARN ' |
+        sed -E 's/^[^ ]+ +WARN +//; s/load[0-9]+-[0-9]+/NODE/g; s/127\.0\.0\.1:[0-9]+/ADDR/g' |
+        cut -c1-200 | sort | uniq -c | sort -rn >"$OUT/n$N-controller-warnings.txt" || true
+    result "n$N.controller_warnings" "$(awk '{n += $1} END {print n + 0}' "$OUT/n$N-controller-warnings.txt")"
     cat "$OUT/n$N-loadgen.txt" >&2
     stop "$CTL_PID"
 done

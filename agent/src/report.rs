@@ -65,7 +65,7 @@ mod tests {
             signals: vec![SignalObservation {
                 signal: Signal::MemoryAvailable,
                 available: mem_available,
-                capacity: 1000_000,
+                capacity: 1_000_000,
                 hard_threshold: Some(100),
                 soft_threshold: None,
                 state: ThresholdState::Clear,

@@ -15,6 +15,7 @@ use crate::probe::{self, Prober};
 use crate::report::worth_sending;
 use anyhow::{anyhow, bail, Context, Result};
 use outpost_proto::link::{self, read_frame, write_frame, LinkError};
+use outpost_proto::units::rfc3339;
 use outpost_proto::{
     close, EnrolRequest, ErrorCode, Heartbeat, Hello, Message, NodeReport, RenewRequest, MAX_FRAME,
     PROTOCOL_VERSION,
@@ -216,7 +217,7 @@ async fn enrol_once(
     data.save_identity(&id)
         .map_err(|e| EnrolError::Refused(e.to_string()))?;
     endpoint.wait_idle().await;
-    info!(node = %id.node, labels = ?resp.labels, "enrolled; certificate valid until {} (unix ms)", id.not_after_ms);
+    info!(node = %id.node, labels = ?resp.labels, "enrolled; certificate valid until {}", rfc3339(id.not_after_ms));
     Ok(id)
 }
 
@@ -312,8 +313,8 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
     let result = loop {
         if id.expired() {
             error!(
-                "node certificate of {} expired at {} (unix ms); delete the node (`outpostctl delete node {}`) and enrol again with a new token",
-                id.node, id.not_after_ms, id.node
+                "node certificate of {} expired at {}; delete the node (`outpostctl delete node {}`) and enrol again with a new token",
+                id.node, rfc3339(id.not_after_ms), id.node
             );
         }
         let ended = {
@@ -447,7 +448,7 @@ async fn session(
                 }
                 () = tokio::time::sleep_until(renew_at), if pending_renewal.is_none() => {
                     let pending = identity::new_key(&id.node)?;
-                    info!("renewing the node certificate (expires at {} unix ms)", id.not_after_ms);
+                    info!("renewing the node certificate (expires at {})", rfc3339(id.not_after_ms));
                     write_frame(&mut send, &Message::RenewRequest(RenewRequest { csr_der: pending.csr_der.clone() })).await?;
                     pending_renewal = Some(pending);
                 }
@@ -459,7 +460,7 @@ async fn session(
                         match pending.complete(r.cert_der) {
                             Ok(new) if new.node == id.node => {
                                 data.save_identity(&new)?;
-                                info!(serial = %new.serial, "node certificate renewed; valid until {} (unix ms)", new.not_after_ms);
+                                info!(serial = %new.serial, "node certificate renewed; valid until {}", rfc3339(new.not_after_ms));
                                 *id = new;
                                 renew_at = tokio::time::Instant::now() + id.renew_in(skew_ms).max(RENEW_RETRY / 6);
                             }

@@ -23,20 +23,7 @@ pub enum Format {
     Yaml,
 }
 
-/// RFC 3339 time from unix ms; empty for 0 (never).
-pub fn rfc3339(ms: u64) -> String {
-    if ms == 0 {
-        return String::new();
-    }
-    let nanos = i128::from(ms) * 1_000_000;
-    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
+pub use outpost_proto::units::rfc3339;
 
 /// Age like kubectl: `45s`, `3m12s`, `5h2m`, `12d`.
 pub fn age(since_ms: u64, now_ms: u64) -> String {
@@ -542,7 +529,7 @@ mod tests {
         assert_eq!(bytes_quantity(2048), "2Ki");
         assert_eq!(bytes_quantity(1000), "1000");
         assert_eq!(rfc3339(0), "");
-        assert_eq!(rfc3339(1_700_000_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(1_700_000_000_000), "2023-11-14T22:13:20.000Z");
         assert_eq!(age(1000, 61_000), "60s");
     }
 }

@@ -12,6 +12,7 @@
 //! reconnect before anything is declared lost.
 
 use outpost_proto::names::{ARCH_LABEL, HOSTNAME_LABEL, OS_LABEL};
+use outpost_proto::units::rfc3339;
 use outpost_proto::{
     Condition, ConditionStatus, ConditionType, EventType, NodeInfo, NodeReport, NodeView,
     Resources, SignalObservation, Taint, TaintEffect,
@@ -95,7 +96,7 @@ impl NodeRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     /// Write this record to the store.
-    Persist(NodeRecord),
+    Persist(Box<NodeRecord>),
     /// Record an event.
     Event {
         kind: EventType,
@@ -210,14 +211,14 @@ impl Registry {
     pub fn register(&mut self, rec: NodeRecord, now: Instant, now_ms: u64) -> Vec<Change> {
         let name = rec.name.clone();
         let changes = vec![
-            Change::Persist(rec.clone()),
+            Change::Persist(Box::new(rec.clone())),
             event(
                 EventType::Normal,
                 "NodeRegistered",
                 &name,
                 format!(
                     "node {name} enrolled; certificate valid until {}",
-                    rec.cert_not_after_ms
+                    rfc3339(rec.cert_not_after_ms)
                 ),
             ),
         ];
@@ -359,7 +360,7 @@ impl Registry {
         rec.conditions = report.conditions;
         node.signals = report.signals;
         if !durable_eq(&rec, &node.rec) {
-            changes.push(Change::Persist(rec.clone()));
+            changes.push(Change::Persist(Box::new(rec.clone())));
         }
         node.rec = rec;
         changes
@@ -375,12 +376,15 @@ impl Registry {
         node.rec.serials.drain(..excess);
         node.rec.cert_not_after_ms = not_after_ms;
         vec![
-            Change::Persist(node.rec.clone()),
+            Change::Persist(Box::new(node.rec.clone())),
             event(
                 EventType::Normal,
                 "CertificateRenewed",
                 name,
-                format!("node certificate renewed; valid until {not_after_ms}"),
+                format!(
+                    "node certificate renewed; valid until {}",
+                    rfc3339(not_after_ms)
+                ),
             ),
         ]
     }
@@ -429,7 +433,7 @@ impl Registry {
             return Some(Vec::new());
         }
         node.rec.unschedulable = value;
-        Some(vec![Change::Persist(node.rec.clone())])
+        Some(vec![Change::Persist(Box::new(node.rec.clone()))])
     }
 
     /// The operator's view of one node.

@@ -257,7 +257,8 @@ impl Server {
                     ErrorCode::Unauthenticated,
                     format!("no client certificate: {what}"),
                 );
-                self.finish(conn, conn.remote_address(), reject, Some(&mut send)).await;
+                self.finish(conn, conn.remote_address(), reject, Some(&mut send))
+                    .await;
                 return Ok(());
             }
         };

@@ -506,7 +506,8 @@ impl Controller {
             format!("token/{}", record.id),
             format!(
                 "bootstrap token {} created, expires at {}",
-                record.id, record.expires_ms
+                record.id,
+                outpost_proto::units::rfc3339(record.expires_ms)
             ),
         );
         Ok((clear, record.info()))

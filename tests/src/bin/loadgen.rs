@@ -91,9 +91,13 @@ struct Args {
     /// Upper bound on the enrol phase and on the connect phase each.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     phase_timeout: Duration,
-    /// Receive and send buffer of the shared UDP socket, e.g. 4Mi (capped by
-    /// net.core.rmem_max / wmem_max). 0 keeps the OS default.
-    #[arg(long, default_value = "0", value_parser = parse_quantity)]
+    /// Receive and send buffer of the shared UDP socket (capped by
+    /// net.core.rmem_max / wmem_max; the kernel reports twice the value).
+    /// 0 keeps the OS default. The default is large because one socket
+    /// stands in for N boxes: with the usual 208 KiB, a burst of a few
+    /// hundred handshakes overflows it and the loadgen, not the controller,
+    /// becomes what is measured (see docs/BENCHMARKS.md).
+    #[arg(long, default_value = "4Mi", value_parser = parse_quantity)]
     udp_buffer: u64,
     /// Touch this file when all sessions are up (steady state begins), so a
     /// script can start sampling the controller.
