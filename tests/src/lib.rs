@@ -232,6 +232,17 @@ impl Cluster {
 
     /// Starts an agent named `name`; enrols it with `token` when given.
     pub fn start_agent(&mut self, name: &str, token: Option<(&str, &str)>, extra: &[&str]) {
+        self.start_agent_env(name, token, extra, &[]);
+    }
+
+    /// Like [`Cluster::start_agent`], with extra environment variables.
+    pub fn start_agent_env(
+        &mut self,
+        name: &str,
+        token: Option<(&str, &str)>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) {
         let data_dir = self.path(&format!("agent-{name}"));
         let runs = std::fs::read_dir(self.root.path())
             .unwrap()
@@ -258,6 +269,7 @@ impl Cluster {
             ])
             .args(extra)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         if let Some((t, h)) = token {

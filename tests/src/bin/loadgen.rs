@@ -335,6 +335,10 @@ async fn run(args: Args) -> Result<()> {
         .filter(|c| c.close_reason().is_none())
         .count();
 
+    // The operator's view of a fleet this size, taken while every session is
+    // still live (connected, remote address and signals filled in).
+    let listing = list_nodes(&endpoint, &cfg, remote).await;
+
     // Phase 4: close everything, bounded.
     let _ = stop_tx.send(true);
     let closing = async { while sessions.join_next().await.is_some() {} };
@@ -359,6 +363,7 @@ async fn run(args: Args) -> Result<()> {
         &w0,
         &w1,
         token_used,
+        listing,
     );
     print!("{}", summary.text());
     if let Some(p) = &args.summary_json {
@@ -1039,6 +1044,37 @@ async fn admin_call(
     }
 }
 
+/// One `ListNodes` call as `outpostctl get nodes` makes it.
+struct Listing {
+    nodes: usize,
+    /// Size of the answer's frame payload, against `MAX_FRAME`.
+    frame_bytes: usize,
+    took: Duration,
+}
+
+async fn list_nodes(
+    endpoint: &quinn::Endpoint,
+    cfg: &ClientConfig,
+    remote: SocketAddr,
+) -> Result<Listing, String> {
+    let started = Instant::now();
+    let resp = admin_call(endpoint, cfg, remote, AdminRequest::ListNodes)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    let took = started.elapsed();
+    let frame_bytes = outpost_proto::frame::encode(&Message::Response(resp.clone()))
+        .map(|f| f.len() - outpost_proto::frame::HEADER_LEN)
+        .map_err(|e| e.to_string())?;
+    let AdminResponse::Nodes(nodes) = resp else {
+        return Err("unexpected answer to ListNodes".into());
+    };
+    Ok(Listing {
+        nodes: nodes.len(),
+        frame_bytes,
+        took,
+    })
+}
+
 /// How many uses the controller recorded on the loadgen's token.
 async fn token_use(
     endpoint: &quinn::Endpoint,
@@ -1211,6 +1247,7 @@ struct Summary {
     enrol_ms: Percentiles,
     connect_ms: Percentiles,
     token_used: Option<(u32, Option<u32>)>,
+    listing: Result<Listing, String>,
     failures: Vec<(Phase, String, usize)>,
 }
 
@@ -1226,6 +1263,7 @@ impl Summary {
         w0: &Window,
         w1: &Window,
         token_used: Option<(u32, Option<u32>)>,
+        listing: Result<Listing, String>,
     ) -> Summary {
         let s = &ctx.stats;
         let secs = w1.at.duration_since(w0.at).as_secs_f64().max(1e-3);
@@ -1274,6 +1312,7 @@ impl Summary {
             enrol_ms: Percentiles::of(&s.enrol_ms),
             connect_ms: Percentiles::of(&s.connect_ms),
             token_used,
+            listing,
             failures,
         }
     }
@@ -1352,6 +1391,22 @@ impl Summary {
             }
             None => out += "  token:       could not read its use count\n",
         }
+        match &self.listing {
+            Ok(l) => {
+                out += &format!(
+                    "  listing:     ListNodes with all sessions live: {} nodes, {} bytes in one frame \
+                     ({} per node; limit {} bytes), {} ms\n",
+                    l.nodes,
+                    l.frame_bytes,
+                    l.frame_bytes / l.nodes.max(1),
+                    MAX_FRAME,
+                    l.took.as_millis()
+                );
+            }
+            Err(e) => {
+                out += &format!("  listing:     ListNodes with all sessions live FAILED: {e}\n")
+            }
+        }
         if self.failures.is_empty() {
             out += "  failures:    none\n";
         } else {
@@ -1400,6 +1455,14 @@ impl Summary {
             "udpDropsWindow": {
                 "loadgen": self.drops_window.0,
                 "controller": self.drops_window.1,
+            },
+            "listNodes": match &self.listing {
+                Ok(l) => serde_json::json!({
+                    "nodes": l.nodes,
+                    "frameBytes": l.frame_bytes,
+                    "ms": millis(l.took),
+                }),
+                Err(e) => serde_json::json!({ "error": e }),
             },
             "tokenUsed": self.token_used.map(|t| t.0),
             "tokenUsesLeft": self.token_used.and_then(|t| t.1),
