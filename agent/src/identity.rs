@@ -6,10 +6,11 @@
 //! (`identity.pem`, mode 0600) so a renewal replaces both with one atomic
 //! rename: a crash can never pair a new key with an old certificate.
 
+use outpost_proto::clock::now_ms;
 use outpost_proto::files::{read_bounded, write_private};
 use rcgen::{CertificateParams, KeyPair};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 const IDENTITY_FILE: &str = "identity.pem";
 const CA_FILE: &str = "ca.pem";
@@ -89,16 +90,6 @@ impl Pending {
 
 fn to_ms(secs: i64) -> u64 {
     u64::try_from(secs).unwrap_or(0).saturating_mul(1000)
-}
-
-fn now_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(u64::MAX)
 }
 
 impl Identity {

@@ -544,7 +544,7 @@ impl PressureTracker {
             conditions.push(Condition {
                 kind,
                 status,
-                reason: reason(kind, status).to_string(),
+                reason: kind.reason(status == ConditionStatus::True).to_string(),
                 message: self.condition_message(kind, obs, &met, now, cond),
                 last_transition_ms: cond.last_transition_ms,
             });
@@ -733,22 +733,6 @@ impl Rule {
         } else {
             None
         }
-    }
-}
-
-/// Kubelet's condition reasons, with `Node` for `Kubelet` (they are the
-/// kubelet's event reasons).
-fn reason(kind: ConditionType, status: ConditionStatus) -> &'static str {
-    let on = status == ConditionStatus::True;
-    match (kind, on) {
-        (ConditionType::MemoryPressure, true) => "NodeHasInsufficientMemory",
-        (ConditionType::MemoryPressure, false) => "NodeHasSufficientMemory",
-        (ConditionType::DiskPressure, true) => "NodeHasDiskPressure",
-        (ConditionType::DiskPressure, false) => "NodeHasNoDiskPressure",
-        (ConditionType::PidPressure, true) => "NodeHasInsufficientPID",
-        (ConditionType::PidPressure, false) => "NodeHasSufficientPID",
-        (ConditionType::Ready, true) => "NodeReady",
-        (ConditionType::Ready, false) => "NodeNotReady",
     }
 }
 

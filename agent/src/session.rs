@@ -14,6 +14,7 @@ use crate::pressure::PressureTracker;
 use crate::probe::{self, Prober};
 use crate::report::worth_sending;
 use anyhow::{anyhow, bail, Context, Result};
+use outpost_proto::clock::now_ms;
 use outpost_proto::link::{self, read_frame, write_frame, LinkError};
 use outpost_proto::units::rfc3339;
 use outpost_proto::{
@@ -21,7 +22,7 @@ use outpost_proto::{
     PROTOCOL_VERSION,
 };
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
@@ -35,31 +36,9 @@ const RENEW_RETRY: Duration = Duration::from_secs(60);
 /// Frames buffered from the reader task; the controller sends few.
 const INBOX: usize = 16;
 
-fn now_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(u64::MAX)
-}
-
 fn hostname_node_name() -> String {
-    let h: String = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .take(63)
-        .collect();
-    let h = h.trim_matches('-');
-    if h.is_empty() {
-        "edge".into()
-    } else {
-        h.to_string()
-    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    outpost_proto::names::node_name_from_hostname(&host, "edge")
 }
 
 async fn resolve(addr: &str) -> Result<SocketAddr> {

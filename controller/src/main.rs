@@ -304,18 +304,7 @@ async fn serve(
 }
 
 fn node_name_from_host() -> String {
-    let h: String = hostname()
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .take(63)
-        .collect();
-    let h = h.trim_matches('-').to_string();
-    if h.is_empty() {
-        "local".into()
-    } else {
-        h
-    }
+    outpost_proto::names::node_name_from_hostname(&hostname(), "local")
 }
 
 async fn up(a: UpArgs) -> Result<()> {

@@ -187,6 +187,17 @@ impl Ca {
             now,
             lifetime,
         );
+        self.sign_new_key(key, &params, serial, not_after_ms)
+    }
+
+    /// Signs `params` for a key generated here; returns it with the key (PEM).
+    fn sign_new_key(
+        &self,
+        key: KeyPair,
+        params: &CertificateParams,
+        serial: String,
+        not_after_ms: u64,
+    ) -> Result<(Issued, String), PkiError> {
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok((
             Issued {
@@ -214,15 +225,7 @@ impl Ca {
             now,
             lifetime,
         );
-        let cert = params.signed_by(&key, &self.issuer)?;
-        Ok((
-            Issued {
-                cert_der: cert.der().to_vec(),
-                serial,
-                not_after_ms,
-            },
-            key.serialize_pem(),
-        ))
+        self.sign_new_key(key, &params, serial, not_after_ms)
     }
 
     /// Signs a node certificate for `node` from an agent's CSR. The CSR's

@@ -329,7 +329,7 @@ impl Registry {
                     } else {
                         EventType::Normal
                     },
-                    pressure_reason(new.kind, is_true),
+                    new.kind.reason(is_true),
                     name,
                     format!(
                         "{} is now {}: {}",
@@ -461,19 +461,6 @@ impl Registry {
     /// Number of nodes with a live session.
     pub fn connected(&self) -> usize {
         self.nodes.values().filter(|n| n.live.is_some()).count()
-    }
-}
-
-fn pressure_reason(kind: ConditionType, on: bool) -> &'static str {
-    match (kind, on) {
-        (ConditionType::MemoryPressure, true) => "NodeHasInsufficientMemory",
-        (ConditionType::MemoryPressure, false) => "NodeHasSufficientMemory",
-        (ConditionType::DiskPressure, true) => "NodeHasDiskPressure",
-        (ConditionType::DiskPressure, false) => "NodeHasNoDiskPressure",
-        (ConditionType::PidPressure, true) => "NodeHasInsufficientPID",
-        (ConditionType::PidPressure, false) => "NodeHasSufficientPID",
-        (ConditionType::Ready, true) => "NodeReady",
-        (ConditionType::Ready, false) => "NodeNotReady",
     }
 }
 

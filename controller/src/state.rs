@@ -17,7 +17,7 @@ use outpost_proto::{
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Events kept (memory and store). Old ones fall off, like Kubernetes' TTL.
 pub const EVENT_LOG_LEN: usize = 1000;
@@ -27,16 +27,7 @@ const KEY_CA_KEY: &str = "ca.key";
 const KEY_SERVER_CERT: &str = "server.crt";
 const KEY_SERVER_KEY: &str = "server.key";
 
-/// Wall clock in ms.
-pub fn now_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(u64::MAX)
-}
+pub use outpost_proto::clock::now_ms;
 
 /// Serve-time settings.
 #[derive(Debug, Clone)]

@@ -19,6 +19,8 @@ pub mod node;
 pub mod units;
 
 #[cfg(feature = "link")]
+pub mod clock;
+#[cfg(feature = "link")]
 pub mod files;
 #[cfg(feature = "link")]
 pub mod link;

@@ -13,6 +13,25 @@ pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 /// Most labels a node may carry; keeps a report bounded.
 pub const MAX_LABELS: usize = 64;
 
+/// Turns a host name into a valid node name: lowercase, every other
+/// character to '-', at most 63 characters, trimmed of '-'; `fallback` when
+/// nothing is left.
+pub fn node_name_from_hostname(host: &str, fallback: &str) -> String {
+    let name: String = host
+        .trim()
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(63)
+        .collect();
+    let name = name.trim_matches('-');
+    if name.is_empty() {
+        fallback.to_string()
+    } else {
+        name.to_string()
+    }
+}
+
 /// Checks a node name: an RFC 1123 DNS label (lowercase alphanumerics and
 /// '-', starting and ending alphanumeric, at most 63 characters).
 pub fn validate_node_name(name: &str) -> Result<(), String> {
@@ -149,6 +168,16 @@ mod tests {
         for bad in ["", "-a", "a-", "Edge", "a_b", "a.b", &"x".repeat(64)] {
             assert!(validate_node_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn hostnames_become_node_names() {
+        assert_eq!(
+            node_name_from_hostname("Pi-Shop_12.local\n", "edge"),
+            "pi-shop-12-local"
+        );
+        assert_eq!(node_name_from_hostname("--", "edge"), "edge");
+        assert!(validate_node_name(&node_name_from_hostname(&"A".repeat(100), "x")).is_ok());
     }
 
     #[test]

@@ -152,6 +152,21 @@ impl ConditionType {
         }
     }
 
+    /// The kubelet's reason (and event reason) for this condition being on
+    /// or off, e.g. `NodeHasInsufficientMemory` / `NodeHasSufficientMemory`.
+    pub fn reason(self, on: bool) -> &'static str {
+        match (self, on) {
+            (ConditionType::MemoryPressure, true) => "NodeHasInsufficientMemory",
+            (ConditionType::MemoryPressure, false) => "NodeHasSufficientMemory",
+            (ConditionType::DiskPressure, true) => "NodeHasDiskPressure",
+            (ConditionType::DiskPressure, false) => "NodeHasNoDiskPressure",
+            (ConditionType::PidPressure, true) => "NodeHasInsufficientPID",
+            (ConditionType::PidPressure, false) => "NodeHasSufficientPID",
+            (ConditionType::Ready, true) => "NodeReady",
+            (ConditionType::Ready, false) => "NodeNotReady",
+        }
+    }
+
     pub const PRESSURE: [ConditionType; 3] = [
         ConditionType::MemoryPressure,
         ConditionType::DiskPressure,
