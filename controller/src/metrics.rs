@@ -20,8 +20,15 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Serves until the listener fails.
 pub async fn serve(listener: TcpListener, ctrl: Arc<Controller>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: back off rather
+                // than spin on a listener that keeps failing.
+                tracing::warn!("metrics listener: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                continue;
+            }
         };
         let ctrl = ctrl.clone();
         tokio::spawn(async move {
