@@ -15,7 +15,8 @@
 # outpost-agent, lets it idle, and reads its RSS; and records the stripped
 # release binary sizes.
 #
-# Knobs (environment): SIZES ("1000 5000"), HOLD (60s, loadgen --duration),
+# Knobs (environment): SIZES ("1000 5000"), HOLD (60s: whole seconds, at
+# least 10s; loadgen --duration),
 # AGENT_IDLE_SECS (30; 0 skips the agent), UDP_BUFFER (loadgen --udp-buffer, default 4Mi; 0 =
 # OS default; capped by net.core.rmem_max), RMEM_MAX (if set and we are root, net.core.rmem_max/wmem_max are
 # raised to it for the run and restored afterwards), OUT (results dir),
@@ -35,6 +36,8 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET/release
 OUT=${OUT:-$TARGET/bench/$(date -u +%Y%m%dT%H%M%SZ)}
 HZ=$(getconf CLK_TCK)
+[[ $HOLD =~ ^[0-9]+s$ ]] && [ "${HOLD%s}" -ge 10 ] ||
+    { echo "HOLD must be whole seconds, at least 10s (e.g. 60s); got $HOLD" >&2; exit 2; }
 
 mkdir -p "$OUT"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/outpost-bench.XXXXXX")
@@ -177,6 +180,7 @@ for N in $SIZES; do
     start_controller "n$N"
     result "n$N.controller_rss_idle_kib" "$(status_kib "$CTL_PID" VmRSS)"
     READY=$WORK/n$N/ready
+    ts=$(now); cs=$(cpu_ticks "$CTL_PID")
     "$BIN/outpost-loadgen" --config "$CTL_CONF" --agents "$N" --duration "$HOLD" \
         --name-prefix "load$N" --udp-buffer "$UDP_BUFFER" \
         --ready-file "$READY" --summary-json "$OUT/n$N-loadgen.json" \
@@ -193,12 +197,15 @@ for N in $SIZES; do
     done
     log "N=$N: all sessions up ($(cat "$READY") connected); sampling the steady state"
     result "n$N.controller_rss_after_connect_kib" "$(status_kib "$CTL_PID" VmRSS)"
+    # Average over token creation, enrolment and connection of the fleet.
+    result "n$N.startup_secs" "$(calc "$(now) - $ts")"
+    result "n$N.controller_startup_cpu_pct_of_one_core" \
+        "$(calc "($(cpu_ticks "$CTL_PID") - $cs) / $HZ / ($(now) - $ts) * 100")"
     # Skip the first 2 s and stop 3 s before the loadgen does.
     sleep 2
     t0=$(now); c0=$(cpu_ticks "$CTL_PID"); l0=$(cpu_ticks "$LG_PID"); b0=$(busy_ticks)
     h0=$(metric "$MPORT" outpost_heartbeats_total); r0=$(metric "$MPORT" outpost_reports_total)
-    hold_secs=$(awk -v d="$HOLD" 'BEGIN { sub(/s$/, "", d); print d }')
-    window=$(calc "$hold_secs - 5" 0)
+    window=$((${HOLD%s} - 5))
     rss_max=0
     for _ in $(seq "$window"); do
         sleep 1

@@ -33,7 +33,7 @@ use outpost_proto::{
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{watch, Semaphore};
@@ -143,6 +143,9 @@ struct Ctx {
     stats: Stats,
     /// Live session connections, for QUIC statistics at the window edges.
     conns: Mutex<Vec<quinn::Connection>>,
+    /// Set when the connect phase hit `--phase-timeout`: stragglers were
+    /// counted as failed and must not join the steady state late.
+    connect_phase_over: AtomicBool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -272,6 +275,7 @@ async fn run(args: Args) -> Result<()> {
         attempts: args.attempts,
         stats: Stats::default(),
         conns: Mutex::new(Vec::new()),
+        connect_phase_over: AtomicBool::new(false),
     });
     let names: Vec<String> = (1..=args.agents)
         .map(|i| format!("{}-{i:05}", args.name_prefix))
@@ -340,6 +344,7 @@ async fn run(args: Args) -> Result<()> {
     let listing = list_nodes(&endpoint, &cfg, remote).await;
 
     // Phase 4: close everything, bounded.
+    let close_drops = (udp_drops(local_port), udp_drops(remote.port()));
     let _ = stop_tx.send(true);
     let closing = async { while sessions.join_next().await.is_some() {} };
     if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
@@ -352,8 +357,13 @@ async fn run(args: Args) -> Result<()> {
     ctx.conns.lock().unwrap_or_else(|p| p.into_inner()).clear();
     endpoint.close(close::DONE.into(), b"loadgen done");
     let _ = tokio::time::timeout(Duration::from_secs(3), endpoint.wait_idle()).await;
+    let delta = |a: Option<u64>, b: Option<u64>| b.zip(a).map(|(b, a)| b.saturating_sub(a));
+    let close_drops = (
+        delta(close_drops.0, udp_drops(local_port)),
+        delta(close_drops.1, udp_drops(remote.port())),
+    );
 
-    let summary = Summary::build(
+    let mut summary = Summary::build(
         &ctx,
         &args,
         enrol_time,
@@ -365,6 +375,7 @@ async fn run(args: Args) -> Result<()> {
         token_used,
         listing,
     );
+    summary.drops_closing = close_drops;
     print!("{}", summary.text());
     if let Some(p) = &args.summary_json {
         std::fs::write(p, serde_json::to_string_pretty(&summary.json())?)
@@ -611,8 +622,9 @@ async fn connect_all(
     })
     .await;
     if !finished {
-        // Sessions already up keep running; only the stragglers are counted
-        // as failed (they will stop on their own at the end of the hold).
+        // Sessions already up keep running; the stragglers are counted as
+        // failed and give up as soon as their current attempt ends.
+        ctx.connect_phase_over.store(true, Ordering::Relaxed);
         let missing =
             total - s.connected.load(Ordering::Relaxed) - s.connect_failed.load(Ordering::Relaxed);
         s.connect_failed.fetch_add(missing, Ordering::Relaxed);
@@ -672,6 +684,13 @@ async fn agent(
     }
     // The receive half stays open (as in the agent, which keeps reading it):
     // dropping it would ask the controller to stop sending on the session.
+    if ctx.connect_phase_over.load(Ordering::Relaxed) {
+        // Already counted as failed by `connect_all`.
+        if let Some(l) = live {
+            l.conn.close(close::DONE.into(), b"too late");
+        }
+        return Ended::Dropped;
+    }
     let Some(Live {
         conn,
         mut send,
@@ -1241,6 +1260,8 @@ struct Summary {
     drops_window: (Option<u64>, Option<u64>),
     /// Drops from the start until all sessions were up.
     drops_startup: (Option<u64>, Option<u64>),
+    /// Drops while all sessions close at once.
+    drops_closing: (Option<u64>, Option<u64>),
     /// QUIC packets lost (and retransmitted) on the live sessions up to the
     /// start of the window: handshakes, hellos and first reports.
     lost_startup: u64,
@@ -1308,6 +1329,7 @@ impl Summary {
                 delta(start_drops.0, w0.drops.0),
                 delta(start_drops.1, w0.drops.1),
             ),
+            drops_closing: (None, None),
             lost_startup: w0.quic.lost_packets,
             enrol_ms: Percentiles::of(&s.enrol_ms),
             connect_ms: Percentiles::of(&s.connect_ms),
@@ -1391,6 +1413,11 @@ impl Summary {
             }
             None => out += "  token:       could not read its use count\n",
         }
+        out += &format!(
+            "  closing:     UDP drops while all sessions closed: loadgen socket {}, controller socket {}\n",
+            opt(self.drops_closing.0),
+            opt(self.drops_closing.1)
+        );
         match &self.listing {
             Ok(l) => {
                 out += &format!(
@@ -1428,6 +1455,10 @@ impl Summary {
             "enrolMs": self.enrol_ms.json(),
             "connectMs": self.connect_ms.json(),
             "startupLostPackets": self.lost_startup,
+            "udpDropsClosing": {
+                "loadgen": self.drops_closing.0,
+                "controller": self.drops_closing.1,
+            },
             "udpDropsStartup": {
                 "loadgen": self.drops_startup.0,
                 "controller": self.drops_startup.1,
