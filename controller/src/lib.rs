@@ -6,6 +6,7 @@
 //! Prometheus text over HTTP; `clientconfig` is the operator's config file.
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod clientconfig;
 pub mod ctl;
 pub mod metrics;

@@ -120,6 +120,7 @@ fn main() {
                 .unwrap_or_else(|_| "info,quinn=warn,rustls=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let result = match cli.cmd {
@@ -267,8 +268,7 @@ async fn serve(
         ident.ca_der.clone().into(),
         outpost_proto::link::transport(a.tuning.idle_timeout, 8),
     )?;
-    let endpoint = quinn::Endpoint::server(server_config, a.listen)
-        .with_context(|| format!("binding the QUIC endpoint on {} (UDP)", a.listen))?;
+    let endpoint = bind_endpoint(server_config, a.listen)?;
     let server = Server::new(ctrl.clone());
     tokio::spawn(server.clone().run(endpoint.clone()));
     if a.metrics_listen != "off" {
@@ -301,6 +301,36 @@ async fn serve(
     );
     let _ = tokio::time::timeout(Duration::from_secs(3), endpoint.wait_idle()).await;
     Ok(())
+}
+
+/// UDP receive buffer asked for the controller's socket. When thousands of
+/// agents reconnect at once (a controller restart) their handshakes arrive
+/// faster than one core drains them; the kernel default (about 208 KiB)
+/// dropped 12,831 datagrams while 5,000 agents connected (docs/BENCHMARKS.md).
+const UDP_RECV_BUFFER: usize = 8 << 20;
+
+fn bind_endpoint(config: quinn::ServerConfig, listen: SocketAddr) -> Result<quinn::Endpoint> {
+    let socket = std::net::UdpSocket::bind(listen)
+        .with_context(|| format!("binding the QUIC endpoint on {listen} (UDP)"))?;
+    let state = quinn::udp::UdpSocketState::new((&socket).into())?;
+    if let Err(e) = state.set_recv_buffer_size((&socket).into(), UDP_RECV_BUFFER) {
+        warn!("could not enlarge the UDP receive buffer: {e}");
+    }
+    // Linux reports twice what it grants, and caps the request at rmem_max.
+    let granted = state.recv_buffer_size((&socket).into()).unwrap_or(0) / 2;
+    if granted < UDP_RECV_BUFFER / 2 {
+        warn!(
+            "UDP receive buffer is {granted} bytes; raise net.core.rmem_max to at least {UDP_RECV_BUFFER} so a fleet reconnecting at once is not dropped"
+        );
+    }
+    let runtime = quinn::default_runtime().context("no async runtime for the QUIC endpoint")?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(config),
+        socket,
+        runtime,
+    )
+    .with_context(|| format!("starting the QUIC endpoint on {listen}"))
 }
 
 fn node_name_from_host() -> String {

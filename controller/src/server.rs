@@ -94,6 +94,29 @@ fn peer_identity(conn: &quinn::Connection) -> Result<Option<pki::PeerIdentity>, 
     }
 }
 
+/// Nodes per response frame: about 600 bytes each, so a page stays well
+/// under [`MAX_FRAME`] whatever the fleet size.
+const NODES_PER_FRAME: usize = 500;
+
+/// Writes an operator reply. Node listings go out in pages of
+/// [`NODES_PER_FRAME`], one frame each; the client reads frames until the
+/// stream ends.
+async fn write_reply(send: &mut quinn::SendStream, reply: Message) -> Result<(), LinkError> {
+    match reply {
+        Message::Response(AdminResponse::Nodes(nodes)) if nodes.len() > NODES_PER_FRAME => {
+            for page in nodes.chunks(NODES_PER_FRAME) {
+                write_frame(
+                    send,
+                    &Message::Response(AdminResponse::Nodes(page.to_vec())),
+                )
+                .await?;
+            }
+            Ok(())
+        }
+        other => write_frame(send, &other).await,
+    }
+}
+
 impl Server {
     pub fn new(ctrl: Arc<Controller>) -> Arc<Server> {
         Arc::new(Server {
@@ -283,6 +306,8 @@ impl Server {
             .await;
         match result {
             Ok(()) => Ok(()),
+            // The agent went away; `session` already logged it.
+            Err(reject) if reject.code == close::DONE => Ok(()),
             Err(reject) => {
                 self.finish(conn, remote, reject, Some(&mut send)).await;
                 Ok(())
@@ -364,7 +389,7 @@ impl Server {
         });
         let result = async {
             write_frame(send, &welcome).await?;
-            self.ctrl.heartbeat(cert_node);
+            self.ctrl.session_started(cert_node);
             self.session_loop(cert_node, send, recv).await
         }
         .await;
@@ -478,7 +503,9 @@ impl Server {
                         return;
                     }
                 };
-                let _ = write_frame(&mut send, &reply).await;
+                if let Err(e) = write_reply(&mut send, reply).await {
+                    warn!(%admin, "answering an operator call failed: {e}");
+                }
                 let _ = send.finish();
             });
         }

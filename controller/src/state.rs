@@ -311,6 +311,18 @@ impl Controller {
         names::validate_node_name(node).map_err(|e| err(ErrorCode::InvalidRequest, e))?;
         names::validate_labels(&agent_labels).map_err(|e| err(ErrorCode::InvalidRequest, e))?;
         let id = tokens::id_of(token).map_err(|e| err(ErrorCode::InvalidToken, e.to_string()))?;
+        // Signing (CPU) happens before the lock; only the token bookkeeping
+        // and its commit are serialised. The certificate is handed out only
+        // if the token then checks out.
+        let issued = self
+            .ca
+            .sign_node_csr(
+                node,
+                csr_der,
+                SystemTime::now(),
+                self.settings.node_cert_ttl,
+            )
+            .map_err(|e| err(ErrorCode::InvalidRequest, e.to_string()))?;
         let _serial = self.enrol_lock.lock().await;
         let record = self.load_token(id)?;
         let used = tokens::redeem(token, record.as_ref(), now_ms()).map_err(|e: TokenError| {
@@ -330,15 +342,6 @@ impl Controller {
                 format!("node {node} is already enrolled; pick another --name, or remove it first with `outpostctl delete node {node}`"),
             ));
         }
-        let issued = self
-            .ca
-            .sign_node_csr(
-                node,
-                csr_der,
-                SystemTime::now(),
-                self.settings.node_cert_ttl,
-            )
-            .map_err(|e| err(ErrorCode::InvalidRequest, e.to_string()))?;
         let rec = NodeRecord::new(
             node,
             used.labels.clone(),
@@ -391,6 +394,12 @@ impl Controller {
 
     pub fn disconnect(&self, node: &str, conn_id: u64) {
         self.lock().registry.disconnect(node, conn_id);
+    }
+
+    /// A session was accepted: renews the lease like a heartbeat, without
+    /// counting one.
+    pub fn session_started(&self, node: &str) {
+        self.apply(|r, now, ms| r.heartbeat(node, now, ms));
     }
 
     pub fn heartbeat(&self, node: &str) {

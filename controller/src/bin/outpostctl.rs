@@ -2,14 +2,14 @@
 //! stream to the controller, authenticated with the admin certificate from
 //! the config file (`--config`, `OUTPOST_CONFIG`, or `~/.outpost/config`).
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use clap::{Parser, Subcommand};
-use outpost_controller::clientconfig::{self, pem_der, ClientConfig};
+use outpost_controller::client;
+use outpost_controller::clientconfig::{self, ClientConfig};
 use outpost_controller::ctl::{self, Format};
 use outpost_controller::state::now_ms;
-use outpost_proto::link::{self, read_frame, write_frame};
 use outpost_proto::units::parse_duration;
-use outpost_proto::{names, AdminRequest, AdminResponse, Message, MAX_FRAME};
+use outpost_proto::{names, AdminRequest, AdminResponse};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -97,64 +97,7 @@ fn main() {
 }
 
 async fn call(cfg: &ClientConfig, req: AdminRequest) -> Result<AdminResponse> {
-    let ca = pem_der(&cfg.ca, "CERTIFICATE").map_err(|e| anyhow!("config ca: {e}"))?;
-    let cert = pem_der(&cfg.cert, "CERTIFICATE").map_err(|e| anyhow!("config cert: {e}"))?;
-    let key = pem_der(&cfg.key, "PRIVATE KEY").map_err(|e| anyhow!("config key: {e}"))?;
-    let key =
-        rustls::pki_types::PrivateKeyDer::try_from(key).map_err(|e| anyhow!("config key: {e}"))?;
-    let client = link::client_config(
-        ca.into(),
-        Some((vec![cert.into()], key)),
-        link::transport(Duration::from_secs(15), 4),
-    )?;
-    let remote = tokio::net::lookup_host(&cfg.controller)
-        .await
-        .with_context(|| format!("resolving controller {}", cfg.controller))?
-        .next()
-        .ok_or_else(|| anyhow!("controller {} resolved to nothing", cfg.controller))?;
-    let bind = if remote.is_ipv6() {
-        "[::]:0"
-    } else {
-        "0.0.0.0:0"
-    };
-    let endpoint = quinn::Endpoint::client(bind.parse()?)?;
-    let exchange = async {
-        let conn = endpoint
-            .connect_with(client, remote, &cfg.server_name)?
-            .await
-            .with_context(|| {
-                format!(
-                    "connecting to the controller at {} (is it running?)",
-                    cfg.controller
-                )
-            })?;
-        let (mut send, mut recv) = conn.open_bi().await?;
-        write_frame(&mut send, &Message::Request(req)).await?;
-        send.finish()?;
-        let reply = read_frame(&mut recv, MAX_FRAME)
-            .await
-            .map_err(|e| match e {
-                link::LinkError::Read(quinn::ReadExactError::ReadError(
-                    quinn::ReadError::ConnectionLost(quinn::ConnectionError::ApplicationClosed(c)),
-                )) => anyhow!(
-                    "controller closed the connection: {}",
-                    String::from_utf8_lossy(&c.reason)
-                ),
-                e => e.into(),
-            })?;
-        conn.close(0u32.into(), b"done");
-        Ok::<_, anyhow::Error>(reply)
-    };
-    let reply = tokio::time::timeout(Duration::from_secs(15), exchange)
-        .await
-        .map_err(|_| anyhow!("no answer from the controller at {} within 15s (is it running, and is UDP reachable?)", cfg.controller))??;
-    endpoint.wait_idle().await;
-    match reply {
-        Some(Message::Response(r)) => Ok(r),
-        Some(Message::Error(e)) => bail!("{}", e.message),
-        Some(other) => bail!("unexpected {} from the controller", other.kind()),
-        None => bail!("the controller closed the stream without answering"),
-    }
+    client::call(cfg, req).await
 }
 
 fn machine(v: serde_json::Value, format: Format) -> String {

@@ -1026,41 +1026,14 @@ impl FakeNode {
 
 // ---- operator calls ----
 
-/// One operator call on its own connection over the shared endpoint (the
-/// same exchange as `outpostctl`, whose `call` lives in its binary).
+/// One admin call, as `outpostctl` makes it (node listings arrive paged).
 async fn admin_call(
     endpoint: &quinn::Endpoint,
     cfg: &ClientConfig,
     remote: SocketAddr,
     req: AdminRequest,
 ) -> Result<AdminResponse> {
-    let ca = pem_der(&cfg.ca, "CERTIFICATE").map_err(|e| anyhow!("config ca: {e}"))?;
-    let cert = pem_der(&cfg.cert, "CERTIFICATE").map_err(|e| anyhow!("config cert: {e}"))?;
-    let key = pem_der(&cfg.key, "PRIVATE KEY").map_err(|e| anyhow!("config key: {e}"))?;
-    let key =
-        rustls::pki_types::PrivateKeyDer::try_from(key).map_err(|e| anyhow!("config key: {e}"))?;
-    let client = link::client_config(
-        ca.into(),
-        Some((vec![cert.into()], key)),
-        link::transport(IDLE_TIMEOUT, 4),
-    )?;
-    let exchange = async {
-        let conn = endpoint
-            .connect_with(client, remote, &cfg.server_name)?
-            .await
-            .with_context(|| format!("connecting to the controller at {remote}"))?;
-        let reply = call(&conn, &Message::Request(req)).await;
-        conn.close(close::DONE.into(), b"done");
-        reply.map_err(anyhow::Error::msg)
-    };
-    match tokio::time::timeout(ATTEMPT_TIMEOUT, exchange)
-        .await
-        .map_err(|_| anyhow!("no answer from the controller at {remote}"))??
-    {
-        Message::Response(r) => Ok(r),
-        Message::Error(e) => bail!("{e}"),
-        other => bail!("unexpected {} from the controller", other.kind()),
-    }
+    outpost_controller::client::call_on(endpoint, cfg, remote, req).await
 }
 
 /// One `ListNodes` call as `outpostctl get nodes` makes it.
@@ -1421,8 +1394,8 @@ impl Summary {
         match &self.listing {
             Ok(l) => {
                 out += &format!(
-                    "  listing:     ListNodes with all sessions live: {} nodes, {} bytes in one frame \
-                     ({} per node; limit {} bytes), {} ms\n",
+                    "  listing:     ListNodes with all sessions live: {} nodes, {} bytes encoded \
+                     ({} per node; sent in pages under the {}-byte frame limit), {} ms\n",
                     l.nodes,
                     l.frame_bytes,
                     l.frame_bytes / l.nodes.max(1),

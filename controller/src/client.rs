@@ -1,0 +1,109 @@
+//! The operator's side of an admin call: connect with the admin certificate
+//! from a [`ClientConfig`], send one `Request` on a fresh stream, read the
+//! `Response` (node listings arrive in pages until the stream ends).
+//! Used by `outpostctl` and by the load generator.
+
+use crate::clientconfig::{pem_der, ClientConfig};
+use anyhow::{anyhow, bail, Context, Result};
+use outpost_proto::link::{self, read_frame, write_frame};
+use outpost_proto::{close, AdminRequest, AdminResponse, Message, MAX_FRAME};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Longest wait for one call, connect included.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// TLS/QUIC client configuration with the config's admin identity.
+pub fn quic_config(cfg: &ClientConfig) -> Result<quinn::ClientConfig> {
+    let ca = pem_der(&cfg.ca, "CERTIFICATE").map_err(|e| anyhow!("config ca: {e}"))?;
+    let cert = pem_der(&cfg.cert, "CERTIFICATE").map_err(|e| anyhow!("config cert: {e}"))?;
+    let key = pem_der(&cfg.key, "PRIVATE KEY").map_err(|e| anyhow!("config key: {e}"))?;
+    let key =
+        rustls::pki_types::PrivateKeyDer::try_from(key).map_err(|e| anyhow!("config key: {e}"))?;
+    Ok(link::client_config(
+        ca.into(),
+        Some((vec![cert.into()], key)),
+        link::transport(CALL_TIMEOUT, 4),
+    )?)
+}
+
+/// Resolves the config's controller address.
+pub async fn resolve(cfg: &ClientConfig) -> Result<SocketAddr> {
+    tokio::net::lookup_host(&cfg.controller)
+        .await
+        .with_context(|| format!("resolving controller {}", cfg.controller))?
+        .next()
+        .ok_or_else(|| anyhow!("controller {} resolved to nothing", cfg.controller))
+}
+
+/// One call on a fresh connection from an existing endpoint.
+pub async fn call_on(
+    endpoint: &quinn::Endpoint,
+    cfg: &ClientConfig,
+    remote: SocketAddr,
+    req: AdminRequest,
+) -> Result<AdminResponse> {
+    let client = quic_config(cfg)?;
+    let exchange = async {
+        let conn = endpoint
+            .connect_with(client, remote, &cfg.server_name)?
+            .await
+            .with_context(|| {
+                format!("connecting to the controller at {remote} (is it running?)")
+            })?;
+        let (mut send, mut recv) = conn.open_bi().await?;
+        write_frame(&mut send, &Message::Request(req)).await?;
+        send.finish()?;
+        let reply = read_frame(&mut recv, MAX_FRAME)
+            .await
+            .map_err(|e| match e {
+                link::LinkError::Read(quinn::ReadExactError::ReadError(
+                    quinn::ReadError::ConnectionLost(quinn::ConnectionError::ApplicationClosed(c)),
+                )) => anyhow!(
+                    "controller closed the connection: {}",
+                    String::from_utf8_lossy(&c.reason)
+                ),
+                e => e.into(),
+            })?;
+        let reply = match reply {
+            Some(Message::Response(AdminResponse::Nodes(mut nodes))) => {
+                while let Some(more) = read_frame(&mut recv, MAX_FRAME).await? {
+                    match more {
+                        Message::Response(AdminResponse::Nodes(page)) => nodes.extend(page),
+                        other => bail!("unexpected {} in a node listing", other.kind()),
+                    }
+                }
+                Some(Message::Response(AdminResponse::Nodes(nodes)))
+            }
+            other => other,
+        };
+        conn.close(close::DONE.into(), b"done");
+        Ok::<_, anyhow::Error>(reply)
+    };
+    let reply = tokio::time::timeout(CALL_TIMEOUT, exchange).await.map_err(|_| {
+        anyhow!(
+            "no answer from the controller at {remote} within {}s (is it running, and is UDP reachable?)",
+            CALL_TIMEOUT.as_secs()
+        )
+    })??;
+    match reply {
+        Some(Message::Response(r)) => Ok(r),
+        Some(Message::Error(e)) => bail!("{}", e.message),
+        Some(other) => bail!("unexpected {} from the controller", other.kind()),
+        None => bail!("the controller closed the stream without answering"),
+    }
+}
+
+/// One call with its own endpoint, as `outpostctl` makes it.
+pub async fn call(cfg: &ClientConfig, req: AdminRequest) -> Result<AdminResponse> {
+    let remote = resolve(cfg).await?;
+    let bind = if remote.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    };
+    let endpoint = quinn::Endpoint::client(bind.parse()?)?;
+    let result = call_on(&endpoint, cfg, remote, req).await;
+    endpoint.wait_idle().await;
+    result
+}
