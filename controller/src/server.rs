@@ -181,8 +181,9 @@ impl Server {
         }
     }
 
-    /// Sends the error on `send` (or a new stream) and closes the connection
-    /// with its code, so the peer sees the reason however it is listening.
+    /// Logs and counts the rejection, sends it as an `Error` frame on `send`
+    /// when there is a stream to answer on, and closes the connection with
+    /// its code and reason, so the peer sees why however it is listening.
     async fn finish(
         &self,
         conn: &quinn::Connection,
