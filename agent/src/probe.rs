@@ -852,7 +852,7 @@ short line
 
         let cap = prober.capacity();
         assert!(
-            cap.cpu_millis >= 1000 && cap.cpu_millis % 1000 == 0,
+            cap.cpu_millis >= 1000 && cap.cpu_millis.is_multiple_of(1000),
             "{cap:?}"
         );
         assert_eq!(cap.memory_bytes, mem.capacity);

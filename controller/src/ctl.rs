@@ -34,7 +34,7 @@ pub fn age(since_ms: u64, now_ms: u64) -> String {
 }
 
 fn cpu(m: u64) -> String {
-    if m % 1000 == 0 {
+    if m.is_multiple_of(1000) {
         (m / 1000).to_string()
     } else {
         format!("{m}m")
@@ -42,7 +42,7 @@ fn cpu(m: u64) -> String {
 }
 
 fn bytes_quantity(b: u64) -> String {
-    if b % 1024 == 0 {
+    if b.is_multiple_of(1024) {
         format!("{}Ki", b / 1024)
     } else {
         b.to_string()

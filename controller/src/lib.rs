@@ -9,6 +9,7 @@
 pub mod client;
 pub mod clientconfig;
 pub mod ctl;
+pub mod manifest;
 pub mod metrics;
 pub mod pki;
 pub mod registry;

@@ -16,6 +16,7 @@ pub mod frame;
 pub mod message;
 pub mod names;
 pub mod node;
+pub mod pod;
 pub mod units;
 
 #[cfg(feature = "link")]
