@@ -82,7 +82,7 @@ fn explain(e: &quinn::ConnectionError) -> String {
 }
 
 /// Sends `msg` on a new stream and waits for one answer.
-async fn call(conn: &quinn::Connection, msg: &Message) -> Result<Message> {
+pub async fn call(conn: &quinn::Connection, msg: &Message) -> Result<Message> {
     let exchange = async {
         let (mut send, mut recv) = conn.open_bi().await?;
         write_frame(&mut send, msg).await?;

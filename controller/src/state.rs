@@ -300,6 +300,18 @@ impl Controller {
             .map_err(|e| err(ErrorCode::Internal, e.to_string()))
     }
 
+    /// Signs a node certificate for `node` from its CSR.
+    fn sign(&self, node: &str, csr_der: &[u8]) -> Result<Issued, ErrorMsg> {
+        self.ca
+            .sign_node_csr(
+                node,
+                csr_der,
+                SystemTime::now(),
+                self.settings.node_cert_ttl,
+            )
+            .map_err(|e| err(ErrorCode::InvalidRequest, e.to_string()))
+    }
+
     /// Redeems a token for a node certificate.
     pub async fn enrol(
         &self,
@@ -314,15 +326,7 @@ impl Controller {
         // Signing (CPU) happens before the lock; only the token bookkeeping
         // and its commit are serialised. The certificate is handed out only
         // if the token then checks out.
-        let issued = self
-            .ca
-            .sign_node_csr(
-                node,
-                csr_der,
-                SystemTime::now(),
-                self.settings.node_cert_ttl,
-            )
-            .map_err(|e| err(ErrorCode::InvalidRequest, e.to_string()))?;
+        let issued = self.sign(node, csr_der)?;
         let _serial = self.enrol_lock.lock().await;
         let record = self.load_token(id)?;
         let used = tokens::redeem(token, record.as_ref(), now_ms()).map_err(|e: TokenError| {
@@ -418,15 +422,7 @@ impl Controller {
 
     /// Signs a renewal CSR for the node named by the connection's certificate.
     pub async fn renew(&self, node: &str, csr_der: &[u8]) -> Result<Issued, ErrorMsg> {
-        let issued = self
-            .ca
-            .sign_node_csr(
-                node,
-                csr_der,
-                SystemTime::now(),
-                self.settings.node_cert_ttl,
-            )
-            .map_err(|e| err(ErrorCode::InvalidRequest, e.to_string()))?;
+        let issued = self.sign(node, csr_der)?;
         let ops = {
             let mut inner = self.lock();
             let changes = inner

@@ -22,6 +22,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use outpost_agent::identity::{self, Identity};
 use outpost_controller::clientconfig::{self, pem_der, ClientConfig};
+use outpost_proto::clock::now_ms;
 use outpost_proto::link::{self, read_frame, write_frame, LinkError};
 use outpost_proto::names::SITE_LABEL;
 use outpost_proto::units::{parse_duration, parse_quantity};
@@ -35,7 +36,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
@@ -551,21 +552,11 @@ async fn enrol_once(ctx: &Ctx, name: &str) -> Result<Identity, String> {
     pending.complete(resp.cert_der).map_err(|e| e.to_string())
 }
 
-/// Sends `msg` on a new stream and waits for one answer (the agent's
-/// `session::call` is private; this is the same exchange).
+/// Sends `msg` on a new stream and waits for one answer, as the agent does.
 async fn call(conn: &quinn::Connection, msg: &Message) -> Result<Message, String> {
-    let exchange = async {
-        let (mut send, mut recv) = conn.open_bi().await?;
-        write_frame(&mut send, msg).await?;
-        let _ = send.finish();
-        read_frame(&mut recv, MAX_FRAME).await
-    };
-    match tokio::time::timeout(ANSWER_TIMEOUT, exchange).await {
-        Err(_) => Err(format!("no answer within {ANSWER_TIMEOUT:?}")),
-        Ok(Ok(Some(m))) => Ok(m),
-        Ok(Ok(None)) => Err("the controller closed the stream without answering".into()),
-        Ok(Err(e)) => Err(link_error(&e)),
-    }
+    outpost_agent::session::call(conn, msg)
+        .await
+        .map_err(|e| format!("{e:#}"))
 }
 
 /// A connection failure in short, groupable words (the agent's `explain` is
@@ -843,16 +834,6 @@ struct FakeNode {
     signal_capacity: [u64; 5],
     memory_pressure: bool,
     pressure_since_ms: u64,
-}
-
-fn now_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(u64::MAX)
 }
 
 impl FakeNode {
