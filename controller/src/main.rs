@@ -397,10 +397,10 @@ async fn up(a: UpArgs) -> Result<()> {
             .arg("--ca-hash")
             .arg(ctrl.ca_hash())
             .arg("--name")
-            .arg(a.node_name.clone().unwrap_or_else(node_name_from_host))
-            .arg("--labels")
-            .arg(&a.labels);
+            .arg(a.node_name.clone().unwrap_or_else(node_name_from_host));
     }
+    // Labels are the agent's own settings, asserted on every start.
+    cmd.arg("--labels").arg(&a.labels);
     let mut agent = cmd
         .spawn()
         .with_context(|| format!("starting {}", agent_bin.display()))?;
