@@ -1035,12 +1035,18 @@ async fn list_nodes(
         .await
         .map_err(|e| format!("{e:#}"))?;
     let took = started.elapsed();
-    let frame_bytes = outpost_proto::frame::encode(&Message::Response(resp.clone()))
-        .map(|f| f.len() - outpost_proto::frame::HEADER_LEN)
-        .map_err(|e| e.to_string())?;
     let AdminResponse::Nodes(nodes) = resp else {
         return Err("unexpected answer to ListNodes".into());
     };
+    // The controller sends listings in pages; add up what a page-sized
+    // encoding costs (the page size does not change the per-node figure).
+    let mut frame_bytes = 0;
+    for page in nodes.chunks(500) {
+        frame_bytes +=
+            outpost_proto::frame::encode(&Message::Response(AdminResponse::Nodes(page.to_vec())))
+                .map(|f| f.len() - outpost_proto::frame::HEADER_LEN)
+                .map_err(|e| e.to_string())?;
+    }
     Ok(Listing {
         nodes: nodes.len(),
         frame_bytes,
