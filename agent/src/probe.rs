@@ -39,19 +39,12 @@ const CGROUP_V1_MEMORY: &str = "/sys/fs/cgroup/memory";
 #[derive(Debug, Clone)]
 pub struct Prober {
     data_dir: PathBuf,
-    reserved: Resources,
 }
 
 impl Prober {
-    /// A prober whose nodefs is the filesystem holding `data_dir`, with
-    /// `reserved` set aside for the system (kubelet's system/kube-reserved).
-    pub fn new(data_dir: PathBuf, reserved: Resources) -> Self {
-        Prober { data_dir, reserved }
-    }
-
-    /// What was reserved for the system at construction.
-    pub fn reserved(&self) -> &Resources {
-        &self.reserved
+    /// A prober whose nodefs is the filesystem holding `data_dir`.
+    pub fn new(data_dir: PathBuf) -> Self {
+        Prober { data_dir }
     }
 
     /// Measure every eviction signal. `imagefs_path` is the Docker data root;
@@ -826,7 +819,7 @@ short line
     #[test]
     fn probes_this_box() {
         let dir = std::env::temp_dir().join("outpost-probe-test-not-created");
-        let mut prober = Prober::new(dir, Resources::default());
+        let mut prober = Prober::new(dir);
         let obs = prober.observe(None);
         eprintln!("observed: {obs:#?}");
 

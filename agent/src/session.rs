@@ -202,7 +202,7 @@ async fn enrol_once(
 
 /// Measures the box every housekeeping interval and publishes the report.
 pub async fn housekeeping(cfg: AgentConfig, tx: watch::Sender<Option<NodeReport>>) {
-    let mut prober = Prober::new(cfg.data_dir.clone(), cfg.reserved);
+    let mut prober = Prober::new(cfg.data_dir.clone());
     let mut tracker = PressureTracker::new(cfg.pressure.clone());
     let mut tick = tokio::time::interval(cfg.housekeeping_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

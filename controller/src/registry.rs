@@ -426,16 +426,6 @@ impl Registry {
         changes
     }
 
-    /// Marks a node (un)schedulable (cordon).
-    pub fn set_unschedulable(&mut self, name: &str, value: bool) -> Option<Vec<Change>> {
-        let node = self.nodes.get_mut(name)?;
-        if node.rec.unschedulable == value {
-            return Some(Vec::new());
-        }
-        node.rec.unschedulable = value;
-        Some(vec![Change::Persist(Box::new(node.rec.clone()))])
-    }
-
     /// The operator's view of one node.
     pub fn view(&self, name: &str) -> Option<NodeView> {
         self.nodes.get(name).map(view)
