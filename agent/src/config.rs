@@ -70,6 +70,12 @@ pub struct Flags {
     /// Longest wait between reconnect attempts.
     #[arg(long)]
     pub max_backoff: Option<String>,
+    /// First wait before restarting a crashed container; doubles per crash (kubelet: 10s).
+    #[arg(long)]
+    pub restart_backoff: Option<String>,
+    /// Longest wait before restarting a crashed container (kubelet: 5m).
+    #[arg(long)]
+    pub max_restart_backoff: Option<String>,
 }
 
 /// The config file; same names as the flags.
@@ -91,6 +97,8 @@ struct FileConfig {
     eviction_pressure_transition_period: Option<String>,
     system_reserved: Option<String>,
     max_backoff: Option<String>,
+    restart_backoff: Option<String>,
+    max_restart_backoff: Option<String>,
 }
 
 /// Validated agent settings.
@@ -107,6 +115,8 @@ pub struct AgentConfig {
     pub pressure: PressureConfig,
     pub reserved: Resources,
     pub max_backoff: Duration,
+    pub restart_backoff: Duration,
+    pub max_restart_backoff: Duration,
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, String> {
@@ -238,6 +248,21 @@ impl Flags {
             self.max_backoff.or(file.max_backoff),
             Duration::from_secs(30),
         );
+        let restart_backoff = duration(
+            "restart-backoff",
+            self.restart_backoff.or(file.restart_backoff),
+            Duration::from_secs(10),
+        );
+        let max_restart_backoff = duration(
+            "max-restart-backoff",
+            self.max_restart_backoff.or(file.max_restart_backoff),
+            Duration::from_secs(300),
+        );
+        if max_restart_backoff < restart_backoff {
+            problems.push(format!(
+                "--max-restart-backoff ({max_restart_backoff:?}) is shorter than --restart-backoff ({restart_backoff:?})"
+            ));
+        }
         let pressure = PressureFlags {
             eviction_hard: self.eviction_hard.or(file.eviction_hard),
             eviction_soft: self.eviction_soft.or(file.eviction_soft),
@@ -278,6 +303,8 @@ impl Flags {
             pressure,
             reserved,
             max_backoff,
+            restart_backoff,
+            max_restart_backoff,
         })
     }
 }

@@ -11,7 +11,9 @@
 pub mod backoff;
 pub mod config;
 pub mod identity;
+pub mod podstate;
 pub mod pressure;
 pub mod probe;
 pub mod report;
+pub mod runtime;
 pub mod session;

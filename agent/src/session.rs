@@ -10,18 +10,24 @@
 use crate::backoff::Backoff;
 use crate::config::AgentConfig;
 use crate::identity::{self, DataDir, Identity};
+use crate::podstate::PodState;
 use crate::pressure::PressureTracker;
 use crate::probe::{self, Prober};
 use crate::report::worth_sending;
+use crate::runtime::{self, DesiredSet, RuntimeConfig, Snapshot};
 use anyhow::{anyhow, bail, Context, Result};
 use outpost_proto::clock::now_ms;
 use outpost_proto::link::{self, read_frame, write_frame, LinkError};
+use outpost_proto::pod::PodStatus;
 use outpost_proto::units::rfc3339;
 use outpost_proto::{
-    close, EnrolRequest, ErrorCode, Heartbeat, Hello, Message, NodeReport, RenewRequest, MAX_FRAME,
+    close, AgentEvent, EnrolRequest, ErrorCode, EventType, Heartbeat, Hello, Message, NodeReport,
+    PodStatusUpdate, PodsAck, Progress, RenewRequest, MAX_AGENT_EVENTS, MAX_FRAME,
     PROTOCOL_VERSION,
 };
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
@@ -35,6 +41,13 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 const RENEW_RETRY: Duration = Duration::from_secs(60);
 /// Frames buffered from the reader task; the controller sends few.
 const INBOX: usize = 16;
+/// Pod events kept while the controller is out of reach; older ones are
+/// dropped when full (statuses, not events, carry the state).
+const EVENT_QUEUE: usize = 256;
+/// Least time between two status updates: bursts of changes are batched.
+const STATUS_MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Streams the controller may open at once (logs, image pushes).
+const CONTROLLER_STREAMS: u32 = 8;
 
 fn hostname_node_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
@@ -284,8 +297,50 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
             id.node
         );
     }
+    let mut pods = PodState::load(&data.0, &id.node).map_err(|e| anyhow!(e))?;
+    if !pods.set().pods.is_empty() {
+        info!(
+            pods = pods.set().pods.len(),
+            generation = pods.generation(),
+            "running the pods saved on this box until the controller says otherwise"
+        );
+    }
     let (report_tx, report_rx) = watch::channel(None);
     let housekeeping = tokio::spawn(housekeeping(cfg.clone(), report_tx));
+    let (desired_tx, desired_rx) = watch::channel(Arc::new(pods.set().clone()));
+    let (status_tx, status_rx) = watch::channel(Arc::new(Snapshot::default()));
+    let (events_tx, mut events_rx) = mpsc::channel::<AgentEvent>(EVENT_QUEUE);
+    let (docker_tx, docker_rx) = watch::channel::<Option<bollard::Docker>>(None);
+    let runtime_cfg = RuntimeConfig {
+        node: id.node.clone(),
+        data_dir: data.0.clone(),
+        sync_interval: cfg.housekeeping_interval,
+        restart_backoff: cfg.restart_backoff,
+        max_restart_backoff: cfg.max_restart_backoff,
+    };
+    let (reports_for_runtime, runtime_events) = (report_rx.clone(), events_tx.clone());
+    let reconciler = tokio::spawn(async move {
+        let docker = engine_client(runtime_cfg.sync_interval).await;
+        docker_tx.send_replace(Some(docker.clone()));
+        runtime::reconcile::run(
+            runtime_cfg,
+            docker,
+            desired_rx,
+            reports_for_runtime,
+            status_tx,
+            runtime_events,
+        )
+        .await;
+    });
+    let mut pod_link = PodLink {
+        pods: &mut pods,
+        desired: desired_tx,
+        status: status_rx,
+        events: &mut events_rx,
+        events_tx,
+        docker: docker_rx,
+        reports: report_rx.clone(),
+    };
     tokio::pin!(shutdown);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut backoff = Backoff::new(Duration::from_millis(500), cfg.max_backoff);
@@ -302,9 +357,9 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
                 &data,
                 &ca,
                 &mut id,
-                report_rx.clone(),
                 stop_rx.clone(),
                 &mut backoff,
+                &mut pod_link,
             );
             tokio::pin!(attempt);
             // On shutdown the session gets a moment to say goodbye, so the
@@ -330,6 +385,244 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         }
     };
     housekeeping.abort();
+    // Pods keep running when the agent stops: they are the box's work, and
+    // the next agent start adopts them.
+    reconciler.abort();
+    result
+}
+
+/// The session's side of the pod runtime.
+struct PodLink<'a> {
+    pods: &'a mut PodState,
+    desired: watch::Sender<Arc<DesiredSet>>,
+    status: watch::Receiver<Arc<Snapshot>>,
+    events: &'a mut mpsc::Receiver<AgentEvent>,
+    events_tx: mpsc::Sender<AgentEvent>,
+    /// The engine client, once the engine's socket exists.
+    docker: watch::Receiver<Option<bollard::Docker>>,
+    reports: watch::Receiver<Option<NodeReport>>,
+}
+
+/// Statuses that differ from what was last sent, and pods no longer there.
+fn status_delta(
+    sent: &BTreeMap<String, PodStatus>,
+    now: &Snapshot,
+) -> (Vec<PodStatus>, Vec<String>) {
+    let changed = now
+        .pods
+        .values()
+        .filter(|s| sent.get(&s.name) != Some(*s))
+        .cloned()
+        .collect();
+    let gone = sent
+        .keys()
+        .filter(|n| !now.pods.contains_key(*n))
+        .cloned()
+        .collect();
+    (changed, gone)
+}
+
+/// A client for the engine at `DOCKER_HOST` (default the local socket),
+/// speaking its API version. A box may start the agent before the engine,
+/// or run without one for a while: until the socket exists this waits,
+/// trying again every `retry`, and says so once (the node report meanwhile
+/// says the runtime is unavailable).
+async fn engine_client(retry: Duration) -> bollard::Docker {
+    let mut warned = false;
+    loop {
+        match bollard::Docker::connect_with_unix_defaults() {
+            // Speak the engine's API version (bollard defaults to a newer
+            // one than many boxes run). If the engine is down now, the
+            // reconciler asks again once it is back, and each log or image
+            // stream asks for itself.
+            Ok(d) => return negotiated(d).await,
+            Err(e) => {
+                if !warned {
+                    warn!("no Docker engine to run pods on yet ({e}); pods start once it is up");
+                    warned = true;
+                }
+                tokio::time::sleep(retry).await;
+            }
+        }
+    }
+}
+
+/// The client speaking the engine's API version, or the client as it was
+/// when the engine does not answer within a few seconds.
+async fn negotiated(docker: bollard::Docker) -> bollard::Docker {
+    match tokio::time::timeout(Duration::from_secs(5), docker.clone().negotiate_version()).await {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => {
+            debug!("Docker API version negotiation failed: {e}");
+            docker
+        }
+        Err(_) => docker,
+    }
+}
+
+/// Serves one stream the controller opened: a log request or an image load.
+async fn serve_controller_stream(
+    node: String,
+    docker: Option<bollard::Docker>,
+    desired: Arc<DesiredSet>,
+    report: Option<NodeReport>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let first = match tokio::time::timeout(ANSWER_TIMEOUT, read_frame(&mut recv, MAX_FRAME)).await {
+        Ok(Ok(Some(m))) => m,
+        _ => return,
+    };
+    let refuse = |code: ErrorCode, message: String| {
+        Message::Error(outpost_proto::ErrorMsg { code, message })
+    };
+    let Some(docker) = docker else {
+        let _ = write_frame(
+            &mut send,
+            &refuse(
+                ErrorCode::Internal,
+                format!("node {node} has no Docker engine to serve this (its socket does not exist); start the Docker service there"),
+            ),
+        )
+        .await;
+        let _ = send.finish();
+        return;
+    };
+    let docker = negotiated(docker).await;
+    match first {
+        Message::LogsRequest(req) => {
+            let Some(pod) = desired.pods.get(&req.pod) else {
+                let _ = write_frame(
+                    &mut send,
+                    &refuse(
+                        ErrorCode::NotFound,
+                        format!("pod {} is not on node {node}", req.pod),
+                    ),
+                )
+                .await;
+                let _ = send.finish();
+                return;
+            };
+            let spec = pod.spec.clone();
+            let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4);
+            let producer = async {
+                let r = runtime::transfer::logs(&docker, &node, &req, &spec, tx).await;
+                r
+            };
+            let consumer = async {
+                while let Some(chunk) = rx.recv().await {
+                    if write_frame(&mut send, &Message::Data(chunk)).await.is_err() {
+                        break;
+                    }
+                }
+                // Dropping the receiver tells the producer the caller left.
+                drop(rx);
+            };
+            let (result, ()) = tokio::join!(producer, consumer);
+            if let Err(e) = result {
+                let _ = write_frame(&mut send, &refuse(ErrorCode::InvalidRequest, e)).await;
+            }
+            let _ = send.finish();
+        }
+        Message::ImageLoad(load) => {
+            let answer = load_image(&docker, load, report.as_ref(), &mut send, &mut recv).await;
+            let frame = match answer {
+                Ok(message) => Message::Progress(Progress {
+                    node: node.clone(),
+                    bytes: 0,
+                    total: 0,
+                    done: true,
+                    error: None,
+                    message,
+                }),
+                Err(e) => {
+                    warn!("image load refused or failed: {e}");
+                    refuse(ErrorCode::InvalidRequest, e)
+                }
+            };
+            let _ = write_frame(&mut send, &frame).await;
+            let _ = send.finish();
+            let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+        }
+        other => {
+            let _ = write_frame(
+                &mut send,
+                &refuse(
+                    ErrorCode::InvalidRequest,
+                    format!("unexpected {} on a controller stream", other.kind()),
+                ),
+            )
+            .await;
+            let _ = send.finish();
+        }
+    }
+}
+
+/// Checks room, accepts, and streams an image tarball into the engine.
+async fn load_image(
+    docker: &bollard::Docker,
+    load: outpost_proto::ImageLoad,
+    report: Option<&NodeReport>,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+) -> Result<String, String> {
+    use outpost_proto::{ConditionStatus, ConditionType, Signal};
+    if let Some(r) = report {
+        if r.conditions
+            .iter()
+            .any(|c| c.kind == ConditionType::DiskPressure && c.status == ConditionStatus::True)
+        {
+            return Err("node has DiskPressure: it accepts no new images until the condition clears; free disk space or push to another node".into());
+        }
+    }
+    let (_, root) = probe::docker_runtime().await;
+    let root = root.ok_or("the Docker engine is not available on this node")?;
+    let (available, _) = runtime::transfer::imagefs_available(&root)
+        .map_err(|e| format!("measuring free space in {}: {e}", root.display()))?;
+    let reserve = report
+        .and_then(|r| {
+            r.signals
+                .iter()
+                .find(|s| s.signal == Signal::ImagefsAvailable)
+        })
+        .and_then(|s| s.hard_threshold)
+        .unwrap_or(0);
+    runtime::transfer::check_image_space(available, load.size, reserve)?;
+    write_frame(
+        send,
+        &Message::Progress(Progress {
+            node: String::new(),
+            bytes: 0,
+            total: load.size,
+            done: false,
+            error: None,
+            message: "accepted".into(),
+        }),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    info!(name = %load.name, size = load.size, "loading a pushed image");
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
+    let forward = async move {
+        loop {
+            match read_frame(recv, MAX_FRAME).await {
+                Ok(Some(Message::Data(b))) => {
+                    if tx.send(b).await.is_err() {
+                        return;
+                    }
+                }
+                // End of upload, or the controller aborted: either way the
+                // loader sees the channel close and checks the byte count.
+                _ => return,
+            }
+        }
+    };
+    let loading = runtime::transfer::load_image(docker, load.size, rx, |_| {});
+    let ((), result) = tokio::join!(forward, loading);
+    match &result {
+        Ok(m) => info!(name = %load.name, "image loaded: {m}"),
+        Err(e) => warn!(name = %load.name, "image load failed: {e}"),
+    }
     result
 }
 
@@ -339,16 +632,17 @@ async fn session(
     data: &DataDir,
     ca: &[u8],
     id: &mut Identity,
-    mut reports: watch::Receiver<Option<NodeReport>>,
     mut stop: watch::Receiver<bool>,
     backoff: &mut Backoff,
+    pods: &mut PodLink<'_>,
 ) -> Result<Ended> {
+    let mut reports = pods.reports.clone();
     let remote = resolve(&cfg.controller).await?;
     let endpoint = client_endpoint(remote)?;
     let client = link::client_config(
         ca.to_vec().into(),
         Some(id.tls()),
-        link::transport(IDLE_TIMEOUT, 1),
+        link::transport(IDLE_TIMEOUT, CONTROLLER_STREAMS),
     )?;
     let conn = endpoint
         .connect_with(client, remote, &cfg.server_name)?
@@ -398,6 +692,31 @@ async fn session(
             }
         }
     });
+    // Where this node stands; the controller answers with what changed.
+    write_frame(
+        &mut send,
+        &Message::PodsAck(PodsAck {
+            generation: pods.pods.generation(),
+        }),
+    )
+    .await?;
+    let mut extra_gone: Vec<String> = Vec::new();
+    let mut sent_status: BTreeMap<String, PodStatus> = {
+        let snap = pods.status.borrow_and_update().clone();
+        write_frame(
+            &mut send,
+            &Message::PodStatuses(Box::new(PodStatusUpdate {
+                full: true,
+                pods: snap.pods.values().cloned().collect(),
+                gone: Vec::new(),
+                node_usage: snap.node_usage,
+            })),
+        )
+        .await?;
+        snap.pods.clone()
+    };
+    let mut status_due: Option<tokio::time::Instant> = None;
+    let mut last_status = tokio::time::Instant::now();
     let result = async {
         let mut sent: Option<NodeReport> = None;
         let mut seq = 0u64;
@@ -460,6 +779,36 @@ async fn session(
                             return Ok(Ended::Lost(e.message));
                         }
                     }
+                    Some(Ok(Some(Message::PodsDesired(d)))) => {
+                        let generation = d.generation;
+                        let (full, n, r) = (d.full, d.pods.len(), d.removed.len());
+                        match pods.pods.apply(*d) {
+                            Ok(outcome) => {
+                                info!(generation, full, changed = n, removed = r, "desired pods updated");
+                                for (pod, why) in outcome.refused {
+                                    warn!(%pod, "pod refused: {why}");
+                                    let _ = pods.events_tx.try_send(AgentEvent {
+                                        kind: EventType::Warning,
+                                        reason: "FailedValidation".into(),
+                                        pod,
+                                        message: format!("the agent refused the pod: {why}"),
+                                    });
+                                }
+                                // Removals of pods never started here: say
+                                // they are gone, so the controller forgets them.
+                                if !outcome.unknown_removals.is_empty() {
+                                    extra_gone.extend(outcome.unknown_removals);
+                                    status_due.get_or_insert(last_status + STATUS_MIN_INTERVAL);
+                                }
+                                pods.desired.send_replace(Arc::new(pods.pods.set().clone()));
+                                write_frame(&mut send, &Message::PodsAck(PodsAck { generation })).await?;
+                            }
+                            Err(e) => {
+                                // Not acknowledged: the controller resends on reconnect.
+                                error!("desired pods not applied: {e}");
+                            }
+                        }
+                    }
                     Some(Ok(Some(other))) => bail!("unexpected {} from the controller", other.kind()),
                     Some(Ok(None)) | None => return Ok(Ended::Lost("controller ended the session".into())),
                     Some(Err(LinkError::Read(quinn::ReadExactError::ReadError(quinn::ReadError::ConnectionLost(e))))) => {
@@ -467,6 +816,44 @@ async fn session(
                     }
                     Some(Err(e)) => return Ok(Ended::Lost(e.to_string())),
                 },
+                changed = pods.status.changed(), if status_due.is_none() => {
+                    if changed.is_err() {
+                        bail!("the pod runtime stopped");
+                    }
+                    status_due = Some(last_status + STATUS_MIN_INTERVAL);
+                }
+                () = async { tokio::time::sleep_until(status_due.unwrap_or_else(tokio::time::Instant::now)).await }, if status_due.is_some() => {
+                    status_due = None;
+                    last_status = tokio::time::Instant::now();
+                    let snap = pods.status.borrow_and_update().clone();
+                    let (changed, mut gone) = status_delta(&sent_status, &snap);
+                    gone.append(&mut extra_gone);
+                    write_frame(&mut send, &Message::PodStatuses(Box::new(PodStatusUpdate {
+                        full: false,
+                        pods: changed,
+                        gone,
+                        node_usage: snap.node_usage,
+                    }))).await?;
+                    sent_status = snap.pods.clone();
+                }
+                first = pods.events.recv() => {
+                    let Some(first) = first else { bail!("the pod runtime stopped") };
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_AGENT_EVENTS {
+                        match pods.events.try_recv() {
+                            Ok(e) => batch.push(e),
+                            Err(_) => break,
+                        }
+                    }
+                    write_frame(&mut send, &Message::AgentEvents(batch)).await?;
+                }
+                incoming = conn.accept_bi() => {
+                    let Ok((s, r)) = incoming else { continue };
+                    let desired = pods.desired.borrow().clone();
+                    let report = pods.reports.borrow().clone();
+                    let docker = pods.docker.borrow().clone();
+                    tokio::spawn(serve_controller_stream(id.node.clone(), docker, desired, report, s, r));
+                }
                 e = conn.closed() => return Ok(Ended::Lost(explain(&e))),
                 _ = stop.changed() => return Ok(Ended::Shutdown),
             }

@@ -107,3 +107,147 @@ pub async fn call(cfg: &ClientConfig, req: AdminRequest) -> Result<AdminResponse
     endpoint.wait_idle().await;
     result
 }
+
+/// Size of the `Data` frames an image push is cut into.
+pub const PUSH_CHUNK: usize = 256 * 1024;
+
+async fn open_call(cfg: &ClientConfig) -> Result<(quinn::Endpoint, quinn::Connection, SocketAddr)> {
+    let remote = resolve(cfg).await?;
+    let bind = if remote.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    };
+    let endpoint = quinn::Endpoint::client(bind.parse()?)?;
+    let client = quic_config(cfg)?;
+    let conn = tokio::time::timeout(
+        CALL_TIMEOUT,
+        endpoint.connect_with(client, remote, &cfg.server_name)?,
+    )
+    .await
+    .map_err(|_| {
+        anyhow!(
+            "no answer from the controller at {remote} within {}s (is it running, and is UDP reachable?)",
+            CALL_TIMEOUT.as_secs()
+        )
+    })?
+    .with_context(|| format!("connecting to the controller at {remote} (is it running?)"))?;
+    Ok((endpoint, conn, remote))
+}
+
+fn frame_error(e: link::LinkError) -> anyhow::Error {
+    match e {
+        link::LinkError::Read(quinn::ReadExactError::ReadError(
+            quinn::ReadError::ConnectionLost(quinn::ConnectionError::ApplicationClosed(c)),
+        )) => anyhow!(
+            "controller closed the connection: {}",
+            String::from_utf8_lossy(&c.reason)
+        ),
+        e => e.into(),
+    }
+}
+
+/// A streamed call (`logs`): sends `req` and hands every response frame to
+/// `each` until the stream ends. No overall timeout: `logs -f` runs until
+/// the container stops or the caller is interrupted.
+pub async fn stream(
+    cfg: &ClientConfig,
+    req: AdminRequest,
+    mut each: impl FnMut(AdminResponse) -> Result<()>,
+) -> Result<()> {
+    let (endpoint, conn, _) = open_call(cfg).await?;
+    let result = async {
+        let (mut send, mut recv) = conn.open_bi().await?;
+        write_frame(&mut send, &Message::Request(req)).await?;
+        send.finish()?;
+        loop {
+            match read_frame(&mut recv, MAX_FRAME)
+                .await
+                .map_err(frame_error)?
+            {
+                None => return Ok(()),
+                Some(Message::Response(r)) => each(r)?,
+                Some(Message::Error(e)) => bail!("{}", e.message),
+                Some(other) => bail!("unexpected {} from the controller", other.kind()),
+            }
+        }
+    }
+    .await;
+    conn.close(close::DONE.into(), b"done");
+    endpoint.wait_idle().await;
+    result
+}
+
+/// Pushes `size` bytes from `file` as an image tarball to a node or a site;
+/// `each` sees every progress frame. Memory stays at one chunk.
+pub async fn push_image(
+    cfg: &ClientConfig,
+    mut file: impl tokio::io::AsyncRead + Unpin,
+    size: u64,
+    name: String,
+    node: Option<String>,
+    site: Option<String>,
+    mut each: impl FnMut(&outpost_proto::Progress),
+) -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    let (endpoint, conn, _) = open_call(cfg).await?;
+    let result = async {
+        let (mut send, mut recv) = conn.open_bi().await?;
+        write_frame(
+            &mut send,
+            &Message::Request(AdminRequest::PushImage {
+                node,
+                site,
+                size,
+                name,
+            }),
+        )
+        .await?;
+        // Progress frames are read concurrently with the upload.
+        let reader = async {
+            let mut failed = Vec::new();
+            loop {
+                match read_frame(&mut recv, MAX_FRAME).await.map_err(frame_error)? {
+                    None => return Ok::<_, anyhow::Error>(failed),
+                    Some(Message::Response(AdminResponse::Progress(p))) => {
+                        if let Some(e) = &p.error {
+                            failed.push(format!("{}: {e}", p.node));
+                        }
+                        each(&p);
+                    }
+                    Some(Message::Error(e)) => bail!("{}", e.message),
+                    Some(other) => bail!("unexpected {} from the controller", other.kind()),
+                }
+            }
+        };
+        let writer = async {
+            let mut buf = vec![0u8; PUSH_CHUNK];
+            let mut sent = 0u64;
+            while sent < size {
+                let want = usize::try_from((size - sent).min(PUSH_CHUNK as u64)).unwrap_or(PUSH_CHUNK);
+                let n = file.read(&mut buf[..want]).await?;
+                if n == 0 {
+                    bail!("the file ended after {sent} of {size} bytes (was it changed while pushing?)");
+                }
+                sent += n as u64;
+                if write_frame(&mut send, &Message::Data(buf[..n].to_vec())).await.is_err() {
+                    // The controller stopped reading: its answer says why.
+                    return Ok(());
+                }
+            }
+            let _ = send.finish();
+            Ok(())
+        };
+        let (failed, written) = tokio::join!(reader, writer);
+        written?;
+        let failed = failed?;
+        if !failed.is_empty() {
+            bail!("image push failed on {} node(s):\n  {}", failed.len(), failed.join("\n  "));
+        }
+        Ok(())
+    }
+    .await;
+    conn.close(close::DONE.into(), b"done");
+    endpoint.wait_idle().await;
+    result
+}

@@ -9,9 +9,11 @@
 pub mod client;
 pub mod clientconfig;
 pub mod ctl;
+pub mod ctl_pods;
 pub mod manifest;
 pub mod metrics;
 pub mod pki;
+pub mod pods;
 pub mod registry;
 pub mod server;
 pub mod state;

@@ -301,9 +301,9 @@ impl Server {
         cert_node: String,
         serial: String,
     ) -> Result<(), Reject> {
-        let (mut send, mut recv, msg) = Self::first_stream(conn, MAX_FRAME).await?;
+        let (mut send, recv, msg) = Self::first_stream(conn, MAX_FRAME).await?;
         let result = self
-            .session(conn, remote, &cert_node, &serial, msg, &mut send, &mut recv)
+            .session(conn, remote, &cert_node, &serial, msg, &mut send, recv)
             .await;
         match result {
             Ok(()) => Ok(()),
@@ -325,7 +325,7 @@ impl Server {
         serial: &str,
         first: Message,
         send: &mut quinn::SendStream,
-        recv: &mut quinn::RecvStream,
+        recv: quinn::RecvStream,
     ) -> Result<(), Reject> {
         let hello = match first {
             Message::Hello(h) => h,
@@ -418,22 +418,61 @@ impl Server {
         &self,
         node: &str,
         send: &mut quinn::SendStream,
-        recv: &mut quinn::RecvStream,
+        mut recv: quinn::RecvStream,
     ) -> Result<(), Reject> {
-        loop {
-            let msg = match read_frame(recv, MAX_FRAME).await {
-                Ok(Some(m)) => m,
-                Ok(None) => return Ok(()),
-                // The link going away is the agent's business, not an error.
-                Err(LinkError::Read(quinn::ReadExactError::ReadError(
-                    quinn::ReadError::ConnectionLost(e),
-                ))) => {
-                    return Err(Reject {
-                        code: close::DONE,
-                        msg: err(ErrorCode::Internal, e.to_string()),
-                    })
+        // Frames are read on their own task: a read must never be cut in half
+        // by the select below. The channel is small; a peer that floods is
+        // slowed down by QUIC flow control, not buffered here.
+        let (tx, mut inbox) = tokio::sync::mpsc::channel::<Result<Option<Message>, LinkError>>(8);
+        let reader = tokio::spawn(async move {
+            loop {
+                let r = read_frame(&mut recv, MAX_FRAME).await;
+                let stop = !matches!(r, Ok(Some(_)));
+                if tx.send(r).await.is_err() || stop {
+                    break;
                 }
-                Err(e) => return Err(e.into()),
+            }
+        });
+        let result = self.session_frames(node, send, &mut inbox).await;
+        reader.abort();
+        result
+    }
+
+    async fn session_frames(
+        &self,
+        node: &str,
+        send: &mut quinn::SendStream,
+        inbox: &mut tokio::sync::mpsc::Receiver<Result<Option<Message>, LinkError>>,
+    ) -> Result<(), Reject> {
+        let waker = self.ctrl.pod_waker(node);
+        // Generation last sent; None until the agent said where it stands.
+        let mut sent: Option<u64> = None;
+        loop {
+            let msg = tokio::select! {
+                frame = inbox.recv() => match frame {
+                    Some(Ok(Some(m))) => m,
+                    Some(Ok(None)) | None => return Ok(()),
+                    // The link going away is the agent's business, not an error.
+                    Some(Err(LinkError::Read(quinn::ReadExactError::ReadError(
+                        quinn::ReadError::ConnectionLost(e),
+                    )))) => {
+                        return Err(Reject {
+                            code: close::DONE,
+                            msg: err(ErrorCode::Internal, e.to_string()),
+                        })
+                    }
+                    Some(Err(e)) => return Err(e.into()),
+                },
+                () = waker.notified(), if sent.is_some() => {
+                    let since = sent.unwrap_or(0);
+                    let desired = self.ctrl.desired_for(node, since);
+                    if desired.generation != since || desired.full {
+                        debug!(node, generation = desired.generation, pods = desired.pods.len(), removed = desired.removed.len(), "sending desired pods");
+                        sent = Some(desired.generation);
+                        write_frame(send, &Message::PodsDesired(Box::new(desired))).await?;
+                    }
+                    continue;
+                }
             };
             match msg {
                 Message::Heartbeat(_) => self.ctrl.heartbeat(node),
@@ -454,6 +493,36 @@ impl Server {
                         Err(e) => Message::Error(e),
                     };
                     write_frame(send, &reply).await?;
+                }
+                Message::PodsAck(ack) => {
+                    if sent.is_none() {
+                        // The resume point: send what changed since (or all).
+                        let desired = self.ctrl.desired_for(node, ack.generation);
+                        debug!(
+                            node,
+                            acked = ack.generation,
+                            generation = desired.generation,
+                            full = desired.full,
+                            pods = desired.pods.len(),
+                            "resuming desired pods"
+                        );
+                        sent = Some(desired.generation);
+                        write_frame(send, &Message::PodsDesired(Box::new(desired))).await?;
+                    }
+                }
+                Message::PodStatuses(update) => {
+                    self.ctrl
+                        .pod_statuses(node, *update)
+                        .map_err(|msg| Reject {
+                            code: close::PROTOCOL_ERROR,
+                            msg,
+                        })?
+                }
+                Message::AgentEvents(events) => {
+                    self.ctrl.agent_events(node, events).map_err(|msg| Reject {
+                        code: close::PROTOCOL_ERROR,
+                        msg,
+                    })?
                 }
                 other => {
                     return Err(protocol(format!(
@@ -481,6 +550,35 @@ impl Server {
             let conn = conn.clone();
             tokio::spawn(async move {
                 let reply = match read_frame(&mut recv, MAX_FRAME).await {
+                    Ok(Some(Message::Request(AdminRequest::Logs(req)))) => {
+                        me.ctrl.metrics.admin_calls.fetch_add(1, Ordering::Relaxed);
+                        match me.relay_logs(req, &mut send).await {
+                            Ok(()) => {
+                                let _ = send.finish();
+                                return;
+                            }
+                            Err(e) => Message::Error(e),
+                        }
+                    }
+                    Ok(Some(Message::Request(AdminRequest::PushImage {
+                        node,
+                        site,
+                        size,
+                        name,
+                    }))) => {
+                        me.ctrl.metrics.admin_calls.fetch_add(1, Ordering::Relaxed);
+                        info!(%admin, ?node, ?site, size, %name, "image push");
+                        match me
+                            .relay_image(node, site, size, name, &mut send, &mut recv)
+                            .await
+                        {
+                            Ok(()) => {
+                                let _ = send.finish();
+                                return;
+                            }
+                            Err(e) => Message::Error(e),
+                        }
+                    }
                     Ok(Some(Message::Request(req))) => {
                         me.ctrl.metrics.admin_calls.fetch_add(1, Ordering::Relaxed);
                         debug!(%admin, ?req, "operator call");
@@ -560,6 +658,294 @@ impl Server {
                 }
                 AdminResponse::Done { message }
             }
+            AdminRequest::ApplyPod { pod } => AdminResponse::Done {
+                message: self.ctrl.apply_pod(*pod).await?,
+            },
+            AdminRequest::DeletePod { name } => AdminResponse::Done {
+                message: self.ctrl.delete_pod(&name).await?,
+            },
+            AdminRequest::ListPods { node } => AdminResponse::Pods(self.ctrl.pods(node.as_deref())),
+            AdminRequest::GetPod { name } => AdminResponse::Pod(Box::new(self.ctrl.pod(&name)?)),
+            AdminRequest::NodeUsage => AdminResponse::NodeUsage(self.ctrl.node_usages()),
+            AdminRequest::Logs(_) | AdminRequest::PushImage { .. } => {
+                return Err(err(
+                    ErrorCode::InvalidRequest,
+                    "logs and image pushes are streamed, not answered in one frame",
+                ))
+            }
         })
+    }
+
+    /// The live connection of `node`'s agent.
+    fn agent_conn(&self, node: &str) -> Result<quinn::Connection, ErrorMsg> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+            .map(|(_, c)| c.clone())
+            .ok_or_else(|| {
+                err(
+                    ErrorCode::NotFound,
+                    format!("node {node} is not connected; its agent must be online for this"),
+                )
+            })
+    }
+
+    /// `outpostctl logs`: asks the pod's agent for the log on a stream of
+    /// its own and relays the chunks until either side ends.
+    async fn relay_logs(
+        &self,
+        req: outpost_proto::LogsRequest,
+        out: &mut quinn::SendStream,
+    ) -> Result<(), ErrorMsg> {
+        let pod = self.ctrl.pod(&req.pod)?;
+        let node = pod.spec.node_name.clone().ok_or_else(|| {
+            err(
+                ErrorCode::InvalidRequest,
+                format!("pod {} is not bound to a node, so it has no logs", req.pod),
+            )
+        })?;
+        let conn = self.agent_conn(&node)?;
+        let (mut to_agent, mut from_agent) = conn.open_bi().await.map_err(|e| {
+            err(
+                ErrorCode::Internal,
+                format!("opening a stream to {node}: {e}"),
+            )
+        })?;
+        write_frame(&mut to_agent, &Message::LogsRequest(req))
+            .await
+            .map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
+        let _ = to_agent.finish();
+        loop {
+            let frame = tokio::select! {
+                f = read_frame(&mut from_agent, MAX_FRAME) => f,
+                // The operator hung up (Ctrl-C on -f): stop asking the agent.
+                _ = out.stopped() => {
+                    let _ = from_agent.stop(0u32.into());
+                    return Ok(());
+                }
+            };
+            match frame {
+                Ok(Some(Message::Data(bytes))) => {
+                    if write_frame(out, &Message::Response(AdminResponse::Data(bytes)))
+                        .await
+                        .is_err()
+                    {
+                        let _ = from_agent.stop(0u32.into());
+                        return Ok(());
+                    }
+                }
+                Ok(Some(Message::Error(e))) => return Err(e),
+                Ok(None) => return Ok(()),
+                Ok(Some(other)) => {
+                    return Err(err(
+                        ErrorCode::Internal,
+                        format!("agent of {node} sent {} instead of log data", other.kind()),
+                    ))
+                }
+                Err(e) => {
+                    return Err(err(
+                        ErrorCode::Internal,
+                        format!("log stream from {node} broke: {e}"),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// `outpostctl image push`: relays a tarball from the operator to one
+    /// node or every connected node of a site, one chunk at a time (memory
+    /// stays at one chunk per node whatever the image size; the slowest
+    /// node sets the pace through QUIC flow control).
+    async fn relay_image(
+        &self,
+        node: Option<String>,
+        site: Option<String>,
+        size: u64,
+        name: String,
+        out: &mut quinn::SendStream,
+        input: &mut quinn::RecvStream,
+    ) -> Result<(), ErrorMsg> {
+        let targets: Vec<String> = match (node, site) {
+            (Some(n), None) => vec![n],
+            (None, Some(site)) => {
+                let t: Vec<String> = self
+                    .ctrl
+                    .nodes()
+                    .into_iter()
+                    .filter(|n| {
+                        n.connected && n.labels.get(outpost_proto::names::SITE_LABEL) == Some(&site)
+                    })
+                    .map(|n| n.name)
+                    .collect();
+                if t.is_empty() {
+                    return Err(err(
+                        ErrorCode::NotFound,
+                        format!("no connected node has site {site}"),
+                    ));
+                }
+                t
+            }
+            _ => {
+                return Err(err(
+                    ErrorCode::InvalidRequest,
+                    "name exactly one of --node or --site",
+                ))
+            }
+        };
+        let progress =
+            |node: &str, bytes: u64, done: bool, error: Option<String>, message: String| {
+                Message::Response(AdminResponse::Progress(outpost_proto::Progress {
+                    node: node.to_string(),
+                    bytes,
+                    total: size,
+                    done,
+                    error,
+                    message,
+                }))
+            };
+        // Offer the image to every target; each checks its free space and
+        // answers before any byte is sent.
+        let mut streams = Vec::new();
+        for t in targets {
+            let offer = async {
+                let conn = self.agent_conn(&t)?;
+                let (mut s, mut r) = conn
+                    .open_bi()
+                    .await
+                    .map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
+                write_frame(
+                    &mut s,
+                    &Message::ImageLoad(outpost_proto::ImageLoad {
+                        size,
+                        name: name.clone(),
+                    }),
+                )
+                .await
+                .map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
+                match tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, read_frame(&mut r, MAX_FRAME))
+                    .await
+                {
+                    Ok(Ok(Some(Message::Progress(_)))) => Ok((s, r)),
+                    Ok(Ok(Some(Message::Error(e)))) => Err(e),
+                    Ok(Ok(other)) => Err(err(
+                        ErrorCode::Internal,
+                        format!("unexpected answer {:?}", other.map(|m| m.kind())),
+                    )),
+                    Ok(Err(e)) => Err(err(ErrorCode::Internal, e.to_string())),
+                    Err(_) => Err(err(ErrorCode::Internal, "no answer within 10s")),
+                }
+            };
+            match offer.await {
+                Ok((s, r)) => {
+                    let _ =
+                        write_frame(out, &progress(&t, 0, false, None, "accepted".into())).await;
+                    streams.push((t, s, r));
+                }
+                Err(e) => {
+                    warn!(node = %t, "image push refused: {}", e.message);
+                    let _ =
+                        write_frame(out, &progress(&t, 0, true, Some(e.message), String::new()))
+                            .await;
+                }
+            }
+        }
+        if streams.is_empty() {
+            let _ = input.stop(0u32.into());
+            return Err(err(ErrorCode::InvalidRequest, "no node accepted the image"));
+        }
+        // Relay.
+        let mut sent = 0u64;
+        let mut last_report = 0u64;
+        loop {
+            let chunk = match read_frame(input, MAX_FRAME).await {
+                Ok(Some(Message::Data(b))) => b,
+                Ok(None) => break,
+                Ok(Some(other)) => {
+                    return Err(err(
+                        ErrorCode::InvalidRequest,
+                        format!("expected image data, got {}", other.kind()),
+                    ))
+                }
+                Err(e) => {
+                    // The operator went away mid-transfer: abort every
+                    // agent's load so no half image is kept.
+                    for (_, s, _) in &mut streams {
+                        let _ = s.reset(1u32.into());
+                    }
+                    return Err(err(ErrorCode::Internal, format!("upload interrupted: {e}")));
+                }
+            };
+            sent = sent.saturating_add(chunk.len() as u64);
+            if sent > size {
+                for (_, s, _) in &mut streams {
+                    let _ = s.reset(1u32.into());
+                }
+                return Err(err(
+                    ErrorCode::InvalidRequest,
+                    format!("more than the announced {size} bytes"),
+                ));
+            }
+            let frame = Message::Data(chunk);
+            let mut i = 0;
+            while i < streams.len() {
+                if let Err(e) = write_frame(&mut streams[i].1, &frame).await {
+                    let (t, _, _) = streams.remove(i);
+                    warn!(node = %t, "image push to {t} failed: {e}");
+                    let _ = write_frame(
+                        out,
+                        &progress(
+                            &t,
+                            sent,
+                            true,
+                            Some(format!("transfer failed: {e}")),
+                            String::new(),
+                        ),
+                    )
+                    .await;
+                } else {
+                    i += 1;
+                }
+            }
+            if streams.is_empty() {
+                return Err(err(ErrorCode::Internal, "every node failed"));
+            }
+            if sent - last_report > size / 20 {
+                last_report = sent;
+                let _ = write_frame(out, &progress("", sent, false, None, String::new())).await;
+            }
+        }
+        if sent != size {
+            for (_, s, _) in &mut streams {
+                let _ = s.reset(1u32.into());
+            }
+            return Err(err(
+                ErrorCode::InvalidRequest,
+                format!("upload ended after {sent} of {size} bytes"),
+            ));
+        }
+        for (_, s, _) in &mut streams {
+            let _ = s.finish();
+        }
+        // Each agent loads and answers.
+        for (t, _, mut r) in streams {
+            let answer = loop {
+                match read_frame(&mut r, MAX_FRAME).await {
+                    Ok(Some(Message::Progress(p))) if p.done => break Ok(p.message),
+                    Ok(Some(Message::Progress(_))) => continue,
+                    Ok(Some(Message::Error(e))) => break Err(e.message),
+                    Ok(other) => {
+                        break Err(format!("unexpected answer {:?}", other.map(|m| m.kind())))
+                    }
+                    Err(e) => break Err(e.to_string()),
+                }
+            };
+            let frame = match answer {
+                Ok(m) => progress(&t, sent, true, None, m),
+                Err(e) => progress(&t, sent, true, Some(e), String::new()),
+            };
+            let _ = write_frame(out, &frame).await;
+        }
+        Ok(())
     }
 }

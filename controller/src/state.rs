@@ -7,13 +7,17 @@
 //! events into a bounded log kept both in memory and in the store.
 
 use crate::pki::{Ca, Issued};
+use crate::pods::{Applied, PodChange, PodRecord, Pods};
 use crate::registry::{Change, LeaseConfig, NodeRecord, Registry};
 use crate::store::{Op, Store, StoreError, Table};
 use crate::tokens::{self, NewToken, TokenError, TokenRecord};
 use crate::writer::Writer;
+use outpost_proto::pod::{PodSpec, PodView, Usage};
 use outpost_proto::{
-    names, ErrorCode, ErrorMsg, Event, EventType, NodeReport, NodeView, TokenInfo,
+    names, AgentEvent, ErrorCode, ErrorMsg, Event, EventType, NodeReport, NodeView,
+    PodStatusUpdate, PodsDesired, TokenInfo, MAX_AGENT_EVENTS,
 };
+use std::collections::HashMap;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -98,6 +102,7 @@ pub fn load_pki(store: &dyn Store) -> anyhow::Result<(Ca, ServerIdentity)> {
 
 struct Inner {
     registry: Registry,
+    pods: Pods,
     events: VecDeque<Event>,
     next_event: u64,
 }
@@ -130,6 +135,8 @@ pub struct Controller {
     /// Serialises token redemption: read, count a use and commit must not
     /// interleave, or two agents could both spend a token's last use.
     enrol_lock: tokio::sync::Mutex<()>,
+    /// Wakes a node's session when its desired pods change.
+    pod_waker: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -159,6 +166,11 @@ impl Controller {
             events.push_back(decode::<Event>("event", &k, &v)?);
         }
         let next_event = events.back().map_or(1, |e| e.seq + 1);
+        let mut pod_records = Vec::new();
+        for (k, v) in store.list(Table::Pods)? {
+            pod_records.push(decode::<PodRecord>("pod", &k, &v)?);
+        }
+        let pods = Pods::load(pod_records);
         let registry = Registry::load(
             LeaseConfig {
                 grace: settings.grace,
@@ -169,6 +181,7 @@ impl Controller {
         );
         tracing::info!(
             nodes = registry.len(),
+            pods = pods.len(),
             events = events.len(),
             "state loaded"
         );
@@ -180,12 +193,14 @@ impl Controller {
             store,
             inner: Mutex::new(Inner {
                 registry,
+                pods,
                 events,
                 next_event,
             }),
             metrics: Metrics::default(),
             next_conn: AtomicU64::new(1),
             enrol_lock: tokio::sync::Mutex::new(()),
+            pod_waker: Mutex::new(HashMap::new()),
         })
     }
 
@@ -551,6 +566,8 @@ impl Controller {
                 return Err(err(ErrorCode::NotFound, format!("node {name:?} not found")));
             }
             let mut ops = vec![Op::Delete(Table::Nodes, name.to_string())];
+            let changes = inner.pods.node_deleted(name);
+            ops.extend(pod_ops(changes));
             ops.extend(Self::push_event(
                 &mut inner,
                 EventType::Normal,
@@ -567,4 +584,230 @@ impl Controller {
             .map_err(|e| err(ErrorCode::Internal, e))?;
         Ok(format!("node {name} deleted"))
     }
+
+    // ---- pods ----
+
+    /// The waker a node's session waits on for desired-state changes.
+    pub fn pod_waker(&self, node: &str) -> Arc<tokio::sync::Notify> {
+        self.pod_waker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(node.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn wake(&self, node: Option<&str>) {
+        if let Some(n) = node {
+            if let Some(w) = self
+                .pod_waker
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(n)
+            {
+                w.notify_one();
+            }
+        }
+    }
+
+    /// Creates or updates a pod; durable before it returns.
+    pub async fn apply_pod(&self, spec: PodSpec) -> Result<String, ErrorMsg> {
+        let name = spec.name.clone();
+        let node = spec.node_name.clone();
+        let (applied, ops) = {
+            let mut inner = self.lock();
+            let exists = node.as_deref().is_some_and(|n| inner.registry.contains(n));
+            let (applied, changes) = inner
+                .pods
+                .apply(spec, exists, now_ms())
+                .map_err(|e| err(ErrorCode::InvalidRequest, e))?;
+            let mut ops = pod_ops(changes);
+            let (reason, message) = match (&applied, node.as_deref()) {
+                (Applied::Created, Some(n)) => ("Scheduled", format!("pod {name} bound to node {n}")),
+                (Applied::Created, None) => (
+                    "Pending",
+                    format!("pod {name} created without spec.nodeName; this controller has no scheduler yet, so it stays Pending until re-created with a node"),
+                ),
+                (Applied::Configured, _) => ("Updated", format!("pod {name} changed; its node replaces the containers")),
+                (Applied::Unchanged, _) => ("", String::new()),
+            };
+            if !reason.is_empty() {
+                ops.extend(Self::push_event(
+                    &mut inner,
+                    EventType::Normal,
+                    reason,
+                    format!("pod/{name}"),
+                    message,
+                    now_ms(),
+                ));
+            }
+            (applied, ops)
+        };
+        if !ops.is_empty() {
+            self.writer
+                .commit(ops)
+                .await
+                .map_err(|e| err(ErrorCode::Internal, e))?;
+        }
+        self.wake(node.as_deref());
+        Ok(match applied {
+            Applied::Created => format!("pod/{name} created"),
+            Applied::Configured => format!("pod/{name} configured"),
+            Applied::Unchanged => format!("pod/{name} unchanged"),
+        })
+    }
+
+    pub async fn delete_pod(&self, name: &str) -> Result<String, ErrorMsg> {
+        let (node, ops) = {
+            let mut inner = self.lock();
+            let node = inner.pods.node_of(name).map(str::to_string);
+            let changes = inner
+                .pods
+                .delete(name)
+                .map_err(|e| err(ErrorCode::NotFound, e))?;
+            let mut ops = pod_ops(changes);
+            ops.extend(Self::push_event(
+                &mut inner,
+                EventType::Normal,
+                "Killing",
+                format!("pod/{name}"),
+                match &node {
+                    Some(n) => format!("pod {name} deleted; node {n} stops its containers"),
+                    None => format!("pod {name} deleted"),
+                },
+                now_ms(),
+            ));
+            (node, ops)
+        };
+        self.writer
+            .commit(ops)
+            .await
+            .map_err(|e| err(ErrorCode::Internal, e))?;
+        self.wake(node.as_deref());
+        Ok(format!("pod \"{name}\" deleted"))
+    }
+
+    fn ready_fn(inner: &Inner) -> impl Fn(&str) -> bool + '_ {
+        |n: &str| {
+            inner.registry.view(n).is_some_and(|v| {
+                v.conditions.iter().any(|c| {
+                    c.kind == outpost_proto::ConditionType::Ready
+                        && c.status == outpost_proto::ConditionStatus::True
+                })
+            })
+        }
+    }
+
+    pub fn pods(&self, node: Option<&str>) -> Vec<PodView> {
+        let inner = self.lock();
+        let ready = Self::ready_fn(&inner);
+        inner.pods.list(node, &ready)
+    }
+
+    pub fn pod(&self, name: &str) -> Result<PodView, ErrorMsg> {
+        let inner = self.lock();
+        let ready = Self::ready_fn(&inner);
+        inner
+            .pods
+            .view(name, &ready)
+            .ok_or_else(|| err(ErrorCode::NotFound, format!("pod {name:?} not found")))
+    }
+
+    /// Desired pods for `node` since the generation it acknowledged.
+    pub fn desired_for(&self, node: &str, acked: u64) -> PodsDesired {
+        self.lock().pods.desired_for(node, acked)
+    }
+
+    pub fn pod_statuses(&self, node: &str, update: PodStatusUpdate) -> Result<(), ErrorMsg> {
+        let ops = {
+            let mut inner = self.lock();
+            let changes = inner.pods.statuses(node, update, now_ms()).map_err(|e| {
+                err(
+                    ErrorCode::InvalidRequest,
+                    format!("pod status rejected: {e}"),
+                )
+            })?;
+            pod_ops(changes)
+        };
+        if !ops.is_empty() {
+            self.writer.submit(ops);
+        }
+        Ok(())
+    }
+
+    /// Records events an agent sent about its own pods.
+    pub fn agent_events(&self, node: &str, events: Vec<AgentEvent>) -> Result<(), ErrorMsg> {
+        if events.len() > MAX_AGENT_EVENTS {
+            return Err(err(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "{} events in one message; at most {MAX_AGENT_EVENTS}",
+                    events.len()
+                ),
+            ));
+        }
+        let ops = {
+            let mut inner = self.lock();
+            let mut ops = Vec::new();
+            for e in events {
+                // Events about the node itself (image and container garbage
+                // collection) carry no pod; others only about its own pods.
+                let object = if e.pod.is_empty() {
+                    format!("node/{node}")
+                } else if inner.pods.node_of(&e.pod) == Some(node) {
+                    format!("pod/{}", e.pod)
+                } else {
+                    continue;
+                };
+                let reason: String = e
+                    .reason
+                    .chars()
+                    .filter(char::is_ascii_alphanumeric)
+                    .take(64)
+                    .collect();
+                let mut message = e.message;
+                outpost_proto::pod::truncate(
+                    &mut message,
+                    outpost_proto::pod::pod_limits::MAX_MESSAGE,
+                );
+                ops.extend(Self::push_event(
+                    &mut inner,
+                    e.kind,
+                    &reason,
+                    object,
+                    format!("{message} (node {node})"),
+                    now_ms(),
+                ));
+            }
+            ops
+        };
+        self.writer.submit(ops);
+        Ok(())
+    }
+
+    pub fn node_usage(&self, node: &str) -> Option<Usage> {
+        self.lock().pods.node_usage(node)
+    }
+
+    /// Every node's last reported usage.
+    pub fn node_usages(&self) -> Vec<(String, Usage)> {
+        self.lock().pods.node_usages()
+    }
+}
+
+/// Store writes for pod changes.
+fn pod_ops(changes: Vec<PodChange>) -> Vec<Op> {
+    changes
+        .into_iter()
+        .filter_map(|c| match c {
+            PodChange::Persist(rec) => match serde_json::to_vec(&rec) {
+                Ok(bytes) => Some(Op::Put(Table::Pods, rec.spec.name.clone(), bytes)),
+                Err(e) => {
+                    tracing::error!("encoding pod {}: {e}", rec.spec.name);
+                    None
+                }
+            },
+            PodChange::Forget(name) => Some(Op::Delete(Table::Pods, name)),
+        })
+        .collect()
 }

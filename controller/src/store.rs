@@ -17,15 +17,17 @@ pub enum Table {
     Tokens,
     Nodes,
     Events,
+    Pods,
 }
 
 impl Table {
-    pub const ALL: [Table; 5] = [
+    pub const ALL: [Table; 6] = [
         Table::Meta,
         Table::Pki,
         Table::Tokens,
         Table::Nodes,
         Table::Events,
+        Table::Pods,
     ];
 
     fn name(self) -> &'static str {
@@ -35,6 +37,7 @@ impl Table {
             Table::Tokens => "tokens",
             Table::Nodes => "nodes",
             Table::Events => "events",
+            Table::Pods => "pods",
         }
     }
 

@@ -10,6 +10,13 @@ pub enum BoundedReadError {
     TooLarge(u64),
 }
 
+impl BoundedReadError {
+    /// The file does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, BoundedReadError::Io(e) if e.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
 /// Reads a whole UTF-8 file, refusing files larger than `max` bytes.
 pub fn read_bounded(path: &Path, max: u64) -> Result<String, BoundedReadError> {
     use std::io::Read;

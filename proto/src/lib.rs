@@ -35,4 +35,4 @@ pub const ALPN: &[u8] = b"outpost/1";
 
 /// Version of the message structures; bumped on any incompatible change.
 /// The hello carries it so a mismatch is reported by name, not as a decode error.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;

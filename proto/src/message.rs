@@ -9,7 +9,8 @@
 //! - operator call, on a connection with an admin certificate:
 //!   `Request` -> `Response` | `Error`.
 
-use crate::node::{Event, NodeReport, NodeView, TokenInfo};
+use crate::node::{Event, EventType, NodeReport, NodeView, TokenInfo};
+use crate::pod::{DesiredPod, PodSpec, PodStatus, PodView};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -27,6 +28,25 @@ pub enum Message {
     Request(AdminRequest),
     Response(AdminResponse),
     Error(ErrorMsg),
+    /// Agent: the desired-pods generation it has applied (sent after the
+    /// welcome as the resume point, then after every change it applied).
+    PodsAck(PodsAck),
+    /// Controller: desired pods for this node, whole or changed since the
+    /// agent's acknowledged generation.
+    PodsDesired(Box<PodsDesired>),
+    /// Agent: pod statuses that changed (all of them when `full`).
+    PodStatuses(Box<PodStatusUpdate>),
+    /// Agent: events about its pods (evictions, restarts, pulls).
+    AgentEvents(Vec<AgentEvent>),
+    /// Controller, on a stream it opens to the agent: send a pod's logs.
+    LogsRequest(LogsRequest),
+    /// A chunk of a byte stream (log output, image tarball).
+    Data(Vec<u8>),
+    /// Controller, on a stream it opens to the agent: an image tarball of
+    /// `size` bytes follows as `Data` frames.
+    ImageLoad(ImageLoad),
+    /// Progress of a long transfer (image push), and its end.
+    Progress(Progress),
 }
 
 impl Message {
@@ -44,6 +64,14 @@ impl Message {
             Message::Request(_) => "Request",
             Message::Response(_) => "Response",
             Message::Error(_) => "Error",
+            Message::PodsAck(_) => "PodsAck",
+            Message::PodsDesired(_) => "PodsDesired",
+            Message::PodStatuses(_) => "PodStatuses",
+            Message::AgentEvents(_) => "AgentEvents",
+            Message::LogsRequest(_) => "LogsRequest",
+            Message::Data(_) => "Data",
+            Message::ImageLoad(_) => "ImageLoad",
+            Message::Progress(_) => "Progress",
         }
     }
 }
@@ -132,6 +160,35 @@ pub enum AdminRequest {
     DeleteNode {
         name: String,
     },
+    /// Creates or updates a pod (by name).
+    ApplyPod {
+        pod: Box<PodSpec>,
+    },
+    DeletePod {
+        name: String,
+    },
+    ListPods {
+        /// Only pods bound to this node, if set.
+        node: Option<String>,
+    },
+    GetPod {
+        name: String,
+    },
+    /// Streams a container's log: `Response(Data)` frames until the stream
+    /// ends (with `follow`, until the container stops or the caller hangs up).
+    Logs(LogsRequest),
+    /// Pushes a `docker save` tarball of `size` bytes to a node or to every
+    /// connected node of a site; the tarball follows as `Data` frames and
+    /// `Response(Progress)` frames come back.
+    PushImage {
+        node: Option<String>,
+        site: Option<String>,
+        size: u64,
+        /// File name, for messages.
+        name: String,
+    },
+    /// cpu and memory in use per node, for `top nodes`.
+    NodeUsage,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -150,6 +207,91 @@ pub enum AdminResponse {
     Done {
         message: String,
     },
+    Pods(Vec<PodView>),
+    Pod(Box<PodView>),
+    Data(Vec<u8>),
+    Progress(Progress),
+    NodeUsage(Vec<(String, crate::pod::Usage)>),
+}
+
+/// Agent -> controller: generation of desired pods applied.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodsAck {
+    pub generation: u64,
+}
+
+/// Controller -> agent: desired pods.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PodsDesired {
+    /// Generation the agent acknowledges once applied.
+    pub generation: u64,
+    /// `pods` is the whole set: drop every pod not in it.
+    pub full: bool,
+    /// Pods added or changed (all pods when `full`).
+    pub pods: Vec<DesiredPod>,
+    /// Pods to stop and remove.
+    pub removed: Vec<String>,
+}
+
+/// Most pods in one desired-state message, and most statuses per update.
+pub const MAX_PODS_PER_NODE: usize = 110;
+
+/// Agent -> controller: pod statuses.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PodStatusUpdate {
+    /// `pods` holds every pod the agent runs; forget the others.
+    pub full: bool,
+    pub pods: Vec<PodStatus>,
+    /// Pods the agent no longer has at all (stopped and removed).
+    pub gone: Vec<String>,
+    /// Node cpu and memory in use, for `top nodes`.
+    pub node_usage: crate::pod::Usage,
+}
+
+/// Something the agent tells the operator about one of its pods.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct AgentEvent {
+    pub kind: EventType,
+    /// CamelCase reason, e.g. `Evicted`, `BackOff`, `Pulled`.
+    pub reason: String,
+    /// Pod name the event is about.
+    pub pod: String,
+    pub message: String,
+}
+
+/// Most events in one `AgentEvents` message.
+pub const MAX_AGENT_EVENTS: usize = 64;
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct LogsRequest {
+    pub pod: String,
+    /// Container name; may be omitted when the pod has one container.
+    pub container: Option<String>,
+    pub follow: bool,
+    /// Only the last N lines.
+    pub tail: Option<u32>,
+    /// The previous run's log, after a restart.
+    pub previous: bool,
+}
+
+/// Controller -> agent: an image tarball follows.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ImageLoad {
+    pub size: u64,
+    pub name: String,
+}
+
+/// Progress of a transfer; `done` on the last one.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// Node the progress is about (empty for the transfer as a whole).
+    pub node: String,
+    pub bytes: u64,
+    pub total: u64,
+    pub done: bool,
+    /// Set when this node failed; the others carry on.
+    pub error: Option<String>,
+    pub message: String,
 }
 
 /// Error codes a peer can act on.

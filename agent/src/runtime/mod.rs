@@ -1,0 +1,76 @@
+//! Pods on the box's Docker engine.
+//!
+//! Data flow: the session (or, offline, the local state file) publishes the
+//! desired pods on a watch channel as a [`DesiredSet`]; the reconciler
+//! (`reconcile`) turns them into containers through the engine (`docker`),
+//! restarts them per policy with back-off, runs their probes (`health`),
+//! defends the node under pressure (`eviction`: admission, reclaim, one
+//! eviction per cycle), and publishes a [`Snapshot`] of pod statuses plus
+//! [`AgentEvent`]s for the session to send up. `transfer` streams logs out
+//! and image tarballs in; `pause` provides the tiny image whose container
+//! holds each pod's network namespace.
+//!
+//! Ownership: every container the agent creates carries [`LABEL_MANAGED`]
+//! and [`LABEL_NODE`] = this node; the agent never stops, removes or
+//! otherwise touches a container without both.
+
+use outpost_proto::pod::{DesiredPod, PodStatus, Usage};
+use outpost_proto::AgentEvent;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub mod docker;
+pub mod eviction;
+pub mod health;
+pub mod pause;
+pub mod reconcile;
+pub mod transfer;
+
+/// `"true"` on every container Outpost created.
+pub const LABEL_MANAGED: &str = "dev.outpost.managed";
+/// Node name of the agent that created the container.
+pub const LABEL_NODE: &str = "dev.outpost.node";
+/// Pod name.
+pub const LABEL_POD: &str = "dev.outpost.pod";
+/// Pod generation the container was created for.
+pub const LABEL_GENERATION: &str = "dev.outpost.generation";
+/// Container name within the pod; [`PAUSE_CONTAINER`] for the pod's
+/// network-namespace holder.
+pub const LABEL_CONTAINER: &str = "dev.outpost.container";
+/// Run number of this container (0 for the first run, +1 per restart).
+pub const LABEL_RUN: &str = "dev.outpost.run";
+/// [`LABEL_CONTAINER`] value of the pause container.
+pub const PAUSE_CONTAINER: &str = "POD";
+
+/// The pods this node should run, with the generation of the set.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DesiredSet {
+    pub generation: u64,
+    pub pods: BTreeMap<String, DesiredPod>,
+}
+
+/// What the reconciler last saw: one status per pod it knows about.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub pods: BTreeMap<String, PodStatus>,
+    pub node_usage: Usage,
+}
+
+/// Reconciler settings (flags in `config`).
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// This node's name (from its certificate).
+    pub node: String,
+    /// Agent data directory; emptyDir volumes live under `pods/POD/volumes/`.
+    pub data_dir: PathBuf,
+    /// How often the reconciler syncs when nothing wakes it.
+    pub sync_interval: Duration,
+    /// First restart back-off (kubelet: 10 s), doubling per crash.
+    pub restart_backoff: Duration,
+    /// Longest restart back-off (kubelet: 5 min).
+    pub max_restart_backoff: Duration,
+}
+
+/// Sent up as events; a bounded channel, dropped when full.
+pub type EventSender = tokio::sync::mpsc::Sender<AgentEvent>;
