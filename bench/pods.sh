@@ -87,7 +87,8 @@ app_container() { # pod -> id of its running app container
 # Warm up: the pause image is imported once per engine, and the first
 # container start on an engine is slower; neither is what we measure.
 ctl run warm --image "$IMAGE" --node "$NODE" >/dev/null
-wait_until 60 "the warm-up pod" test -n "$(app_container warm)"
+has_app() { [ -n "$(app_container "$1")" ]; }
+wait_until 60 "the warm-up pod" has_app warm
 docker rm -f "$(docker run -d --label dev.outpost.bench=docker-run "$IMAGE")" >/dev/null
 ctl delete pod warm >/dev/null
 

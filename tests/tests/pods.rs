@@ -171,8 +171,8 @@ spec:
     let names = containers_of(pod_name);
     assert_eq!(
         names.len(),
-        2,
-        "app container and pause container: {names:?}"
+        1,
+        "a one-container pod holds its own network, no pause container: {names:?}"
     );
     let labels = docker(&["inspect", "-f", "{{json .Config.Labels}}", &names[0]]);
     let labels: Value = serde_json::from_str(&labels).unwrap();
@@ -338,8 +338,8 @@ fn autonomy_offline_restart_and_reconnect() {
     );
     assert_eq!(
         containers_of(pod_name).len(),
-        3,
-        "pause, run 0 (kept for logs --previous), run 1"
+        2,
+        "run 0 (kept for logs --previous) and run 1"
     );
     let prev = c.ctl(&["logs", pod_name, "--previous"]);
     assert!(

@@ -339,20 +339,21 @@ async fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
         .unwrap_or_else(|_| Err("timeout".into()))
 }
 
-/// The pod's IP: its running pause container's bridge address.
+/// The pod's IP: the bridge address of the container holding its network
+/// namespace (the running pause container, or a one-container pod's own).
 fn pod_ip(node: &str, pod: &str) -> String {
-    let ids = containers_of(
+    let of_pod = format!("label=dev.outpost.pod={pod}");
+    let mut ids = containers_of(
         node,
-        &[
-            &format!("label=dev.outpost.pod={pod}"),
-            "label=dev.outpost.container=POD",
-            "status=running",
-        ],
+        &[&of_pod, "status=running", "label=dev.outpost.container=POD"],
     );
+    if ids.is_empty() {
+        ids = containers_of(node, &[&of_pod, "status=running"]);
+    }
     assert_eq!(
         ids.len(),
         1,
-        "one running pause container for {pod}: {ids:?}"
+        "one running container holds the network of {pod}: {ids:?}"
     );
     docker_ok(&[
         "inspect",
@@ -403,7 +404,13 @@ async fn starts_serves_and_removes_a_pod() {
         mount_path: "/scratch".into(),
         read_only: false,
     }];
-    let mut spec = pod(name, vec![web]);
+    // A second container in the same network namespace.
+    let mut side = container("side", HTTP_IMAGE, &[]);
+    side.env = vec![
+        ("POD_NAME".into(), format!("side-of-{name}")),
+        ("PORT".into(), "8081".into()),
+    ];
+    let mut spec = pod(name, vec![web, side]);
     spec.volumes = vec![Volume {
         name: "scratch".into(),
         source: VolumeSource::EmptyDir,
@@ -416,11 +423,23 @@ async fn starts_serves_and_removes_a_pod() {
     assert!(st.started_ms > 0);
     let id = st.containers[0].container_id.clone();
 
-    // Served through the pod's IP and through the hostPort on the pause container.
+    // Served through the pod's IP and through the hostPort on the pause
+    // container; both containers answer on the one address.
     let ip = pod_ip(node, name);
     assert_eq!(
         http_get(&format!("{ip}:8080"), "/").await,
         Ok((200, name.to_string()))
+    );
+    assert_eq!(
+        http_get(&format!("{ip}:8081"), "/").await,
+        Ok((200, format!("side-of-{name}")))
+    );
+    let pause = containers_of(node, &["label=dev.outpost.container=POD", "status=running"]);
+    assert_eq!(pause.len(), 1, "a two-container pod has a sandbox");
+    assert_eq!(
+        docker_ok(&["inspect", "-f", "{{.Config.Hostname}}", &pause[0]]),
+        name,
+        "the pod's host name is its name"
     );
     assert_eq!(
         http_get(&format!("127.0.0.1:{host_port}"), "/").await,
@@ -480,6 +499,64 @@ async fn starts_serves_and_removes_a_pod() {
     assert!(!volume.exists(), "emptyDir removed with the pod");
     h.wait_event("Started", name).await;
     h.wait_event("Killing", name).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_container_pod_holds_its_own_network() {
+    let node = "rt-node-own";
+    let (_cleanup, dir) = setup(node);
+    let mut h = Harness::start(node, dir.path()).await;
+    let name = "rt-test-own";
+    let host_port = free_port();
+    // No POD_NAME: the server answers with its host name.
+    let mut web = container("web", HTTP_IMAGE, &[]);
+    web.readiness = Some(http_probe("/healthz"));
+    web.ports = vec![PortSpec {
+        name: "http".into(),
+        container_port: 8080,
+        host_port: Some(host_port),
+        protocol: Protocol::Tcp,
+    }];
+    h.set_pods(vec![(pod(name, vec![web]), 1)]);
+    let st = h
+        .wait_pod(
+            name,
+            "Running and ready (probe on its own address)",
+            60,
+            |p| running(p) && p.ready,
+        )
+        .await;
+    let ids = containers_of(node, &[]);
+    assert_eq!(ids.len(), 1, "no pause container: {ids:?}");
+    let got = docker_ok(&[
+        "inspect",
+        "-f",
+        "{{.HostConfig.NetworkMode}} {{.Config.Hostname}}",
+        &st.containers[0].container_id,
+    ]);
+    let f: Vec<&str> = got.split(' ').collect();
+    assert!(!f[0].starts_with("container:"), "own network: {got}");
+    assert_eq!(f[1], name, "host name is the pod name");
+    assert_eq!(
+        http_get(&format!("127.0.0.1:{host_port}"), "/").await,
+        Ok((200, name.to_string()))
+    );
+
+    // Killed: back on the same host port, with a new address.
+    docker_ok(&["kill", &st.containers[0].container_id]);
+    h.wait_pod(name, "running again", 60, |p| {
+        running(p) && p.ready && p.containers[0].restart_count == 1
+    })
+    .await;
+    let ip = pod_ip(node, name);
+    assert_eq!(
+        http_get(&format!("{ip}:8080"), "/").await,
+        Ok((200, name.to_string()))
+    );
+    assert_eq!(
+        http_get(&format!("127.0.0.1:{host_port}"), "/").await,
+        Ok((200, name.to_string()))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -677,7 +754,7 @@ async fn restarted_reconciler_adopts_running_containers() {
         .await;
     let before = containers_of(node, &[]);
     let id = st.containers[0].container_id.clone();
-    assert_eq!(before.len(), 2, "pause + app: {before:?}");
+    assert_eq!(before.len(), 1, "the pod's one container: {before:?}");
 
     let mut h = h.restart().await;
     let st = h
@@ -1057,7 +1134,7 @@ async fn unreachable_engine_reports_runtime_unavailable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containers_killed_under_it_come_back_per_policy() {
     // What an engine restart leaves behind: every container of the pod
-    // exited, the pause container included.
+    // exited.
     let node = "rt-node-revive";
     let (_cleanup, dir) = setup(node);
     let mut h = Harness::start(node, dir.path()).await;

@@ -3,7 +3,9 @@
 //! [`run`] loops for the life of the agent. Each sync lists our containers
 //! (by label), tears down what is no longer desired (stop with the pod's
 //! grace period, then remove), adopts what already runs, creates the pause
-//! container and then each app container of pods that should run, restarts
+//! container and then each app container of pods that should run (a
+//! one-container pod's container holds its own network instead, see
+//! `own_network`), restarts
 //! exited containers per restart policy with a doubling back-off (a new
 //! container per run, labelled with its run number), runs due probes,
 //! defends the node under pressure (reclaim, then one eviction per cycle),
@@ -428,11 +430,45 @@ impl CState {
     }
 }
 
+/// What a one-container pod passes for the sandbox id: its container holds
+/// its own network namespace (see [`own_network`]).
+const OWN_NETWORK: &str = "-";
+
+/// Whether the pod runs without a pause container: with a single
+/// container there is nobody to share a network namespace with, so the
+/// container holds its own (ports and host name on it), which starts the pod
+/// in one container start instead of two. Its address changes when the
+/// container restarts, which nothing in Outpost depends on. Pods with more
+/// containers get the Kubernetes sandbox.
+fn own_network(spec: &PodSpec) -> bool {
+    spec.containers.len() == 1
+}
+
+/// `(container port, protocol, host port)` for each hostPort of `containers`.
+fn host_ports<'a>(
+    containers: impl IntoIterator<Item = &'a ContainerSpec>,
+) -> Vec<(u16, &'static str, u16)> {
+    containers
+        .into_iter()
+        .flat_map(|c| &c.ports)
+        .filter_map(|p| {
+            let proto = if p.protocol == Protocol::Udp {
+                "udp"
+            } else {
+                "tcp"
+            };
+            p.host_port.map(|h| (p.container_port, proto, h))
+        })
+        .collect()
+}
+
 /// Per-pod state kept between syncs.
 #[derive(Debug)]
 struct PodState {
     generation: u64,
     spec: PodSpec,
+    /// The container holding the pod's network namespace: the pause
+    /// container, or a one-container pod's own container.
     pause_id: String,
     ip: Option<IpAddr>,
     started_ms: u64,
@@ -1218,6 +1254,49 @@ impl Reconciler {
             st.message = image_msg;
         }
 
+        if own_network(&d.spec) {
+            // The one container holds the network: track its address.
+            let holder = current
+                .iter()
+                .filter(|c| {
+                    c.container != PAUSE_CONTAINER
+                        && c.state == RunState::Running
+                        && !self.stopping.contains(&c.id)
+                })
+                .max_by_key(|c| c.run)
+                .copied();
+            if let Some(h) = holder {
+                if self.pods[&name].pause_id != h.id {
+                    let info = self.engine.inspect(&h.id).await.ok();
+                    let st = self.pods.get_mut(&name).expect("present");
+                    st.pause_id = h.id.clone();
+                    st.ip = info.as_ref().and_then(|i| i.ip);
+                    if st.started_ms == 0 {
+                        st.started_ms = info.map_or_else(now_ms, |i| i.started_ms);
+                    }
+                }
+            }
+            let spec = &d.spec.containers[0];
+            let runs: Vec<&OurContainer> = current
+                .iter()
+                .copied()
+                .filter(|c| c.container == spec.name)
+                .collect();
+            let latest = runs.iter().max_by_key(|c| c.run).copied();
+            self.sync_container(
+                d,
+                0,
+                spec,
+                latest,
+                &runs,
+                OWN_NETWORK,
+                images_ready[0],
+                probes,
+            )
+            .await;
+            return;
+        }
+
         // The pause container.
         // Needed by a container that runs or will be (re)started; an exit
         // not yet handled may turn out final, so it does not count yet.
@@ -1523,20 +1602,7 @@ impl Reconciler {
     async fn create_pause(&mut self, d: &DesiredPod, run: u32) -> Result<String, String> {
         let image = self.pause_image().await?;
         let pod = &d.spec.name;
-        let publish = d
-            .spec
-            .containers
-            .iter()
-            .flat_map(|c| &c.ports)
-            .filter_map(|p| {
-                let proto = if p.protocol == Protocol::Udp {
-                    "udp"
-                } else {
-                    "tcp"
-                };
-                p.host_port.map(|h| (p.container_port, proto, h))
-            })
-            .collect();
+        let publish = host_ports(&d.spec.containers);
         let spec = CreateSpec {
             name: container_name(pod, PAUSE_CONTAINER, d.generation, run),
             image,
@@ -1586,6 +1652,11 @@ impl Reconciler {
             ));
         }
         let limits = spec.resources.limits;
+        let (network_mode, publish, hostname) = if pause_id == OWN_NETWORK {
+            (String::new(), host_ports([spec]), pod.clone())
+        } else {
+            (format!("container:{pause_id}"), Vec::new(), String::new())
+        };
         Ok(CreateSpec {
             name: container_name(pod, &spec.name, d.generation, run),
             image: spec.image.clone(),
@@ -1593,15 +1664,15 @@ impl Reconciler {
             entrypoint: spec.command.clone(),
             cmd: spec.args.clone(),
             env: spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
-            publish: Vec::new(),
-            network_mode: format!("container:{pause_id}"),
+            publish,
+            network_mode,
             nano_cpus: i64::try_from(limits.cpu_millis.saturating_mul(1_000_000))
                 .unwrap_or(i64::MAX),
             memory_bytes: i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX),
             pids_limit: i64::try_from(limits.pids).unwrap_or(i64::MAX),
             binds,
             init: true,
-            hostname: String::new(),
+            hostname,
         })
     }
 
@@ -1659,13 +1730,17 @@ impl Reconciler {
         }
         match self.engine.start(&id).await {
             Ok(()) => {
-                let started = self
-                    .engine
-                    .inspect(&id)
-                    .await
-                    .map(|i| i.started_ms)
-                    .unwrap_or(now);
+                let info = self.engine.inspect(&id).await.ok();
+                let started = info.as_ref().map_or(now, |i| i.started_ms);
                 let started = if started == 0 { now } else { started };
+                if pause_id == OWN_NETWORK {
+                    let st = self.pods.get_mut(pod).expect("present");
+                    st.pause_id = id.clone();
+                    st.ip = info.and_then(|i| i.ip);
+                    if st.started_ms == 0 {
+                        st.started_ms = started;
+                    }
+                }
                 let cs = &mut self.pods.get_mut(pod).expect("present").containers[i];
                 cs.state = ContainerState::Running {
                     started_ms: started,

@@ -21,12 +21,13 @@ use bollard::query_parameters::{
     ImportImageOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
 };
 use bytes::Bytes;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 use outpost_proto::pod::PodSpec;
 use outpost_proto::units::format_bytes;
 use outpost_proto::LogsRequest;
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Largest log chunk sent as one `Data` frame: big enough that a busy log
@@ -90,6 +91,14 @@ pub async fn logs(
     let mut stream = docker.logs(&id, Some(options));
     let mut buf: Vec<u8> = Vec::with_capacity(LOG_CHUNK);
     let mut ended = false;
+    // How long to wait for more output before sending what there is: a
+    // follower sees new lines within this; a one-shot read, whose lines are
+    // all at the engine already, fills whole chunks.
+    let linger = if req.follow {
+        Duration::from_millis(20)
+    } else {
+        Duration::from_millis(500)
+    };
     while !ended {
         let item = tokio::select! {
             item = stream.next() => item,
@@ -99,25 +108,22 @@ pub async fn logs(
         let item =
             item.map_err(|e| format!("reading the log of {container} in pod {pod} failed: {e}"))?;
         buf.extend_from_slice(log_bytes(&item));
-        // Coalesce whatever the engine already sent, then flush: full chunks
-        // for a busy log, prompt small ones for a quiet follower. The yield
-        // lets the runtime read the socket; without it only bytes already
-        // decoded would be found and every line would go out alone.
+        // Coalesce what follows closely, then flush: full chunks for a busy
+        // log, prompt small ones for a quiet follower. A finished stream
+        // must not be polled again.
         while buf.len() < LOG_CHUNK {
-            tokio::task::yield_now().await;
-            match stream.next().now_or_never() {
-                Some(Some(Ok(more))) => buf.extend_from_slice(log_bytes(&more)),
-                Some(Some(Err(e))) => {
+            match tokio::time::timeout(linger, stream.next()).await {
+                Ok(Some(Ok(more))) => buf.extend_from_slice(log_bytes(&more)),
+                Ok(Some(Err(e))) => {
                     return Err(format!(
                         "reading the log of {container} in pod {pod} failed: {e}"
                     ))
                 }
-                // A finished stream must not be polled again.
-                Some(None) => {
+                Ok(None) => {
                     ended = true;
                     break;
                 }
-                None => break,
+                Err(_) => break,
             }
         }
         if !send_chunks(&out, &mut buf).await {
