@@ -317,10 +317,12 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         sync_interval: cfg.housekeeping_interval,
         restart_backoff: cfg.restart_backoff,
         max_restart_backoff: cfg.max_restart_backoff,
+        cgroup_root: runtime::CGROUP_ROOT.into(),
     };
     let (reports_for_runtime, runtime_events) = (report_rx.clone(), events_tx.clone());
     let reconciler = tokio::spawn(async move {
-        let docker = engine_client(runtime_cfg.sync_interval).await;
+        let mut desired_rx = desired_rx;
+        let docker = engine_client(runtime_cfg.sync_interval, &mut desired_rx, &status_tx).await;
         docker_tx.send_replace(Some(docker.clone()));
         runtime::reconcile::run(
             runtime_cfg,
@@ -425,9 +427,14 @@ fn status_delta(
 /// A client for the engine at `DOCKER_HOST` (default the local socket),
 /// speaking its API version. A box may start the agent before the engine,
 /// or run without one for a while: until the socket exists this waits,
-/// trying again every `retry`, and says so once (the node report meanwhile
-/// says the runtime is unavailable).
-async fn engine_client(retry: Duration) -> bollard::Docker {
+/// trying again every `retry`, says so once, and reports every desired pod
+/// as waiting with `RuntimeUnavailable` (the node report meanwhile says the
+/// runtime is unavailable).
+async fn engine_client(
+    retry: Duration,
+    desired: &mut watch::Receiver<Arc<DesiredSet>>,
+    status: &watch::Sender<Arc<Snapshot>>,
+) -> bollard::Docker {
     let mut warned = false;
     loop {
         match bollard::Docker::connect_with_unix_defaults() {
@@ -441,7 +448,26 @@ async fn engine_client(retry: Duration) -> bollard::Docker {
                     warn!("no Docker engine to run pods on yet ({e}); pods start once it is up");
                     warned = true;
                 }
-                tokio::time::sleep(retry).await;
+                let set = desired.borrow().clone();
+                let snapshot = runtime::reconcile::unavailable_snapshot(
+                    &set,
+                    &format!("{e}; the agent keeps retrying, start the Docker service on the node"),
+                );
+                status.send_if_modified(|s| {
+                    let changed = **s != snapshot;
+                    if changed {
+                        *s = Arc::new(snapshot);
+                    }
+                    changed
+                });
+                tokio::select! {
+                    () = tokio::time::sleep(retry) => {}
+                    r = desired.changed() => {
+                        if r.is_err() {
+                            tokio::time::sleep(retry).await;
+                        }
+                    }
+                }
             }
         }
     }

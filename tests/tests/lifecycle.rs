@@ -224,4 +224,35 @@ fn agent_without_docker_reports_runtime_unavailable_and_keeps_going() {
     assert!(c.is_ready("nodocker"), "the agent itself is healthy");
     let table = String::from_utf8(c.ctl(&["get", "nodes"]).stdout).unwrap();
     assert!(table.contains("Ready,NoRuntime"), "{table}");
+
+    // A pod bound to it waits and says why, and the agent stays up.
+    let out = c.ctl(&[
+        "run",
+        "waits",
+        "--image",
+        "outpost/workload-http:dev",
+        "--node",
+        "nodocker",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.wait_for(
+        "the pod reports RuntimeUnavailable",
+        Duration::from_secs(30),
+        |c| {
+            let out = c.ctl(&["get", "pod", "waits", "-o", "json"]);
+            let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            p["status"]["phase"] == "Pending"
+                && p["status"]["reason"] == "RuntimeUnavailable"
+                && p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("no-docker.sock"))
+        },
+    );
+    let pods = String::from_utf8(c.ctl(&["get", "pods"]).stdout).unwrap();
+    assert!(pods.contains("RuntimeUnavailable"), "{pods}");
+    assert!(c.is_ready("nodocker"));
 }

@@ -18,7 +18,7 @@ use outpost_proto::{
     AgentEvent, Condition, ConditionStatus, ConditionType, NodeReport, Signal, SignalObservation,
     ThresholdState,
 };
-use outpost_workloads::{EXIT_IMAGE, HOG_IMAGE, HTTP_IMAGE};
+use outpost_workloads::{BURN_IMAGE, EXIT_IMAGE, HOG_IMAGE, HTTP_IMAGE};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -112,6 +112,7 @@ fn config(node: &str, dir: &Path) -> RuntimeConfig {
         sync_interval: Duration::from_secs(2),
         restart_backoff: Duration::from_secs(1),
         max_restart_backoff: Duration::from_secs(4),
+        cgroup_root: outpost_agent::runtime::CGROUP_ROOT.into(),
     }
 }
 
@@ -133,6 +134,16 @@ impl Harness {
         desired: Arc<DesiredSet>,
         report: Option<NodeReport>,
     ) -> Harness {
+        Harness::start_with_config(config(node, dir), docker, desired, report)
+    }
+
+    fn start_with_config(
+        cfg: RuntimeConfig,
+        docker: bollard::Docker,
+        desired: Arc<DesiredSet>,
+        report: Option<NodeReport>,
+    ) -> Harness {
+        let (node, dir) = (cfg.node.clone(), cfg.data_dir.clone());
         let generation = desired.generation;
         let (desired_tx, desired_rx) = watch::channel(desired);
         let (reports_tx, reports_rx) = watch::channel(report);
@@ -147,16 +158,11 @@ impl Harness {
             }
         });
         let task = tokio::spawn(reconcile::run(
-            config(node, dir),
-            docker,
-            desired_rx,
-            reports_rx,
-            status_tx,
-            events_tx,
+            cfg, docker, desired_rx, reports_rx, status_tx, events_tx,
         ));
         Harness {
-            node: node.into(),
-            dir: dir.to_path_buf(),
+            node,
+            dir,
             desired: desired_tx,
             reports: reports_tx,
             status: status_rx,
@@ -556,6 +562,34 @@ async fn one_container_pod_holds_its_own_network() {
     assert_eq!(
         http_get(&format!("127.0.0.1:{host_port}"), "/").await,
         Ok((200, name.to_string()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_comes_from_the_engine_when_cgroups_are_hidden() {
+    // As for an agent in a container of its own: no container cgroups
+    // where it looks.
+    let node = "rt-node-stats";
+    let (_cleanup, dir) = setup(node);
+    let mut cfg = config(node, dir.path());
+    cfg.cgroup_root = dir.path().join("no-cgroup-fs");
+    let mut h =
+        Harness::start_with_config(cfg, engine().await, Arc::new(DesiredSet::default()), None);
+    let name = "rt-test-stats";
+    // A burner, so cpu shows too.
+    let burn = container("burn", BURN_IMAGE, &["--threads", "1", "--duty", "50"]);
+    h.set_pods(vec![(pod(name, vec![burn]), 1)]);
+    let st = h
+        .wait_pod(name, "memory and cpu from the engine", 60, |p| {
+            running(p) && p.usage.memory_bytes > 0 && p.usage.cpu_millis > 0
+        })
+        .await;
+    eprintln!("usage from the stats API: {:?}", st.usage);
+    // About half a core busy; the sampling is coarse, so only the order.
+    assert!(
+        (100..=1000).contains(&st.usage.cpu_millis),
+        "{:?}",
+        st.usage
     );
 }
 

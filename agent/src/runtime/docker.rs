@@ -11,12 +11,13 @@
 use super::{LABEL_CONTAINER, LABEL_GENERATION, LABEL_MANAGED, LABEL_NODE, LABEL_POD, LABEL_RUN};
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerStatsResponse, HostConfig, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, InspectContainerOptions, KillContainerOptions,
     ListContainersOptions, ListImagesOptions, RemoveContainerOptions, RemoveImageOptions,
-    StartContainerOptions, StopContainerOptions,
+    StartContainerOptions, StatsOptionsBuilder, StopContainerOptions,
 };
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, HashMap};
@@ -150,6 +151,42 @@ pub struct CreateSpec {
     /// the pause container sets it (to the pod name, as in Kubernetes);
     /// the pod's containers share its UTS view through its netns.
     pub hostname: String,
+}
+
+/// A container's usage as the engine's stats API reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineUsage {
+    /// Cumulative cpu time in ns.
+    pub cpu_ns: Option<u64>,
+    /// Memory usage less inactive file pages (the working set, as the
+    /// kubelet and `docker stats` count it).
+    pub memory_working_set: Option<u64>,
+    /// Tasks (processes and threads).
+    pub pids: Option<u64>,
+}
+
+/// The figures of one stats response (cgroup v2 or v1 field names).
+pub fn usage_from_stats(r: &ContainerStatsResponse) -> EngineUsage {
+    let memory = r.memory_stats.as_ref();
+    let inactive = memory
+        .and_then(|m| m.stats.as_ref())
+        .and_then(|s| {
+            s.get("inactive_file")
+                .or_else(|| s.get("total_inactive_file"))
+        })
+        .copied()
+        .unwrap_or(0);
+    EngineUsage {
+        cpu_ns: r
+            .cpu_stats
+            .as_ref()
+            .and_then(|c| c.cpu_usage.as_ref())
+            .and_then(|u| u.total_usage),
+        memory_working_set: memory
+            .and_then(|m| m.usage)
+            .map(|u| u.saturating_sub(inactive)),
+        pids: r.pids_stats.as_ref().and_then(|p| p.current),
+    }
 }
 
 /// One image in the engine.
@@ -380,6 +417,24 @@ impl Engine {
                 EngineError::Failed(m) if m.contains("already in progress") => Ok(()),
                 e => Err(e),
             },
+        }
+    }
+
+    /// One sample of a container's usage from the engine's stats API, for
+    /// when its cgroup files cannot be read (an agent that runs in a
+    /// container of its own sees only its own cgroup).
+    pub async fn stats_once(&self, id: &str) -> Result<EngineUsage> {
+        let options = StatsOptionsBuilder::new()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let mut stream = self.docker.stats(id, Some(options));
+        match stream.next().await {
+            Some(Ok(r)) => Ok(usage_from_stats(&r)),
+            Some(Err(e)) => Err(EngineError::from_bollard(e)),
+            None => Err(EngineError::Failed(format!(
+                "the engine sent no stats for {id}"
+            ))),
         }
     }
 
@@ -685,6 +740,41 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_from_engine_stats() {
+        // As Docker 20.10 answers on cgroup v1, trimmed.
+        let v1: ContainerStatsResponse = serde_json::from_str(
+            r#"{"cpu_stats":{"cpu_usage":{"total_usage":123456789}},
+                "memory_stats":{"usage":10485760,"stats":{"total_inactive_file":4194304,"rss":2097152}},
+                "pids_stats":{"current":7}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            usage_from_stats(&v1),
+            EngineUsage {
+                cpu_ns: Some(123_456_789),
+                memory_working_set: Some(6 << 20),
+                pids: Some(7),
+            }
+        );
+        // cgroup v2 names; inactive above usage never underflows.
+        let v2: ContainerStatsResponse = serde_json::from_str(
+            r#"{"memory_stats":{"usage":1000,"stats":{"inactive_file":5000}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            usage_from_stats(&v2),
+            EngineUsage {
+                cpu_ns: None,
+                memory_working_set: Some(0),
+                pids: None,
+            }
+        );
+        // A stopped container: nothing.
+        let empty: ContainerStatsResponse = serde_json::from_str("{}").unwrap();
+        assert_eq!(usage_from_stats(&empty), EngineUsage::default());
+    }
 
     #[test]
     fn rfc3339() {

@@ -70,7 +70,14 @@ pub struct RuntimeConfig {
     pub restart_backoff: Duration,
     /// Longest restart back-off (kubelet: 5 min).
     pub max_restart_backoff: Duration,
+    /// Where the cgroup file system is mounted (`/sys/fs/cgroup`). When a
+    /// container's cgroup files are not found there, its usage comes from
+    /// the engine's stats API instead.
+    pub cgroup_root: PathBuf,
 }
+
+/// The usual cgroup mount point.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// Sent up as events; a bounded channel, dropped when full.
 pub type EventSender = tokio::sync::mpsc::Sender<AgentEvent>;

@@ -20,7 +20,7 @@
 //! bounded by the desired set: one entry per pod and container, no engine
 //! responses.
 
-use super::docker::{CreateSpec, Engine, EngineError, OurContainer, RunState};
+use super::docker::{CreateSpec, Engine, EngineError, EngineUsage, OurContainer, RunState};
 use super::eviction::{self, DeadContainer, ImageInfo, PodUsage};
 use super::health::{self, ProbeKind, ProbeTracker};
 use super::{DesiredSet, EventSender, RuntimeConfig, Snapshot, PAUSE_CONTAINER};
@@ -49,6 +49,9 @@ pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
 pub const DEFAULT_GRACE_SECS: u64 = 30;
 /// Largest terminal-decisions file read back (a few hundred bytes a pod).
 const MAX_TERMINAL_FILE: u64 = 1 << 20;
+
+/// How long one stats call may take when usage comes from the engine.
+const STATS_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Image references the node's pods have used, kept so image garbage
 /// collection only ever removes images Outpost brought to the box.
@@ -270,16 +273,16 @@ pub fn parse_proc_stat(text: &str) -> Option<(u64, u64)> {
     Some((total.saturating_sub(idle), total))
 }
 
-/// The cgroup directories of a container: v2 first (systemd and cgroupfs
-/// drivers), then v1 per controller.
-fn cgroup_dirs(id: &str, controller: &str) -> [PathBuf; 4] {
+/// The cgroup directories of a container under `root`: v2 first (systemd
+/// and cgroupfs drivers), then v1 per controller.
+fn cgroup_dirs(root: &Path, id: &str, controller: &str) -> [PathBuf; 4] {
     [
-        PathBuf::from(format!("/sys/fs/cgroup/system.slice/docker-{id}.scope")),
-        PathBuf::from(format!("/sys/fs/cgroup/docker/{id}")),
-        PathBuf::from(format!("/sys/fs/cgroup/{controller}/docker/{id}")),
-        PathBuf::from(format!(
-            "/sys/fs/cgroup/{controller}/system.slice/docker-{id}.scope"
-        )),
+        root.join("system.slice").join(format!("docker-{id}.scope")),
+        root.join("docker").join(id),
+        root.join(controller).join("docker").join(id),
+        root.join(controller)
+            .join("system.slice")
+            .join(format!("docker-{id}.scope")),
     ]
 }
 
@@ -292,8 +295,8 @@ fn read_u64(path: &Path) -> Option<u64> {
 }
 
 /// Cumulative cpu time of a container in ns, from its cgroup.
-fn cgroup_cpu_ns(id: &str) -> Option<u64> {
-    let [v2a, v2b, v1a, v1b] = cgroup_dirs(id, "cpuacct");
+fn cgroup_cpu_ns(root: &Path, id: &str) -> Option<u64> {
+    let [v2a, v2b, v1a, v1b] = cgroup_dirs(root, id, "cpuacct");
     for d in [v2a, v2b] {
         if let Some(ns) = read_small(&d.join("cpu.stat")).and_then(|t| parse_cpu_stat_usage_ns(&t))
         {
@@ -306,8 +309,8 @@ fn cgroup_cpu_ns(id: &str) -> Option<u64> {
 }
 
 /// Memory working set of a container, from its cgroup.
-fn cgroup_memory(id: &str) -> Option<u64> {
-    let [v2a, v2b, v1a, v1b] = cgroup_dirs(id, "memory");
+fn cgroup_memory(root: &Path, id: &str) -> Option<u64> {
+    let [v2a, v2b, v1a, v1b] = cgroup_dirs(root, id, "memory");
     for d in [v2a, v2b] {
         if let Some(cur) = read_u64(&d.join("memory.current")) {
             return Some(working_set(
@@ -328,8 +331,8 @@ fn cgroup_memory(id: &str) -> Option<u64> {
 }
 
 /// Tasks (processes and threads) in a container's cgroup.
-fn cgroup_pids(id: &str) -> Option<u64> {
-    cgroup_dirs(id, "pids")
+fn cgroup_pids(root: &Path, id: &str) -> Option<u64> {
+    cgroup_dirs(root, id, "pids")
         .iter()
         .find_map(|d| read_u64(&d.join("pids.current")))
 }
@@ -357,6 +360,51 @@ fn dir_size(dir: &Path) -> u64 {
         }
     }
     total
+}
+
+/// What to report while there is no engine to talk to at all (its socket
+/// does not exist yet): every desired pod Pending, each container waiting
+/// with `RuntimeUnavailable` and `message`.
+pub fn unavailable_snapshot(set: &DesiredSet, message: &str) -> Snapshot {
+    let pods = set
+        .pods
+        .iter()
+        .map(|(name, d)| {
+            let containers = d
+                .spec
+                .containers
+                .iter()
+                .map(|c| ContainerStatus {
+                    name: c.name.clone(),
+                    image: c.image.clone(),
+                    container_id: String::new(),
+                    state: waiting("RuntimeUnavailable", message),
+                    last_state: None,
+                    ready: false,
+                    restart_count: 0,
+                    usage: Usage::default(),
+                })
+                .collect();
+            let mut message = message.to_string();
+            outpost_proto::pod::truncate(&mut message, pod_limits::MAX_MESSAGE);
+            let status = PodStatus {
+                name: name.clone(),
+                generation: d.generation,
+                phase: PodPhase::Pending,
+                reason: "RuntimeUnavailable".into(),
+                message,
+                ready: false,
+                started_ms: 0,
+                containers,
+                usage: Usage::default(),
+            };
+            (name.clone(), status)
+        })
+        .collect();
+    Snapshot {
+        pods,
+        node_usage: Usage::default(),
+    }
 }
 
 fn waiting(reason: &str, message: impl Into<String>) -> ContainerState {
@@ -549,6 +597,9 @@ struct Reconciler {
     pressure_cycle: bool,
     /// Signals met at the previous pressure cycle.
     met_before: BTreeSet<Signal>,
+    /// Container usage comes from the engine's stats API (cgroup files not
+    /// readable); said once.
+    stats_from_engine: bool,
     /// Containers of the last evicted pod still being stopped: no other pod
     /// is evicted until they are down (kubelet: wait for pod cleanup).
     evicting: BTreeSet<String>,
@@ -601,6 +652,7 @@ impl Reconciler {
             met_before: BTreeSet::new(),
             evicting: BTreeSet::new(),
             settle_cycles: 0,
+            stats_from_engine: false,
             node_cpu: None,
             node_usage: Usage::default(),
             last: None,
@@ -768,7 +820,7 @@ impl Reconciler {
                 self.pressure(set, r, &listed).await;
             }
         }
-        self.sample_usage();
+        self.sample_usage().await;
         self.snapshot(set)
     }
 
@@ -2105,8 +2157,52 @@ impl Reconciler {
         }
     }
 
-    fn sample_usage(&mut self) {
+    async fn sample_usage(&mut self) {
         let now = Instant::now();
+        let root = self.cfg.cgroup_root.clone();
+        let mut from_engine: Vec<String> = Vec::new();
+        let mut samples: BTreeMap<String, EngineUsage> = BTreeMap::new();
+        for p in self.pods.values() {
+            for c in &p.containers {
+                if !matches!(c.state, ContainerState::Running { .. }) || c.id.is_empty() {
+                    continue;
+                }
+                match cgroup_memory(&root, &c.id) {
+                    Some(memory) => {
+                        samples.insert(
+                            c.id.clone(),
+                            EngineUsage {
+                                cpu_ns: cgroup_cpu_ns(&root, &c.id),
+                                memory_working_set: Some(memory),
+                                pids: cgroup_pids(&root, &c.id),
+                            },
+                        );
+                    }
+                    None => from_engine.push(c.id.clone()),
+                }
+            }
+        }
+        if !from_engine.is_empty() {
+            if !self.stats_from_engine {
+                tracing::info!(
+                    "container cgroups are not readable under {} (is the agent in a container?); \
+                     reading container usage from the engine's stats API",
+                    root.display()
+                );
+                self.stats_from_engine = true;
+            }
+            let engine = &self.engine;
+            let got = futures_util::future::join_all(from_engine.iter().map(|id| async move {
+                let r = tokio::time::timeout(STATS_TIMEOUT, engine.stats_once(id)).await;
+                (id.clone(), r)
+            }))
+            .await;
+            for (id, r) in got {
+                if let Ok(Ok(u)) = r {
+                    samples.insert(id, u);
+                }
+            }
+        }
         for p in self.pods.values_mut() {
             for c in &mut p.containers {
                 if !matches!(c.state, ContainerState::Running { .. }) || c.id.is_empty() {
@@ -2114,7 +2210,10 @@ impl Reconciler {
                     c.pids = 0;
                     continue;
                 }
-                if let Some(ns) = cgroup_cpu_ns(&c.id) {
+                let Some(u) = samples.get(&c.id) else {
+                    continue;
+                };
+                if let Some(ns) = u.cpu_ns {
                     if let Some((prev, at)) = c.cpu {
                         let el = now.duration_since(at);
                         // Too short an interval gives noise; keep the last value.
@@ -2126,8 +2225,8 @@ impl Reconciler {
                         c.cpu = Some((ns, now));
                     }
                 }
-                c.usage.memory_bytes = cgroup_memory(&c.id).unwrap_or(c.usage.memory_bytes);
-                c.pids = cgroup_pids(&c.id).unwrap_or(0);
+                c.usage.memory_bytes = u.memory_working_set.unwrap_or(c.usage.memory_bytes);
+                c.pids = u.pids.unwrap_or(0);
             }
         }
     }
@@ -2219,6 +2318,54 @@ fn owned_images_path(cfg: &RuntimeConfig) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_an_engine_every_pod_waits_for_it() {
+        let mut set = DesiredSet {
+            generation: 3,
+            pods: BTreeMap::new(),
+        };
+        let spec = PodSpec {
+            name: "web".into(),
+            labels: BTreeMap::new(),
+            node_name: None,
+            containers: vec![ContainerSpec {
+                name: "a".into(),
+                image: "x:1".into(),
+                command: vec![],
+                args: vec![],
+                env: vec![],
+                ports: vec![],
+                resources: Default::default(),
+                liveness: None,
+                readiness: None,
+                volume_mounts: vec![],
+            }],
+            restart_policy: RestartPolicy::Always,
+            termination_grace_secs: 30,
+            volumes: vec![],
+            priority: 0,
+        };
+        set.pods.insert(
+            "web".into(),
+            DesiredPod {
+                generation: 2,
+                spec,
+            },
+        );
+        let snap = unavailable_snapshot(&set, "no socket at /run/docker.sock");
+        let st = &snap.pods["web"];
+        assert_eq!(
+            (st.phase, st.reason.as_str(), st.generation),
+            (PodPhase::Pending, "RuntimeUnavailable", 2)
+        );
+        assert_eq!(st.containers.len(), 1);
+        assert_eq!(st.containers[0].state.reason(), "RuntimeUnavailable");
+        assert!(st.validate().is_ok(), "{:?}", st.validate());
+        assert!(unavailable_snapshot(&DesiredSet::default(), "x")
+            .pods
+            .is_empty());
+    }
 
     #[test]
     fn restart_policies() {
