@@ -551,7 +551,8 @@ async fn serve_controller_stream(
             let _ = send.finish();
         }
         Message::ImageLoad(load) => {
-            let answer = load_image(&docker, load, report.as_ref(), &mut send, &mut recv).await;
+            let answer =
+                load_image(&node, &docker, load, report.as_ref(), &mut send, &mut recv).await;
             let frame = match answer {
                 Ok(message) => Message::Progress(Progress {
                     node: node.clone(),
@@ -586,34 +587,18 @@ async fn serve_controller_stream(
 
 /// Checks room, accepts, and streams an image tarball into the engine.
 async fn load_image(
+    node: &str,
     docker: &bollard::Docker,
     load: outpost_proto::ImageLoad,
     report: Option<&NodeReport>,
     send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
 ) -> Result<String, String> {
-    use outpost_proto::{ConditionStatus, ConditionType, Signal};
-    if let Some(r) = report {
-        if r.conditions
-            .iter()
-            .any(|c| c.kind == ConditionType::DiskPressure && c.status == ConditionStatus::True)
-        {
-            return Err("node has DiskPressure: it accepts no new images until the condition clears; free disk space or push to another node".into());
-        }
-    }
-    let (_, root) = probe::docker_runtime().await;
-    let root = root.ok_or("the Docker engine is not available on this node")?;
-    let (available, _) = runtime::transfer::imagefs_available(&root)
-        .map_err(|e| format!("measuring free space in {}: {e}", root.display()))?;
-    let reserve = report
-        .and_then(|r| {
-            r.signals
-                .iter()
-                .find(|s| s.signal == Signal::ImagefsAvailable)
-        })
-        .and_then(|s| s.hard_threshold)
-        .unwrap_or(0);
-    runtime::transfer::check_image_space(available, load.size, reserve)?;
+    let root = runtime::docker::Engine::new(docker.clone(), node)
+        .data_root()
+        .await
+        .map_err(|e| format!("the Docker engine is not available on this node: {e}"))?;
+    runtime::transfer::image_room(report, std::path::Path::new(&root), load.size)?;
     write_frame(
         send,
         &Message::Progress(Progress {

@@ -28,7 +28,7 @@ use outpost_proto::pod::{
     pod_limits, ContainerSpec, ContainerState, ContainerStatus, DesiredPod, PodPhase, PodSpec,
     PodStatus, Protocol, RestartPolicy, Usage, VolumeSource,
 };
-use outpost_proto::{AgentEvent, ConditionStatus, ConditionType, EventType, NodeReport, Signal};
+use outpost_proto::{AgentEvent, ConditionType, EventType, NodeReport, Signal};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -57,9 +57,6 @@ const STATS_TIMEOUT: Duration = Duration::from_secs(3);
 /// collection only ever removes images Outpost brought to the box.
 const MAX_OWNED_IMAGES: usize = 256;
 const MAX_OWNED_IMAGES_FILE: u64 = 256 * 1024;
-/// The image filesystem must keep at least this much free for a pull to
-/// start, on top of the imagefs hard threshold from the node report.
-const MIN_PULL_HEADROOM: u64 = 64 << 20;
 /// At most this many entries are walked when sizing an emptyDir, so a
 /// volume with millions of files cannot stall the loop.
 const MAX_WALK_ENTRIES: usize = 100_000;
@@ -1060,43 +1057,11 @@ impl Reconciler {
 
     /// Whether the image filesystem has room for a pull; `Err` says why not.
     async fn pull_room(&mut self, report: Option<&NodeReport>) -> Result<(), String> {
-        if let Some(r) = report {
-            let disk = r.conditions.iter().any(|c| {
-                c.kind == ConditionType::DiskPressure && c.status == ConditionStatus::True
-            });
-            let imagefs_met =
-                eviction::signals_under_pressure(r).contains(&Signal::ImagefsAvailable);
-            if disk || imagefs_met {
-                return Err("the node has DiskPressure, so no new images are pulled until disk space is freed (remove unused images or pods on the node)".into());
-            }
-        }
         if self.data_root.is_none() {
             self.data_root = self.engine.data_root().await.ok();
         }
-        let root = self
-            .data_root
-            .clone()
-            .unwrap_or_else(|| "/var/lib/docker".into());
-        let threshold = report
-            .and_then(|r| {
-                r.signals
-                    .iter()
-                    .find(|s| s.signal == Signal::ImagefsAvailable)
-            })
-            .and_then(|s| s.hard_threshold)
-            .unwrap_or(0);
-        if let Ok(st) = rustix::fs::statvfs(root.as_str()) {
-            let free = st.f_bavail.saturating_mul(st.f_frsize);
-            let need = threshold.saturating_add(MIN_PULL_HEADROOM);
-            if free < need {
-                return Err(format!(
-                    "the image filesystem ({root}) has only {} free, less than the {} a pull needs; free disk space on the node",
-                    outpost_proto::units::format_bytes(free),
-                    outpost_proto::units::format_bytes(need)
-                ));
-            }
-        }
-        Ok(())
+        let root = self.data_root.as_deref().unwrap_or("/var/lib/docker");
+        super::transfer::image_room(report, Path::new(root), super::transfer::PULL_HEADROOM)
     }
 
     /// Makes sure `image` is present. `Ok(true)`: present; `Ok(false)`:

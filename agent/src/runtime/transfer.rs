@@ -7,9 +7,9 @@
 //! pushes its output into the channel in chunks of at most [`LOG_CHUNK`]
 //! bytes until the log ends or the caller hangs up. [`load_image`] forwards
 //! the `docker save` tarball arriving on a channel straight into the
-//! engine's `POST /images/load`, so an image is never held whole in memory;
-//! before accepting one, the session checks the image filesystem with
-//! [`imagefs_available`] and [`check_image_space`].
+//! engine's `POST /images/load`, so an image is never held whole in memory.
+//! [`image_room`] is the one admission check for a new image, pushed (the
+//! session, before accepting) or pulled (the reconciler, before pulling).
 
 use super::{
     LABEL_CONTAINER, LABEL_GENERATION, LABEL_MANAGED, LABEL_NODE, LABEL_POD, LABEL_RUN,
@@ -24,7 +24,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use outpost_proto::pod::PodSpec;
 use outpost_proto::units::format_bytes;
-use outpost_proto::LogsRequest;
+use outpost_proto::{ConditionStatus, ConditionType, LogsRequest, NodeReport, Signal};
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
@@ -220,6 +220,45 @@ fn pick_run(found: &[ContainerSummary], previous: bool) -> Result<String, RunErr
         ([current, ..], false) => Ok(current.3.to_string()),
         ([_, before, ..], true) => Ok(before.3.to_string()),
         ([_], true) => Err(RunError::NoPrevious),
+    }
+}
+
+/// What a pull is assumed to need on the image filesystem, its size being
+/// unknown until it is done.
+pub const PULL_HEADROOM: u64 = 64 << 20;
+
+/// Whether the node takes in a new image of `size` bytes (a pull passes
+/// [`PULL_HEADROOM`]): not while it has DiskPressure or its
+/// `imagefs.available` threshold is met, and only if the image filesystem
+/// under `docker_root` keeps that hard threshold free afterwards. `Err`
+/// says why and what to do. A filesystem the agent cannot measure (an agent
+/// in a container without the engine's data root mounted) is not refused:
+/// the engine's own out-of-space error then stands.
+pub fn image_room(
+    report: Option<&NodeReport>,
+    docker_root: &Path,
+    size: u64,
+) -> Result<(), String> {
+    if let Some(r) = report {
+        let disk = r
+            .conditions
+            .iter()
+            .any(|c| c.kind == ConditionType::DiskPressure && c.status == ConditionStatus::True);
+        if disk || super::eviction::signals_under_pressure(r).contains(&Signal::ImagefsAvailable) {
+            return Err("the node has DiskPressure: it takes no new images until the condition clears; free disk space on the node (unused images, finished pods) or use another node".into());
+        }
+    }
+    let reserve = report
+        .and_then(|r| {
+            r.signals
+                .iter()
+                .find(|s| s.signal == Signal::ImagefsAvailable)
+        })
+        .and_then(|s| s.hard_threshold)
+        .unwrap_or(0);
+    match imagefs_available(docker_root) {
+        Ok((available, _)) => check_image_space(available, size, reserve),
+        Err(_) => Ok(()),
     }
 }
 
@@ -489,5 +528,63 @@ mod tests {
         );
         let err = imagefs_available(Path::new("/nonexistent/outpost/docker")).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn image_room_refuses_under_disk_pressure_and_when_it_does_not_fit() {
+        use outpost_proto::{Condition, SignalObservation, ThresholdState};
+        let imagefs = |state, threshold| SignalObservation {
+            signal: Signal::ImagefsAvailable,
+            available: 1,
+            capacity: 10,
+            hard_threshold: Some(threshold),
+            soft_threshold: None,
+            state,
+            window_min: 1,
+        };
+        let root = Path::new("/");
+        // Far more than any disk holds, so the answer cannot drift.
+        let huge = u64::MAX / 2;
+        let calm = NodeReport {
+            signals: vec![imagefs(ThresholdState::Clear, 0)],
+            ..NodeReport::default()
+        };
+        assert_eq!(image_room(Some(&calm), root, 1), Ok(()));
+        assert_eq!(image_room(None, root, 1), Ok(()));
+        let too_big = image_room(Some(&calm), root, huge).unwrap_err();
+        assert!(too_big.contains("not enough space"), "{too_big}");
+        // The hard threshold is kept free on top of the image.
+        let reserved = NodeReport {
+            signals: vec![imagefs(ThresholdState::Clear, huge)],
+            ..NodeReport::default()
+        };
+        assert!(image_room(Some(&reserved), root, 1).is_err());
+        let met = NodeReport {
+            signals: vec![imagefs(ThresholdState::Met, 0)],
+            ..NodeReport::default()
+        };
+        let pressure = NodeReport {
+            conditions: vec![Condition {
+                kind: ConditionType::DiskPressure,
+                status: ConditionStatus::True,
+                reason: "KubeletHasDiskPressure".into(),
+                message: String::new(),
+                last_transition_ms: 1,
+            }],
+            ..NodeReport::default()
+        };
+        for r in [&met, &pressure] {
+            let e = image_room(Some(r), root, 1).unwrap_err();
+            assert!(e.contains("DiskPressure"), "{e}");
+        }
+        // Not measurable from here: the engine's own error stands.
+        assert_eq!(
+            image_room(
+                Some(&calm),
+                Path::new("/nonexistent/outpost/docker"),
+                u64::MAX
+            ),
+            Ok(())
+        );
     }
 }
