@@ -62,15 +62,6 @@ async fn resolve(addr: &str) -> Result<SocketAddr> {
         .ok_or_else(|| anyhow!("controller address {addr} resolved to nothing"))
 }
 
-fn client_endpoint(remote: SocketAddr) -> Result<quinn::Endpoint> {
-    let bind: SocketAddr = if remote.is_ipv6() {
-        "[::]:0".parse()?
-    } else {
-        "0.0.0.0:0".parse()?
-    };
-    quinn::Endpoint::client(bind).context("opening a UDP socket")
-}
-
 /// Explains a connection failure in the operator's terms.
 fn explain(e: &quinn::ConnectionError) -> String {
     match e {
@@ -158,7 +149,9 @@ async fn enrol_once(
 ) -> Result<Identity, EnrolError> {
     let t = |e: anyhow::Error| EnrolError::Transient(e);
     let remote = resolve(&cfg.controller).await.map_err(t)?;
-    let endpoint = client_endpoint(remote).map_err(t)?;
+    let endpoint = link::client_endpoint(remote)
+        .context("opening a UDP socket")
+        .map_err(t)?;
     let client = link::enrol_client_config(ca_hash, link::transport(IDLE_TIMEOUT, 1))
         .map_err(|e| t(e.into()))?;
     let conn = endpoint
@@ -649,7 +642,7 @@ async fn session(
 ) -> Result<Ended> {
     let mut reports = pods.reports.clone();
     let remote = resolve(&cfg.controller).await?;
-    let endpoint = client_endpoint(remote)?;
+    let endpoint = link::client_endpoint(remote).context("opening a UDP socket")?;
     let client = link::client_config(
         ca.to_vec().into(),
         Some(id.tls()),

@@ -56,15 +56,7 @@ pub async fn call_on(
         send.finish()?;
         let reply = read_frame(&mut recv, MAX_FRAME)
             .await
-            .map_err(|e| match e {
-                link::LinkError::Read(quinn::ReadExactError::ReadError(
-                    quinn::ReadError::ConnectionLost(quinn::ConnectionError::ApplicationClosed(c)),
-                )) => anyhow!(
-                    "controller closed the connection: {}",
-                    String::from_utf8_lossy(&c.reason)
-                ),
-                e => e.into(),
-            })?;
+            .map_err(frame_error)?;
         let reply = match reply {
             Some(Message::Response(AdminResponse::Nodes(mut nodes))) => {
                 while let Some(more) = read_frame(&mut recv, MAX_FRAME).await? {
@@ -97,12 +89,7 @@ pub async fn call_on(
 /// One call with its own endpoint, as `outpostctl` makes it.
 pub async fn call(cfg: &ClientConfig, req: AdminRequest) -> Result<AdminResponse> {
     let remote = resolve(cfg).await?;
-    let bind = if remote.is_ipv6() {
-        "[::]:0"
-    } else {
-        "0.0.0.0:0"
-    };
-    let endpoint = quinn::Endpoint::client(bind.parse()?)?;
+    let endpoint = link::client_endpoint(remote)?;
     let result = call_on(&endpoint, cfg, remote, req).await;
     endpoint.wait_idle().await;
     result
@@ -113,12 +100,7 @@ pub const PUSH_CHUNK: usize = 256 * 1024;
 
 async fn open_call(cfg: &ClientConfig) -> Result<(quinn::Endpoint, quinn::Connection, SocketAddr)> {
     let remote = resolve(cfg).await?;
-    let bind = if remote.is_ipv6() {
-        "[::]:0"
-    } else {
-        "0.0.0.0:0"
-    };
-    let endpoint = quinn::Endpoint::client(bind.parse()?)?;
+    let endpoint = link::client_endpoint(remote)?;
     let client = quic_config(cfg)?;
     let conn = tokio::time::timeout(
         CALL_TIMEOUT,

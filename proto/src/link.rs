@@ -71,6 +71,16 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// A client endpoint on an ephemeral UDP port of `remote`'s address family.
+pub fn client_endpoint(remote: std::net::SocketAddr) -> std::io::Result<quinn::Endpoint> {
+    let bind = if remote.is_ipv6() {
+        std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+    } else {
+        std::net::SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
+    };
+    quinn::Endpoint::client(bind)
+}
+
 /// QUIC transport settings. `idle` is how long a silent peer is tolerated;
 /// keep-alives go out at a third of it so one lost packet does not kill a
 /// healthy link, and a dead one is noticed on both sides within `idle`.

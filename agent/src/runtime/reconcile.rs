@@ -20,7 +20,9 @@
 //! bounded by the desired set: one entry per pod and container, no engine
 //! responses.
 
-use super::docker::{CreateSpec, Engine, EngineError, EngineUsage, OurContainer, RunState};
+use super::docker::{
+    CreateSpec, Engine, EngineError, EngineUsage, Inspected, OurContainer, RunState,
+};
 use super::eviction::{self, DeadContainer, ImageInfo, PodUsage};
 use super::health::{self, ProbeKind, ProbeTracker};
 use super::{DesiredSet, EventSender, RuntimeConfig, Snapshot, PAUSE_CONTAINER};
@@ -1271,29 +1273,18 @@ impl Reconciler {
             st.message = image_msg;
         }
 
-        if own_network(&d.spec) {
-            // The one container holds the network: track its address.
-            let holder = current
-                .iter()
-                .filter(|c| {
-                    c.container != PAUSE_CONTAINER
-                        && c.state == RunState::Running
-                        && !self.stopping.contains(&c.id)
-                })
-                .max_by_key(|c| c.run)
-                .copied();
-            if let Some(h) = holder {
-                if self.pods[&name].pause_id != h.id {
-                    let info = self.engine.inspect(&h.id).await.ok();
-                    let st = self.pods.get_mut(&name).expect("present");
-                    st.pause_id = h.id.clone();
-                    st.ip = info.as_ref().and_then(|i| i.ip);
-                    if st.started_ms == 0 {
-                        st.started_ms = info.map_or_else(now_ms, |i| i.started_ms);
-                    }
-                }
+        let pause_id = if own_network(&d.spec) {
+            self.track_own_network(&name, &current).await;
+            OWN_NETWORK.to_string()
+        } else {
+            match self.sync_sandbox(d, &current, &images_ready).await {
+                Some(id) => id,
+                None => return,
             }
-            let spec = &d.spec.containers[0];
+        };
+
+        // App containers.
+        for (i, spec) in d.spec.containers.iter().enumerate() {
             let runs: Vec<&OurContainer> = current
                 .iter()
                 .copied()
@@ -1302,19 +1293,49 @@ impl Reconciler {
             let latest = runs.iter().max_by_key(|c| c.run).copied();
             self.sync_container(
                 d,
-                0,
+                i,
                 spec,
                 latest,
                 &runs,
-                OWN_NETWORK,
-                images_ready[0],
+                &pause_id,
+                images_ready[i],
                 probes,
             )
             .await;
-            return;
         }
+    }
 
-        // The pause container.
+    /// A one-container pod: its running container holds the network; track
+    /// its address when it changed (a restart makes a new one).
+    async fn track_own_network(&mut self, name: &str, current: &[&OurContainer]) {
+        let holder = current
+            .iter()
+            .filter(|c| {
+                c.container != PAUSE_CONTAINER
+                    && c.state == RunState::Running
+                    && !self.stopping.contains(&c.id)
+            })
+            .max_by_key(|c| c.run)
+            .copied();
+        if let Some(h) = holder {
+            if self.pods[name].pause_id != h.id {
+                let info = self.engine.inspect(&h.id).await.ok();
+                self.set_network_holder(name, &h.id, info.as_ref());
+            }
+        }
+    }
+
+    /// The pod's sandbox (pause container): adopted, torn down once every
+    /// container finished, or (re)created when a container needs it.
+    /// Returns its id (empty: none needed now, containers wait), or `None`
+    /// when this sync of the pod ends here.
+    async fn sync_sandbox(
+        &mut self,
+        d: &DesiredPod,
+        current: &[&OurContainer],
+        images_ready: &[bool],
+    ) -> Option<String> {
+        let name = d.spec.name.clone();
         // Needed by a container that runs or will be (re)started; an exit
         // not yet handled may turn out final, so it does not count yet.
         let needs_pause = d.spec.containers.iter().enumerate().any(|(i, spec)| {
@@ -1341,19 +1362,13 @@ impl Reconciler {
                 self.spawn_teardown(&[p], 0, false, None);
             }
         }
-        let mut pause_id = String::new();
         if pause_running {
             let p = pause.expect("running");
-            pause_id = p.id.clone();
-            let st = self.pods.get_mut(&name).expect("present");
-            if st.pause_id != p.id {
-                st.pause_id = p.id.clone();
-                if let Ok(info) = self.engine.inspect(&p.id).await {
-                    let st = self.pods.get_mut(&name).expect("present");
-                    st.ip = info.ip;
-                    st.started_ms = info.started_ms;
-                }
+            if self.pods[&name].pause_id != p.id {
+                let info = self.engine.inspect(&p.id).await.ok();
+                self.set_network_holder(&name, &p.id, info.as_ref());
             }
+            Some(p.id.clone())
         } else if needs_pause {
             // The sandbox is gone (engine restart, killed): app containers
             // still running in its namespace have lost their network.
@@ -1374,7 +1389,7 @@ impl Reconciler {
                     "The pod's network sandbox stopped; restarting its containers",
                 );
                 self.spawn_teardown(&orphans, 0, false, None);
-                return;
+                return None;
             }
             let old: Vec<&OurContainer> = current
                 .iter()
@@ -1387,14 +1402,9 @@ impl Reconciler {
             }
             match self.create_pause(d, run).await {
                 Ok(id) => {
-                    pause_id = id.clone();
                     let info = self.engine.inspect(&id).await.ok();
-                    let st = self.pods.get_mut(&name).expect("present");
-                    st.pause_id = id;
-                    st.ip = info.as_ref().and_then(|i| i.ip);
-                    if st.started_ms == 0 {
-                        st.started_ms = info.map_or_else(now_ms, |i| i.started_ms);
-                    }
+                    self.set_network_holder(&name, &id, info.as_ref());
+                    Some(id)
                 }
                 Err(e) => {
                     let st = self.pods.get_mut(&name).expect("present");
@@ -1412,30 +1422,24 @@ impl Reconciler {
                         &name,
                         format!("Failed to create the pod's network sandbox: {e}"),
                     );
-                    return;
+                    None
                 }
             }
+        } else {
+            // Nothing to run now; containers wait for the sandbox.
+            Some(String::new())
         }
+    }
 
-        // App containers.
-        for (i, spec) in d.spec.containers.iter().enumerate() {
-            let runs: Vec<&OurContainer> = current
-                .iter()
-                .copied()
-                .filter(|c| c.container == spec.name)
-                .collect();
-            let latest = runs.iter().max_by_key(|c| c.run).copied();
-            self.sync_container(
-                d,
-                i,
-                spec,
-                latest,
-                &runs,
-                &pause_id,
-                images_ready[i],
-                probes,
-            )
-            .await;
+    /// Records the container holding a pod's network (its sandbox, or a
+    /// one-container pod's own container): its address, and the pod's
+    /// start time if not known yet.
+    fn set_network_holder(&mut self, pod: &str, id: &str, info: Option<&Inspected>) {
+        let st = self.pods.get_mut(pod).expect("present");
+        st.pause_id = id.to_string();
+        st.ip = info.and_then(|i| i.ip);
+        if st.started_ms == 0 {
+            st.started_ms = info.map_or_else(now_ms, |i| i.started_ms);
         }
     }
 
@@ -1751,12 +1755,7 @@ impl Reconciler {
                 let started = info.as_ref().map_or(now, |i| i.started_ms);
                 let started = if started == 0 { now } else { started };
                 if pause_id == OWN_NETWORK {
-                    let st = self.pods.get_mut(pod).expect("present");
-                    st.pause_id = id.clone();
-                    st.ip = info.and_then(|i| i.ip);
-                    if st.started_ms == 0 {
-                        st.started_ms = started;
-                    }
+                    self.set_network_holder(pod, &id, info.as_ref());
                 }
                 let cs = &mut self.pods.get_mut(pod).expect("present").containers[i];
                 cs.state = ContainerState::Running {
