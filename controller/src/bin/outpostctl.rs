@@ -58,41 +58,7 @@ enum Cmd {
         file: PathBuf,
     },
     /// Run a pod with one container on a node.
-    Run {
-        name: String,
-        #[arg(long)]
-        image: String,
-        /// Node to run on (there is no scheduler yet).
-        #[arg(long)]
-        node: String,
-        /// Ports: CONTAINER or CONTAINER:HOST (published on the node), repeatable.
-        #[arg(long = "port")]
-        ports: Vec<String>,
-        /// Environment variables NAME=VALUE, repeatable.
-        #[arg(long = "env")]
-        env: Vec<String>,
-        /// Always, OnFailure or Never.
-        #[arg(long, default_value = "Always")]
-        restart: String,
-        /// Requests, e.g. cpu=100m,memory=64Mi.
-        #[arg(long, default_value = "")]
-        requests: String,
-        /// Limits, e.g. cpu=500m,memory=128Mi,outpost.dev/pids=100.
-        #[arg(long, default_value = "")]
-        limits: String,
-        /// Labels k=v,k2=v2.
-        #[arg(long, default_value = "")]
-        labels: String,
-        /// Seconds between SIGTERM and SIGKILL when the pod stops.
-        #[arg(long, default_value_t = 30)]
-        grace_period: u64,
-        /// Replace the image's entrypoint with the first argument after `--`.
-        #[arg(long)]
-        command: bool,
-        /// Arguments (after `--`): the image's cmd, or with --command the whole command line.
-        #[arg(last = true)]
-        args: Vec<String>,
-    },
+    Run(RunFlags),
     /// Print a container's log, streamed from its node.
     Logs {
         pod: String,
@@ -406,34 +372,8 @@ async fn run(cli: Cli) -> Result<String> {
             }
             out
         }
-        Cmd::Run {
-            name,
-            image,
-            node,
-            ports,
-            env,
-            restart,
-            requests,
-            limits,
-            labels,
-            grace_period,
-            command,
-            args,
-        } => {
-            let pod = run_spec(RunFlags {
-                name,
-                image,
-                node,
-                ports,
-                env,
-                restart,
-                requests,
-                limits,
-                labels,
-                grace_period,
-                command,
-                args,
-            })?;
+        Cmd::Run(flags) => {
+            let pod = run_spec(flags)?;
             let AdminResponse::Done { message } =
                 call(&cfg, AdminRequest::ApplyPod { pod: Box::new(pod) }).await?
             else {
@@ -515,18 +455,43 @@ async fn run(cli: Cli) -> Result<String> {
     })
 }
 
+/// `outpostctl run` flags.
+#[derive(clap::Args, Debug)]
 struct RunFlags {
+    /// Pod name (a DNS label: lower-case letters, digits and '-').
     name: String,
+    /// Image to run, as the node's engine names it (pulled if missing).
+    #[arg(long)]
     image: String,
+    /// Node to run on (there is no scheduler yet).
+    #[arg(long)]
     node: String,
+    /// Ports: CONTAINER or CONTAINER:HOST (published on the node), repeatable.
+    #[arg(long = "port")]
     ports: Vec<String>,
+    /// Environment variables NAME=VALUE, repeatable.
+    #[arg(long = "env")]
     env: Vec<String>,
+    /// Always, OnFailure or Never.
+    #[arg(long, default_value = "Always")]
     restart: String,
+    /// Requests, e.g. cpu=100m,memory=64Mi.
+    #[arg(long, default_value = "")]
     requests: String,
+    /// Limits, e.g. cpu=500m,memory=128Mi,outpost.dev/pids=100.
+    #[arg(long, default_value = "")]
     limits: String,
+    /// Labels k=v,k2=v2.
+    #[arg(long, default_value = "")]
     labels: String,
+    /// Seconds between SIGTERM and SIGKILL when the pod stops.
+    #[arg(long, default_value_t = 30)]
     grace_period: u64,
+    /// Replace the image's entrypoint with the first argument after `--`.
+    #[arg(long)]
     command: bool,
+    /// Arguments (after `--`): the image's cmd, or with --command the whole command line.
+    #[arg(last = true)]
     args: Vec<String>,
 }
 
