@@ -135,31 +135,15 @@ impl PodState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use outpost_proto::pod::{ContainerSpec, PodSpec, ResourceSpec, RestartPolicy};
+    use outpost_proto::pod::{ContainerSpec, PodSpec};
 
     fn pod(name: &str, node: &str, generation: u64) -> DesiredPod {
         DesiredPod {
             generation,
             spec: PodSpec {
-                name: name.into(),
-                labels: Default::default(),
                 node_name: Some(node.into()),
-                containers: vec![ContainerSpec {
-                    name: "main".into(),
-                    image: "img:1".into(),
-                    command: vec![],
-                    args: vec![],
-                    env: vec![],
-                    ports: vec![],
-                    resources: ResourceSpec::default(),
-                    liveness: None,
-                    readiness: None,
-                    volume_mounts: vec![],
-                }],
-                restart_policy: RestartPolicy::Always,
                 termination_grace_secs: 5,
-                volumes: vec![],
-                priority: 0,
+                ..PodSpec::new(name, vec![ContainerSpec::new("main", "img:1")])
             },
         }
     }

@@ -534,32 +534,13 @@ pub fn top_nodes_json(nodes: &[(NodeView, Option<Usage>)]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use outpost_proto::pod::{
-        ContainerSpec, PodPhase, PodSpec, PodStatus, ResourceSpec, RestartPolicy,
-    };
+    use outpost_proto::pod::{ContainerSpec, PodPhase, PodSpec, PodStatus};
 
     fn view(state: ContainerState, reason: &str, phase: PodPhase) -> PodView {
         PodView {
             spec: PodSpec {
-                name: "web".into(),
-                labels: Default::default(),
                 node_name: Some("edge-1".into()),
-                containers: vec![ContainerSpec {
-                    name: "main".into(),
-                    image: "x".into(),
-                    command: vec![],
-                    args: vec![],
-                    env: vec![],
-                    ports: vec![],
-                    resources: ResourceSpec::default(),
-                    liveness: None,
-                    readiness: None,
-                    volume_mounts: vec![],
-                }],
-                restart_policy: RestartPolicy::Always,
-                termination_grace_secs: 30,
-                volumes: vec![],
-                priority: 0,
+                ..PodSpec::new("web", vec![ContainerSpec::new("main", "x")])
             },
             generation: 1,
             created_ms: 1,

@@ -637,7 +637,7 @@ fn pod(w: &mut Walker, top: &Fields<'_>) -> Option<PodSpec> {
             "spec.terminationGracePeriodSeconds",
             s.get("terminationGracePeriodSeconds"),
         )
-        .unwrap_or(30);
+        .unwrap_or(outpost_proto::pod::DEFAULT_TERMINATION_GRACE_SECS);
     let priority = match s.get("priority") {
         None => 0,
         Some(v) => match v.as_i64().and_then(|n| i32::try_from(n).ok()) {

@@ -351,29 +351,12 @@ impl Pods {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use outpost_proto::pod::{ContainerSpec, PodPhase, ResourceSpec, RestartPolicy};
+    use outpost_proto::pod::{ContainerSpec, PodPhase};
 
     fn spec(name: &str, node: &str, image: &str) -> PodSpec {
         PodSpec {
-            name: name.into(),
-            labels: BTreeMap::new(),
             node_name: Some(node.into()),
-            containers: vec![ContainerSpec {
-                name: "main".into(),
-                image: image.into(),
-                command: vec![],
-                args: vec![],
-                env: vec![],
-                ports: vec![],
-                resources: ResourceSpec::default(),
-                liveness: None,
-                readiness: None,
-                volume_mounts: vec![],
-            }],
-            restart_policy: RestartPolicy::Always,
-            termination_grace_secs: 30,
-            volumes: vec![],
-            priority: 0,
+            ..PodSpec::new(name, vec![ContainerSpec::new("main", image)])
         }
     }
 

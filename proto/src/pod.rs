@@ -108,6 +108,28 @@ pub struct ContainerSpec {
     pub volume_mounts: Vec<VolumeMount>,
 }
 
+impl ContainerSpec {
+    /// A container running `image` as it is: no command or args override,
+    /// no env, ports, resources, probes or mounts.
+    pub fn new(name: impl Into<String>, image: impl Into<String>) -> ContainerSpec {
+        ContainerSpec {
+            name: name.into(),
+            image: image.into(),
+            command: Vec::new(),
+            args: Vec::new(),
+            env: Vec::new(),
+            ports: Vec::new(),
+            resources: ResourceSpec::default(),
+            liveness: None,
+            readiness: None,
+            volume_mounts: Vec::new(),
+        }
+    }
+}
+
+/// Kubernetes' `terminationGracePeriodSeconds` default.
+pub const DEFAULT_TERMINATION_GRACE_SECS: u64 = 30;
+
 /// A pod as the controller wants it.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct PodSpec {
@@ -123,6 +145,21 @@ pub struct PodSpec {
 }
 
 impl PodSpec {
+    /// An unbound pod of `containers` with Kubernetes' defaults: no labels,
+    /// restart Always, 30 s termination grace, priority 0, no volumes.
+    pub fn new(name: impl Into<String>, containers: Vec<ContainerSpec>) -> PodSpec {
+        PodSpec {
+            name: name.into(),
+            labels: BTreeMap::new(),
+            node_name: None,
+            containers,
+            restart_policy: RestartPolicy::Always,
+            termination_grace_secs: DEFAULT_TERMINATION_GRACE_SECS,
+            volumes: Vec::new(),
+            priority: 0,
+        }
+    }
+
     /// Sum of the containers' requests (what the scheduler fits).
     pub fn requests(&self) -> Resources {
         self.containers

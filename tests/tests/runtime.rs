@@ -12,7 +12,7 @@ use outpost_agent::runtime::reconcile;
 use outpost_agent::runtime::{DesiredSet, RuntimeConfig, Snapshot};
 use outpost_proto::pod::{
     ContainerSpec, ContainerState, DesiredPod, PodPhase, PodSpec, PodStatus, PortSpec, Probe,
-    ProbeAction, Protocol, ResourceSpec, RestartPolicy, Volume, VolumeMount, VolumeSource,
+    ProbeAction, Protocol, RestartPolicy, Volume, VolumeMount, VolumeSource,
 };
 use outpost_proto::{
     AgentEvent, Condition, ConditionStatus, ConditionType, NodeReport, Signal, SignalObservation,
@@ -260,29 +260,15 @@ impl Harness {
 
 fn container(name: &str, image: &str, args: &[&str]) -> ContainerSpec {
     ContainerSpec {
-        name: name.into(),
-        image: image.into(),
-        command: vec![],
         args: args.iter().map(|a| (*a).to_string()).collect(),
-        env: vec![],
-        ports: vec![],
-        resources: ResourceSpec::default(),
-        liveness: None,
-        readiness: None,
-        volume_mounts: vec![],
+        ..ContainerSpec::new(name, image)
     }
 }
 
 fn pod(name: &str, containers: Vec<ContainerSpec>) -> PodSpec {
     PodSpec {
-        name: name.into(),
-        labels: BTreeMap::new(),
-        node_name: None,
-        containers,
-        restart_policy: RestartPolicy::Always,
         termination_grace_secs: 10,
-        volumes: vec![],
-        priority: 0,
+        ..PodSpec::new(name, containers)
     }
 }
 

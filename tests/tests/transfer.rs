@@ -7,7 +7,7 @@ use outpost_agent::runtime::transfer::{load_image, logs, LOG_CHUNK};
 use outpost_agent::runtime::{
     LABEL_CONTAINER, LABEL_GENERATION, LABEL_MANAGED, LABEL_NODE, LABEL_POD, LABEL_RUN,
 };
-use outpost_proto::pod::{ContainerSpec, PodSpec, ResourceSpec, RestartPolicy};
+use outpost_proto::pod::{ContainerSpec, PodSpec};
 use outpost_proto::LogsRequest;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -226,30 +226,11 @@ async fn broken_streams_leave_no_image() {
 }
 
 fn pod_spec(name: &str, containers: &[&str]) -> PodSpec {
-    PodSpec {
-        name: name.into(),
-        labels: Default::default(),
-        node_name: None,
-        containers: containers
-            .iter()
-            .map(|c| ContainerSpec {
-                name: c.to_string(),
-                image: outpost_workloads::EXIT_IMAGE.into(),
-                command: vec![],
-                args: vec![],
-                env: vec![],
-                ports: vec![],
-                resources: ResourceSpec::default(),
-                liveness: None,
-                readiness: None,
-                volume_mounts: vec![],
-            })
-            .collect(),
-        restart_policy: RestartPolicy::Always,
-        termination_grace_secs: 30,
-        volumes: vec![],
-        priority: 0,
-    }
+    let containers = containers
+        .iter()
+        .map(|c| ContainerSpec::new(*c, outpost_workloads::EXIT_IMAGE))
+        .collect();
+    PodSpec::new(name, containers)
 }
 
 /// Starts a container with the agent's labels; returns its id.

@@ -352,7 +352,7 @@ fn normalize_ref(r: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use outpost_proto::pod::{ContainerSpec, ResourceSpec, RestartPolicy};
+    use outpost_proto::pod::{ContainerSpec, ResourceSpec};
     use outpost_proto::SignalObservation;
 
     const MI: u64 = 1 << 20;
@@ -367,31 +367,13 @@ mod tests {
     }
 
     fn container(name: &str, requests: Resources, limits: Resources) -> ContainerSpec {
-        ContainerSpec {
-            name: name.into(),
-            image: "outpost/workload-http:dev".into(),
-            command: vec![],
-            args: vec![],
-            env: vec![],
-            ports: vec![],
-            resources: ResourceSpec { requests, limits },
-            liveness: None,
-            readiness: None,
-            volume_mounts: vec![],
-        }
+        let mut c = ContainerSpec::new(name, "outpost/workload-http:dev");
+        c.resources = ResourceSpec { requests, limits };
+        c
     }
 
     fn pod(containers: Vec<ContainerSpec>) -> PodSpec {
-        PodSpec {
-            name: "p".into(),
-            labels: Default::default(),
-            node_name: None,
-            containers,
-            restart_policy: RestartPolicy::Always,
-            termination_grace_secs: 30,
-            volumes: vec![],
-            priority: 0,
-        }
+        PodSpec::new("p", containers)
     }
 
     #[test]

@@ -2289,27 +2289,7 @@ mod tests {
             generation: 3,
             pods: BTreeMap::new(),
         };
-        let spec = PodSpec {
-            name: "web".into(),
-            labels: BTreeMap::new(),
-            node_name: None,
-            containers: vec![ContainerSpec {
-                name: "a".into(),
-                image: "x:1".into(),
-                command: vec![],
-                args: vec![],
-                env: vec![],
-                ports: vec![],
-                resources: Default::default(),
-                liveness: None,
-                readiness: None,
-                volume_mounts: vec![],
-            }],
-            restart_policy: RestartPolicy::Always,
-            termination_grace_secs: 30,
-            volumes: vec![],
-            priority: 0,
-        };
+        let spec = PodSpec::new("web", vec![ContainerSpec::new("a", "x:1")]);
         set.pods.insert(
             "web".into(),
             DesiredPod {

@@ -401,33 +401,14 @@ pub async fn load_image(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use outpost_proto::pod::{ContainerSpec, ResourceSpec, RestartPolicy};
+    use outpost_proto::pod::ContainerSpec;
 
     fn spec(containers: &[&str]) -> PodSpec {
-        PodSpec {
-            name: "web".into(),
-            labels: Default::default(),
-            node_name: None,
-            containers: containers
-                .iter()
-                .map(|n| ContainerSpec {
-                    name: n.to_string(),
-                    image: "img".into(),
-                    command: vec![],
-                    args: vec![],
-                    env: vec![],
-                    ports: vec![],
-                    resources: ResourceSpec::default(),
-                    liveness: None,
-                    readiness: None,
-                    volume_mounts: vec![],
-                })
-                .collect(),
-            restart_policy: RestartPolicy::Always,
-            termination_grace_secs: 30,
-            volumes: vec![],
-            priority: 0,
-        }
+        let containers = containers
+            .iter()
+            .map(|n| ContainerSpec::new(*n, "img"))
+            .collect();
+        PodSpec::new("web", containers)
     }
 
     #[test]

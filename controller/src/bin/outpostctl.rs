@@ -485,7 +485,7 @@ struct RunFlags {
     #[arg(long, default_value = "")]
     labels: String,
     /// Seconds between SIGTERM and SIGKILL when the pod stops.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = outpost_proto::pod::DEFAULT_TERMINATION_GRACE_SECS)]
     grace_period: u64,
     /// Replace the image's entrypoint with the first argument after `--`.
     #[arg(long)]
