@@ -808,8 +808,20 @@ async fn session(
                                 write_frame(&mut send, &Message::PodsAck(PodsAck { generation })).await?;
                             }
                             Err(e) => {
-                                // Not acknowledged: the controller resends on reconnect.
-                                error!("desired pods not applied: {e}");
+                                // Not acknowledged, and the controller only
+                                // resends on a new session: end this one so
+                                // the next brings them again (a full disk may
+                                // have room by then). Meanwhile the pods
+                                // already here keep running; the event says
+                                // why nothing changes.
+                                error!("desired pods not applied: {e}; reconnecting to get them again");
+                                let _ = pods.events_tx.try_send(AgentEvent {
+                                    kind: EventType::Warning,
+                                    reason: "FailedSync".into(),
+                                    pod: String::new(),
+                                    message: format!("the agent could not take the desired pods ({e}); it keeps the previous ones and retries"),
+                                });
+                                return Ok(Ended::Lost(format!("desired pods not applied: {e}")));
                             }
                         }
                     }

@@ -833,7 +833,13 @@ impl Server {
                         format!("unexpected answer {:?}", other.map(|m| m.kind())),
                     )),
                     Ok(Err(e)) => Err(err(ErrorCode::Internal, e.to_string())),
-                    Err(_) => Err(err(ErrorCode::Internal, "no answer within 10s")),
+                    Err(_) => Err(err(
+                        ErrorCode::Internal,
+                        format!(
+                            "the agent did not answer the offer within {}s",
+                            FIRST_MESSAGE_TIMEOUT.as_secs()
+                        ),
+                    )),
                 }
             };
             match offer.await {
@@ -854,7 +860,13 @@ impl Server {
             let _ = input.stop(0u32.into());
             return Err(err(ErrorCode::InvalidRequest, "no node accepted the image"));
         }
-        // Relay.
+        // Relay. Resetting a node's stream makes its agent drop the partial
+        // load, so no half image is kept anywhere.
+        fn abort(streams: &mut [(String, quinn::SendStream, quinn::RecvStream)]) {
+            for (_, s, _) in streams {
+                let _ = s.reset(1u32.into());
+            }
+        }
         let mut sent = 0u64;
         let mut last_report = 0u64;
         loop {
@@ -868,28 +880,25 @@ impl Server {
                     ))
                 }
                 Err(e) => {
-                    // The operator went away mid-transfer: abort every
-                    // agent's load so no half image is kept.
-                    for (_, s, _) in &mut streams {
-                        let _ = s.reset(1u32.into());
-                    }
+                    // The operator went away mid-transfer.
+                    abort(&mut streams);
                     return Err(err(ErrorCode::Internal, format!("upload interrupted: {e}")));
                 }
             };
             sent = sent.saturating_add(chunk.len() as u64);
             if sent > size {
-                for (_, s, _) in &mut streams {
-                    let _ = s.reset(1u32.into());
-                }
+                abort(&mut streams);
                 return Err(err(
                     ErrorCode::InvalidRequest,
                     format!("more than the announced {size} bytes"),
                 ));
             }
-            let frame = Message::Data(chunk);
+            // Encoded once, written to every node.
+            let frame = outpost_proto::frame::encode(&Message::Data(chunk))
+                .map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
             let mut i = 0;
             while i < streams.len() {
-                if let Err(e) = write_frame(&mut streams[i].1, &frame).await {
+                if let Err(e) = streams[i].1.write_all(&frame).await {
                     let (t, _, _) = streams.remove(i);
                     warn!(node = %t, "image push to {t} failed: {e}");
                     let _ = write_frame(
@@ -916,9 +925,7 @@ impl Server {
             }
         }
         if sent != size {
-            for (_, s, _) in &mut streams {
-                let _ = s.reset(1u32.into());
-            }
+            abort(&mut streams);
             return Err(err(
                 ErrorCode::InvalidRequest,
                 format!("upload ended after {sent} of {size} bytes"),

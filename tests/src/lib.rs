@@ -65,12 +65,43 @@ fn free_udp_port() -> u16 {
         .port()
 }
 
-fn free_tcp_port() -> u16 {
+/// A TCP port on loopback nobody listens on right now.
+pub fn free_tcp_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Runs the docker CLI; returns success and trimmed stdout (stderr appended
+/// on failure, for messages).
+pub fn docker(args: &[&str]) -> (bool, String) {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("the docker CLI runs");
+    let mut text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() {
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    (out.status.success(), text)
+}
+
+/// [`docker`] that must succeed; returns its trimmed stdout.
+pub fn docker_ok(args: &[&str]) -> String {
+    let (ok, text) = docker(args);
+    assert!(ok, "docker {args:?} failed: {text}");
+    text
+}
+
+/// A client for the local engine, speaking its API version.
+pub async fn engine() -> bollard::Docker {
+    bollard::Docker::connect_with_unix_defaults()
+        .expect("docker socket")
+        .negotiate_version()
+        .await
+        .expect("the engine answers /version")
 }
 
 /// Controller timing for tests: short enough to see transitions quickly.

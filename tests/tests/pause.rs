@@ -5,36 +5,9 @@
 use outpost_agent::runtime::pause::{
     ensure_pause_image, import_pause_image, pause_elf, pause_image_ref,
 };
+use outpost_tests::{docker, docker_ok, engine};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// Runs the docker CLI; returns success and trimmed stdout (stderr appended
-/// on failure, for messages).
-fn docker(args: &[&str]) -> (bool, String) {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("the docker CLI runs");
-    let mut text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if !out.status.success() {
-        text.push_str(&String::from_utf8_lossy(&out.stderr));
-    }
-    (out.status.success(), text)
-}
-
-fn docker_ok(args: &[&str]) -> String {
-    let (ok, text) = docker(args);
-    assert!(ok, "docker {args:?} failed: {text}");
-    text
-}
-
-async fn engine() -> bollard::Docker {
-    bollard::Docker::connect_with_unix_defaults()
-        .expect("docker socket")
-        .negotiate_version()
-        .await
-        .expect("the engine answers /version")
-}
 
 /// Removes the containers it names when dropped, even if the test panics.
 struct Containers(Vec<String>);

@@ -7,20 +7,19 @@
 //! tarball streamed over QUIC runs on the node; a push larger than the free
 //! space is refused before any byte is sent.
 
-use outpost_tests::{Cluster, Timing};
+use outpost_tests::{free_tcp_port, Cluster, Timing};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::Duration;
 
 fn images() {
     outpost_workloads::ensure_images().expect("building the workload images");
 }
 
+/// The docker CLI's trimmed output; callers here check it, not the status.
 fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("docker");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    outpost_tests::docker(args).1
 }
 
 /// Our containers of one pod (any state): (name, id).
@@ -69,14 +68,6 @@ fn first_container(p: &Value) -> &Value {
     &p["status"]["containerStatuses"][0]
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn http_get(port: u16, path: &str) -> Option<String> {
     let mut s = TcpStream::connect_timeout(
         &format!("127.0.0.1:{port}").parse().unwrap(),
@@ -107,7 +98,7 @@ fn apply_run_logs_top_delete() {
         c.is_ready("pods-a")
     });
 
-    let port = free_port();
+    let port = free_tcp_port();
     let manifest = c.path("web.yaml");
     std::fs::write(
         &manifest,
@@ -223,6 +214,55 @@ spec:
         pod(c, pod_name).is_none() && containers_of(pod_name).is_empty()
     });
     println!("pod and containers gone {took:.1?} after delete");
+}
+
+#[test]
+fn desired_pods_that_cannot_be_saved_are_reported_and_retried() {
+    images();
+    let pod_name = "save-retry";
+    remove_pod_containers(pod_name);
+    let _cleanup = Cleanup(pod_name);
+    let mut c = Cluster::start(Timing::default());
+    let (token, hash) = c.token(&[]);
+    c.start_agent("pods-save", Some((&token, &hash)), &[]);
+    c.wait_for("pods-save Ready", Duration::from_secs(30), |c| {
+        c.is_ready("pods-save")
+    });
+    // A directory where the agent keeps its desired pods: saving fails as
+    // on a full or read-only disk.
+    let blocker = c.path("agent-pods-save").join("pods.json");
+    std::fs::create_dir(&blocker).unwrap();
+    let out = c.ctl(&[
+        "run",
+        pod_name,
+        "--image",
+        "outpost/workload-http:dev",
+        "--node",
+        "pods-save",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.wait_for("the failure reported", Duration::from_secs(30), |c| {
+        let ev = c.ctl_json(&["get", "events", "--for", "node/pods-save"]);
+        ev["items"].as_array().is_some_and(|items| {
+            items.iter().any(|e| {
+                e["reason"] == "FailedSync"
+                    && e["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("pods.json"))
+            })
+        })
+    });
+    assert!(containers_of(pod_name).is_empty(), "nothing started");
+    // The disk is writable again: the next session brings the pod.
+    std::fs::remove_dir(&blocker).unwrap();
+    let took = c.wait_for("the pod Running", Duration::from_secs(60), |c| {
+        pod(c, pod_name).is_some_and(|p| phase(&p) == "Running")
+    });
+    println!("pod Running {took:.1?} after the disk was writable again");
 }
 
 #[test]

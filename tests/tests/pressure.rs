@@ -11,9 +11,8 @@
 //! so the test works on any box; the three scenarios run one at a time
 //! because the signals are the whole box's.
 
-use outpost_tests::{Cluster, Timing};
+use outpost_tests::{docker, Cluster, Timing};
 use serde_json::Value;
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -24,14 +23,6 @@ const MI: u64 = 1 << 20;
 const TRANSITION: Duration = Duration::from_secs(8);
 /// Size of the disk scenario's reclaimable image, above the margin below.
 const BALLAST_MIB: u64 = 350;
-
-fn docker(args: &[&str]) -> (bool, String) {
-    let out = Command::new("docker").args(args).output().expect("docker");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).trim().to_string(),
-    )
-}
 
 /// Removes the scenario's containers (pods outlive their agent by design)
 /// and images when the test ends, passed or failed.
@@ -297,9 +288,18 @@ fn refuses_then_clears_after_transition(
     );
 }
 
-/// The hog is Failed/Evicted with a message naming the resource; returns
-/// when that was seen.
-fn wait_evicted(c: &Cluster, hog: &str, resource: &str) -> Instant {
+/// The hog raises `condition` and is evicted, alone, with a message naming
+/// `resource`; returns when the eviction was seen and the events then.
+fn only_the_hog_evicted(
+    c: &Cluster,
+    node: &str,
+    hog: &str,
+    condition: &str,
+    resource: &str,
+) -> (Instant, Vec<(String, String, String)>) {
+    c.wait_for(&format!("{condition} True"), Duration::from_secs(60), |c| {
+        c.condition(node, condition).as_deref() == Some("True")
+    });
     c.wait_for("the hog evicted", Duration::from_secs(120), |c| {
         pod(c, hog).is_some_and(|p| phase(&p) == "Failed" && reason(&p) == "Evicted")
     });
@@ -310,7 +310,17 @@ fn wait_evicted(c: &Cluster, hog: &str, resource: &str) -> Instant {
         message.contains(resource),
         "eviction message names {resource}: {message}"
     );
-    at
+    let seen = events(c);
+    let evictions: Vec<_> = seen.iter().filter(|(_, r, _)| r == "Evicted").collect();
+    assert_eq!(evictions.len(), 1, "one eviction, the hog: {evictions:?}");
+    assert_eq!(evictions[0].0, format!("pod/{hog}"));
+    println!("{}", evictions[0].2);
+    (at, seen)
+}
+
+fn quiet_untouched(c: &Cluster, quiet: &str) {
+    assert!(running(c, quiet), "the quiet pod is untouched");
+    assert_eq!(restarts(c, quiet), 0);
 }
 
 #[test]
@@ -340,15 +350,8 @@ fn memory_hog_is_evicted_and_pressure_clears_after_transition() {
             &requests("          memory: 16Mi\n"),
         ),
     );
-    c.wait_for("MemoryPressure True", Duration::from_secs(60), |c| {
-        c.condition(node, "MemoryPressure").as_deref() == Some("True")
-    });
-    let evicted_at = wait_evicted(&c, hog, "memory");
-    let seen = events(&c);
-    let evictions: Vec<_> = seen.iter().filter(|(_, r, _)| r == "Evicted").collect();
-    assert_eq!(evictions.len(), 1, "one eviction, the hog: {evictions:?}");
-    assert_eq!(evictions[0].0, format!("pod/{hog}"));
-    println!("threshold {threshold}: {}", evictions[0].2);
+    let (evicted_at, _) = only_the_hog_evicted(&c, node, hog, "MemoryPressure", "memory");
+    println!("threshold {threshold}");
 
     refuses_then_clears_after_transition(
         &c,
@@ -358,8 +361,7 @@ fn memory_hog_is_evicted_and_pressure_clears_after_transition() {
         late,
         evicted_at,
     );
-    assert!(running(&c, quiet), "the quiet pod is untouched");
-    assert_eq!(restarts(&c, quiet), 0);
+    quiet_untouched(&c, quiet);
 }
 
 #[test]
@@ -385,14 +387,7 @@ fn pid_hog_is_evicted_and_pressure_clears_after_transition() {
             "",
         ),
     );
-    c.wait_for("PIDPressure True", Duration::from_secs(60), |c| {
-        c.condition(node, "PIDPressure").as_deref() == Some("True")
-    });
-    let evicted_at = wait_evicted(&c, hog, "pids");
-    let seen = events(&c);
-    let evictions: Vec<_> = seen.iter().filter(|(_, r, _)| r == "Evicted").collect();
-    assert_eq!(evictions.len(), 1, "one eviction, the hog: {evictions:?}");
-    assert_eq!(evictions[0].0, format!("pod/{hog}"));
+    let (evicted_at, _) = only_the_hog_evicted(&c, node, hog, "PIDPressure", "pids");
 
     refuses_then_clears_after_transition(
         &c,
@@ -402,8 +397,7 @@ fn pid_hog_is_evicted_and_pressure_clears_after_transition() {
         late,
         evicted_at,
     );
-    assert!(running(&c, quiet), "the quiet pod is untouched");
-    assert_eq!(restarts(&c, quiet), 0);
+    quiet_untouched(&c, quiet);
 }
 
 #[test]
@@ -484,20 +478,15 @@ fn disk_reclaims_unused_images_before_evicting_the_hog() {
             &requests("          ephemeral-storage: 16Mi\n"),
         ),
     );
-    c.wait_for("DiskPressure True", Duration::from_secs(60), |c| {
-        c.condition(node, "DiskPressure").as_deref() == Some("True")
-    });
-    let evicted_at = wait_evicted(&c, hog, "ephemeral-storage");
-    let seen = events(&c);
+    let (evicted_at, seen) =
+        only_the_hog_evicted(&c, node, hog, "DiskPressure", "ephemeral-storage");
     let object = format!("node/{node}");
     let gc = position(&seen, &object, "ImageGCFreed")
         .unwrap_or_else(|| panic!("no ImageGCFreed event: {seen:#?}\n{}", c.logs()));
     let evicted = position(&seen, &format!("pod/{hog}"), "Evicted").unwrap();
     assert!(gc < evicted, "reclaim before eviction: {seen:#?}");
     assert!(seen[gc].2.contains(ballast), "{}", seen[gc].2);
-    let evictions: Vec<_> = seen.iter().filter(|(_, r, _)| r == "Evicted").collect();
-    assert_eq!(evictions.len(), 1, "one eviction, the hog: {evictions:?}");
-    println!("threshold {threshold}: {} / {}", seen[gc].2, evictions[0].2);
+    println!("threshold {threshold}: {}", seen[gc].2);
 
     let (ballast_left, _) = docker(&["image", "inspect", ballast]);
     assert!(!ballast_left, "the ballast image was reclaimed");
@@ -515,6 +504,5 @@ fn disk_reclaims_unused_images_before_evicting_the_hog() {
         late,
         evicted_at,
     );
-    assert!(running(&c, quiet), "the quiet pod is untouched");
-    assert_eq!(restarts(&c, quiet), 0);
+    quiet_untouched(&c, quiet);
 }

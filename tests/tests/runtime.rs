@@ -18,6 +18,7 @@ use outpost_proto::{
     AgentEvent, Condition, ConditionStatus, ConditionType, NodeReport, Signal, SignalObservation,
     ThresholdState,
 };
+use outpost_tests::{docker, docker_ok, engine, free_tcp_port};
 use outpost_workloads::{BURN_IMAGE, EXIT_IMAGE, HOG_IMAGE, HTTP_IMAGE};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,33 +27,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
-
-/// Runs the docker CLI; returns success and trimmed stdout (stderr on failure).
-fn docker(args: &[&str]) -> (bool, String) {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("the docker CLI runs");
-    let mut text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if !out.status.success() {
-        text.push_str(&String::from_utf8_lossy(&out.stderr));
-    }
-    (out.status.success(), text)
-}
-
-fn docker_ok(args: &[&str]) -> String {
-    let (ok, text) = docker(args);
-    assert!(ok, "docker {args:?} failed: {text}");
-    text
-}
-
-async fn engine() -> bollard::Docker {
-    bollard::Docker::connect_with_unix_defaults()
-        .expect("docker socket")
-        .negotiate_version()
-        .await
-        .expect("the engine answers /version")
-}
 
 /// Container ids of `node` matching extra `docker ps` filters (all states).
 fn containers_of(node: &str, filters: &[&str]) -> Vec<String> {
@@ -355,14 +329,6 @@ fn pod_ip(node: &str, pod: &str) -> String {
     ])
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn setup(node: &str) -> (Cleanup, tempfile::TempDir) {
     outpost_workloads::ensure_images().expect("workload images build");
     (
@@ -380,7 +346,7 @@ async fn starts_serves_and_removes_a_pod() {
     let (_cleanup, dir) = setup(node);
     let mut h = Harness::start(node, dir.path()).await;
     let name = "rt-test-start";
-    let host_port = free_port();
+    let host_port = free_tcp_port();
     let mut web = http_container(name);
     web.readiness = Some(http_probe("/healthz"));
     web.ports = vec![PortSpec {
@@ -499,7 +465,7 @@ async fn one_container_pod_holds_its_own_network() {
     let (_cleanup, dir) = setup(node);
     let mut h = Harness::start(node, dir.path()).await;
     let name = "rt-test-own";
-    let host_port = free_port();
+    let host_port = free_tcp_port();
     // No POD_NAME: the server answers with its host name.
     let mut web = container("web", HTTP_IMAGE, &[]);
     web.readiness = Some(http_probe("/healthz"));

@@ -9,40 +9,13 @@ use outpost_agent::runtime::{
 };
 use outpost_proto::pod::{ContainerSpec, PodSpec};
 use outpost_proto::LogsRequest;
+use outpost_tests::{docker, docker_ok, engine};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// Runs the docker CLI; returns success and trimmed stdout (stderr appended
-/// on failure, for messages).
-fn docker(args: &[&str]) -> (bool, String) {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("the docker CLI runs");
-    let mut text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if !out.status.success() {
-        text.push_str(&String::from_utf8_lossy(&out.stderr));
-    }
-    (out.status.success(), text)
-}
-
-fn docker_ok(args: &[&str]) -> String {
-    let (ok, text) = docker(args);
-    assert!(ok, "docker {args:?} failed: {text}");
-    text
-}
-
 fn image_exists(image: &str) -> bool {
     docker(&["image", "inspect", image]).0
-}
-
-async fn engine() -> bollard::Docker {
-    bollard::Docker::connect_with_unix_defaults()
-        .expect("docker socket")
-        .negotiate_version()
-        .await
-        .expect("the engine answers /version")
 }
 
 /// Removes what it names when dropped, even if the test panics.

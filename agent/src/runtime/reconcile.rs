@@ -706,13 +706,17 @@ impl Reconciler {
             .values()
             .flat_map(|d| d.spec.containers.iter().map(|c| c.image.as_str()))
             .collect();
-        let mut grew = false;
-        for i in &wanted {
-            grew |= self.owned_images.insert((*i).to_string());
-        }
-        if !grew {
+        // Every sync passes here; the usual answer is "nothing new".
+        let new: Vec<&str> = wanted
+            .iter()
+            .copied()
+            .filter(|i| !self.owned_images.contains(*i))
+            .collect();
+        if new.is_empty() {
             return;
         }
+        self.owned_images
+            .extend(new.into_iter().map(str::to_string));
         if self.owned_images.len() > MAX_OWNED_IMAGES {
             let stale: Vec<String> = self
                 .owned_images
@@ -1431,6 +1435,23 @@ impl Reconciler {
         }
     }
 
+    /// Container `i` of `pod` runs since `started`: its state, and probe
+    /// trackers that start over from then.
+    fn mark_running(&mut self, pod: &str, i: usize, spec: &ContainerSpec, started: u64) {
+        let cs = &mut self.pods.get_mut(pod).expect("present").containers[i];
+        cs.state = ContainerState::Running {
+            started_ms: started,
+        };
+        cs.liveness = spec
+            .liveness
+            .as_ref()
+            .map(|p| ProbeTracker::new(ProbeKind::Liveness, p, started));
+        cs.readiness = spec
+            .readiness
+            .as_ref()
+            .map(|p| ProbeTracker::new(ProbeKind::Readiness, p, started));
+    }
+
     /// Records the container holding a pod's network (its sandbox, or a
     /// one-container pod's own container): its address, and the pod's
     /// start time if not known yet.
@@ -1468,20 +1489,10 @@ impl Reconciler {
                         Ok(info) => info.started_ms,
                         Err(_) => now,
                     };
+                    self.mark_running(pod, i, spec, started);
                     let cs = &mut self.pods.get_mut(pod).expect("present").containers[i];
                     cs.id = c.id.clone();
                     cs.run = c.run;
-                    cs.state = ContainerState::Running {
-                        started_ms: started,
-                    };
-                    cs.liveness = spec
-                        .liveness
-                        .as_ref()
-                        .map(|p| ProbeTracker::new(ProbeKind::Liveness, p, started));
-                    cs.readiness = spec
-                        .readiness
-                        .as_ref()
-                        .map(|p| ProbeTracker::new(ProbeKind::Readiness, p, started));
                     cs.restart_at_ms = None;
                     cs.killing = false;
                     cs.cpu = None;
@@ -1757,18 +1768,7 @@ impl Reconciler {
                 if pause_id == OWN_NETWORK {
                     self.set_network_holder(pod, &id, info.as_ref());
                 }
-                let cs = &mut self.pods.get_mut(pod).expect("present").containers[i];
-                cs.state = ContainerState::Running {
-                    started_ms: started,
-                };
-                cs.liveness = spec
-                    .liveness
-                    .as_ref()
-                    .map(|p| ProbeTracker::new(ProbeKind::Liveness, p, started));
-                cs.readiness = spec
-                    .readiness
-                    .as_ref()
-                    .map(|p| ProbeTracker::new(ProbeKind::Readiness, p, started));
+                self.mark_running(pod, i, spec, started);
                 self.event(
                     EventType::Normal,
                     "Started",
