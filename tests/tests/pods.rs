@@ -231,6 +231,7 @@ fn desired_pods_that_cannot_be_saved_are_reported_and_retried() {
     // A directory where the agent keeps its desired pods: saving fails as
     // on a full or read-only disk.
     let blocker = c.path("agent-pods-save").join("pods.json");
+    let _ = std::fs::remove_file(&blocker);
     std::fs::create_dir(&blocker).unwrap();
     let out = c.ctl(&[
         "run",
