@@ -183,6 +183,18 @@ impl Cluster {
         c
     }
 
+    /// A cluster (default timing) with one agent enrolled as `name` with
+    /// `flags`, once the node is Ready.
+    pub fn with_ready_agent(name: &str, flags: &[&str]) -> Cluster {
+        let mut c = Cluster::start(Timing::default());
+        let (token, hash) = c.token(&[]);
+        c.start_agent(name, Some((&token, &hash)), flags);
+        c.wait_for(&format!("{name} Ready"), Duration::from_secs(30), |c| {
+            c.is_ready(name)
+        });
+        c
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.root.path().join(name)
     }

@@ -150,12 +150,7 @@ fn enrol_fail_recover_and_controller_restart() {
 
 #[test]
 fn get_nodes_table_and_describe_show_real_conditions() {
-    let mut c = Cluster::start(Timing::default());
-    let (token, hash) = c.token(&[]);
-    c.start_agent("solo", Some((&token, &hash)), &["--labels", "site=lab"]);
-    c.wait_for("solo Ready", Duration::from_secs(30), |c| {
-        c.is_ready("solo")
-    });
+    let c = Cluster::with_ready_agent("solo", &["--labels", "site=lab"]);
     c.wait_for("solo reported", Duration::from_secs(10), |c| {
         c.node("solo")
             .is_some_and(|n| !n["status"]["signals"].as_array().unwrap().is_empty())

@@ -91,12 +91,7 @@ fn apply_run_logs_top_delete() {
     let pod_name = "web-e2e";
     remove_pod_containers(pod_name);
     let _cleanup = Cleanup(pod_name);
-    let mut c = Cluster::start(Timing::default());
-    let (token, hash) = c.token(&[]);
-    c.start_agent("pods-a", Some((&token, &hash)), &[]);
-    c.wait_for("pods-a Ready", Duration::from_secs(30), |c| {
-        c.is_ready("pods-a")
-    });
+    let c = Cluster::with_ready_agent("pods-a", &[]);
 
     let port = free_tcp_port();
     let manifest = c.path("web.yaml");
@@ -222,12 +217,7 @@ fn desired_pods_that_cannot_be_saved_are_reported_and_retried() {
     let pod_name = "save-retry";
     remove_pod_containers(pod_name);
     let _cleanup = Cleanup(pod_name);
-    let mut c = Cluster::start(Timing::default());
-    let (token, hash) = c.token(&[]);
-    c.start_agent("pods-save", Some((&token, &hash)), &[]);
-    c.wait_for("pods-save Ready", Duration::from_secs(30), |c| {
-        c.is_ready("pods-save")
-    });
+    let c = Cluster::with_ready_agent("pods-save", &[]);
     // A directory where the agent keeps its desired pods: saving fails as
     // on a full or read-only disk.
     let blocker = c.path("agent-pods-save").join("pods.json");
@@ -272,13 +262,8 @@ fn autonomy_offline_restart_and_reconnect() {
     let pod_name = "auto-e2e";
     remove_pod_containers(pod_name);
     let _cleanup = Cleanup(pod_name);
-    let mut c = Cluster::start(Timing::default());
-    let (token, hash) = c.token(&[]);
     let agent_flags = ["--restart-backoff", "1s", "--max-restart-backoff", "4s"];
-    c.start_agent("pods-b", Some((&token, &hash)), &agent_flags);
-    c.wait_for("pods-b Ready", Duration::from_secs(30), |c| {
-        c.is_ready("pods-b")
-    });
+    let mut c = Cluster::with_ready_agent("pods-b", &agent_flags);
     let out = c.ctl(&[
         "run",
         pod_name,

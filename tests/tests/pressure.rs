@@ -11,7 +11,7 @@
 //! so the test works on any box; the three scenarios run one at a time
 //! because the signals are the whole box's.
 
-use outpost_tests::{docker, Cluster, Timing};
+use outpost_tests::{docker, Cluster};
 use serde_json::Value;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -165,10 +165,7 @@ fn position(events: &[(String, String, String)], object: &str, reason: &str) -> 
 /// A cluster with one node (default thresholds) and its quiet pod running.
 fn start(node: &str, quiet: &str, quiet_requests: &str) -> Cluster {
     outpost_workloads::ensure_images().expect("building the workload images");
-    let mut c = Cluster::start(Timing::default());
-    let (token, hash) = c.token(&[]);
-    c.start_agent(node, Some((&token, &hash)), &[]);
-    c.wait_for("node Ready", Duration::from_secs(30), |c| c.is_ready(node));
+    let c = Cluster::with_ready_agent(node, &[]);
     apply(
         &c,
         "quiet.yaml",
