@@ -546,6 +546,7 @@ mod tests {
             created_ms: 1,
             deleting: false,
             status: Some(PodStatus {
+                pod_ip: String::new(),
                 name: "web".into(),
                 generation: 1,
                 phase,

@@ -6,10 +6,15 @@
 //! Prometheus text over HTTP; `clientconfig` is the operator's config file.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod cache;
 pub mod client;
 pub mod clientconfig;
 pub mod ctl;
+pub mod controllers;
 pub mod ctl_pods;
+pub mod events;
+pub mod legacy_store;
 pub mod manifest;
 pub mod metrics;
 pub mod pki;

@@ -7,7 +7,7 @@ use outpost_controller::clientconfig::{self, cert_pem, ClientConfig};
 use outpost_controller::metrics;
 use outpost_controller::server::Server;
 use outpost_controller::state::{self, Controller, Settings};
-use outpost_controller::store::{RedbStore, Store};
+use outpost_controller::legacy_store::{RedbStore, Store};
 use outpost_controller::tokens::NewToken;
 use outpost_proto::units::parse_duration;
 use std::net::SocketAddr;

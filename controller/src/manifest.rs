@@ -652,6 +652,7 @@ fn pod(w: &mut Walker, top: &Fields<'_>) -> Option<PodSpec> {
         return None;
     }
     Some(PodSpec {
+        namespace: "default".into(),
         name: name?,
         labels,
         node_name,

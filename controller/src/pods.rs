@@ -362,6 +362,7 @@ mod tests {
 
     fn status(name: &str) -> PodStatus {
         PodStatus {
+            pod_ip: String::new(),
             name: name.into(),
             generation: 1,
             phase: PodPhase::Running,

@@ -9,7 +9,7 @@
 use crate::pki::{Ca, Issued};
 use crate::pods::{Applied, PodChange, PodRecord, Pods};
 use crate::registry::{Change, LeaseConfig, NodeRecord, Registry};
-use crate::store::{Op, Store, StoreError, Table};
+use crate::legacy_store::{Op, Store, StoreError, Table};
 use crate::tokens::{self, NewToken, TokenError, TokenRecord};
 use crate::writer::Writer;
 use outpost_proto::pod::{PodSpec, PodView, Usage};

@@ -5,7 +5,7 @@
 //! in submission order. Callers that must know the write is durable before
 //! answering (enrolment, token creation) wait for the acknowledgement.
 
-use crate::store::{Op, Store, StoreError};
+use crate::legacy_store::{Op, Store, StoreError};
 use std::sync::mpsc;
 use std::sync::Arc;
 use tokio::sync::oneshot;

@@ -130,10 +130,17 @@ impl ContainerSpec {
 /// Kubernetes' `terminationGracePeriodSeconds` default.
 pub const DEFAULT_TERMINATION_GRACE_SECS: u64 = 30;
 
+fn default_namespace() -> String {
+    "default".to_string()
+}
+
 /// A pod as the controller wants it.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct PodSpec {
     pub name: String,
+    /// Kubernetes namespace (`default` when none was given).
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
     pub labels: BTreeMap<String, String>,
     /// Bound node, when the operator chose one (`spec.nodeName`).
     pub node_name: Option<String>,
@@ -150,6 +157,7 @@ impl PodSpec {
     pub fn new(name: impl Into<String>, containers: Vec<ContainerSpec>) -> PodSpec {
         PodSpec {
             name: name.into(),
+            namespace: default_namespace(),
             labels: BTreeMap::new(),
             node_name: None,
             containers,
@@ -492,6 +500,9 @@ pub struct ContainerStatus {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct PodStatus {
     pub name: String,
+    /// The pod's IP on its node's network (empty until it has one).
+    #[serde(default)]
+    pub pod_ip: String,
     /// The pod generation these containers run.
     pub generation: u64,
     pub phase: PodPhase,

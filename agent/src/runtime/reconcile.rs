@@ -388,6 +388,7 @@ pub fn unavailable_snapshot(set: &DesiredSet, message: &str) -> Snapshot {
             outpost_proto::pod::truncate(&mut message, pod_limits::MAX_MESSAGE);
             let status = PodStatus {
                 name: name.clone(),
+                pod_ip: String::new(),
                 generation: d.generation,
                 phase: PodPhase::Pending,
                 reason: "RuntimeUnavailable".into(),
@@ -2245,6 +2246,7 @@ impl Reconciler {
                 name.clone(),
                 PodStatus {
                     name: name.clone(),
+                    pod_ip: String::new(),
                     generation: st.generation,
                     phase,
                     reason,
