@@ -14,15 +14,18 @@
 use outpost_proto::names::{ARCH_LABEL, HOSTNAME_LABEL, OS_LABEL};
 use outpost_proto::units::rfc3339;
 use outpost_proto::{
-    Condition, ConditionStatus, ConditionType, EventType, NodeInfo, NodeReport, NodeView,
-    Resources, SignalObservation, Taint, TaintEffect,
+    Condition, ConditionStatus, ConditionType, EventType, ImageSummary, NodeInfo, NodeReport,
+    NodeView, Resources, SignalObservation, Taint, TaintEffect,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-/// Taint put on a node whose lease expired.
-pub const UNREACHABLE_TAINT: &str = "node.outpost.dev/unreachable";
+/// Taint put on a node whose lease expired (Kubernetes' key, so pods'
+/// tolerations written for Kubernetes apply).
+pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
+/// Taint put on a cordoned node (Kubernetes' key).
+pub const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
 /// Taint put on a node whose agent cannot reach its container runtime.
 pub const RUNTIME_TAINT: &str = "node.outpost.dev/runtime-unavailable";
 
@@ -49,6 +52,16 @@ pub struct NodeRecord {
     /// Pressure conditions as last reported.
     pub conditions: Vec<Condition>,
     pub unschedulable: bool,
+    /// This node's identity across re-enrolments under the same name.
+    #[serde(default)]
+    pub uid: String,
+    /// The Ready condition as of its last transition (heartbeats between
+    /// transitions are live state, never written).
+    #[serde(default)]
+    pub ready: Option<Condition>,
+    /// Images the node holds, as last reported.
+    #[serde(default)]
+    pub images: Vec<ImageSummary>,
 }
 
 impl NodeRecord {
@@ -73,7 +86,31 @@ impl NodeRecord {
             allocatable: Resources::default(),
             conditions: Vec::new(),
             unschedulable: false,
+            uid: crate::api::new_uid(),
+            ready: None,
+            images: Vec::new(),
         }
+    }
+
+    /// Ready is True as of the last transition written.
+    pub fn is_ready(&self) -> bool {
+        self.ready
+            .as_ref()
+            .is_some_and(|c| c.status == ConditionStatus::True)
+    }
+
+    /// The node's taints: unreachable while not Ready, pressure while a
+    /// pressure condition is on, runtime-unavailable, and unschedulable when
+    /// cordoned.
+    pub fn taints(&self) -> Vec<Taint> {
+        let unknown = Condition {
+            kind: ConditionType::Ready,
+            status: ConditionStatus::Unknown,
+            reason: String::new(),
+            message: String::new(),
+            last_transition_ms: 0,
+        };
+        taints_of(self, self.ready.as_ref().unwrap_or(&unknown))
     }
 
     /// Effective labels: well-known ones, then the agent's, then the token's.
@@ -297,12 +334,16 @@ impl Registry {
             "agent is posting heartbeats".into(),
             now_ms,
         );
-        vec![event(
-            EventType::Normal,
-            "NodeReady",
-            name,
-            format!("node {name} is Ready"),
-        )]
+        node.rec.ready = Some(node.ready.clone());
+        vec![
+            Change::Persist(Box::new(node.rec.clone())),
+            event(
+                EventType::Normal,
+                "NodeReady",
+                name,
+                format!("node {name} is Ready"),
+            ),
+        ]
     }
 
     /// A report renews the lease and updates what the node looks like.
@@ -358,6 +399,7 @@ impl Registry {
         rec.allocatable = report.allocatable;
         rec.agent_labels = report.labels;
         rec.conditions = report.conditions;
+        rec.images = report.images;
         node.signals = report.signals;
         if !durable_eq(&rec, &node.rec) {
             changes.push(Change::Persist(Box::new(rec.clone())));
@@ -416,6 +458,8 @@ impl Registry {
                 message.clone(),
                 now_ms,
             );
+            node.rec.ready = Some(node.ready.clone());
+            changes.push(Change::Persist(Box::new(node.rec.clone())));
             changes.push(event(
                 EventType::Warning,
                 "NodeNotReady",
@@ -463,25 +507,31 @@ fn durable_eq(a: &NodeRecord, b: &NodeRecord) -> bool {
             .map(|c| (c.kind, c.status, c.last_transition_ms))
             .collect::<Vec<_>>()
     };
+    fn images(r: &NodeRecord) -> Vec<(&Vec<String>, &String)> {
+        r.images
+            .iter()
+            .map(|i| (&i.names, &i.architecture))
+            .collect()
+    }
     a.info == b.info
+        && images(a) == images(b)
         && a.capacity == b.capacity
         && a.allocatable == b.allocatable
         && a.agent_labels == b.agent_labels
         && conds(a) == conds(b)
 }
 
-fn view(n: &Node) -> NodeView {
-    let mut conditions = vec![n.ready.clone()];
-    conditions.extend(n.rec.conditions.iter().cloned());
+/// Taints of `rec` given its (live) Ready condition.
+fn taints_of(rec: &NodeRecord, ready: &Condition) -> Vec<Taint> {
     let mut taints = Vec::new();
-    if n.ready.status != ConditionStatus::True {
+    if ready.status != ConditionStatus::True {
         taints.push(Taint {
             key: UNREACHABLE_TAINT.into(),
             effect: TaintEffect::NoExecute,
-            since_ms: n.ready.last_transition_ms,
+            since_ms: ready.last_transition_ms,
         });
     }
-    for c in &n.rec.conditions {
+    for c in &rec.conditions {
         if let (ConditionStatus::True, Some(key)) = (c.status, c.kind.taint_key()) {
             taints.push(Taint {
                 key: key.into(),
@@ -490,13 +540,27 @@ fn view(n: &Node) -> NodeView {
             });
         }
     }
-    if !n.rec.info.arch.is_empty() && !n.rec.info.runtime.available {
+    if !rec.info.arch.is_empty() && !rec.info.runtime.available {
         taints.push(Taint {
             key: RUNTIME_TAINT.into(),
             effect: TaintEffect::NoSchedule,
             since_ms: 0,
         });
     }
+    if rec.unschedulable {
+        taints.push(Taint {
+            key: UNSCHEDULABLE_TAINT.into(),
+            effect: TaintEffect::NoSchedule,
+            since_ms: 0,
+        });
+    }
+    taints
+}
+
+fn view(n: &Node) -> NodeView {
+    let mut conditions = vec![n.ready.clone()];
+    conditions.extend(n.rec.conditions.iter().cloned());
+    let taints = taints_of(&n.rec, &n.ready);
     NodeView {
         name: n.rec.name.clone(),
         labels: n.rec.labels(),

@@ -667,6 +667,16 @@ impl Server {
             AdminRequest::ListPods { node } => AdminResponse::Pods(self.ctrl.pods(node.as_deref())),
             AdminRequest::GetPod { name } => AdminResponse::Pod(Box::new(self.ctrl.pod(&name)?)),
             AdminRequest::NodeUsage => AdminResponse::NodeUsage(self.ctrl.node_usages()),
+            AdminRequest::Apply(_)
+            | AdminRequest::Get(_)
+            | AdminRequest::List(_)
+            | AdminRequest::Delete(_)
+            | AdminRequest::Watch(_)
+            | AdminRequest::Scale(_)
+            | AdminRequest::Cordon { .. }
+            | AdminRequest::PodUsage => {
+                return Err(err(ErrorCode::InvalidRequest, "not served yet"))
+            }
             AdminRequest::Logs(_) | AdminRequest::PushImage { .. } => {
                 return Err(err(
                     ErrorCode::InvalidRequest,

@@ -189,6 +189,129 @@ pub enum AdminRequest {
     },
     /// cpu and memory in use per node, for `top nodes`.
     NodeUsage,
+    /// Creates or updates the objects of Kubernetes manifests. Every
+    /// document is validated first; if any is refused, nothing changes and
+    /// the error lists every problem.
+    Apply(ApplyRequest),
+    /// One object.
+    Get(ObjectRef),
+    /// Objects of a kind, paged.
+    List(ListRequest),
+    /// Deletes an object; its dependents are garbage-collected unless
+    /// orphaned.
+    Delete(DeleteRequest),
+    /// Streams changes to objects of a kind: `Response(WatchEvent)` frames
+    /// until the caller hangs up.
+    Watch(WatchRequest),
+    /// Sets `spec.replicas` of a Deployment or ReplicaSet.
+    Scale(ScaleRequest),
+    /// Marks a node (un)schedulable.
+    Cordon { node: String, unschedulable: bool },
+    /// cpu and memory in use per pod (`namespace/name`), for `top pods`.
+    PodUsage,
+}
+
+/// One manifest document, as Kubernetes JSON.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    /// Where it came from, for messages: `web.yaml: document 2`.
+    pub source: String,
+    pub json: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ApplyRequest {
+    pub documents: Vec<Document>,
+    /// Validate and report what would change; change nothing.
+    pub dry_run: bool,
+}
+
+/// What apply did to one object.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ApplyResult {
+    /// `deployment.apps`, `pod`, ...
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// `created`, `configured` or `unchanged`.
+    pub outcome: String,
+    /// Fields accepted but ignored (informational ones), by path.
+    pub warnings: Vec<String>,
+}
+
+/// Names one object. An empty namespace means `default` for namespaced
+/// kinds.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ObjectRef {
+    /// Any spelling kubectl accepts: `deployments`, `deploy`, `Deployment`.
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ListRequest {
+    pub kind: String,
+    /// `None`: every namespace.
+    pub namespace: Option<String>,
+    /// Label selector in kubectl's syntax (`app=web,tier!=db`).
+    pub selector: String,
+    /// Only pods bound to this node.
+    pub node: Option<String>,
+    /// Most items in one answer (0: the server's default).
+    pub limit: u32,
+    /// `continue` of the previous page; empty for the first.
+    pub continue_from: String,
+}
+
+/// Kubernetes' deletion propagation.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Propagation {
+    /// Delete the object now, its dependents after it.
+    Background,
+    /// Keep the dependents, without their owner reference.
+    Orphan,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct DeleteRequest {
+    pub object: ObjectRef,
+    pub propagation: Propagation,
+    pub dry_run: bool,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct WatchRequest {
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub selector: String,
+    /// Watch changes after this revision (from a list); 0: list first
+    /// (every current object arrives as `ADDED`).
+    pub resource_version: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ScaleRequest {
+    pub object: ObjectRef,
+    pub replicas: u32,
+}
+
+/// A page of objects, each as Kubernetes JSON.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ObjectList {
+    pub items: Vec<Vec<u8>>,
+    /// Pass back for the next page; empty on the last.
+    pub continue_from: String,
+    /// Store revision the page was read at.
+    pub resource_version: u64,
+}
+
+/// One change seen by a watch.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct WatchEvent {
+    /// `ADDED`, `MODIFIED` or `DELETED`, as Kubernetes' watch says.
+    pub kind: String,
+    pub object: Vec<u8>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -212,6 +335,13 @@ pub enum AdminResponse {
     Data(Vec<u8>),
     Progress(Progress),
     NodeUsage(Vec<(String, crate::pod::Usage)>),
+    Applied(Vec<ApplyResult>),
+    /// One object as Kubernetes JSON.
+    Object(Vec<u8>),
+    List(ObjectList),
+    WatchEvent(WatchEvent),
+    /// Per pod (`namespace/name`): cpu and memory in use.
+    PodUsage(Vec<(String, crate::pod::Usage)>),
 }
 
 /// Agent -> controller: generation of desired pods applied.
@@ -310,6 +440,8 @@ pub enum ErrorCode {
     /// The protocol versions differ.
     VersionMismatch,
     Internal,
+    /// The object changed since it was read (a stale resourceVersion).
+    Conflict,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

@@ -201,6 +201,18 @@ pub struct Condition {
     pub last_transition_ms: u64,
 }
 
+/// An image the node's engine holds (for image locality and for knowing
+/// which architectures an image exists for).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageSummary {
+    /// Repo tags, then repo digests.
+    pub names: Vec<String>,
+    pub size_bytes: u64,
+    /// Go spelling: `amd64`, `arm64`, `arm`.
+    pub architecture: String,
+    pub os: String,
+}
+
 /// What the agent reports about its node; sent after the hello and whenever
 /// something in it changes.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
@@ -214,6 +226,8 @@ pub struct NodeReport {
     pub signals: Vec<SignalObservation>,
     /// Labels the agent asserts (from its flags or config file).
     pub labels: BTreeMap<String, String>,
+    /// Images the node's engine holds.
+    pub images: Vec<ImageSummary>,
 }
 
 /// Taint effects, as in Kubernetes.

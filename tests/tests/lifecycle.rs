@@ -73,7 +73,7 @@ fn enrol_fail_recover_and_controller_restart() {
     assert!(
         taints
             .iter()
-            .any(|t| t["key"] == "node.outpost.dev/unreachable"),
+            .any(|t| t["key"] == "node.kubernetes.io/unreachable"),
         "{taints:?}"
     );
 
