@@ -1,10 +1,11 @@
 //! `outpostctl` output for pods: `get pods`, `describe pod`, `top pods`,
-//! `top nodes`, and the Kubernetes-shaped JSON of a pod.
+//! `top nodes`, read from the pods' Kubernetes JSON.
 
+use crate::api::pod::{ContainerState, Pod, Probe};
+use crate::api::resources::ResourceList;
+use crate::api::Time;
 use crate::ctl::{age, rfc3339, table};
-use outpost_proto::pod::{
-    ContainerState, ContainerStatus, PodView, Probe, ProbeAction, Usage, VolumeSource,
-};
+use outpost_proto::pod::Usage;
 use outpost_proto::units::format_bytes;
 use outpost_proto::{Event, NodeView};
 use serde_json::{json, Value};
@@ -14,283 +15,200 @@ fn cpu(m: u64) -> String {
     format!("{m}m")
 }
 
+fn ms(t: Option<Time>) -> u64 {
+    t.map_or(0, Time::ms)
+}
+
 /// STATUS column, as kubectl derives it: Terminating, the pod's reason
 /// (Evicted), the first container reason that is not Running, or the phase.
-pub fn pod_status(p: &PodView) -> String {
-    if p.deleting {
+pub fn pod_status(p: &Pod) -> String {
+    if p.metadata.is_deleting() {
         return "Terminating".into();
     }
-    let Some(s) = &p.status else {
-        return if p.spec.node_name.is_none() {
+    let s = &p.status;
+    if p.node().is_none() {
+        return if s.reason.is_empty() {
             "Pending".into()
-        } else if p.node_ready {
-            "ContainerCreating".into()
         } else {
-            "Unknown".into()
+            s.reason.clone()
         };
-    };
+    }
     if !s.reason.is_empty() {
         return s.reason.clone();
     }
-    for c in &s.containers {
-        match &c.state {
-            ContainerState::Waiting { reason, .. } if !reason.is_empty() => return reason.clone(),
-            ContainerState::Terminated { reason, .. }
-                if s.phase != outpost_proto::pod::PodPhase::Succeeded && !reason.is_empty() =>
-            {
-                return reason.clone()
+    if s.container_statuses.is_empty() {
+        return if s.phase == crate::api::pod::PodPhase::Pending {
+            "ContainerCreating".into()
+        } else {
+            s.phase.name().to_string()
+        };
+    }
+    for c in &s.container_statuses {
+        if let Some(w) = &c.state.waiting {
+            if !w.reason.is_empty() {
+                return w.reason.clone();
             }
-            _ => {}
+        }
+        if let Some(t) = &c.state.terminated {
+            if s.phase != crate::api::pod::PodPhase::Succeeded && !t.reason.is_empty() {
+                return t.reason.clone();
+            }
         }
     }
-    if !p.node_ready && s.phase == outpost_proto::pod::PodPhase::Running {
+    let node_lost = s
+        .condition(crate::api::pod::POD_READY)
+        .is_some_and(|c| c.reason == "NodeNotReady");
+    if node_lost && s.phase == crate::api::pod::PodPhase::Running {
         return "Unknown".into();
     }
     s.phase.name().to_string()
 }
 
-fn ready(p: &PodView) -> String {
+fn ready(p: &Pod) -> String {
     let total = p.spec.containers.len();
     let ready = p
         .status
-        .as_ref()
-        .map_or(0, |s| s.containers.iter().filter(|c| c.ready).count());
+        .container_statuses
+        .iter()
+        .filter(|c| c.ready)
+        .count();
     format!("{ready}/{total}")
 }
 
-fn restarts(p: &PodView) -> String {
-    p.status
-        .as_ref()
-        .map_or(0, outpost_proto::pod::PodStatus::restarts)
-        .to_string()
-}
-
-pub fn pods_table(pods: &[PodView], now_ms: u64) -> String {
+/// `get pods`; with `namespaces`, a NAMESPACE column first; `wide` adds
+/// the pod IP.
+pub fn pods_table(pods: &[Pod], now_ms: u64, namespaces: bool, wide: bool) -> String {
     let rows: Vec<Vec<String>> = pods
         .iter()
         .map(|p| {
-            vec![
-                p.spec.name.clone(),
+            let mut row = Vec::new();
+            if namespaces {
+                row.push(p.metadata.namespace.clone());
+            }
+            row.extend([
+                p.metadata.name.clone(),
                 ready(p),
                 pod_status(p),
-                restarts(p),
-                age(p.created_ms, now_ms),
-                p.spec.node_name.clone().unwrap_or_else(|| "<none>".into()),
-            ]
+                p.status.restarts().to_string(),
+                age(ms(p.metadata.creation_timestamp), now_ms),
+            ]);
+            if wide {
+                row.push(if p.status.pod_ip.is_empty() {
+                    "<none>".into()
+                } else {
+                    p.status.pod_ip.clone()
+                });
+            }
+            row.push(p.node().unwrap_or("<none>").to_string());
+            row
         })
         .collect();
-    table(
-        &["NAME", "READY", "STATUS", "RESTARTS", "AGE", "NODE"],
-        &rows,
-    )
-}
-
-fn state_json(s: &ContainerState) -> Value {
-    match s {
-        ContainerState::Waiting { reason, message } => {
-            json!({"waiting": {"reason": reason, "message": message}})
-        }
-        ContainerState::Running { started_ms } => {
-            json!({"running": {"startedAt": rfc3339(*started_ms)}})
-        }
-        ContainerState::Terminated {
-            exit_code,
-            reason,
-            message,
-            started_ms,
-            finished_ms,
-        } => json!({"terminated": {
-            "exitCode": exit_code, "reason": reason, "message": message,
-            "startedAt": rfc3339(*started_ms), "finishedAt": rfc3339(*finished_ms),
-        }}),
+    let mut header = Vec::new();
+    if namespaces {
+        header.push("NAMESPACE");
     }
-}
-
-fn container_status_json(c: &ContainerStatus) -> Value {
-    json!({
-        "name": c.name,
-        "image": c.image,
-        "containerID": if c.container_id.is_empty() { Value::Null } else { json!(format!("docker://{}", c.container_id)) },
-        "state": state_json(&c.state),
-        "lastState": c.last_state.as_ref().map_or(json!({}), state_json),
-        "ready": c.ready,
-        "restartCount": c.restart_count,
-        "usage": usage_json(&c.usage),
-    })
-}
-
-fn usage_json(u: &Usage) -> Value {
-    json!({"cpu": cpu(u.cpu_millis), "memory": format!("{}Ki", u.memory_bytes / 1024)})
-}
-
-fn probe_json(p: &Probe) -> Value {
-    let action = match &p.action {
-        ProbeAction::Exec { command } => json!({"exec": {"command": command}}),
-        ProbeAction::Http { path, port } => json!({"httpGet": {"path": path, "port": port}}),
-        ProbeAction::Tcp { port } => json!({"tcpSocket": {"port": port}}),
-    };
-    let mut v = action;
-    if let Value::Object(m) = &mut v {
-        m.insert("initialDelaySeconds".into(), json!(p.initial_delay_secs));
-        m.insert("periodSeconds".into(), json!(p.period_secs));
-        m.insert("timeoutSeconds".into(), json!(p.timeout_secs));
-        m.insert("successThreshold".into(), json!(p.success_threshold));
-        m.insert("failureThreshold".into(), json!(p.failure_threshold));
+    header.extend(["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
+    if wide {
+        header.push("IP");
     }
-    v
-}
-
-fn resources_json(r: &outpost_proto::Resources) -> Value {
-    let mut m = serde_json::Map::new();
-    if r.cpu_millis > 0 {
-        m.insert("cpu".into(), json!(cpu(r.cpu_millis)));
-    }
-    if r.memory_bytes > 0 {
-        m.insert("memory".into(), json!(r.memory_bytes.to_string()));
-    }
-    if r.pids > 0 {
-        m.insert("outpost.dev/pids".into(), json!(r.pids.to_string()));
-    }
-    if r.ephemeral_storage_bytes > 0 {
-        m.insert(
-            "ephemeral-storage".into(),
-            json!(r.ephemeral_storage_bytes.to_string()),
-        );
-    }
-    if r.gpus > 0 {
-        m.insert("nvidia.com/gpu".into(), json!(r.gpus.to_string()));
-    }
-    Value::Object(m)
-}
-
-/// A pod as a Kubernetes-shaped object.
-pub fn pod_json(p: &PodView) -> Value {
-    let s = &p.spec;
-    let containers: Vec<Value> = s
-        .containers
-        .iter()
-        .map(|c| {
-            json!({
-                "name": c.name,
-                "image": c.image,
-                "command": c.command,
-                "args": c.args,
-                "env": c.env.iter().map(|(k, v)| json!({"name": k, "value": v})).collect::<Vec<_>>(),
-                "ports": c.ports.iter().map(|pt| json!({
-                    "name": pt.name, "containerPort": pt.container_port, "hostPort": pt.host_port,
-                    "protocol": match pt.protocol { outpost_proto::pod::Protocol::Tcp => "TCP", outpost_proto::pod::Protocol::Udp => "UDP" },
-                })).collect::<Vec<_>>(),
-                "resources": {"requests": resources_json(&c.resources.requests), "limits": resources_json(&c.resources.limits)},
-                "livenessProbe": c.liveness.as_ref().map(probe_json),
-                "readinessProbe": c.readiness.as_ref().map(probe_json),
-                "volumeMounts": c.volume_mounts.iter().map(|m| json!({"name": m.name, "mountPath": m.mount_path, "readOnly": m.read_only})).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    let status = match &p.status {
-        None => json!({"phase": if p.deleting { "Terminating" } else { "Pending" }}),
-        Some(st) => json!({
-            "phase": st.phase.name(),
-            "reason": st.reason,
-            "message": st.message,
-            "startTime": if st.started_ms > 0 { json!(rfc3339(st.started_ms)) } else { Value::Null },
-            "observedGeneration": st.generation,
-            "conditions": [{"type": "Ready", "status": if st.ready { "True" } else { "False" }}],
-            "containerStatuses": st.containers.iter().map(container_status_json).collect::<Vec<_>>(),
-            "usage": usage_json(&st.usage),
-            "lastReportTime": rfc3339(p.status_ms),
-        }),
-    };
-    json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": s.name,
-            "labels": s.labels,
-            "generation": p.generation,
-            "creationTimestamp": rfc3339(p.created_ms),
-            "deletionRequested": p.deleting,
-        },
-        "spec": {
-            "nodeName": s.node_name,
-            "restartPolicy": s.restart_policy.name(),
-            "terminationGracePeriodSeconds": s.termination_grace_secs,
-            "priority": s.priority,
-            "containers": containers,
-            "volumes": s.volumes.iter().map(|v| match &v.source {
-                VolumeSource::HostPath { path } => json!({"name": v.name, "hostPath": {"path": path}}),
-                VolumeSource::EmptyDir => json!({"name": v.name, "emptyDir": {}}),
-            }).collect::<Vec<_>>(),
-        },
-        "status": status,
-    })
+    header.push("NODE");
+    table(&header, &rows)
 }
 
 fn state_lines(o: &mut String, label: &str, s: &ContainerState) {
-    match s {
-        ContainerState::Waiting { reason, message } => {
-            let _ = writeln!(o, "    {label}:          Waiting");
-            let _ = writeln!(o, "      Reason:       {reason}");
-            if !message.is_empty() {
-                let _ = writeln!(o, "      Message:      {message}");
-            }
+    if let Some(w) = &s.waiting {
+        let _ = writeln!(o, "    {label}:          Waiting");
+        let _ = writeln!(o, "      Reason:       {}", w.reason);
+        if !w.message.is_empty() {
+            let _ = writeln!(o, "      Message:      {}", w.message);
         }
-        ContainerState::Running { started_ms } => {
-            let _ = writeln!(o, "    {label}:          Running");
-            let _ = writeln!(o, "      Started:      {}", rfc3339(*started_ms));
+    } else if let Some(r) = &s.running {
+        let _ = writeln!(o, "    {label}:          Running");
+        let _ = writeln!(o, "      Started:      {}", rfc3339(ms(r.started_at)));
+    } else if let Some(t) = &s.terminated {
+        let _ = writeln!(o, "    {label}:          Terminated");
+        let _ = writeln!(o, "      Reason:       {}", t.reason);
+        let _ = writeln!(o, "      Exit Code:    {}", t.exit_code);
+        if !t.message.is_empty() {
+            let _ = writeln!(o, "      Message:      {}", t.message);
         }
-        ContainerState::Terminated {
-            exit_code,
-            reason,
-            message,
-            started_ms,
-            finished_ms,
-        } => {
-            let _ = writeln!(o, "    {label}:          Terminated");
-            let _ = writeln!(o, "      Reason:       {reason}");
-            let _ = writeln!(o, "      Exit Code:    {exit_code}");
-            if !message.is_empty() {
-                let _ = writeln!(o, "      Message:      {message}");
-            }
-            let _ = writeln!(o, "      Started:      {}", rfc3339(*started_ms));
-            let _ = writeln!(o, "      Finished:     {}", rfc3339(*finished_ms));
-        }
+        let _ = writeln!(o, "      Started:      {}", rfc3339(ms(t.started_at)));
+        let _ = writeln!(o, "      Finished:     {}", rfc3339(ms(t.finished_at)));
     }
 }
 
 fn probe_line(p: &Probe) -> String {
-    let what = match &p.action {
-        ProbeAction::Exec { command } => format!("exec {:?}", command),
-        ProbeAction::Http { path, port } => format!("http-get :{port}{path}"),
-        ProbeAction::Tcp { port } => format!("tcp-socket :{port}"),
+    let what = if let Some(e) = &p.exec {
+        format!("exec {:?}", e.command)
+    } else if let Some(h) = &p.http_get {
+        format!("http-get :{}{}", h.port, h.path)
+    } else if let Some(t) = &p.tcp_socket {
+        format!("tcp-socket :{}", t.port)
+    } else {
+        "<none>".into()
     };
     format!(
         "{what} delay={}s timeout={}s period={}s #success={} #failure={}",
-        p.initial_delay_secs,
-        p.timeout_secs,
-        p.period_secs,
+        p.initial_delay_seconds,
+        p.timeout_seconds,
+        p.period_seconds,
         p.success_threshold,
         p.failure_threshold
     )
 }
 
+fn resource_line(r: &ResourceList) -> String {
+    r.entries()
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The events section every `describe` ends with.
+pub fn events_section(o: &mut String, events: &[Event], now_ms: u64) {
+    let _ = writeln!(o, "Events:");
+    if events.is_empty() {
+        let _ = writeln!(o, "  <none>");
+        return;
+    }
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|e| {
+            vec![
+                format!("{:?}", e.kind),
+                e.reason.clone(),
+                age(e.time_ms, now_ms),
+                e.message.clone(),
+            ]
+        })
+        .collect();
+    for line in table(&["TYPE", "REASON", "AGE", "MESSAGE"], &rows).lines() {
+        let _ = writeln!(o, "  {line}");
+    }
+}
+
 /// `outpostctl describe pod`.
-pub fn describe_pod(p: &PodView, events: &[Event], now_ms: u64) -> String {
+pub fn describe_pod(p: &Pod, usage: Option<&Usage>, events: &[Event], now_ms: u64) -> String {
     let s = &p.spec;
+    let st = &p.status;
     let mut o = String::new();
-    let _ = writeln!(o, "Name:             {}", s.name);
-    let _ = writeln!(
-        o,
-        "Node:             {}",
-        s.node_name.as_deref().unwrap_or("<none>")
-    );
+    let _ = writeln!(o, "Name:             {}", p.metadata.name);
+    let _ = writeln!(o, "Namespace:        {}", p.metadata.namespace);
+    let _ = writeln!(o, "Node:             {}", p.node().unwrap_or("<none>"));
+    let created = ms(p.metadata.creation_timestamp);
     let _ = writeln!(
         o,
         "Created:          {} ({} ago)",
-        rfc3339(p.created_ms),
-        age(p.created_ms, now_ms)
+        rfc3339(created),
+        age(created, now_ms)
     );
-    let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let labels: Vec<String> = p
+        .metadata
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     let _ = writeln!(
         o,
         "Labels:           {}",
@@ -300,50 +218,73 @@ pub fn describe_pod(p: &PodView, events: &[Event], now_ms: u64) -> String {
             labels.join("\n                  ")
         }
     );
+    if let Some(c) = p.metadata.controller_ref() {
+        let _ = writeln!(o, "Controlled By:    {}/{}", c.kind, c.name);
+    }
     let _ = writeln!(o, "Status:           {}", pod_status(p));
-    let _ = writeln!(o, "Generation:       {}", p.generation);
-    if let Some(st) = &p.status {
-        if !st.reason.is_empty() {
-            let _ = writeln!(o, "Reason:           {}", st.reason);
-        }
-        if !st.message.is_empty() {
-            let _ = writeln!(o, "Message:          {}", st.message);
-        }
-        let _ = writeln!(o, "Phase:            {}", st.phase.name());
-        if st.generation != p.generation {
-            let _ = writeln!(
-                o,
-                "Running generation: {} (node has not caught up yet)",
-                st.generation
-            );
-        }
+    if !st.reason.is_empty() {
+        let _ = writeln!(o, "Reason:           {}", st.reason);
+    }
+    if !st.message.is_empty() {
+        let _ = writeln!(o, "Message:          {}", st.message);
+    }
+    let _ = writeln!(o, "Phase:            {}", st.phase.name());
+    if !st.pod_ip.is_empty() {
+        let _ = writeln!(o, "IP:               {}", st.pod_ip);
+    }
+    let _ = writeln!(o, "Generation:       {}", p.metadata.generation);
+    if st.observed_generation != 0
+        && st.observed_generation != u64::try_from(p.metadata.generation).unwrap_or(0)
+    {
         let _ = writeln!(
             o,
-            "Last report:      {} ago{}",
-            age(p.status_ms, now_ms),
-            if p.node_ready {
-                ""
-            } else {
-                " (node not ready: may be stale)"
-            }
+            "Running generation: {} (node has not caught up yet)",
+            st.observed_generation
         );
-    } else if s.node_name.is_some() {
-        let _ = writeln!(o, "Last report:      none yet");
     }
-    let _ = writeln!(o, "Restart Policy:   {}", s.restart_policy.name());
-    let _ = writeln!(o, "Priority:         {}", s.priority);
-    let _ = writeln!(o, "Termination Grace: {}s", s.termination_grace_secs);
+    match st.last_report_time {
+        Some(t) => {
+            let _ = writeln!(o, "Last report:      {} ago", age(t.ms(), now_ms));
+        }
+        None if p.node().is_some() => {
+            let _ = writeln!(o, "Last report:      none yet");
+        }
+        None => {}
+    }
+    let _ = writeln!(o, "Restart Policy:   {:?}", s.restart_policy);
+    let _ = writeln!(o, "Priority:         {}", p.priority());
+    if !s.priority_class_name.is_empty() {
+        let _ = writeln!(o, "Priority Class:   {}", s.priority_class_name);
+    }
+    let _ = writeln!(
+        o,
+        "Termination Grace: {}s",
+        s.termination_grace_period_seconds
+    );
+    if !st.conditions.is_empty() {
+        let _ = writeln!(o, "Conditions:");
+        for c in &st.conditions {
+            let _ = writeln!(
+                o,
+                "  {:<16} {}{}",
+                c.kind,
+                c.status.name(),
+                if c.message.is_empty() {
+                    String::new()
+                } else {
+                    format!("  ({}: {})", c.reason, c.message)
+                }
+            );
+        }
+    }
     let _ = writeln!(o, "Containers:");
     for c in &s.containers {
-        let st = p
-            .status
-            .as_ref()
-            .and_then(|st| st.containers.iter().find(|x| x.name == c.name));
+        let cs = st.container_statuses.iter().find(|x| x.name == c.name);
         let _ = writeln!(o, "  {}:", c.name);
         let _ = writeln!(o, "    Image:          {}", c.image);
-        if let Some(st) = st {
-            if !st.container_id.is_empty() {
-                let _ = writeln!(o, "    Container ID:   docker://{}", st.container_id);
+        if let Some(cs) = cs {
+            if !cs.container_id.is_empty() {
+                let _ = writeln!(o, "    Container ID:   {}", cs.container_id);
             }
         }
         if !c.command.is_empty() {
@@ -357,49 +298,40 @@ pub fn describe_pod(p: &PodView, events: &[Event], now_ms: u64) -> String {
                 o,
                 "    Port:           {}/{}{}",
                 pt.container_port,
-                match pt.protocol {
-                    outpost_proto::pod::Protocol::Tcp => "TCP",
-                    outpost_proto::pod::Protocol::Udp => "UDP",
-                },
+                pt.protocol.name(),
                 pt.host_port
                     .map(|h| format!(" (host {h})"))
                     .unwrap_or_default()
             );
         }
-        match st {
-            Some(st) => {
-                state_lines(&mut o, "State", &st.state);
-                if let Some(last) = &st.last_state {
-                    state_lines(&mut o, "Last State", last);
+        match cs {
+            Some(cs) => {
+                state_lines(&mut o, "State", &cs.state);
+                if cs.last_state != ContainerState::default() {
+                    state_lines(&mut o, "Last State", &cs.last_state);
                 }
-                let _ = writeln!(o, "    Ready:          {}", st.ready);
-                let _ = writeln!(o, "    Restart Count:  {}", st.restart_count);
-                let _ = writeln!(
-                    o,
-                    "    Usage:          cpu {}, memory {}",
-                    cpu(st.usage.cpu_millis),
-                    format_bytes(st.usage.memory_bytes)
-                );
+                let _ = writeln!(o, "    Ready:          {}", cs.ready);
+                let _ = writeln!(o, "    Restart Count:  {}", cs.restart_count);
             }
             None => {
                 let _ = writeln!(o, "    State:          <not reported>");
             }
         }
         let r = &c.resources;
-        if r.limits != Default::default() {
-            let _ = writeln!(o, "    Limits:         {}", resources_json(&r.limits));
+        if !r.limits.is_empty() {
+            let _ = writeln!(o, "    Limits:         {}", resource_line(&r.limits));
         }
-        if r.requests != Default::default() {
-            let _ = writeln!(o, "    Requests:       {}", resources_json(&r.requests));
+        if !r.requests.is_empty() {
+            let _ = writeln!(o, "    Requests:       {}", resource_line(&r.requests));
         }
-        if let Some(l) = &c.liveness {
+        if let Some(l) = &c.liveness_probe {
             let _ = writeln!(o, "    Liveness:       {}", probe_line(l));
         }
-        if let Some(r) = &c.readiness {
+        if let Some(r) = &c.readiness_probe {
             let _ = writeln!(o, "    Readiness:      {}", probe_line(r));
         }
-        for (k, v) in &c.env {
-            let _ = writeln!(o, "    Env:            {k}={v}");
+        for e in &c.env {
+            let _ = writeln!(o, "    Env:            {}={}", e.name, e.value);
         }
         for m in &c.volume_mounts {
             let _ = writeln!(
@@ -411,74 +343,76 @@ pub fn describe_pod(p: &PodView, events: &[Event], now_ms: u64) -> String {
             );
         }
     }
+    if let Some(u) = usage {
+        let _ = writeln!(
+            o,
+            "Usage:            cpu {}, memory {}",
+            cpu(u.cpu_millis),
+            format_bytes(u.memory_bytes)
+        );
+    }
     if !s.volumes.is_empty() {
         let _ = writeln!(o, "Volumes:");
         for v in &s.volumes {
-            match &v.source {
-                VolumeSource::HostPath { path } => {
-                    let _ = writeln!(o, "  {}: HostPath {path}", v.name);
+            match &v.host_path {
+                Some(h) => {
+                    let _ = writeln!(o, "  {}: HostPath {}", v.name, h.path);
                 }
-                VolumeSource::EmptyDir => {
+                None => {
                     let _ = writeln!(o, "  {}: EmptyDir", v.name);
                 }
             }
         }
     }
-    let _ = writeln!(o, "Events:");
-    if events.is_empty() {
-        let _ = writeln!(o, "  <none>");
-    } else {
-        let rows: Vec<Vec<String>> = events
+    if !s.node_selector.is_empty() {
+        let sel: Vec<String> = s
+            .node_selector
             .iter()
-            .map(|e| {
-                vec![
-                    format!("{:?}", e.kind),
-                    e.reason.clone(),
-                    age(e.time_ms, now_ms),
-                    e.message.clone(),
-                ]
-            })
+            .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        for line in table(&["TYPE", "REASON", "AGE", "MESSAGE"], &rows).lines() {
-            let _ = writeln!(o, "  {line}");
-        }
+        let _ = writeln!(o, "Node-Selectors:   {}", sel.join(","));
     }
+    if !s.tolerations.is_empty() {
+        let _ = writeln!(o, "Tolerations:      {}", s.tolerations.len());
+    }
+    events_section(&mut o, events, now_ms);
     o
 }
 
-/// `outpostctl top pods`: usage per pod (and per container with -c).
-pub fn top_pods(pods: &[PodView]) -> String {
-    let rows: Vec<Vec<String>> = pods
-        .iter()
-        .filter_map(|p| {
-            let s = p.status.as_ref()?;
-            Some(vec![
-                p.spec.name.clone(),
-                cpu(s.usage.cpu_millis),
-                format!("{}Mi", s.usage.memory_bytes / (1024 * 1024)),
-                p.spec.node_name.clone().unwrap_or_default(),
-            ])
-        })
-        .collect();
-    if rows.is_empty() {
+/// `outpostctl top pods`.
+pub fn top_pods(pods: &[(Pod, Usage)]) -> String {
+    if pods.is_empty() {
         return "No usage reported yet: pods report once their node has run them.\n".into();
     }
+    let rows: Vec<Vec<String>> = pods
+        .iter()
+        .map(|(p, u)| {
+            vec![
+                p.metadata.name.clone(),
+                cpu(u.cpu_millis),
+                format!("{}Mi", u.memory_bytes / (1024 * 1024)),
+                p.node().unwrap_or_default().to_string(),
+            ]
+        })
+        .collect();
     table(&["NAME", "CPU(cores)", "MEMORY(bytes)", "NODE"], &rows)
 }
 
-pub fn top_pods_json(pods: &[PodView]) -> Value {
+fn usage_json(u: &Usage) -> Value {
+    json!({"cpu": cpu(u.cpu_millis), "memory": format!("{}Ki", u.memory_bytes / 1024)})
+}
+
+pub fn top_pods_json(pods: &[(Pod, Usage)]) -> Value {
     crate::ctl::list(
         pods.iter()
-            .filter_map(|p| {
-                let s = p.status.as_ref()?;
-                Some(json!({
+            .map(|(p, u)| {
+                json!({
                     "apiVersion": "metrics.k8s.io/v1beta1",
                     "kind": "PodMetrics",
-                    "metadata": {"name": p.spec.name},
-                    "node": p.spec.node_name,
-                    "usage": usage_json(&s.usage),
-                    "containers": s.containers.iter().map(|c| json!({"name": c.name, "usage": usage_json(&c.usage)})).collect::<Vec<_>>(),
-                }))
+                    "metadata": {"name": p.metadata.name, "namespace": p.metadata.namespace},
+                    "node": p.node(),
+                    "usage": usage_json(u),
+                })
             })
             .collect(),
     )
@@ -529,82 +463,4 @@ pub fn top_nodes_json(nodes: &[(NodeView, Option<Usage>)]) -> Value {
             })
             .collect(),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use outpost_proto::pod::{ContainerSpec, PodPhase, PodSpec, PodStatus};
-
-    fn view(state: ContainerState, reason: &str, phase: PodPhase) -> PodView {
-        PodView {
-            spec: PodSpec {
-                node_name: Some("edge-1".into()),
-                ..PodSpec::new("web", vec![ContainerSpec::new("main", "x")])
-            },
-            generation: 1,
-            created_ms: 1,
-            deleting: false,
-            status: Some(PodStatus {
-                pod_ip: String::new(),
-                name: "web".into(),
-                generation: 1,
-                phase,
-                reason: reason.into(),
-                message: String::new(),
-                ready: false,
-                started_ms: 1,
-                containers: vec![ContainerStatus {
-                    name: "main".into(),
-                    image: "x".into(),
-                    container_id: "abc".into(),
-                    state,
-                    last_state: None,
-                    ready: false,
-                    restart_count: 4,
-                    usage: Usage::default(),
-                }],
-                usage: Usage::default(),
-            }),
-            status_ms: 1,
-            node_ready: true,
-        }
-    }
-
-    #[test]
-    fn status_column_follows_kubectl() {
-        let crash = view(
-            ContainerState::Waiting {
-                reason: "CrashLoopBackOff".into(),
-                message: String::new(),
-            },
-            "",
-            PodPhase::Running,
-        );
-        assert_eq!(pod_status(&crash), "CrashLoopBackOff");
-        assert_eq!(restarts(&crash), "4");
-        let evicted = view(
-            ContainerState::Running { started_ms: 1 },
-            "Evicted",
-            PodPhase::Failed,
-        );
-        assert_eq!(pod_status(&evicted), "Evicted");
-        let running = view(
-            ContainerState::Running { started_ms: 1 },
-            "",
-            PodPhase::Running,
-        );
-        assert_eq!(pod_status(&running), "Running");
-        let mut stale = running.clone();
-        stale.node_ready = false;
-        assert_eq!(pod_status(&stale), "Unknown");
-        let mut gone = running;
-        gone.deleting = true;
-        assert_eq!(pod_status(&gone), "Terminating");
-        let table = pods_table(&[crash], 2);
-        assert!(
-            table.contains("0/1") && table.contains("CrashLoopBackOff"),
-            "{table}"
-        );
-    }
 }

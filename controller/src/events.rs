@@ -113,13 +113,22 @@ mod tests {
         let s = MemStore::new();
         let mut log = EventLog::default();
         for i in 0..EVENT_LOG_LEN + 5 {
-            let ops = log.record(EventType::Normal, "R", format!("pod/p{}", i % 2), "m".into(), 1);
+            let ops = log.record(
+                EventType::Normal,
+                "R",
+                format!("pod/p{}", i % 2),
+                "m".into(),
+                1,
+            );
             s.txn(Txn::ops(ops)).unwrap();
         }
         assert_eq!(log.len(), EVENT_LOG_LEN);
         let again = EventLog::load(&s).unwrap();
         assert_eq!(again.len(), EVENT_LOG_LEN);
         assert_eq!(again.list(Some("pod/p1"), 3).len(), 3);
-        assert_eq!(again.list(None, 5).last().unwrap().seq, (EVENT_LOG_LEN + 5) as u64);
+        assert_eq!(
+            again.list(None, 5).last().unwrap().seq,
+            (EVENT_LOG_LEN + 5) as u64
+        );
     }
 }

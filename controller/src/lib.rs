@@ -1,27 +1,37 @@
 //! Outpost regional controller.
 //!
-//! `pki` (cluster CA), `tokens` (bootstrap tokens), `registry` (nodes and
-//! leases) decide; `state` wires decisions to the `store` through the ordered
-//! `writer`; `server` speaks QUIC to agents and operators; `metrics` serves
-//! Prometheus text over HTTP; `clientconfig` is the operator's config file.
+//! In the shape of Kubernetes' API server and controller manager, made
+//! small:
+//! - `api/`: the object model (every kind in Kubernetes' shape), its
+//!   validation and admission;
+//! - `store/`: the revisioned store (etcd v3 shape; redb or memory) and its
+//!   watch;
+//! - `cache/`: every object decoded once and indexed, fed by the watch;
+//! - `controllers/`: the control loop and the reconcile loops it drives;
+//! - `scheduler/`: placement of pods on nodes;
+//! - `apiserver`, `watch`: the operator API over objects; `agents`: each
+//!   node's desired pods and its reports; `cluster`: enrolment, tokens,
+//!   node leases (`registry`) and the handles everything shares;
+//! - `server`: QUIC to agents and operators; `metrics`: Prometheus text.
 #![forbid(unsafe_code)]
 
+pub mod agents;
 pub mod api;
+pub mod apiserver;
 pub mod cache;
 pub mod client;
 pub mod clientconfig;
-pub mod ctl;
+pub mod cluster;
 pub mod controllers;
+pub mod ctl;
 pub mod ctl_pods;
 pub mod events;
-pub mod legacy_store;
 pub mod manifest;
 pub mod metrics;
 pub mod pki;
-pub mod pods;
 pub mod registry;
 pub mod server;
-pub mod state;
 pub mod store;
 pub mod tokens;
+pub mod watch;
 pub mod writer;

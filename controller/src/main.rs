@@ -4,10 +4,12 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use outpost_controller::clientconfig::{self, cert_pem, ClientConfig};
+use outpost_controller::cluster::{self as state, Controller, Settings};
+use outpost_controller::controllers::plane::{self, ControlPlane};
+use outpost_controller::events::EventLog;
 use outpost_controller::metrics;
 use outpost_controller::server::Server;
-use outpost_controller::state::{self, Controller, Settings};
-use outpost_controller::legacy_store::{RedbStore, Store};
+use outpost_controller::store::{redb::RedbStore, Store};
 use outpost_controller::tokens::NewToken;
 use outpost_proto::units::parse_duration;
 use std::net::SocketAddr;
@@ -248,6 +250,7 @@ async fn serve(
         heartbeat_interval: a.tuning.heartbeat_interval,
         grace: a.tuning.node_grace_period,
         node_cert_ttl: a.tuning.node_cert_ttl,
+        admission: Default::default(),
     };
     if settings.grace <= settings.heartbeat_interval {
         bail!(
@@ -256,7 +259,30 @@ async fn serve(
             settings.heartbeat_interval
         );
     }
-    let ctrl = Arc::new(Controller::open(store, ca, settings)?);
+    let events = Arc::new(std::sync::Mutex::new(EventLog::load(store.as_ref())?));
+    let plane = ControlPlane::new(store.clone(), events.clone())?;
+    let ctrl = Arc::new(Controller::open(
+        store,
+        ca,
+        settings,
+        events,
+        plane.cache(),
+        plane.inbox(),
+    )?);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let control_loop = {
+        let ctrl = ctrl.clone();
+        plane::run(
+            plane,
+            tokio::runtime::Handle::current(),
+            ctrl.inbox_notify.clone(),
+            stop.clone(),
+            move |report, cache| {
+                ctrl.agents.wake(&report.nodes_touched);
+                ctrl.cache_revision.send_replace(cache.revision());
+            },
+        )
+    };
     let key = rustls::pki_types::PrivateKeyDer::try_from(
         clientconfig::pem_der(&ident.key_pem, "PRIVATE KEY").map_err(anyhow::Error::msg)?,
     )
@@ -300,6 +326,9 @@ async fn serve(
         b"controller shutting down",
     );
     let _ = tokio::time::timeout(Duration::from_secs(3), endpoint.wait_idle()).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    ctrl.inbox_notify.notify_one();
+    let _ = tokio::task::spawn_blocking(move || control_loop.join()).await;
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 //! Prometheus and load balancers without pulling an HTTP stack into the
 //! controller.
 
-use crate::state::Controller;
+use crate::cluster::Controller;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

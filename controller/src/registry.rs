@@ -408,6 +408,35 @@ impl Registry {
         changes
     }
 
+    /// Cordons (`true`) or uncordons a node; `None` if it is not enrolled.
+    pub fn set_unschedulable(&mut self, name: &str, on: bool) -> Option<Vec<Change>> {
+        let node = self.nodes.get_mut(name)?;
+        if node.rec.unschedulable == on {
+            return Some(Vec::new());
+        }
+        node.rec.unschedulable = on;
+        let (reason, what) = if on {
+            (
+                "NodeNotSchedulable",
+                "cordoned: no new pods are placed on it",
+            )
+        } else {
+            (
+                "NodeSchedulable",
+                "uncordoned: new pods may be placed on it again",
+            )
+        };
+        Some(vec![
+            Change::Persist(Box::new(node.rec.clone())),
+            event(
+                EventType::Normal,
+                reason,
+                name,
+                format!("node {name} {what}"),
+            ),
+        ])
+    }
+
     /// The node's certificate was renewed over its live session.
     pub fn renewed(&mut self, name: &str, serial: String, not_after_ms: u64) -> Vec<Change> {
         let Some(node) = self.nodes.get_mut(name) else {

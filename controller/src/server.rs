@@ -12,8 +12,8 @@
 //! certificate is still current for its node (revocation) and that a node
 //! only speaks for itself.
 
+use crate::cluster::{err, Controller};
 use crate::pki::{self, Role};
-use crate::state::{err, Controller};
 use crate::tokens::NewToken;
 use outpost_proto::link::{read_frame, write_frame, LinkError};
 use outpost_proto::{
@@ -386,7 +386,7 @@ impl Server {
             controller_version: env!("CARGO_PKG_VERSION").to_string(),
             heartbeat_interval_ms: u64::try_from(self.ctrl.settings.heartbeat_interval.as_millis())
                 .unwrap_or(u64::MAX),
-            server_time_ms: crate::state::now_ms(),
+            server_time_ms: crate::cluster::now_ms(),
         });
         let result = async {
             write_frame(send, &welcome).await?;
@@ -444,7 +444,7 @@ impl Server {
         send: &mut quinn::SendStream,
         inbox: &mut tokio::sync::mpsc::Receiver<Result<Option<Message>, LinkError>>,
     ) -> Result<(), Reject> {
-        let waker = self.ctrl.pod_waker(node);
+        let waker = self.ctrl.agents.waker(node);
         // Generation last sent; None until the agent said where it stands.
         let mut sent: Option<u64> = None;
         loop {
@@ -465,7 +465,7 @@ impl Server {
                 },
                 () = waker.notified(), if sent.is_some() => {
                     let since = sent.unwrap_or(0);
-                    let desired = self.ctrl.desired_for(node, since);
+                    let desired = self.desired_for(node, since);
                     if desired.generation != since || desired.full {
                         debug!(node, generation = desired.generation, pods = desired.pods.len(), removed = desired.removed.len(), "sending desired pods");
                         sent = Some(desired.generation);
@@ -497,7 +497,7 @@ impl Server {
                 Message::PodsAck(ack) => {
                     if sent.is_none() {
                         // The resume point: send what changed since (or all).
-                        let desired = self.ctrl.desired_for(node, ack.generation);
+                        let desired = self.desired_for(node, ack.generation);
                         debug!(
                             node,
                             acked = ack.generation,
@@ -512,11 +512,22 @@ impl Server {
                 }
                 Message::PodStatuses(update) => {
                     self.ctrl
-                        .pod_statuses(node, *update)
-                        .map_err(|msg| Reject {
+                        .agents
+                        .statuses(
+                            node,
+                            *update,
+                            &self.ctrl.cache,
+                            &self.ctrl.inbox,
+                            crate::api::Time(crate::cluster::now_ms()),
+                        )
+                        .map_err(|e| Reject {
                             code: close::PROTOCOL_ERROR,
-                            msg,
-                        })?
+                            msg: err(
+                                ErrorCode::InvalidRequest,
+                                format!("pod status rejected: {e}"),
+                            ),
+                        })?;
+                    self.ctrl.inbox_notify.notify_one();
                 }
                 Message::AgentEvents(events) => {
                     self.ctrl.agent_events(node, events).map_err(|msg| Reject {
@@ -532,6 +543,11 @@ impl Server {
                 }
             }
         }
+    }
+
+    fn desired_for(&self, node: &str, acked: u64) -> outpost_proto::PodsDesired {
+        let cache = self.ctrl.cache.read().unwrap_or_else(|p| p.into_inner());
+        crate::agents::desired_for(&cache, node, acked)
     }
 
     /// Operator calls: each bidirectional stream carries one request.
@@ -553,6 +569,16 @@ impl Server {
                     Ok(Some(Message::Request(AdminRequest::Logs(req)))) => {
                         me.ctrl.metrics.admin_calls.fetch_add(1, Ordering::Relaxed);
                         match me.relay_logs(req, &mut send).await {
+                            Ok(()) => {
+                                let _ = send.finish();
+                                return;
+                            }
+                            Err(e) => Message::Error(e),
+                        }
+                    }
+                    Ok(Some(Message::Request(AdminRequest::Watch(req)))) => {
+                        me.ctrl.metrics.admin_calls.fetch_add(1, Ordering::Relaxed);
+                        match crate::watch::serve(&me.ctrl, req, &mut send).await {
                             Ok(()) => {
                                 let _ = send.finish();
                                 return;
@@ -648,42 +674,60 @@ impl Server {
             },
             AdminRequest::DeleteNode { name } => {
                 let message = self.ctrl.delete_node(&name).await?;
-                let live = self
-                    .sessions
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&name);
-                if let Some((_, conn)) = live {
-                    conn.close(close::DELETED.into(), b"node deleted by an operator");
+                self.close_session(&name);
+                AdminResponse::Done { message }
+            }
+            AdminRequest::ApplyPod { .. }
+            | AdminRequest::DeletePod { .. }
+            | AdminRequest::ListPods { .. }
+            | AdminRequest::GetPod { .. } => {
+                return Err(err(
+                    ErrorCode::VersionMismatch,
+                    "this outpostctl is older than the controller (pods are now served by the generic object API); use the outpostctl that came with this controller",
+                ))
+            }
+            AdminRequest::NodeUsage => AdminResponse::NodeUsage(self.ctrl.agents.node_usages()),
+            AdminRequest::PodUsage => AdminResponse::PodUsage(self.ctrl.agents.pod_usage()),
+            AdminRequest::Apply(req) => {
+                AdminResponse::Applied(crate::apiserver::apply(&self.ctrl, req).await?)
+            }
+            AdminRequest::Get(r) => AdminResponse::Object(
+                serde_json::to_vec(&crate::apiserver::get(&self.ctrl, &r)?)
+                    .map_err(|e| err(ErrorCode::Internal, e.to_string()))?,
+            ),
+            AdminRequest::List(req) => AdminResponse::List(crate::apiserver::list(&self.ctrl, &req)?),
+            AdminRequest::Delete(req) => {
+                let message = crate::apiserver::delete(&self.ctrl, &req).await?;
+                if crate::api::Kind::parse(&req.object.kind) == Some(crate::api::Kind::Node) && !req.dry_run {
+                    self.close_session(&req.object.name);
                 }
                 AdminResponse::Done { message }
             }
-            AdminRequest::ApplyPod { pod } => AdminResponse::Done {
-                message: self.ctrl.apply_pod(*pod).await?,
+            AdminRequest::Scale(req) => AdminResponse::Done {
+                message: crate::apiserver::scale(&self.ctrl, &req).await?,
             },
-            AdminRequest::DeletePod { name } => AdminResponse::Done {
-                message: self.ctrl.delete_pod(&name).await?,
+            AdminRequest::Cordon { node, unschedulable } => AdminResponse::Done {
+                message: self.ctrl.set_unschedulable(&node, unschedulable).await?,
             },
-            AdminRequest::ListPods { node } => AdminResponse::Pods(self.ctrl.pods(node.as_deref())),
-            AdminRequest::GetPod { name } => AdminResponse::Pod(Box::new(self.ctrl.pod(&name)?)),
-            AdminRequest::NodeUsage => AdminResponse::NodeUsage(self.ctrl.node_usages()),
-            AdminRequest::Apply(_)
-            | AdminRequest::Get(_)
-            | AdminRequest::List(_)
-            | AdminRequest::Delete(_)
-            | AdminRequest::Watch(_)
-            | AdminRequest::Scale(_)
-            | AdminRequest::Cordon { .. }
-            | AdminRequest::PodUsage => {
-                return Err(err(ErrorCode::InvalidRequest, "not served yet"))
-            }
-            AdminRequest::Logs(_) | AdminRequest::PushImage { .. } => {
+            AdminRequest::Logs(_) | AdminRequest::PushImage { .. } | AdminRequest::Watch(_) => {
                 return Err(err(
                     ErrorCode::InvalidRequest,
                     "logs and image pushes are streamed, not answered in one frame",
                 ))
             }
         })
+    }
+
+    /// Closes a deleted node's live session.
+    fn close_session(&self, name: &str) {
+        let live = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        if let Some((_, conn)) = live {
+            conn.close(close::DELETED.into(), b"node deleted by an operator");
+        }
     }
 
     /// The live connection of `node`'s agent.
@@ -708,13 +752,29 @@ impl Server {
         req: outpost_proto::LogsRequest,
         out: &mut quinn::SendStream,
     ) -> Result<(), ErrorMsg> {
-        let pod = self.ctrl.pod(&req.pod)?;
-        let node = pod.spec.node_name.clone().ok_or_else(|| {
-            err(
-                ErrorCode::InvalidRequest,
-                format!("pod {} is not bound to a node, so it has no logs", req.pod),
-            )
-        })?;
+        let mut req = req;
+        let key = if req.pod.contains('/') {
+            req.pod.clone()
+        } else {
+            crate::api::ns_name(crate::api::DEFAULT_NAMESPACE, &req.pod)
+        };
+        let (node, wire) = {
+            let cache = self.ctrl.cache.read().unwrap_or_else(|p| p.into_inner());
+            let pod = cache
+                .pod(&key)
+                .ok_or_else(|| err(ErrorCode::NotFound, format!("pod {:?} not found", req.pod)))?;
+            let node = pod.node().map(str::to_string).ok_or_else(|| {
+                err(
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "pod {} is not bound to a node yet, so it has no logs",
+                        req.pod
+                    ),
+                )
+            })?;
+            (node, crate::agents::wire_key(pod))
+        };
+        req.pod = wire;
         let conn = self.agent_conn(&node)?;
         let (mut to_agent, mut from_agent) = conn.open_bi().await.map_err(|e| {
             err(

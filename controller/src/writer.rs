@@ -1,44 +1,54 @@
 //! Ordered, coalescing writes to the store on their own thread.
 //!
-//! Connection tasks never wait on an fsync: they hand batches to this thread,
-//! which applies everything queued so far in one transaction (group commit),
-//! in submission order. Callers that must know the write is durable before
-//! answering (enrolment, token creation) wait for the acknowledgement.
+//! Connection tasks never wait on an fsync: they hand transactions to this
+//! thread, which commits everything queued so far in one batch (group
+//! commit), in submission order. Callers that must know the write is
+//! durable before answering (enrolment, renewal, token creation) wait for
+//! the acknowledgement. The queue is bounded: a caller that outruns the
+//! disk waits (back-pressure) instead of growing the controller's memory.
 
-use crate::legacy_store::{Op, Store, StoreError};
+use crate::store::{Revision, Store, Txn};
 use std::sync::mpsc;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
-type Ack = oneshot::Sender<Result<(), String>>;
+type Ack = oneshot::Sender<Result<Revision, String>>;
+
+/// Batches queued before submitters wait: one second of heavy traffic.
+const QUEUE: usize = 4096;
 
 /// Handle to the writer thread.
 #[derive(Clone, Debug)]
 pub struct Writer {
-    tx: mpsc::Sender<(Vec<Op>, Option<Ack>)>,
+    tx: mpsc::SyncSender<(Txn, Option<Ack>)>,
 }
 
 impl Writer {
     /// Starts the writer thread for `store`.
     pub fn start(store: Arc<dyn Store>) -> Writer {
-        let (tx, rx) = mpsc::channel::<(Vec<Op>, Option<Ack>)>();
+        let (tx, rx) = mpsc::sync_channel::<(Txn, Option<Ack>)>(QUEUE);
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
-                    let mut ops = first.0;
-                    let mut acks: Vec<Ack> = first.1.into_iter().collect();
-                    // Coalesce whatever else is already queued.
-                    while let Ok((more, ack)) = rx.try_recv() {
-                        ops.extend(more);
-                        acks.extend(ack);
+                    let mut txns = vec![first.0];
+                    let mut acks: Vec<Option<Ack>> = vec![first.1];
+                    while let Ok((t, ack)) = rx.try_recv() {
+                        txns.push(t);
+                        acks.push(ack);
                     }
-                    let result = store.apply(ops).map_err(|e: StoreError| e.to_string());
+                    let result = store.txn_batch(txns).map_err(|e| e.to_string());
                     if let Err(e) = &result {
                         tracing::error!("state store write failed: {e}");
                     }
-                    for ack in acks {
-                        let _ = ack.send(result.clone());
+                    for (i, ack) in acks.into_iter().enumerate() {
+                        if let Some(ack) = ack {
+                            let r = match &result {
+                                Ok(rs) => Ok(rs.get(i).map_or(0, |r| r.revision)),
+                                Err(e) => Err(e.clone()),
+                            };
+                            let _ = ack.send(r);
+                        }
                     }
                 }
             })
@@ -46,18 +56,22 @@ impl Writer {
         Writer { tx }
     }
 
-    /// Queues a batch; returns at once.
-    pub fn submit(&self, ops: Vec<Op>) {
-        if !ops.is_empty() && self.tx.send((ops, None)).is_err() {
+    /// Queues unconditional writes; returns once queued.
+    pub fn submit(&self, ops: Vec<crate::store::Op>) {
+        if !ops.is_empty() && self.tx.send((Txn::ops(ops), None)).is_err() {
             tracing::error!("state store writer has stopped; a write was lost");
         }
     }
 
-    /// Queues a batch and waits until it is durable.
-    pub async fn commit(&self, ops: Vec<Op>) -> Result<(), String> {
+    /// Queues writes and waits until they are durable; returns the
+    /// revision they committed at.
+    pub async fn commit(&self, ops: Vec<crate::store::Op>) -> Result<Revision, String> {
         let (ack, done) = oneshot::channel();
-        self.tx
-            .send((ops, Some(ack)))
+        let tx = self.tx.clone();
+        // A full queue blocks the sender: do that off the async threads.
+        tokio::task::spawn_blocking(move || tx.send((Txn::ops(ops), Some(ack))))
+            .await
+            .map_err(|e| e.to_string())?
             .map_err(|_| "state store writer has stopped".to_string())?;
         done.await
             .map_err(|_| "state store writer has stopped".to_string())?

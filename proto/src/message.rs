@@ -206,7 +206,10 @@ pub enum AdminRequest {
     /// Sets `spec.replicas` of a Deployment or ReplicaSet.
     Scale(ScaleRequest),
     /// Marks a node (un)schedulable.
-    Cordon { node: String, unschedulable: bool },
+    Cordon {
+        node: String,
+        unschedulable: bool,
+    },
     /// cpu and memory in use per pod (`namespace/name`), for `top pods`.
     PodUsage,
 }

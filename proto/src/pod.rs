@@ -168,6 +168,17 @@ impl PodSpec {
         }
     }
 
+    /// The pod's key on its node: `name` in the default namespace, else
+    /// `namespace.name` (namespaces and pod names are DNS labels, so keys
+    /// never collide).
+    pub fn key(&self) -> String {
+        if self.namespace.is_empty() || self.namespace == "default" {
+            self.name.clone()
+        } else {
+            format!("{}.{}", self.namespace, self.name)
+        }
+    }
+
     /// Sum of the containers' requests (what the scheduler fits).
     pub fn requests(&self) -> Resources {
         self.containers

@@ -212,6 +212,9 @@ impl WorkloadCondition {
 }
 
 /// Finds a condition by type.
-pub fn condition<'a>(conditions: &'a [WorkloadCondition], kind: &str) -> Option<&'a WorkloadCondition> {
+pub fn condition<'a>(
+    conditions: &'a [WorkloadCondition],
+    kind: &str,
+) -> Option<&'a WorkloadCondition> {
     conditions.iter().find(|c| c.kind == kind)
 }

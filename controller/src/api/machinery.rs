@@ -178,6 +178,9 @@ mod tests {
         assert_eq!(g.meta().deletion_timestamp, Some(Time(9)));
         assert_eq!(deletion(&g, Time(10)), Deletion::AlreadyDeleting);
         assert_eq!(object_ref(Kind::Pod, "default", "a"), "pod/a");
-        assert_eq!(object_ref(Kind::Deployment, "prod", "a"), "deployment/prod/a");
+        assert_eq!(
+            object_ref(Kind::Deployment, "prod", "a"),
+            "deployment/prod/a"
+        );
     }
 }

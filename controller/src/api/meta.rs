@@ -53,7 +53,9 @@ impl Serialize for Time {
 impl<'de> Deserialize<'de> for Time {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Time, D::Error> {
         let s = String::deserialize(d)?;
-        parse_rfc3339(&s).map(Time).map_err(serde::de::Error::custom)
+        parse_rfc3339(&s)
+            .map(Time)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -77,8 +79,7 @@ pub fn parse_rfc3339(s: &str) -> Result<u64, String> {
         return Err(bad());
     }
     let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60
-    {
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
         return Err(bad());
     }
     let mut i = 19;
@@ -97,7 +98,10 @@ pub fn parse_rfc3339(s: &str) -> Result<u64, String> {
     }
     let offset_secs = match &s[i..] {
         "Z" | "z" => 0,
-        tz if tz.len() == 6 && matches!(tz.as_bytes()[0], b'+' | b'-') && tz.as_bytes()[3] == b':' => {
+        tz if tz.len() == 6
+            && matches!(tz.as_bytes()[0], b'+' | b'-')
+            && tz.as_bytes()[3] == b':' =>
+        {
             let h = num(i + 1..i + 3)?;
             let m = num(i + 4..i + 6)?;
             let v = h * 3600 + m * 60;
@@ -283,8 +287,17 @@ mod tests {
         }
         assert_eq!(parse_rfc3339("1970-01-01T01:00:00+01:00"), Ok(0));
         assert_eq!(parse_rfc3339("2026-12-02T06:36:18Z"), Ok(1_796_193_378_000));
-        assert_eq!(parse_rfc3339("2026-12-02T06:36:18.5Z"), Ok(1_796_193_378_500));
-        for bad in ["", "2026-13-02T06:36:18Z", "2026-12-02", "2026-12-02T06:36:18", "x026-12-02T06:36:18Z"] {
+        assert_eq!(
+            parse_rfc3339("2026-12-02T06:36:18.5Z"),
+            Ok(1_796_193_378_500)
+        );
+        for bad in [
+            "",
+            "2026-13-02T06:36:18Z",
+            "2026-12-02",
+            "2026-12-02T06:36:18",
+            "x026-12-02T06:36:18Z",
+        ] {
             assert!(parse_rfc3339(bad).is_err(), "{bad}");
         }
     }

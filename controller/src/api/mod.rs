@@ -7,6 +7,7 @@
 //! JSON. A new kind is a type here, its entry in [`Kind`], its validation,
 //! its controller and its table columns.
 
+pub mod admission;
 pub mod apps;
 pub mod machinery;
 pub mod meta;
@@ -15,6 +16,7 @@ pub mod resources;
 pub mod scheduling;
 pub mod selector;
 pub mod service;
+pub mod validate;
 
 pub use apps::{Deployment, ReplicaSet};
 pub use meta::{ObjectMeta, OwnerReference, Time, DEFAULT_NAMESPACE};
@@ -155,7 +157,9 @@ impl std::fmt::Display for Kind {
 }
 
 /// What every stored kind (Node aside: the registry owns it) provides.
-pub trait Resource: Serialize + DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static {
+pub trait Resource:
+    Serialize + DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static
+{
     const KIND: Kind;
     fn meta(&self) -> &ObjectMeta;
     fn meta_mut(&mut self) -> &mut ObjectMeta;
@@ -337,10 +341,22 @@ mod tests {
         assert_eq!(Kind::parse("statefulsets"), None);
         assert_eq!(Kind::Deployment.qualified(), "deployment.apps");
         assert_eq!(Kind::Pod.qualified(), "pod");
-        assert_eq!(Kind::PriorityClass.qualified(), "priorityclass.scheduling.k8s.io");
-        assert_eq!(Kind::Pod.key("default", "web"), "/registry/pods/default/web");
-        assert_eq!(Kind::PriorityClass.key("default", "high"), "/registry/priorityclasses/high");
-        assert_eq!(Kind::of_manifest("apps/v1", "Deployment"), Some(Kind::Deployment));
+        assert_eq!(
+            Kind::PriorityClass.qualified(),
+            "priorityclass.scheduling.k8s.io"
+        );
+        assert_eq!(
+            Kind::Pod.key("default", "web"),
+            "/registry/pods/default/web"
+        );
+        assert_eq!(
+            Kind::PriorityClass.key("default", "high"),
+            "/registry/priorityclasses/high"
+        );
+        assert_eq!(
+            Kind::of_manifest("apps/v1", "Deployment"),
+            Some(Kind::Deployment)
+        );
         assert_eq!(Kind::of_manifest("v1", "Deployment"), None);
     }
 

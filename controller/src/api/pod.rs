@@ -96,7 +96,9 @@ pub struct EnvVar {
     pub value: String,
 }
 
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default, Hash, PartialOrd, Ord)]
+#[derive(
+    Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default, Hash, PartialOrd, Ord,
+)]
 pub enum Protocol {
     #[default]
     TCP,
@@ -653,7 +655,11 @@ pub struct ContainerStatus {
     pub name: String,
     pub image: String,
     /// `docker://ID`, empty until created.
-    #[serde(default, rename = "containerID", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "containerID",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub container_id: String,
     #[serde(default)]
     pub state: ContainerState,

@@ -32,7 +32,12 @@ pub fn format_cpu(millis: u64) -> String {
 /// Bytes in the largest binary unit that divides them exactly (`64Mi`,
 /// `1536Ki`, `1000`), so the string reads back to the same number.
 pub fn format_bytes_exact(b: u64) -> String {
-    for (unit, size) in [("Ti", 1u64 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
+    for (unit, size) in [
+        ("Ti", 1u64 << 40),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+        ("Ki", 1 << 10),
+    ] {
         if b >= size && b.is_multiple_of(size) {
             return format!("{}{unit}", b / size);
         }
@@ -80,7 +85,10 @@ impl ResourceList {
             out.push((MEMORY, format_bytes_exact(r.memory_bytes)));
         }
         if r.ephemeral_storage_bytes > 0 {
-            out.push((EPHEMERAL_STORAGE, format_bytes_exact(r.ephemeral_storage_bytes)));
+            out.push((
+                EPHEMERAL_STORAGE,
+                format_bytes_exact(r.ephemeral_storage_bytes),
+            ));
         }
         if r.pids > 0 {
             out.push((PIDS, r.pids.to_string()));
@@ -183,7 +191,10 @@ mod tests {
         assert_eq!(parse_cpu("0.5"), Ok(500));
         assert_eq!(parse_cpu("2"), Ok(2000));
         assert!(parse_cpu("1.2345").is_err());
-        assert!(r.set("example.com/foo", "1").unwrap_err().contains("not supported"));
+        assert!(r
+            .set("example.com/foo", "1")
+            .unwrap_err()
+            .contains("not supported"));
         assert_eq!(format_bytes_exact(1536 * 1024), "1536Ki");
         assert_eq!(format_bytes_exact(1000), "1000");
     }

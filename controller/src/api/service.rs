@@ -58,7 +58,11 @@ pub struct ServiceSpec {
     pub ports: Vec<ServicePort>,
     /// Allocated from the controller's range when not given; `None` for
     /// headless.
-    #[serde(default, rename = "clusterIP", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "clusterIP",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub cluster_ip: String,
 }
 

@@ -4,13 +4,14 @@
 
 use anyhow::{anyhow, bail, Result};
 use clap::{Parser, Subcommand};
+use outpost_controller::api::{self, Kind};
 use outpost_controller::client;
 use outpost_controller::clientconfig::{self, ClientConfig};
+use outpost_controller::cluster::now_ms;
 use outpost_controller::ctl::{self, Format};
-use outpost_controller::state::now_ms;
 use outpost_controller::{ctl_pods, manifest};
 use outpost_proto::units::parse_duration;
-use outpost_proto::{names, AdminRequest, AdminResponse};
+use outpost_proto::{names, AdminRequest, AdminResponse, ObjectRef};
 use std::io::Read as _;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,11 +31,13 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// List objects: nodes, pods, events, tokens (or one by name).
+    /// List objects of a kind (pods, deployments, replicasets, services,
+    /// endpoints, priorityclasses, nodes, events, tokens), or one by name.
     Get {
-        #[arg(value_parser = ["nodes", "node", "no", "pods", "pod", "po", "events", "event", "ev", "tokens", "token"])]
         kind: String,
         name: Option<String>,
+        #[command(flatten)]
+        scope: Scope,
         /// With pods: only those bound to this node.
         #[arg(long)]
         node: Option<String>,
@@ -45,19 +48,23 @@ enum Cmd {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
-    /// Show one node or pod in detail, with its events.
+    /// Show one object in detail, with its events.
     Describe {
-        #[arg(value_parser = ["node", "nodes", "no", "pod", "pods", "po"])]
         kind: String,
         name: String,
+        #[command(flatten)]
+        scope: Scope,
     },
-    /// Create or update the objects in a Kubernetes-style YAML manifest
-    /// (v1 Pod; `-` reads standard input).
+    /// Create or update the objects in Kubernetes-style YAML manifests
+    /// (`-` reads standard input).
     Apply {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
+        /// Validate and say what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
-    /// Run a pod with one container on a node.
+    /// Run a pod with one container (scheduled unless --node names one).
     Run(RunFlags),
     /// Print a container's log, streamed from its node.
     Logs {
@@ -74,6 +81,8 @@ enum Cmd {
         /// The previous run's log, after a restart.
         #[arg(short = 'p', long)]
         previous: bool,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
     },
     /// cpu and memory in use, from the agents' measurements.
     Top {
@@ -93,12 +102,40 @@ enum Cmd {
         #[command(subcommand)]
         cmd: TokenCmd,
     },
-    /// Delete a node (its certificates stop being accepted) or a pod.
+    /// Delete an object (a node's certificates stop being accepted).
     Delete {
-        #[arg(value_parser = ["node", "nodes", "no", "pod", "pods", "po"])]
         kind: String,
         name: String,
+        #[command(flatten)]
+        scope: Scope,
     },
+    /// Set the replica count of a deployment or replicaset.
+    Scale {
+        kind: String,
+        name: String,
+        #[arg(long)]
+        replicas: u32,
+        #[command(flatten)]
+        scope: Scope,
+    },
+    /// Mark a node unschedulable: nothing new is placed on it.
+    Cordon { node: String },
+    /// Mark a node schedulable again.
+    Uncordon { node: String },
+}
+
+/// Namespace selection, as kubectl's `-n` / `-A`.
+#[derive(clap::Args, Debug, Clone)]
+struct Scope {
+    /// Namespace (default: default).
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// Every namespace.
+    #[arg(short = 'A', long)]
+    all_namespaces: bool,
+    /// Label selector, e.g. app=web,tier!=db.
+    #[arg(short = 'l', long, default_value = "")]
+    selector: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -169,58 +206,12 @@ async fn run(cli: Cli) -> Result<String> {
         Cmd::Get {
             kind,
             name,
+            scope,
             node,
             object,
             limit,
-        } => match (kind.as_str(), name) {
-            ("pods" | "pod" | "po", None) => {
-                let AdminResponse::Pods(pods) = call(&cfg, AdminRequest::ListPods { node }).await?
-                else {
-                    bail!("unexpected answer")
-                };
-                match fmt {
-                    Format::Table if pods.is_empty() => {
-                        "No pods. Create one with `outpostctl run` or `outpostctl apply -f`.\n"
-                            .into()
-                    }
-                    Format::Table => ctl_pods::pods_table(&pods, now),
-                    _ => machine(
-                        ctl::list(pods.iter().map(ctl_pods::pod_json).collect()),
-                        fmt,
-                    ),
-                }
-            }
-            ("pods" | "pod" | "po", Some(name)) => {
-                let AdminResponse::Pod(pod) = call(&cfg, AdminRequest::GetPod { name }).await?
-                else {
-                    bail!("unexpected answer")
-                };
-                match fmt {
-                    Format::Table => ctl_pods::pods_table(std::slice::from_ref(&*pod), now),
-                    _ => machine(ctl_pods::pod_json(&pod), fmt),
-                }
-            }
-            ("nodes" | "node" | "no", None) => {
-                let AdminResponse::Nodes(nodes) = call(&cfg, AdminRequest::ListNodes).await? else {
-                    bail!("unexpected answer")
-                };
-                match fmt {
-                    Format::Table if nodes.is_empty() => "No nodes enrolled yet. Create a token with `outpostctl token create` and start an agent with it.\n".into(),
-                    Format::Table => ctl::nodes_table(&nodes, now),
-                    _ => machine(ctl::list(nodes.iter().map(ctl::node_json).collect()), fmt),
-                }
-            }
-            ("nodes" | "node" | "no", Some(name)) => {
-                let AdminResponse::Node(node) = call(&cfg, AdminRequest::GetNode { name }).await?
-                else {
-                    bail!("unexpected answer")
-                };
-                match fmt {
-                    Format::Table => ctl::nodes_table(std::slice::from_ref(&*node), now),
-                    _ => machine(ctl::node_json(&node), fmt),
-                }
-            }
-            ("events" | "event" | "ev", _) => {
+        } => match kind.as_str() {
+            "events" | "event" | "ev" => {
                 let AdminResponse::Events(events) =
                     call(&cfg, AdminRequest::ListEvents { object, limit }).await?
                 else {
@@ -231,7 +222,7 @@ async fn run(cli: Cli) -> Result<String> {
                     _ => machine(ctl::list(events.iter().map(ctl::event_json).collect()), fmt),
                 }
             }
-            _ => {
+            "tokens" | "token" => {
                 let AdminResponse::Tokens(tokens) = call(&cfg, AdminRequest::ListTokens).await?
                 else {
                     bail!("unexpected answer")
@@ -241,19 +232,19 @@ async fn run(cli: Cli) -> Result<String> {
                     _ => machine(ctl::list(tokens.iter().map(ctl::token_json).collect()), fmt),
                 }
             }
+            _ => get(&cfg, &kind, name, &scope, node, fmt, now).await?,
         },
-        Cmd::Describe { kind, name } if matches!(kind.as_str(), "pod" | "pods" | "po") => {
-            let AdminResponse::Pod(pod) =
-                call(&cfg, AdminRequest::GetPod { name: name.clone() }).await?
-            else {
-                bail!("unexpected answer")
-            };
+        Cmd::Describe { kind, name, scope } => {
+            let k = Kind::parse(&kind).ok_or_else(|| anyhow!("unknown kind {kind:?}"))?;
+            let ns = scope.namespace.clone().unwrap_or_default();
+            let obj = get_json(&cfg, &kind, &ns, &name).await?;
             match fmt {
                 Format::Table => {
+                    let ev_ref = api::machinery::object_ref(k, &ns, &name);
                     let events = match call(
                         &cfg,
                         AdminRequest::ListEvents {
-                            object: Some(format!("pod/{name}")),
+                            object: Some(ev_ref),
                             limit: 20,
                         },
                     )
@@ -262,19 +253,39 @@ async fn run(cli: Cli) -> Result<String> {
                         AdminResponse::Events(e) => e,
                         _ => Vec::new(),
                     };
-                    ctl_pods::describe_pod(&pod, &events, now)
+                    match k {
+                        Kind::Node => {
+                            let AdminResponse::Node(node) =
+                                call(&cfg, AdminRequest::GetNode { name }).await?
+                            else {
+                                bail!("unexpected answer")
+                            };
+                            ctl::describe_node(&node, now)
+                        }
+                        Kind::Pod => {
+                            let pod: api::Pod = serde_json::from_value(obj)?;
+                            let usage = match call(&cfg, AdminRequest::PodUsage).await? {
+                                AdminResponse::PodUsage(u) => u
+                                    .into_iter()
+                                    .find(|(k, _)| {
+                                        *k == api::ns_name(
+                                            &pod.metadata.namespace,
+                                            &pod.metadata.name,
+                                        )
+                                    })
+                                    .map(|(_, u)| u),
+                                _ => None,
+                            };
+                            ctl_pods::describe_pod(&pod, usage.as_ref(), &events, now)
+                        }
+                        _ => {
+                            let mut o = ctl::render(&obj, Format::Yaml);
+                            ctl_pods::events_section(&mut o, &events, now);
+                            o
+                        }
+                    }
                 }
-                _ => machine(ctl_pods::pod_json(&pod), fmt),
-            }
-        }
-        Cmd::Describe { name, .. } => {
-            let AdminResponse::Node(node) = call(&cfg, AdminRequest::GetNode { name }).await?
-            else {
-                bail!("unexpected answer")
-            };
-            match fmt {
-                Format::Table => ctl::describe_node(&node, now),
-                _ => machine(ctl::node_json(&node), fmt),
+                _ => machine(obj, fmt),
             }
         }
         Cmd::Token { cmd } => match cmd {
@@ -331,15 +342,7 @@ async fn run(cli: Cli) -> Result<String> {
                 message + "\n"
             }
         },
-        Cmd::Delete { kind, name } if matches!(kind.as_str(), "pod" | "pods" | "po") => {
-            let AdminResponse::Done { message } =
-                call(&cfg, AdminRequest::DeletePod { name }).await?
-            else {
-                bail!("unexpected answer")
-            };
-            message + "\n"
-        }
-        Cmd::Apply { file } => {
+        Cmd::Apply { file, dry_run } => {
             let text = if file.as_os_str() == "-" {
                 let mut t = String::new();
                 std::io::Read::take(std::io::stdin(), manifest::MAX_MANIFEST as u64 + 1)
@@ -350,36 +353,31 @@ async fn run(cli: Cli) -> Result<String> {
                 outpost_proto::files::read_bounded(&file, manifest::MAX_MANIFEST as u64)
                     .map_err(|e| anyhow!("reading {}: {e}", file.display()))?
             };
-            let objects = manifest::parse(&text).map_err(|e| {
-                anyhow!("{} was not applied; nothing changed:\n{e}", file.display())
-            })?;
-            if objects.is_empty() {
-                bail!("{} holds no objects", file.display());
+            let name = if file.as_os_str() == "-" {
+                "<stdin>".to_string()
+            } else {
+                file.display().to_string()
+            };
+            let docs = yaml_documents(&name, &text)
+                .map_err(|e| anyhow!("{name} was not applied; nothing changed:\n{e}"))?;
+            if docs.is_empty() {
+                bail!("{name} holds no objects");
             }
-            let mut out = String::new();
-            for obj in objects {
-                match obj {
-                    manifest::Object::Pod(pod) => {
-                        let AdminResponse::Done { message } =
-                            call(&cfg, AdminRequest::ApplyPod { pod: Box::new(pod) }).await?
-                        else {
-                            bail!("unexpected answer")
-                        };
-                        out.push_str(&message);
-                        out.push('\n');
-                    }
-                }
-            }
-            out
+            apply(&cfg, docs, dry_run)
+                .await
+                .map_err(|e| anyhow!("{name} was not applied; nothing changed:\n{e}"))?
         }
         Cmd::Run(flags) => {
-            let pod = run_spec(flags)?;
-            let AdminResponse::Done { message } =
-                call(&cfg, AdminRequest::ApplyPod { pod: Box::new(pod) }).await?
-            else {
-                bail!("unexpected answer")
-            };
-            message + "\n"
+            let doc = run_doc(flags)?;
+            apply(
+                &cfg,
+                vec![outpost_proto::Document {
+                    source: "outpostctl run".into(),
+                    json: serde_json::to_vec(&doc)?,
+                }],
+                false,
+            )
+            .await?
         }
         Cmd::Logs {
             pod,
@@ -387,8 +385,13 @@ async fn run(cli: Cli) -> Result<String> {
             follow,
             tail,
             previous,
+            namespace,
         } => {
             use std::io::Write as _;
+            let pod = match namespace {
+                Some(ns) => format!("{ns}/{pod}"),
+                None => pod,
+            };
             let req = AdminRequest::Logs(outpost_proto::LogsRequest {
                 pod,
                 container,
@@ -409,13 +412,28 @@ async fn run(cli: Cli) -> Result<String> {
         }
         Cmd::Top { kind, node } => {
             if matches!(kind.as_str(), "pods" | "pod" | "po") {
-                let AdminResponse::Pods(pods) = call(&cfg, AdminRequest::ListPods { node }).await?
+                let pods: Vec<api::Pod> = list_all(&cfg, "pods", None, "", node)
+                    .await?
+                    .into_iter()
+                    .map(serde_json::from_value)
+                    .collect::<Result<_, _>>()?;
+                let AdminResponse::PodUsage(usage) = call(&cfg, AdminRequest::PodUsage).await?
                 else {
                     bail!("unexpected answer")
                 };
+                let usage: std::collections::HashMap<String, outpost_proto::pod::Usage> =
+                    usage.into_iter().collect();
+                let rows: Vec<(api::Pod, outpost_proto::pod::Usage)> = pods
+                    .into_iter()
+                    .filter_map(|p| {
+                        let u =
+                            *usage.get(&api::ns_name(&p.metadata.namespace, &p.metadata.name))?;
+                        Some((p, u))
+                    })
+                    .collect();
                 match fmt {
-                    Format::Table => ctl_pods::top_pods(&pods),
-                    _ => machine(ctl_pods::top_pods_json(&pods), fmt),
+                    Format::Table => ctl_pods::top_pods(&rows),
+                    _ => machine(ctl_pods::top_pods_json(&rows), fmt),
                 }
             } else {
                 let AdminResponse::Nodes(nodes) = call(&cfg, AdminRequest::ListNodes).await? else {
@@ -444,15 +462,261 @@ async fn run(cli: Cli) -> Result<String> {
         Cmd::Image {
             cmd: ImageCmd::Push { file, node, site },
         } => push(&cfg, file, node, site).await?,
-        Cmd::Delete { name, .. } => {
-            let AdminResponse::Done { message } =
-                call(&cfg, AdminRequest::DeleteNode { name }).await?
+        Cmd::Delete { kind, name, scope } => {
+            let AdminResponse::Done { message } = call(
+                &cfg,
+                AdminRequest::Delete(outpost_proto::DeleteRequest {
+                    object: ObjectRef {
+                        kind,
+                        namespace: scope.namespace.unwrap_or_default(),
+                        name,
+                    },
+                    propagation: outpost_proto::Propagation::Background,
+                    dry_run: false,
+                }),
+            )
+            .await?
             else {
                 bail!("unexpected answer")
             };
             message + "\n"
         }
+        Cmd::Scale {
+            kind,
+            name,
+            replicas,
+            scope,
+        } => {
+            let AdminResponse::Done { message } = call(
+                &cfg,
+                AdminRequest::Scale(outpost_proto::ScaleRequest {
+                    object: ObjectRef {
+                        kind,
+                        namespace: scope.namespace.unwrap_or_default(),
+                        name,
+                    },
+                    replicas,
+                }),
+            )
+            .await?
+            else {
+                bail!("unexpected answer")
+            };
+            message + "\n"
+        }
+        Cmd::Cordon { node } => cordon(&cfg, node, true).await?,
+        Cmd::Uncordon { node } => cordon(&cfg, node, false).await?,
     })
+}
+
+async fn cordon(cfg: &ClientConfig, node: String, on: bool) -> Result<String> {
+    let AdminResponse::Done { message } = call(
+        cfg,
+        AdminRequest::Cordon {
+            node,
+            unschedulable: on,
+        },
+    )
+    .await?
+    else {
+        bail!("unexpected answer")
+    };
+    Ok(message + "\n")
+}
+
+/// One object as JSON.
+async fn get_json(
+    cfg: &ClientConfig,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<serde_json::Value> {
+    let AdminResponse::Object(bytes) = call(
+        cfg,
+        AdminRequest::Get(ObjectRef {
+            kind: kind.to_string(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }),
+    )
+    .await?
+    else {
+        bail!("unexpected answer")
+    };
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+/// Every object of a kind, page by page.
+async fn list_all(
+    cfg: &ClientConfig,
+    kind: &str,
+    namespace: Option<String>,
+    selector: &str,
+    node: Option<String>,
+) -> Result<Vec<serde_json::Value>> {
+    let mut out = Vec::new();
+    let mut from = String::new();
+    loop {
+        let AdminResponse::List(page) = call(
+            cfg,
+            AdminRequest::List(outpost_proto::ListRequest {
+                kind: kind.to_string(),
+                namespace: namespace.clone(),
+                selector: selector.to_string(),
+                node: node.clone(),
+                limit: 0,
+                continue_from: from.clone(),
+            }),
+        )
+        .await?
+        else {
+            bail!("unexpected answer")
+        };
+        for item in page.items {
+            out.push(serde_json::from_slice(&item)?);
+        }
+        if page.continue_from.is_empty() {
+            return Ok(out);
+        }
+        from = page.continue_from;
+    }
+}
+
+async fn get(
+    cfg: &ClientConfig,
+    kind: &str,
+    name: Option<String>,
+    scope: &Scope,
+    node: Option<String>,
+    fmt: Format,
+    now: u64,
+) -> Result<String> {
+    let k = Kind::parse(kind).ok_or_else(|| {
+        anyhow!("the server doesn't have a resource type {kind:?}; try pods, deployments, replicasets, services, endpoints, priorityclasses, nodes, events or tokens")
+    })?;
+    let namespace = if scope.all_namespaces {
+        None
+    } else {
+        Some(
+            scope
+                .namespace
+                .clone()
+                .unwrap_or_else(|| api::DEFAULT_NAMESPACE.into()),
+        )
+    };
+    let items = match &name {
+        Some(n) => vec![get_json(cfg, kind, namespace.as_deref().unwrap_or(""), n).await?],
+        None => list_all(cfg, kind, namespace.clone(), &scope.selector, node).await?,
+    };
+    if fmt != Format::Table {
+        return Ok(match name {
+            Some(_) => machine(items.into_iter().next().unwrap_or_default(), fmt),
+            None => machine(ctl::list(items), fmt),
+        });
+    }
+    if items.is_empty() {
+        return Ok(match &namespace {
+            Some(ns) if k.namespaced() => format!("No resources found in {ns} namespace.\n"),
+            _ => "No resources found.\n".into(),
+        });
+    }
+    Ok(match k {
+        Kind::Node => {
+            let nodes: Vec<outpost_proto::NodeView> = match name {
+                Some(n) => {
+                    let AdminResponse::Node(node) =
+                        call(cfg, AdminRequest::GetNode { name: n }).await?
+                    else {
+                        bail!("unexpected answer")
+                    };
+                    vec![*node]
+                }
+                None => {
+                    let AdminResponse::Nodes(nodes) = call(cfg, AdminRequest::ListNodes).await?
+                    else {
+                        bail!("unexpected answer")
+                    };
+                    nodes
+                }
+            };
+            ctl::nodes_table(&nodes, now)
+        }
+        Kind::Pod => {
+            let pods: Vec<api::Pod> = items
+                .into_iter()
+                .map(serde_json::from_value)
+                .collect::<Result<_, _>>()?;
+            ctl_pods::pods_table(&pods, now, scope.all_namespaces, false)
+        }
+        _ => {
+            let rows: Vec<Vec<String>> = items
+                .iter()
+                .map(|v| {
+                    vec![
+                        v["metadata"]["name"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                        ctl::age(
+                            v["metadata"]["creationTimestamp"]
+                                .as_str()
+                                .and_then(|t| api::meta::parse_rfc3339(t).ok())
+                                .unwrap_or(0),
+                            now,
+                        ),
+                    ]
+                })
+                .collect();
+            ctl::table(&["NAME", "AGE"], &rows)
+        }
+    })
+}
+
+async fn apply(
+    cfg: &ClientConfig,
+    documents: Vec<outpost_proto::Document>,
+    dry_run: bool,
+) -> Result<String> {
+    let AdminResponse::Applied(results) = call(
+        cfg,
+        AdminRequest::Apply(outpost_proto::ApplyRequest { documents, dry_run }),
+    )
+    .await?
+    else {
+        bail!("unexpected answer")
+    };
+    let mut out = String::new();
+    for r in results {
+        for w in &r.warnings {
+            eprintln!("Warning: {}/{}: {w}", r.kind, r.name);
+        }
+        out.push_str(&format!(
+            "{}/{} {}{}\n",
+            r.kind,
+            r.name,
+            r.outcome,
+            if dry_run { " (dry run)" } else { "" }
+        ));
+    }
+    Ok(out)
+}
+
+/// TEMPORARY: YAML documents as JSON, until the manifest module's
+/// `documents` lands.
+fn yaml_documents(name: &str, text: &str) -> Result<Vec<outpost_proto::Document>> {
+    let mut out = Vec::new();
+    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let v: serde_json::Value = serde::Deserialize::deserialize(doc)
+            .map_err(|e| anyhow!("document {}: not valid YAML: {e}", i + 1))?;
+        if v.is_null() {
+            continue;
+        }
+        out.push(outpost_proto::Document {
+            source: format!("{name}: document {}", i + 1),
+            json: serde_json::to_vec(&v)?,
+        });
+    }
+    Ok(out)
 }
 
 /// `outpostctl run` flags.
@@ -463,9 +727,12 @@ struct RunFlags {
     /// Image to run, as the node's engine names it (pulled if missing).
     #[arg(long)]
     image: String,
-    /// Node to run on (there is no scheduler yet).
+    /// Node to run on; without it the scheduler places the pod.
     #[arg(long)]
-    node: String,
+    node: Option<String>,
+    /// Namespace of the pod (default: default).
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
     /// Ports: CONTAINER or CONTAINER:HOST (published on the node), repeatable.
     #[arg(long = "port")]
     ports: Vec<String>,
@@ -495,9 +762,9 @@ struct RunFlags {
     args: Vec<String>,
 }
 
-/// `outpostctl run` flags as a one-container pod, written as the manifest
-/// it stands for so it goes through the same validation as `apply`.
-fn run_spec(f: RunFlags) -> Result<outpost_proto::pod::PodSpec> {
+/// `outpostctl run` flags as the Pod manifest they stand for, so it goes
+/// through the same validation as `apply`.
+fn run_doc(f: RunFlags) -> Result<serde_json::Value> {
     use serde_json::json;
     let mut ports = Vec::new();
     for p in &f.ports {
@@ -548,23 +815,20 @@ fn run_spec(f: RunFlags) -> Result<outpost_proto::pod::PodSpec> {
         container["args"] = json!(f.args);
     }
     let labels = names::parse_labels(&f.labels).map_err(|e| anyhow!("--labels: {e}"))?;
-    let doc = json!({
+    let mut doc = json!({
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": f.name, "labels": labels},
+        "metadata": {"name": f.name, "labels": labels, "namespace": f.namespace.unwrap_or_else(|| "default".into())},
         "spec": {
-            "nodeName": f.node,
             "restartPolicy": f.restart,
             "terminationGracePeriodSeconds": f.grace_period,
             "containers": [container],
         },
     });
-    let text = serde_json::to_string(&doc)?;
-    let mut objects = manifest::parse(&text).map_err(|e| anyhow!("{e}"))?;
-    match objects.pop() {
-        Some(manifest::Object::Pod(p)) => Ok(p),
-        None => bail!("no pod"),
+    if let Some(node) = f.node {
+        doc["spec"]["nodeName"] = json!(node);
     }
+    Ok(doc)
 }
 
 async fn push(

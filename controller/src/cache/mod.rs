@@ -175,10 +175,12 @@ impl Cache {
             let key = api::ns_name(ns, name);
             let new = match ev.kind {
                 WatchEventKind::Delete => None,
-                WatchEventKind::Put => match self.decode(kind, &ev.kv.key, &ev.kv.value, ev.kv.mod_revision) {
-                    Some(c) => Some(c),
-                    None => continue,
-                },
+                WatchEventKind::Put => {
+                    match self.decode(kind, &ev.kv.key, &ev.kv.value, ev.kv.mod_revision) {
+                        Some(c) => Some(c),
+                        None => continue,
+                    }
+                }
             };
             let old = self.remove(kind, &key);
             if let Some(n) = &new {
@@ -523,8 +525,8 @@ mod tests {
     use super::*;
     use crate::api::pod::{Container, PodSpec};
     use crate::api::ObjectMeta;
-    use crate::store::mem::MemStore;
     use crate::api::Resource;
+    use crate::store::mem::MemStore;
     use crate::store::{Op, Txn};
 
     fn pod(name: &str, node: &str, labels: &[(&str, &str)], owner: Option<&str>) -> api::Pod {
@@ -593,7 +595,10 @@ mod tests {
         let changes = cache.apply(&w.poll(100).unwrap());
         assert!(changes[1].new.is_none() && changes[1].old.is_some());
         assert_eq!(cache.unbound_pods().count(), 0);
-        let on_n1: Vec<&str> = cache.pods_on("n1").map(|p| p.metadata.name.as_str()).collect();
+        let on_n1: Vec<&str> = cache
+            .pods_on("n1")
+            .map(|p| p.metadata.name.as_str())
+            .collect();
         assert_eq!(on_n1, ["b"]);
         assert_eq!(cache.pods_owned_by("rs1").count(), 1);
         assert_eq!(cache.pods_matching("default", &sel).len(), 1);

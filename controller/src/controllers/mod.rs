@@ -15,8 +15,8 @@
 //! cluster on a virtual clock; only the loop around them differs.
 
 pub mod plane;
-pub mod status;
 pub mod queue;
+pub mod status;
 
 use crate::api::{Kind, Object, Time};
 use crate::cache::{Cache, Change};

@@ -367,9 +367,13 @@ fn touched_nodes(ch: &Change, cache: &Cache, out: &mut BTreeSet<String>) {
     };
     let (old, new) = (node_of(&ch.old), node_of(&ch.new));
     let agent_part = |c: &Option<crate::cache::Cached>| {
-        c.as_ref()
-            .and_then(|c| c.as_pod())
-            .map(|p| (p.metadata.generation, p.metadata.is_deleting(), p.node().map(str::to_string)))
+        c.as_ref().and_then(|c| c.as_pod()).map(|p| {
+            (
+                p.metadata.generation,
+                p.metadata.is_deleting(),
+                p.node().map(str::to_string),
+            )
+        })
     };
     if agent_part(&ch.old) == agent_part(&ch.new) {
         return;
@@ -461,4 +465,55 @@ pub fn written_object(w: &Write) -> Option<&Object> {
         Write::Create(o) | Write::Update(o) => Some(o),
         _ => None,
     }
+}
+
+/// Runs the control loop on its own thread with the wall clock: steps
+/// whenever the store changed, a status arrived or a queued key comes due,
+/// and calls `after` with each step's report (to wake agent sessions and
+/// publish the cache's revision). The thread ends when `stop` is set.
+pub fn run(
+    mut plane: ControlPlane,
+    runtime: tokio::runtime::Handle,
+    inbox_notify: Arc<tokio::sync::Notify>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    mut after: impl FnMut(&StepReport, &Cache) + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("control-loop".into())
+        .spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let now = Time(outpost_proto::clock::now_ms());
+                let report = match plane.step(now) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!("control loop: {e}; retrying in 1s");
+                        std::thread::sleep(std::time::Duration::from_secs(1));
+                        continue;
+                    }
+                };
+                {
+                    let cache = plane.cache.read().unwrap_or_else(|p| p.into_inner());
+                    after(&report, &cache);
+                }
+                if report.busy {
+                    continue;
+                }
+                // Sleep until something happens, at most a second (so a
+                // stop is noticed and time-based work is never late by
+                // more than that).
+                let wake = plane
+                    .next_wakeup()
+                    .map_or(1000, |t| t.ms().saturating_sub(now.ms()))
+                    .min(1000);
+                let notify = inbox_notify.clone();
+                runtime.block_on(async {
+                    tokio::select! {
+                        () = plane.changed() => {}
+                        () = notify.notified() => {}
+                        () = tokio::time::sleep(std::time::Duration::from_millis(wake)) => {}
+                    }
+                });
+            }
+        })
+        .expect("spawning the control loop thread")
 }

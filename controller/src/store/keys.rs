@@ -68,10 +68,19 @@ mod tests {
 
     #[test]
     fn layout() {
-        assert_eq!(object("pods", "default", "web"), "/registry/pods/default/web");
+        assert_eq!(
+            object("pods", "default", "web"),
+            "/registry/pods/default/web"
+        );
         assert_eq!(object("nodes", "", "edge-1"), "/registry/nodes/edge-1");
-        assert_eq!(parse_object("/registry/pods/default/web"), Some(("pods", "default", "web")));
-        assert_eq!(parse_object("/registry/nodes/edge-1"), Some(("nodes", "", "edge-1")));
+        assert_eq!(
+            parse_object("/registry/pods/default/web"),
+            Some(("pods", "default", "web"))
+        );
+        assert_eq!(
+            parse_object("/registry/nodes/edge-1"),
+            Some(("nodes", "", "edge-1"))
+        );
         assert_eq!(prefix_end("/registry/pods/"), "/registry/pods0");
         assert!("/registry/pods/zzz" < prefix_end("/registry/pods/").as_str());
         assert!("/registry/podsa" > prefix_end("/registry/pods/").as_str());

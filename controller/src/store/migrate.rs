@@ -42,10 +42,13 @@ pub fn from_tables(db: &redb::Database, store: &RedbStore) -> Result<(), StoreEr
                 if table == "pods" {
                     match crate::api::pod::migrate_record(&value) {
                         Ok(pod) => {
-                            let key = keys::object("pods", &pod.metadata.namespace, &pod.metadata.name);
+                            let key =
+                                keys::object("pods", &pod.metadata.namespace, &pod.metadata.name);
                             ops.push(Op::put(key, serde_json::to_vec(&pod).map_err(backend)?));
                         }
-                        Err(e) => tracing::warn!("old pod record {key:?} could not be migrated and is dropped: {e}"),
+                        Err(e) => tracing::warn!(
+                            "old pod record {key:?} could not be migrated and is dropped: {e}"
+                        ),
                     }
                 } else {
                     ops.push(Op::put(format!("{prefix}{key}"), value));
@@ -64,7 +67,10 @@ pub fn from_tables(db: &redb::Database, store: &RedbStore) -> Result<(), StoreEr
     // leaves them behind unused (the revision is no longer 0), never loses
     // an entry.
     if !ops.is_empty() {
-        tracing::info!(keys = ops.len(), "migrated the state store to the revisioned layout");
+        tracing::info!(
+            keys = ops.len(),
+            "migrated the state store to the revisioned layout"
+        );
         store.txn(Txn::ops(ops))?;
     }
     if !dropped.is_empty() {

@@ -119,9 +119,14 @@ impl Compare {
 /// A write in a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    Put { key: String, value: Vec<u8> },
+    Put {
+        key: String,
+        value: Vec<u8>,
+    },
     /// Deleting a missing key is not an error (etcd counts 0 deleted).
-    Delete { key: String },
+    Delete {
+        key: String,
+    },
 }
 
 impl Op {

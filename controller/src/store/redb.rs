@@ -92,7 +92,10 @@ impl RedbStore {
         let revision = {
             let r = db.begin_read().map_err(backend)?;
             let meta = r.open_table(META).map_err(backend)?;
-            let rev = meta.get(REVISION).map_err(backend)?.map_or(0, |v| v.value());
+            let rev = meta
+                .get(REVISION)
+                .map_err(backend)?
+                .map_or(0, |v| v.value());
             rev
         };
         let store = RedbStore {
@@ -113,7 +116,10 @@ impl Store for RedbStore {
         let r = self.db.begin_read().map_err(backend)?;
         let kv = r.open_table(KV).map_err(backend)?;
         let meta = r.open_table(META).map_err(backend)?;
-        let revision = meta.get(REVISION).map_err(backend)?.map_or(0, |v| v.value());
+        let revision = meta
+            .get(REVISION)
+            .map_err(backend)?
+            .map_or(0, |v| v.value());
         let mut kvs = Vec::new();
         let mut more = false;
         if end.is_empty() {

@@ -227,7 +227,12 @@ mod tests {
         let got: Vec<String> = a.poll(100).unwrap().into_iter().map(|e| e.kv.key).collect();
         assert_eq!(got, ["/a/1", "/a/2", "/a/3", "/a/4"]);
         assert!(a.poll(100).unwrap().is_empty());
-        let got: Vec<String> = late.poll(100).unwrap().into_iter().map(|e| e.kv.key).collect();
+        let got: Vec<String> = late
+            .poll(100)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kv.key)
+            .collect();
         assert_eq!(got, ["/a/3", "/a/4"]);
         // Small pages never split a revision.
         let mut paged = hub.watch("/a/", 1);

@@ -1,35 +1,46 @@
-//! The controller's state and the operations on it, independent of the
-//! network: enrolment, agent sessions, certificate renewal, operator calls.
+//! The cluster's node side and its shared handles: PKI and enrolment,
+//! bootstrap tokens, node leases (the registry), and the handles the rest
+//! of the controller shares (store, writer, event log, the control loop's
+//! cache and status inbox, the agents' views, the object API).
 //!
-//! Data flow: the server (`server.rs`) decodes frames and calls these
+//! Data flow: the server (`server/`) decodes frames and calls these
 //! methods; decisions come from the I/O-free parts (`registry`, `tokens`,
-//! `pki`); resulting writes go to the store through the ordered writer, and
-//! events into a bounded log kept both in memory and in the store.
+//! `pki`); node records, tokens and events go to the store through the
+//! ordered writer. Objects (pods, deployments, ...) are not here: the API
+//! (`apiserver`) writes them, the control loop (`controllers::plane`) acts
+//! on them, and `agents` turns them into each node's desired pods.
 
+use crate::agents::Agents;
+use crate::cache::Cache;
+use crate::controllers::status::StatusInbox;
+use crate::events::EventLog;
 use crate::pki::{Ca, Issued};
-use crate::pods::{Applied, PodChange, PodRecord, Pods};
 use crate::registry::{Change, LeaseConfig, NodeRecord, Registry};
-use crate::legacy_store::{Op, Store, StoreError, Table};
+use crate::store::{keys, Op, Store, StoreError};
 use crate::tokens::{self, NewToken, TokenError, TokenRecord};
 use crate::writer::Writer;
-use outpost_proto::pod::{PodSpec, PodView, Usage};
 use outpost_proto::{
-    names, AgentEvent, ErrorCode, ErrorMsg, Event, EventType, NodeReport, NodeView,
-    PodStatusUpdate, PodsDesired, TokenInfo, MAX_AGENT_EVENTS,
+    names, AgentEvent, ErrorCode, ErrorMsg, Event, EventType, NodeReport, NodeView, TokenInfo,
+    MAX_AGENT_EVENTS,
 };
-use std::collections::HashMap;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-/// Events kept (memory and store). Old ones fall off, like Kubernetes' TTL.
-pub const EVENT_LOG_LEN: usize = 1000;
+const KEY_CA_CERT: &str = "/outpost/pki/ca.crt";
+const KEY_CA_KEY: &str = "/outpost/pki/ca.key";
+const KEY_SERVER_CERT: &str = "/outpost/pki/server.crt";
+const KEY_SERVER_KEY: &str = "/outpost/pki/server.key";
 
-const KEY_CA_CERT: &str = "ca.crt";
-const KEY_CA_KEY: &str = "ca.key";
-const KEY_SERVER_CERT: &str = "server.crt";
-const KEY_SERVER_KEY: &str = "server.key";
+/// Store key of a node's record.
+pub fn node_key(name: &str) -> String {
+    keys::object("nodes", "", name)
+}
+
+fn token_key(id: &str) -> String {
+    format!("{}{id}", keys::TOKENS)
+}
 
 pub use outpost_proto::clock::now_ms;
 
@@ -39,6 +50,8 @@ pub struct Settings {
     pub heartbeat_interval: Duration,
     pub grace: Duration,
     pub node_cert_ttl: Duration,
+    /// Service IP and node port ranges, and the like.
+    pub admission: crate::api::admission::AdmissionConfig,
 }
 
 /// Errors an operation reports back to the peer.
@@ -65,7 +78,7 @@ pub fn init_pki(
     sans: &[String],
     server_ttl: Duration,
 ) -> anyhow::Result<Ca> {
-    if store.get(Table::Pki, KEY_CA_CERT)?.is_some() {
+    if store.get(KEY_CA_CERT)?.is_some() {
         anyhow::bail!(
             "this data directory already holds a cluster; use another --data-dir, or `serve` it"
         );
@@ -73,19 +86,19 @@ pub fn init_pki(
     let now = SystemTime::now();
     let (ca, ca_key) = Ca::generate(cluster, now)?;
     let (server, server_key) = ca.issue_server(sans, now, server_ttl)?;
-    store.apply(vec![
-        Op::Put(Table::Pki, KEY_CA_CERT.into(), ca.cert_der().to_vec()),
-        Op::Put(Table::Pki, KEY_CA_KEY.into(), ca_key.into_bytes()),
-        Op::Put(Table::Pki, KEY_SERVER_CERT.into(), server.cert_der),
-        Op::Put(Table::Pki, KEY_SERVER_KEY.into(), server_key.into_bytes()),
-    ])?;
+    store.txn(crate::store::Txn::ops(vec![
+        Op::put(KEY_CA_CERT, ca.cert_der().to_vec()),
+        Op::put(KEY_CA_KEY, ca_key.into_bytes()),
+        Op::put(KEY_SERVER_CERT, server.cert_der),
+        Op::put(KEY_SERVER_KEY, server_key.into_bytes()),
+    ]))?;
     Ok(ca)
 }
 
 /// Loads the CA and server identity from an initialised store.
 pub fn load_pki(store: &dyn Store) -> anyhow::Result<(Ca, ServerIdentity)> {
     let get = |k: &str| -> anyhow::Result<Vec<u8>> {
-        store.get(Table::Pki, k)?.ok_or_else(|| {
+        store.get(k)?.map(|kv| kv.value.to_vec()).ok_or_else(|| {
             anyhow::anyhow!("the state store has no {k}: run `outpost-controller init` on this data directory first")
         })
     };
@@ -102,9 +115,6 @@ pub fn load_pki(store: &dyn Store) -> anyhow::Result<(Ca, ServerIdentity)> {
 
 struct Inner {
     registry: Registry,
-    pods: Pods,
-    events: VecDeque<Event>,
-    next_event: u64,
 }
 
 /// Counters exported on /metrics.
@@ -130,13 +140,22 @@ pub struct Controller {
     store: Arc<dyn Store>,
     writer: Writer,
     inner: Mutex<Inner>,
+    events: Arc<Mutex<EventLog>>,
     pub metrics: Metrics,
     next_conn: AtomicU64,
     /// Serialises token redemption: read, count a use and commit must not
     /// interleave, or two agents could both spend a token's last use.
     enrol_lock: tokio::sync::Mutex<()>,
-    /// Wakes a node's session when its desired pods change.
-    pod_waker: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
+    /// The control loop's cache (read-only here).
+    pub cache: Arc<RwLock<Cache>>,
+    /// Where agents' pod statuses wait for the control loop.
+    pub inbox: Arc<Mutex<StatusInbox>>,
+    /// Wakes the control loop when the inbox fills.
+    pub inbox_notify: Arc<tokio::sync::Notify>,
+    /// Per-node session wake-ups and live usage.
+    pub agents: Agents,
+    /// The revision the cache has reached, for read-your-writes.
+    pub cache_revision: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -155,22 +174,20 @@ fn decode<T: serde::de::DeserializeOwned>(
 }
 
 impl Controller {
-    /// Loads everything from the store.
-    pub fn open(store: Arc<dyn Store>, ca: Ca, settings: Settings) -> anyhow::Result<Controller> {
+    /// Loads nodes from the store; `cache`, `inbox` and `events` are the
+    /// control loop's.
+    pub fn open(
+        store: Arc<dyn Store>,
+        ca: Ca,
+        settings: Settings,
+        events: Arc<Mutex<EventLog>>,
+        cache: Arc<RwLock<Cache>>,
+        inbox: Arc<Mutex<StatusInbox>>,
+    ) -> anyhow::Result<Controller> {
         let mut records = Vec::new();
-        for (k, v) in store.list(Table::Nodes)? {
-            records.push(decode::<NodeRecord>("node", &k, &v)?);
+        for kv in store.list(&keys::objects("nodes", None))?.kvs {
+            records.push(decode::<NodeRecord>("node", &kv.key, &kv.value)?);
         }
-        let mut events = VecDeque::new();
-        for (k, v) in store.list(Table::Events)? {
-            events.push_back(decode::<Event>("event", &k, &v)?);
-        }
-        let next_event = events.back().map_or(1, |e| e.seq + 1);
-        let mut pod_records = Vec::new();
-        for (k, v) in store.list(Table::Pods)? {
-            pod_records.push(decode::<PodRecord>("pod", &k, &v)?);
-        }
-        let pods = Pods::load(pod_records);
         let registry = Registry::load(
             LeaseConfig {
                 grace: settings.grace,
@@ -179,10 +196,11 @@ impl Controller {
             Instant::now(),
             now_ms(),
         );
+        let revision = cache.read().unwrap_or_else(|p| p.into_inner()).revision();
         tracing::info!(
             nodes = registry.len(),
-            pods = pods.len(),
-            events = events.len(),
+            pods = cache.read().unwrap_or_else(|p| p.into_inner()).pod_count(),
+            revision,
             "state loaded"
         );
         Ok(Controller {
@@ -191,17 +209,36 @@ impl Controller {
             ca,
             writer: Writer::start(store.clone()),
             store,
-            inner: Mutex::new(Inner {
-                registry,
-                pods,
-                events,
-                next_event,
-            }),
+            inner: Mutex::new(Inner { registry }),
+            events,
             metrics: Metrics::default(),
             next_conn: AtomicU64::new(1),
             enrol_lock: tokio::sync::Mutex::new(()),
-            pod_waker: Mutex::new(HashMap::new()),
+            cache,
+            inbox,
+            inbox_notify: Arc::new(tokio::sync::Notify::new()),
+            agents: Agents::default(),
+            cache_revision: tokio::sync::watch::Sender::new(revision),
         })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn writer(&self) -> &Writer {
+        &self.writer
+    }
+
+    pub fn event_log(&self) -> &Arc<Mutex<EventLog>> {
+        &self.events
+    }
+
+    /// Waits (up to `timeout`) until the cache reflects `revision`, so an
+    /// answer given after a write shows the write.
+    pub async fn caught_up(&self, revision: u64, timeout: Duration) {
+        let mut rx = self.cache_revision.subscribe();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|r| *r >= revision)).await;
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -223,13 +260,13 @@ impl Controller {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Turns registry changes into store ops and events (caller holds the lock).
-    fn changes_to_ops(inner: &mut Inner, changes: Vec<Change>, now_ms: u64) -> Vec<Op> {
+    /// Turns registry changes into store ops and events.
+    fn changes_to_ops(&self, changes: Vec<Change>, now_ms: u64) -> Vec<Op> {
         let mut ops = Vec::new();
         for c in changes {
             match c {
                 Change::Persist(rec) => match serde_json::to_vec(&rec) {
-                    Ok(bytes) => ops.push(Op::Put(Table::Nodes, rec.name.clone(), bytes)),
+                    Ok(bytes) => ops.push(Op::put(node_key(&rec.name), bytes)),
                     Err(e) => tracing::error!("encoding node {}: {e}", rec.name),
                 },
                 Change::Event {
@@ -237,80 +274,49 @@ impl Controller {
                     reason,
                     object,
                     message,
-                } => ops.extend(Self::push_event(
-                    inner, kind, reason, object, message, now_ms,
-                )),
+                } => ops.extend(
+                    self.events_lock()
+                        .record(kind, reason, object, message, now_ms),
+                ),
             }
         }
         ops
     }
 
-    fn push_event(
-        inner: &mut Inner,
-        kind: EventType,
-        reason: &str,
-        object: String,
-        message: String,
-        now_ms: u64,
-    ) -> Vec<Op> {
-        match kind {
-            EventType::Normal => tracing::info!(%object, reason, "{message}"),
-            EventType::Warning => tracing::warn!(%object, reason, "{message}"),
-        }
-        let ev = Event {
-            seq: inner.next_event,
-            time_ms: now_ms,
-            kind,
-            reason: reason.to_string(),
-            object,
-            message,
-        };
-        inner.next_event += 1;
-        let mut ops = Vec::new();
-        if let Ok(bytes) = serde_json::to_vec(&ev) {
-            ops.push(Op::Put(Table::Events, format!("{:020}", ev.seq), bytes));
-        }
-        inner.events.push_back(ev);
-        while inner.events.len() > EVENT_LOG_LEN {
-            if let Some(old) = inner.events.pop_front() {
-                ops.push(Op::Delete(Table::Events, format!("{:020}", old.seq)));
-            }
-        }
-        ops
+    fn events_lock(&self) -> MutexGuard<'_, EventLog> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records an event that did not come from the registry.
     pub fn event(&self, kind: EventType, reason: &str, object: String, message: String) {
-        let ops = {
-            let mut inner = self.lock();
-            Self::push_event(&mut inner, kind, reason, object, message, now_ms())
-        };
+        let ops = self
+            .events_lock()
+            .record(kind, reason, object, message, now_ms());
         self.writer.submit(ops);
     }
 
     fn apply(&self, f: impl FnOnce(&mut Registry, Instant, u64) -> Vec<Change>) {
         let now = Instant::now();
         let ms = now_ms();
-        let ops = {
+        let changes = {
             let mut inner = self.lock();
-            let changes = f(&mut inner.registry, now, ms);
-            if changes.is_empty() {
-                return;
-            }
-            Self::changes_to_ops(&mut inner, changes, ms)
+            f(&mut inner.registry, now, ms)
         };
+        if changes.is_empty() {
+            return;
+        }
+        let ops = self.changes_to_ops(changes, ms);
         self.writer.submit(ops);
     }
 
     // ---- enrolment ----
 
     fn load_token(&self, id: &str) -> Result<Option<TokenRecord>, ErrorMsg> {
-        let bytes = self
+        let kv = self
             .store
-            .get(Table::Tokens, id)
+            .get(&token_key(id))
             .map_err(|e: StoreError| err(ErrorCode::Internal, e.to_string()))?;
-        bytes
-            .map(|b| decode::<TokenRecord>("token", id, &b))
+        kv.map(|kv| decode::<TokenRecord>("token", id, &kv.value))
             .transpose()
             .map_err(|e| err(ErrorCode::Internal, e.to_string()))
     }
@@ -374,7 +380,7 @@ impl Controller {
             serde_json::to_vec(&used).map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
         // Token use and node record commit together, before the agent gets
         // its certificate: a crash cannot leave a certificate without a node.
-        let ops = {
+        let changes = {
             let mut inner = self.lock();
             if inner.registry.contains(node) {
                 return Err(err(
@@ -382,12 +388,10 @@ impl Controller {
                     format!("node {node} was enrolled concurrently; pick another --name"),
                 ));
             }
-            let now = Instant::now();
-            let changes = inner.registry.register(rec, now, now_ms());
-            let mut ops = vec![Op::Put(Table::Tokens, used.id.clone(), token_bytes)];
-            ops.extend(Self::changes_to_ops(&mut inner, changes, now_ms()));
-            ops
+            inner.registry.register(rec, Instant::now(), now_ms())
         };
+        let mut ops = vec![Op::put(token_key(&used.id), token_bytes)];
+        ops.extend(self.changes_to_ops(changes, now_ms()));
         self.writer
             .commit(ops)
             .await
@@ -438,16 +442,14 @@ impl Controller {
     /// Signs a renewal CSR for the node named by the connection's certificate.
     pub async fn renew(&self, node: &str, csr_der: &[u8]) -> Result<Issued, ErrorMsg> {
         let issued = self.sign(node, csr_der)?;
-        let ops = {
-            let mut inner = self.lock();
-            let changes = inner
+        let changes =
+            self.lock()
                 .registry
                 .renewed(node, issued.serial.clone(), issued.not_after_ms);
-            if changes.is_empty() {
-                return Err(err(ErrorCode::NotFound, format!("node {node} was deleted")));
-            }
-            Self::changes_to_ops(&mut inner, changes, now_ms())
-        };
+        if changes.is_empty() {
+            return Err(err(ErrorCode::NotFound, format!("node {node} was deleted")));
+        }
+        let ops = self.changes_to_ops(changes, now_ms());
         // The new serial must be durable before the agent may rely on it.
         self.writer
             .commit(ops)
@@ -483,17 +485,7 @@ impl Controller {
     }
 
     pub fn events(&self, object: Option<&str>, limit: usize) -> Vec<Event> {
-        let inner = self.lock();
-        let mut out: Vec<Event> = inner
-            .events
-            .iter()
-            .rev()
-            .filter(|e| object.is_none_or(|o| e.object == o))
-            .take(limit)
-            .cloned()
-            .collect();
-        out.reverse();
-        out
+        self.events_lock().list(object, limit)
     }
 
     pub async fn create_token(&self, new: NewToken) -> Result<(String, TokenInfo), ErrorMsg> {
@@ -508,7 +500,7 @@ impl Controller {
         let bytes =
             serde_json::to_vec(&record).map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
         self.writer
-            .commit(vec![Op::Put(Table::Tokens, record.id.clone(), bytes)])
+            .commit(vec![Op::put(token_key(&record.id), bytes)])
             .await
             .map_err(|e| err(ErrorCode::Internal, e))?;
         self.event(
@@ -527,11 +519,12 @@ impl Controller {
     pub fn tokens(&self) -> Result<Vec<TokenInfo>, ErrorMsg> {
         let list = self
             .store
-            .list(Table::Tokens)
+            .list(keys::TOKENS)
             .map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
-        list.iter()
-            .map(|(k, v)| {
-                decode::<TokenRecord>("token", k, v)
+        list.kvs
+            .iter()
+            .map(|kv| {
+                decode::<TokenRecord>("token", &kv.key, &kv.value)
                     .map(|r| r.info())
                     .map_err(|e| err(ErrorCode::Internal, e.to_string()))
             })
@@ -546,7 +539,7 @@ impl Controller {
         let bytes =
             serde_json::to_vec(&rec).map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
         self.writer
-            .commit(vec![Op::Put(Table::Tokens, id.to_string(), bytes)])
+            .commit(vec![Op::put(token_key(id), bytes)])
             .await
             .map_err(|e| err(ErrorCode::Internal, e))?;
         self.event(
@@ -558,184 +551,57 @@ impl Controller {
         Ok(format!("token {id} revoked"))
     }
 
-    /// Deletes a node; its certificates stop working on the next connection.
+    /// Deletes a node; its certificates stop working on the next
+    /// connection, and its pods go with it (nothing can stop them now).
     pub async fn delete_node(&self, name: &str) -> Result<String, ErrorMsg> {
-        let ops = {
-            let mut inner = self.lock();
-            if inner.registry.remove(name).is_none() {
-                return Err(err(ErrorCode::NotFound, format!("node {name:?} not found")));
+        if self.lock().registry.remove(name).is_none() {
+            return Err(err(ErrorCode::NotFound, format!("node {name:?} not found")));
+        }
+        let mut ops = vec![Op::delete(node_key(name))];
+        {
+            let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+            for p in cache.pods_on(name) {
+                ops.push(Op::delete(crate::api::Resource::key(p.as_ref())));
             }
-            let mut ops = vec![Op::Delete(Table::Nodes, name.to_string())];
-            let changes = inner.pods.node_deleted(name);
-            ops.extend(pod_ops(changes));
-            ops.extend(Self::push_event(
-                &mut inner,
-                EventType::Normal,
-                "NodeDeleted",
-                format!("node/{name}"),
-                format!("node {name} deleted; its certificates are no longer accepted"),
-                now_ms(),
-            ));
-            ops
-        };
-        self.writer
+        }
+        self.agents.forget_node(name);
+        ops.extend(self.events_lock().record(
+            EventType::Normal,
+            "NodeDeleted",
+            format!("node/{name}"),
+            format!("node {name} deleted; its certificates are no longer accepted"),
+            now_ms(),
+        ));
+        let rev = self
+            .writer
             .commit(ops)
             .await
             .map_err(|e| err(ErrorCode::Internal, e))?;
+        self.caught_up(rev, Duration::from_secs(5)).await;
         Ok(format!("node {name} deleted"))
     }
 
-    // ---- pods ----
-
-    /// The waker a node's session waits on for desired-state changes.
-    pub fn pod_waker(&self, node: &str) -> Arc<tokio::sync::Notify> {
-        self.pod_waker
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(node.to_string())
-            .or_default()
-            .clone()
-    }
-
-    fn wake(&self, node: Option<&str>) {
-        if let Some(n) = node {
-            if let Some(w) = self
-                .pod_waker
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(n)
-            {
-                w.notify_one();
-            }
-        }
-    }
-
-    /// Creates or updates a pod; durable before it returns.
-    pub async fn apply_pod(&self, spec: PodSpec) -> Result<String, ErrorMsg> {
-        let name = spec.name.clone();
-        let node = spec.node_name.clone();
-        let (applied, ops) = {
-            let mut inner = self.lock();
-            let exists = node.as_deref().is_some_and(|n| inner.registry.contains(n));
-            let (applied, changes) = inner
-                .pods
-                .apply(spec, exists, now_ms())
-                .map_err(|e| err(ErrorCode::InvalidRequest, e))?;
-            let mut ops = pod_ops(changes);
-            let (reason, message) = match (&applied, node.as_deref()) {
-                (Applied::Created, Some(n)) => ("Scheduled", format!("pod {name} bound to node {n}")),
-                (Applied::Created, None) => (
-                    "Pending",
-                    format!("pod {name} created without spec.nodeName; this controller has no scheduler yet, so it stays Pending until re-created with a node"),
-                ),
-                (Applied::Configured, _) => ("Updated", format!("pod {name} changed; its node replaces the containers")),
-                (Applied::Unchanged, _) => ("", String::new()),
-            };
-            if !reason.is_empty() {
-                ops.extend(Self::push_event(
-                    &mut inner,
-                    EventType::Normal,
-                    reason,
-                    format!("pod/{name}"),
-                    message,
-                    now_ms(),
-                ));
-            }
-            (applied, ops)
+    /// Cordons or uncordons a node.
+    pub async fn set_unschedulable(&self, name: &str, on: bool) -> Result<String, ErrorMsg> {
+        let changes = self.lock().registry.set_unschedulable(name, on);
+        let Some(changes) = changes else {
+            return Err(err(ErrorCode::NotFound, format!("node {name:?} not found")));
         };
-        if !ops.is_empty() {
-            self.writer
-                .commit(ops)
-                .await
-                .map_err(|e| err(ErrorCode::Internal, e))?;
+        let verb = if on { "cordoned" } else { "uncordoned" };
+        if changes.is_empty() {
+            return Ok(format!("node/{name} already {verb}"));
         }
-        self.wake(node.as_deref());
-        Ok(match applied {
-            Applied::Created => format!("pod/{name} created"),
-            Applied::Configured => format!("pod/{name} configured"),
-            Applied::Unchanged => format!("pod/{name} unchanged"),
-        })
-    }
-
-    pub async fn delete_pod(&self, name: &str) -> Result<String, ErrorMsg> {
-        let (node, ops) = {
-            let mut inner = self.lock();
-            let node = inner.pods.node_of(name).map(str::to_string);
-            let changes = inner
-                .pods
-                .delete(name)
-                .map_err(|e| err(ErrorCode::NotFound, e))?;
-            let mut ops = pod_ops(changes);
-            ops.extend(Self::push_event(
-                &mut inner,
-                EventType::Normal,
-                "Killing",
-                format!("pod/{name}"),
-                match &node {
-                    Some(n) => format!("pod {name} deleted; node {n} stops its containers"),
-                    None => format!("pod {name} deleted"),
-                },
-                now_ms(),
-            ));
-            (node, ops)
-        };
-        self.writer
+        let ops = self.changes_to_ops(changes, now_ms());
+        let rev = self
+            .writer
             .commit(ops)
             .await
             .map_err(|e| err(ErrorCode::Internal, e))?;
-        self.wake(node.as_deref());
-        Ok(format!("pod \"{name}\" deleted"))
+        self.caught_up(rev, Duration::from_secs(5)).await;
+        Ok(format!("node/{name} {verb}"))
     }
 
-    fn ready_fn(inner: &Inner) -> impl Fn(&str) -> bool + '_ {
-        |n: &str| {
-            inner.registry.view(n).is_some_and(|v| {
-                v.conditions.iter().any(|c| {
-                    c.kind == outpost_proto::ConditionType::Ready
-                        && c.status == outpost_proto::ConditionStatus::True
-                })
-            })
-        }
-    }
-
-    pub fn pods(&self, node: Option<&str>) -> Vec<PodView> {
-        let inner = self.lock();
-        let ready = Self::ready_fn(&inner);
-        inner.pods.list(node, &ready)
-    }
-
-    pub fn pod(&self, name: &str) -> Result<PodView, ErrorMsg> {
-        let inner = self.lock();
-        let ready = Self::ready_fn(&inner);
-        inner
-            .pods
-            .view(name, &ready)
-            .ok_or_else(|| err(ErrorCode::NotFound, format!("pod {name:?} not found")))
-    }
-
-    /// Desired pods for `node` since the generation it acknowledged.
-    pub fn desired_for(&self, node: &str, acked: u64) -> PodsDesired {
-        self.lock().pods.desired_for(node, acked)
-    }
-
-    pub fn pod_statuses(&self, node: &str, update: PodStatusUpdate) -> Result<(), ErrorMsg> {
-        let ops = {
-            let mut inner = self.lock();
-            let changes = inner.pods.statuses(node, update, now_ms()).map_err(|e| {
-                err(
-                    ErrorCode::InvalidRequest,
-                    format!("pod status rejected: {e}"),
-                )
-            })?;
-            pod_ops(changes)
-        };
-        if !ops.is_empty() {
-            self.writer.submit(ops);
-        }
-        Ok(())
-    }
-
-    /// Records events an agent sent about its own pods.
+    /// Records events an agent sent about its own pods (and itself).
     pub fn agent_events(&self, node: &str, events: Vec<AgentEvent>) -> Result<(), ErrorMsg> {
         if events.len() > MAX_AGENT_EVENTS {
             return Err(err(
@@ -746,68 +612,42 @@ impl Controller {
                 ),
             ));
         }
-        let ops = {
-            let mut inner = self.lock();
-            let mut ops = Vec::new();
-            for e in events {
-                // Events about the node itself (image and container garbage
-                // collection) carry no pod; others only about its own pods.
-                let object = if e.pod.is_empty() {
-                    format!("node/{node}")
-                } else if inner.pods.node_of(&e.pod) == Some(node) {
-                    format!("pod/{}", e.pod)
-                } else {
-                    continue;
-                };
-                let reason: String = e
-                    .reason
-                    .chars()
-                    .filter(char::is_ascii_alphanumeric)
-                    .take(64)
-                    .collect();
-                let mut message = e.message;
-                outpost_proto::pod::truncate(
-                    &mut message,
-                    outpost_proto::pod::pod_limits::MAX_MESSAGE,
-                );
-                ops.extend(Self::push_event(
-                    &mut inner,
-                    e.kind,
-                    &reason,
-                    object,
-                    format!("{message} (node {node})"),
-                    now_ms(),
-                ));
-            }
-            ops
-        };
+        let mut ops = Vec::new();
+        let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+        for e in events {
+            // Events about the node itself (image and container garbage
+            // collection) carry no pod; others only about its own pods.
+            let object = if e.pod.is_empty() {
+                format!("node/{node}")
+            } else {
+                let key = crate::agents::pod_key(&e.pod);
+                match cache.pod(&key) {
+                    Some(p) if p.node() == Some(node) => crate::api::machinery::object_ref(
+                        crate::api::Kind::Pod,
+                        &p.metadata.namespace,
+                        &p.metadata.name,
+                    ),
+                    _ => continue,
+                }
+            };
+            let reason: String = e
+                .reason
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .take(64)
+                .collect();
+            let mut message = e.message;
+            outpost_proto::pod::truncate(&mut message, outpost_proto::pod::pod_limits::MAX_MESSAGE);
+            ops.extend(self.events_lock().record(
+                e.kind,
+                &reason,
+                object,
+                format!("{message} (node {node})"),
+                now_ms(),
+            ));
+        }
+        drop(cache);
         self.writer.submit(ops);
         Ok(())
     }
-
-    pub fn node_usage(&self, node: &str) -> Option<Usage> {
-        self.lock().pods.node_usage(node)
-    }
-
-    /// Every node's last reported usage.
-    pub fn node_usages(&self) -> Vec<(String, Usage)> {
-        self.lock().pods.node_usages()
-    }
-}
-
-/// Store writes for pod changes.
-fn pod_ops(changes: Vec<PodChange>) -> Vec<Op> {
-    changes
-        .into_iter()
-        .filter_map(|c| match c {
-            PodChange::Persist(rec) => match serde_json::to_vec(&rec) {
-                Ok(bytes) => Some(Op::Put(Table::Pods, rec.spec.name.clone(), bytes)),
-                Err(e) => {
-                    tracing::error!("encoding pod {}: {e}", rec.spec.name);
-                    None
-                }
-            },
-            PodChange::Forget(name) => Some(Op::Delete(Table::Pods, name)),
-        })
-        .collect()
 }

@@ -1,0 +1,523 @@
+//! The operator API over the object model: apply, get, list, delete,
+//! watch and scale, one path for every kind.
+//!
+//! Flow: each manifest document is validated into a typed object (every
+//! problem of every document reported at once, nothing written if any),
+//! admitted against the cluster (priority classes, Service IPs, immutable
+//! fields), merged with the stored object (status and identity kept) and
+//! written in one batch of guarded transactions, so a concurrent change
+//! makes the apply fail with a Conflict instead of being overwritten.
+//! Reads come from the control loop's cache, after waiting until it has
+//! caught up with the caller's own writes. Nodes are the exception: their
+//! source is the registry (live lease and measurements), so they are read
+//! there and changed through it (cordon, delete).
+
+use crate::api::machinery::{self, object_ref, Deletion};
+use crate::api::selector::Selector;
+use crate::api::{self, Kind, Object, Time};
+use crate::cluster::{err, now_ms, Controller};
+use crate::store::{Compare, Op, Txn};
+use outpost_proto::{
+    ApplyRequest, ApplyResult, DeleteRequest, ErrorCode, ErrorMsg, ListRequest, ObjectList,
+    ObjectRef, Propagation, ScaleRequest,
+};
+use std::time::Duration;
+
+/// Items in one list page when the caller does not say (kubectl's chunk size).
+pub const DEFAULT_PAGE: usize = 500;
+/// Most items in one page: keeps a page under the frame limit.
+pub const MAX_PAGE: usize = 1000;
+/// How long an answer waits for the cache to show the caller's write.
+const CATCH_UP: Duration = Duration::from_secs(5);
+
+fn kind_of(s: &str) -> Result<Kind, ErrorMsg> {
+    Kind::parse(s).ok_or_else(|| {
+        let known: Vec<&str> = Kind::ALL.iter().map(|k| k.resource()).collect();
+        err(
+            ErrorCode::InvalidRequest,
+            format!(
+                "the server doesn't have a resource type {s:?} (known: {})",
+                known.join(", ")
+            ),
+        )
+    })
+}
+
+fn namespace_of(kind: Kind, ns: &str) -> String {
+    if !kind.namespaced() {
+        String::new()
+    } else if ns.is_empty() {
+        api::DEFAULT_NAMESPACE.to_string()
+    } else {
+        ns.to_string()
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ErrorMsg {
+    err(ErrorCode::Internal, e.to_string())
+}
+
+fn not_found(kind: Kind, ns: &str, name: &str) -> ErrorMsg {
+    let ns = if kind.namespaced() && ns != api::DEFAULT_NAMESPACE {
+        format!(" in namespace {ns:?}")
+    } else {
+        String::new()
+    };
+    err(
+        ErrorCode::NotFound,
+        format!("{} {name:?} not found{ns}", kind.qualified()),
+    )
+}
+
+/// `deployment/web` for messages about a document that did not validate.
+fn describe(v: &serde_json::Value) -> String {
+    let kind = v["kind"].as_str().unwrap_or("object").to_lowercase();
+    let name = v["metadata"]["name"].as_str().unwrap_or("<unnamed>");
+    format!("{kind}/{name}")
+}
+
+/// The stored object at `key`, fresh from the store (not the cache: a
+/// write decides from what is committed).
+fn stored(ctrl: &Controller, kind: Kind, key: &str) -> Result<Option<Object>, ErrorMsg> {
+    match ctrl.store().get(key).map_err(internal)? {
+        None => Ok(None),
+        Some(kv) => Object::decode(kind, &kv.value, kv.mod_revision)
+            .map(Some)
+            .map_err(|e| internal(format!("stored {key} is unreadable: {e}"))),
+    }
+}
+
+/// What apply will write for one document.
+struct Plan {
+    object: Object,
+    /// Store revision the write is guarded by (0: must not exist).
+    guard: u64,
+    outcome: &'static str,
+    warnings: Vec<String>,
+}
+
+/// Merges a manifest's object into the stored one: what the manifest says
+/// replaces spec, labels and annotations; status, identity, owner
+/// references and a binding the scheduler made stay.
+fn merge(old: &Object, mut new: Object) -> Object {
+    let o = old.meta();
+    {
+        let m = new.meta_mut();
+        if m.owner_references.is_empty() {
+            m.owner_references = o.owner_references.clone();
+        }
+        m.finalizers = o.finalizers.clone();
+        m.resource_version = o.resource_version.clone();
+    }
+    match (old, &mut new) {
+        (Object::Pod(o), Object::Pod(n)) => {
+            n.status = o.status.clone();
+            if n.spec.node_name.is_empty() {
+                n.spec.node_name = o.spec.node_name.clone();
+            }
+            if n.spec.priority.is_none() {
+                n.spec.priority = o.spec.priority;
+            }
+        }
+        (Object::ReplicaSet(o), Object::ReplicaSet(n)) => n.status = o.status.clone(),
+        (Object::Deployment(o), Object::Deployment(n)) => n.status = o.status.clone(),
+        (Object::Service(o), Object::Service(n)) => {
+            n.status = o.status.clone();
+            if n.spec.cluster_ip.is_empty() {
+                n.spec.cluster_ip = o.spec.cluster_ip.clone();
+            }
+            for p in &mut n.spec.ports {
+                if p.node_port.is_none() {
+                    p.node_port = o
+                        .spec
+                        .ports
+                        .iter()
+                        .find(|q| q.port == p.port && q.protocol == p.protocol)
+                        .and_then(|q| q.node_port);
+                }
+            }
+        }
+        _ => {}
+    }
+    machinery::prepare_update(old, &mut new);
+    new
+}
+
+/// Validates, admits and writes the documents of an apply.
+pub async fn apply(ctrl: &Controller, req: ApplyRequest) -> Result<Vec<ApplyResult>, ErrorMsg> {
+    if req.documents.is_empty() {
+        return Err(err(ErrorCode::InvalidRequest, "no documents to apply"));
+    }
+    let mut problems = Vec::new();
+    let mut validated = Vec::new();
+    for doc in &req.documents {
+        let value: serde_json::Value = match serde_json::from_slice(&doc.json) {
+            Ok(v) => v,
+            Err(e) => {
+                problems.push(format!("{}: not valid JSON: {e}", doc.source));
+                continue;
+            }
+        };
+        match crate::api::validate::validate(&value) {
+            Ok(v) => validated.push((doc.source.clone(), v)),
+            Err(ps) => {
+                let name = describe(&value);
+                for p in ps {
+                    problems.push(format!("{}: {name}: {p}", doc.source));
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(err(ErrorCode::InvalidRequest, problems.join("\n")));
+    }
+    let now = Time(now_ms());
+    let mut plans = Vec::new();
+    let mut conflict = None;
+    {
+        for (source, v) in validated {
+            let mut obj = v.object;
+            let kind = obj.kind();
+            let ns = namespace_of(kind, &obj.meta().namespace);
+            obj.meta_mut().namespace = ns.clone();
+            let name = obj.meta().name.clone();
+            let key = kind.key(&ns, &name);
+            let old = stored(ctrl, kind, &key)?;
+            if let (Some(old), given) = (&old, obj.meta().revision()) {
+                if given != 0 && given != old.meta().revision() {
+                    conflict = Some(format!(
+                        "{source}: {}: the object has been modified (resourceVersion {given} is not the current {}); get it again and re-apply",
+                        object_ref(kind, &ns, &name),
+                        old.meta().revision()
+                    ));
+                    continue;
+                }
+            }
+            if let Some(o) = &old {
+                if o.meta().is_deleting() {
+                    problems.push(format!(
+                        "{source}: {} is being deleted; wait until it is gone, then apply again",
+                        object_ref(kind, &ns, &name)
+                    ));
+                    continue;
+                }
+            }
+            let admitted = {
+                let cache = ctrl.cache.read().unwrap_or_else(|p| p.into_inner());
+                crate::api::admission::admit(obj, old.as_ref(), &cache, &ctrl.settings.admission)
+            };
+            let (obj, mut warnings) = match admitted {
+                Ok(a) => (a.object, a.warnings),
+                Err(ps) => {
+                    for p in ps {
+                        problems.push(format!("{source}: {}: {p}", object_ref(kind, &ns, &name)));
+                    }
+                    continue;
+                }
+            };
+            warnings.splice(0..0, v.warnings);
+            let plan = match &old {
+                Some(old) => {
+                    let merged = merge(old, obj);
+                    let same = {
+                        let mut a = merged.clone();
+                        a.meta_mut().generation = old.meta().generation;
+                        a.to_stored() == old.to_stored()
+                    };
+                    Plan {
+                        guard: old.meta().revision(),
+                        outcome: if same { "unchanged" } else { "configured" },
+                        object: merged,
+                        warnings,
+                    }
+                }
+                None => {
+                    let mut obj = obj;
+                    machinery::prepare_create(&mut obj, now);
+                    Plan {
+                        object: obj,
+                        guard: 0,
+                        outcome: "created",
+                        warnings,
+                    }
+                }
+            };
+            plans.push(plan);
+        }
+    }
+    if let Some(c) = conflict {
+        return Err(err(ErrorCode::Conflict, c));
+    }
+    if !problems.is_empty() {
+        return Err(err(ErrorCode::InvalidRequest, problems.join("\n")));
+    }
+    let results: Vec<ApplyResult> = plans
+        .iter()
+        .map(|p| ApplyResult {
+            kind: p.object.kind().qualified(),
+            namespace: p.object.meta().namespace.clone(),
+            name: p.object.meta().name.clone(),
+            outcome: p.outcome.to_string(),
+            warnings: p.warnings.clone(),
+        })
+        .collect();
+    if req.dry_run {
+        return Ok(results);
+    }
+    let mut txns = Vec::new();
+    let mut events = Vec::new();
+    for p in plans.iter().filter(|p| p.outcome != "unchanged") {
+        let key = p.object.key();
+        txns.push(Txn::guarded(
+            vec![Compare::mod_revision(key.clone(), p.guard)],
+            vec![Op::put(key, p.object.to_stored())],
+        ));
+        let m = p.object.meta();
+        events.push(object_ref(p.object.kind(), &m.namespace, &m.name));
+    }
+    if txns.is_empty() {
+        return Ok(results);
+    }
+    let store = ctrl.store().clone();
+    let outcome = tokio::task::spawn_blocking(move || store.txn_batch(txns))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    let failed: Vec<&String> = outcome
+        .iter()
+        .zip(&events)
+        .filter(|(r, _)| !r.succeeded)
+        .map(|(_, o)| o)
+        .collect();
+    let top = outcome.iter().map(|r| r.revision).max().unwrap_or(0);
+    ctrl.caught_up(top, CATCH_UP).await;
+    if !failed.is_empty() {
+        return Err(err(
+            ErrorCode::Conflict,
+            format!(
+                "changed by someone else while being applied: {}; apply again",
+                failed
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    Ok(results)
+}
+
+/// One object as Kubernetes JSON.
+pub fn get(ctrl: &Controller, r: &ObjectRef) -> Result<serde_json::Value, ErrorMsg> {
+    let kind = kind_of(&r.kind)?;
+    if kind == Kind::Node {
+        return Ok(crate::ctl::node_json(&ctrl.node(&r.name)?));
+    }
+    let ns = namespace_of(kind, &r.namespace);
+    let cache = ctrl.cache.read().unwrap_or_else(|p| p.into_inner());
+    cache
+        .object(kind, &api::ns_name(&ns, &r.name))
+        .map(|o| o.to_json())
+        .ok_or_else(|| not_found(kind, &ns, &r.name))
+}
+
+/// A page of objects of a kind.
+pub fn list(ctrl: &Controller, req: &ListRequest) -> Result<ObjectList, ErrorMsg> {
+    let kind = kind_of(&req.kind)?;
+    let selector = Selector::parse(&req.selector)
+        .map_err(|e| err(ErrorCode::InvalidRequest, format!("-l: {e}")))?;
+    let limit = match req.limit as usize {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
+    };
+    if kind == Kind::Node {
+        let nodes = ctrl.nodes();
+        let matching: Vec<&outpost_proto::NodeView> = nodes
+            .iter()
+            .filter(|n| n.name.as_str() > req.continue_from.as_str() && selector.matches(&n.labels))
+            .collect();
+        let page = &matching[..matching.len().min(limit)];
+        let mut items = Vec::with_capacity(page.len());
+        for n in page {
+            items.push(serde_json::to_vec(&crate::ctl::node_json(n)).map_err(internal)?);
+        }
+        let continue_from = match page.last() {
+            Some(last) if matching.len() > limit => last.name.clone(),
+            _ => String::new(),
+        };
+        return Ok(ObjectList {
+            items,
+            continue_from,
+            resource_version: ctrl.store().revision(),
+        });
+    }
+    let ns = req.namespace.as_deref().map(|n| namespace_of(kind, n));
+    let cache = ctrl.cache.read().unwrap_or_else(|p| p.into_inner());
+    let keys: Vec<String> = match (&req.node, kind) {
+        (Some(node), Kind::Pod) => {
+            let mut k: Vec<String> = cache
+                .pods_on(node)
+                .map(|p| api::ns_name(&p.metadata.namespace, &p.metadata.name))
+                .collect();
+            k.sort();
+            k
+        }
+        _ => cache.keys(kind),
+    };
+    let mut items = Vec::new();
+    let mut continue_from = String::new();
+    let mut last = String::new();
+    for key in keys
+        .iter()
+        .filter(|k| k.as_str() > req.continue_from.as_str())
+    {
+        let (kns, _) = api::split_ns_name(key);
+        if ns.as_deref().is_some_and(|n| kind.namespaced() && n != kns) {
+            continue;
+        }
+        let Some(obj) = cache.object(kind, key) else {
+            continue;
+        };
+        if !selector.matches(&obj.meta().labels) {
+            continue;
+        }
+        if items.len() == limit {
+            continue_from = last;
+            break;
+        }
+        items.push(serde_json::to_vec(&obj.to_json()).map_err(internal)?);
+        last = key.clone();
+    }
+    Ok(ObjectList {
+        items,
+        continue_from,
+        resource_version: cache.revision(),
+    })
+}
+
+/// Deletes an object (dependents are garbage-collected, or orphaned).
+pub async fn delete(ctrl: &Controller, req: &DeleteRequest) -> Result<String, ErrorMsg> {
+    let kind = kind_of(&req.object.kind)?;
+    let name = &req.object.name;
+    if kind == Kind::Node {
+        if req.dry_run {
+            ctrl.node(name)?;
+            return Ok(format!("node \"{name}\" deleted (dry run)"));
+        }
+        return ctrl.delete_node(name).await;
+    }
+    let ns = namespace_of(kind, &req.object.namespace);
+    let key = kind.key(&ns, name);
+    let obj = stored(ctrl, kind, &key)?.ok_or_else(|| not_found(kind, &ns, name))?;
+    let done = format!("{} \"{name}\" deleted", kind.qualified());
+    if req.dry_run {
+        return Ok(format!("{done} (dry run)"));
+    }
+    let now = Time(now_ms());
+    let guard = vec![Compare::mod_revision(key.clone(), obj.meta().revision())];
+    let mut txns = vec![match machinery::deletion(&obj, now) {
+        Deletion::Now => Txn::guarded(guard, vec![Op::delete(key.clone())]),
+        Deletion::Graceful(g) => Txn::guarded(guard, vec![Op::put(key.clone(), g.to_stored())]),
+        Deletion::AlreadyDeleting => return Ok(done),
+    }];
+    if req.propagation == Propagation::Orphan {
+        let uid = obj.meta().uid.clone();
+        let cache = ctrl.cache.read().unwrap_or_else(|p| p.into_inner());
+        for dk in [Kind::Pod, Kind::ReplicaSet, Kind::Endpoints] {
+            for dkey in cache.owned_by(dk, &uid).cloned().collect::<Vec<_>>() {
+                let Some(mut dep) = cache.object(dk, &dkey) else {
+                    continue;
+                };
+                let rev = dep.meta().revision();
+                dep.meta_mut().owner_references.retain(|r| r.uid != uid);
+                let k = dep.key();
+                txns.insert(
+                    0,
+                    Txn::guarded(
+                        vec![Compare::mod_revision(k.clone(), rev)],
+                        vec![Op::put(k, dep.to_stored())],
+                    ),
+                );
+            }
+        }
+    }
+    let store = ctrl.store().clone();
+    let results = tokio::task::spawn_blocking(move || store.txn_batch(txns))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    let top = results.iter().map(|r| r.revision).max().unwrap_or(0);
+    ctrl.caught_up(top, CATCH_UP).await;
+    if results.iter().any(|r| !r.succeeded) {
+        return Err(err(
+            ErrorCode::Conflict,
+            format!(
+                "{} changed while being deleted; try again",
+                object_ref(kind, &ns, name)
+            ),
+        ));
+    }
+    ctrl.event(
+        outpost_proto::EventType::Normal,
+        "Deleted",
+        object_ref(kind, &ns, name),
+        match &obj {
+            Object::Pod(p) if p.node().is_some() => format!(
+                "deletion requested; node {} stops its containers",
+                p.spec.node_name
+            ),
+            _ if req.propagation == Propagation::Orphan => {
+                "deleted; its dependents were kept (orphaned)".into()
+            }
+            _ => "deleted".into(),
+        },
+    );
+    Ok(done)
+}
+
+/// Sets the replica count of a Deployment or ReplicaSet.
+pub async fn scale(ctrl: &Controller, req: &ScaleRequest) -> Result<String, ErrorMsg> {
+    let kind = kind_of(&req.object.kind)?;
+    if !matches!(kind, Kind::Deployment | Kind::ReplicaSet) {
+        return Err(err(
+            ErrorCode::InvalidRequest,
+            format!(
+                "{} cannot be scaled (only deployments and replicasets)",
+                kind.qualified()
+            ),
+        ));
+    }
+    let replicas = i32::try_from(req.replicas)
+        .map_err(|_| err(ErrorCode::InvalidRequest, "--replicas is too large"))?;
+    let ns = namespace_of(kind, &req.object.namespace);
+    let name = &req.object.name;
+    let key = kind.key(&ns, name);
+    for _ in 0..3 {
+        let obj = stored(ctrl, kind, &key)?.ok_or_else(|| not_found(kind, &ns, name))?;
+        let rev = obj.meta().revision();
+        let mut new = obj.clone();
+        match &mut new {
+            Object::Deployment(d) => d.spec.replicas = replicas,
+            Object::ReplicaSet(r) => r.spec.replicas = replicas,
+            _ => {}
+        }
+        machinery::prepare_update(&obj, &mut new);
+        let store = ctrl.store().clone();
+        let txn = Txn::guarded(
+            vec![Compare::mod_revision(key.clone(), rev)],
+            vec![Op::put(key.clone(), new.to_stored())],
+        );
+        let r = tokio::task::spawn_blocking(move || store.txn(txn))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+        if r.succeeded {
+            ctrl.caught_up(r.revision, CATCH_UP).await;
+            return Ok(format!("{}/{name} scaled", kind.qualified()));
+        }
+    }
+    Err(err(
+        ErrorCode::Conflict,
+        format!("{} keeps changing; try again", object_ref(kind, &ns, name)),
+    ))
+}
