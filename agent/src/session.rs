@@ -246,6 +246,7 @@ pub async fn housekeeping(cfg: AgentConfig, tx: watch::Sender<Option<NodeReport>
             conditions: outcome.conditions,
             signals: outcome.signals,
             labels: cfg.labels.clone(),
+            images: Vec::new(),
         };
         if let Err(e) = report.validate() {
             error!("measured report is out of bounds and was not sent: {e}");

@@ -553,6 +553,7 @@ mod tests {
                 message: String::new(),
                 ready: false,
                 started_ms: 1,
+                pod_ip: String::new(),
                 containers: vec![ContainerStatus {
                     name: "main".into(),
                     image: "x".into(),

@@ -653,6 +653,7 @@ fn pod(w: &mut Walker, top: &Fields<'_>) -> Option<PodSpec> {
     }
     Some(PodSpec {
         name: name?,
+        namespace: outpost_proto::pod::DEFAULT_NAMESPACE.to_string(),
         labels,
         node_name,
         containers,

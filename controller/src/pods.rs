@@ -369,6 +369,7 @@ mod tests {
             message: String::new(),
             ready: true,
             started_ms: 1,
+            pod_ip: String::new(),
             containers: vec![],
             usage: Usage::default(),
         }

@@ -394,6 +394,7 @@ pub fn unavailable_snapshot(set: &DesiredSet, message: &str) -> Snapshot {
                 message,
                 ready: false,
                 started_ms: 0,
+                pod_ip: String::new(),
                 containers,
                 usage: Usage::default(),
             };
@@ -2253,6 +2254,7 @@ impl Reconciler {
                         && !containers.is_empty()
                         && containers.iter().all(|c| c.ready),
                     started_ms: st.started_ms,
+                    pod_ip: String::new(),
                     containers,
                     usage,
                 },

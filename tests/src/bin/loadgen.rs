@@ -1001,6 +1001,7 @@ impl FakeNode {
             ],
             signals,
             labels: BTreeMap::from([(SITE_LABEL.to_string(), "loadgen".to_string())]),
+            images: Vec::new(),
         }
     }
 }
