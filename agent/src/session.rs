@@ -511,6 +511,15 @@ async fn serve_controller_stream(
     let docker = negotiated(docker).await;
     match first {
         Message::LogsRequest(req) => {
+            if let Err(e) = req.validate() {
+                let _ = write_frame(
+                    &mut send,
+                    &refuse(ErrorCode::InvalidRequest, format!("bad logs request: {e}")),
+                )
+                .await;
+                let _ = send.finish();
+                return;
+            }
             let Some(pod) = desired.pods.get(&req.pod) else {
                 let _ = write_frame(
                     &mut send,

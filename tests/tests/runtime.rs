@@ -160,7 +160,7 @@ impl Harness {
         self.generation += 1;
         let pods = pods
             .into_iter()
-            .map(|(spec, generation)| (spec.name.clone(), DesiredPod { generation, spec }))
+            .map(|(spec, generation)| (spec.key(), DesiredPod { generation, spec }))
             .collect();
         self.desired.send_replace(Arc::new(DesiredSet {
             generation: self.generation,
@@ -515,6 +515,85 @@ async fn one_container_pod_holds_its_own_network() {
         http_get(&format!("127.0.0.1:{host_port}"), "/").await,
         Ok((200, name.to_string()))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_name_in_two_namespaces_is_two_pods() {
+    let node = "rt-node-ns";
+    let (_cleanup, dir) = setup(node);
+    let mut h = Harness::start(node, dir.path()).await;
+    let name = "rt-test-ns";
+    let spec = |namespace: &str| {
+        let mut web = container("web", HTTP_IMAGE, &[]);
+        web.env = vec![("POD_NAME".into(), format!("{namespace}/{name}"))];
+        web.volume_mounts = vec![VolumeMount {
+            name: "data".into(),
+            mount_path: "/data".into(),
+            read_only: false,
+        }];
+        let mut p = pod(name, vec![web]);
+        p.namespace = namespace.into();
+        p.volumes = vec![Volume {
+            name: "data".into(),
+            source: VolumeSource::EmptyDir,
+        }];
+        p
+    };
+    let team = format!("rt-team.{name}");
+    h.set_pods(vec![(spec("default"), 1), (spec("rt-team"), 1)]);
+    let st = h
+        .wait_for("both Running", 60, |s| {
+            s.pods.len() == 2 && s.pods.values().all(running)
+        })
+        .await;
+    assert_eq!(
+        st.pods.keys().cloned().collect::<Vec<_>>(),
+        [team.clone(), name.to_string()]
+    );
+    assert_eq!(st.pods[&team].name, team, "statuses carry the key");
+    for (key, namespace) in [(name, "default"), (team.as_str(), "rt-team")] {
+        let id = &st.pods[key].containers[0].container_id;
+        let got = docker_ok(&[
+            "inspect",
+            "-f",
+            "{{.Name}} {{index .Config.Labels \"dev.outpost.pod\"}} {{.Config.Hostname}}",
+            id,
+        ]);
+        assert_eq!(
+            got,
+            format!("/outpost_{key}_web_1_0 {key} {name}"),
+            "named and labelled by key, host name is the pod name"
+        );
+        let volume = dir.path().join("pods").join(key).join("volumes/data");
+        assert!(volume.is_dir(), "emptyDir at {}", volume.display());
+        let ip = pod_ip(node, key);
+        assert_eq!(
+            http_get(&format!("{ip}:8080"), "/").await,
+            Ok((200, format!("{namespace}/{name}")))
+        );
+    }
+
+    // Removing one leaves the other alone.
+    let kept = st.pods[name].containers[0].container_id.clone();
+    h.set_pods(vec![(spec("default"), 1)]);
+    h.wait_for("team pod gone", 30, |s| !s.pods.contains_key(&team))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let of_team = format!("label=dev.outpost.pod={team}");
+    while !containers_of(node, &[&of_team]).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(containers_of(node, &[&of_team]).is_empty());
+    assert!(!dir.path().join("pods").join(&team).exists());
+    assert_eq!(containers_of(node, &[]), vec![kept.clone()]);
+    let st = h.status.borrow().pods[name].clone();
+    assert!(running(&st) && st.containers[0].container_id == kept);
+    assert!(dir
+        .path()
+        .join("pods")
+        .join(name)
+        .join("volumes/data")
+        .is_dir());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -183,7 +183,8 @@ pub fn go_duration(d: Duration) -> String {
     }
 }
 
-/// `outpost_<pod>_<container>_<generation>_<run>`.
+/// `outpost_<pod key>_<container>_<generation>_<run>`. Keys, container
+/// names and numbers have no '_', so the parts stay apart.
 pub fn container_name(pod: &str, container: &str, generation: u64, run: u32) -> String {
     format!("outpost_{pod}_{container}_{generation}_{run}")
 }
@@ -1157,7 +1158,7 @@ impl Reconciler {
         report: Option<&NodeReport>,
         probes: &mut Vec<ProbeJob>,
     ) {
-        let name = d.spec.name.clone();
+        let name = d.spec.key();
         let reset = self
             .pods
             .get(&name)
@@ -1340,7 +1341,7 @@ impl Reconciler {
         current: &[&OurContainer],
         images_ready: &[bool],
     ) -> Option<String> {
-        let name = d.spec.name.clone();
+        let name = d.spec.key();
         // Needed by a container that runs or will be (re)started; an exit
         // not yet handled may turn out final, so it does not count yet.
         let needs_pause = d.spec.containers.iter().enumerate().any(|(i, spec)| {
@@ -1477,7 +1478,8 @@ impl Reconciler {
         image_ready: bool,
         probes: &mut Vec<ProbeJob>,
     ) {
-        let pod = d.spec.name.as_str();
+        let key = d.spec.key();
+        let pod = key.as_str();
         let now = now_ms();
         match latest {
             Some(c) if c.state == RunState::Running => {
@@ -1634,14 +1636,15 @@ impl Reconciler {
 
     async fn create_pause(&mut self, d: &DesiredPod, run: u32) -> Result<String, String> {
         let image = self.pause_image().await?;
-        let pod = &d.spec.name;
+        let pod = &d.spec.key();
         let publish = host_ports(&d.spec.containers);
         let spec = CreateSpec {
             name: container_name(pod, PAUSE_CONTAINER, d.generation, run),
             image,
             labels: self.engine.labels(pod, d.generation, PAUSE_CONTAINER, run),
             publish,
-            hostname: pod.clone(),
+            // The host name is the pod's name, whatever its namespace.
+            hostname: d.spec.name.clone(),
             ..Default::default()
         };
         let id = self.engine.create(&spec).await.map_err(|e| e.to_string())?;
@@ -1659,7 +1662,7 @@ impl Reconciler {
         run: u32,
         pause_id: &str,
     ) -> Result<CreateSpec, String> {
-        let pod = &d.spec.name;
+        let pod = &d.spec.key();
         let mut binds = Vec::new();
         for m in &spec.volume_mounts {
             let v = d
@@ -1686,7 +1689,7 @@ impl Reconciler {
         }
         let limits = spec.resources.limits;
         let (network_mode, publish, hostname) = if pause_id == OWN_NETWORK {
-            (String::new(), host_ports([spec]), pod.clone())
+            (String::new(), host_ports([spec]), d.spec.name.clone())
         } else {
             (format!("container:{pause_id}"), Vec::new(), String::new())
         };
@@ -1717,7 +1720,8 @@ impl Reconciler {
         run: u32,
         pause_id: &str,
     ) {
-        let pod = d.spec.name.as_str();
+        let key = d.spec.key();
+        let pod = key.as_str();
         let now = now_ms();
         let result = async {
             let cs = self.app_create_spec(d, spec, run, pause_id)?;
