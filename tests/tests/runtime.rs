@@ -382,8 +382,11 @@ async fn starts_serves_and_removes_a_pod() {
     let id = st.containers[0].container_id.clone();
 
     // Served through the pod's IP and through the hostPort on the pause
-    // container; both containers answer on the one address.
+    // container; both containers answer on the one address, which the
+    // status reports.
     let ip = pod_ip(node, name);
+    eprintln!("pod IP: reported {:?}, docker inspect {ip}", st.pod_ip);
+    assert_eq!(st.pod_ip, ip, "the sandbox's address");
     assert_eq!(
         http_get(&format!("{ip}:8080"), "/").await,
         Ok((200, name.to_string()))
@@ -499,16 +502,27 @@ async fn one_container_pod_holds_its_own_network() {
         http_get(&format!("127.0.0.1:{host_port}"), "/").await,
         Ok((200, name.to_string()))
     );
+    let ip = pod_ip(node, name);
+    assert_eq!(st.pod_ip, ip, "the container's own address");
+    assert_eq!(
+        http_get(&format!("{}:8080", st.pod_ip), "/").await,
+        Ok((200, name.to_string()))
+    );
 
-    // Killed: back on the same host port, with a new address.
+    // Killed: back on the same host port, with a new address, which the
+    // status follows.
     docker_ok(&["kill", &st.containers[0].container_id]);
     h.wait_pod(name, "running again", 60, |p| {
         running(p) && p.ready && p.containers[0].restart_count == 1
     })
     .await;
     let ip = pod_ip(node, name);
+    let st = h
+        .wait_pod(name, "the new address reported", 10, |p| p.pod_ip == ip)
+        .await;
+    eprintln!("pod IP after the restart: {}", st.pod_ip);
     assert_eq!(
-        http_get(&format!("{ip}:8080"), "/").await,
+        http_get(&format!("{}:8080", st.pod_ip), "/").await,
         Ok((200, name.to_string()))
     );
     assert_eq!(
@@ -567,6 +581,7 @@ async fn one_name_in_two_namespaces_is_two_pods() {
         let volume = dir.path().join("pods").join(key).join("volumes/data");
         assert!(volume.is_dir(), "emptyDir at {}", volume.display());
         let ip = pod_ip(node, key);
+        assert_eq!(st.pods[key].pod_ip, ip);
         assert_eq!(
             http_get(&format!("{ip}:8080"), "/").await,
             Ok((200, format!("{namespace}/{name}")))
@@ -650,6 +665,7 @@ async fn crash_loop_backs_off_and_counts_restarts() {
     eprintln!("status: {st:#?}");
     let c = &st.containers[0];
     assert_eq!(st.phase, PodPhase::Running);
+    assert_eq!(st.pod_ip, "", "no address while nothing of the pod runs");
     match &c.state {
         ContainerState::Waiting { message, .. } => {
             assert!(

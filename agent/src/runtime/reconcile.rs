@@ -10,7 +10,8 @@
 //! container per run, labelled with its run number), runs due probes,
 //! defends the node under pressure (reclaim, then one eviction per cycle),
 //! samples cgroup usage, and publishes a [`Snapshot`] when something
-//! changed. It wakes on a new desired set, a new node report, or a timer:
+//! changed. A pod's status carries its IP while the container holding its
+//! network runs (inspected once per holder, not per sync). It wakes on a new desired set, a new node report, or a timer:
 //! `sync_interval` when everything is settled, [`BUSY_TICK`] while a pod is
 //! starting, probing, pulling or backing off.
 //!
@@ -519,6 +520,7 @@ struct PodState {
     /// The container holding the pod's network namespace: the pause
     /// container, or a one-container pod's own container.
     pause_id: String,
+    /// That container's address while it runs (the status's `pod_ip`).
     ip: Option<IpAddr>,
     started_ms: u64,
     containers: Vec<CState>,
@@ -848,6 +850,9 @@ impl Reconciler {
                 .pods
                 .entry(name.clone())
                 .or_insert_with(|| PodState::new(d));
+            // Whether the pod's network still runs is unknown.
+            st.pause_id.clear();
+            st.ip = None;
             if st.terminal.is_some() {
                 continue;
             }
@@ -1188,6 +1193,7 @@ impl Reconciler {
             if !running.is_empty() {
                 self.spawn_teardown(&running, d.spec.termination_grace_secs, false, None);
             }
+            self.clear_network_holder(&name);
             let st = self.pods.get_mut(&name).expect("inserted above");
             st.terminal = Some(t);
             st.pulling = false;
@@ -1312,7 +1318,8 @@ impl Reconciler {
     }
 
     /// A one-container pod: its running container holds the network; track
-    /// its address when it changed (a restart makes a new one).
+    /// its address when it changed (a restart makes a new one), and forget
+    /// it while no run of the container is up.
     async fn track_own_network(&mut self, name: &str, current: &[&OurContainer]) {
         let holder = current
             .iter()
@@ -1323,11 +1330,13 @@ impl Reconciler {
             })
             .max_by_key(|c| c.run)
             .copied();
-        if let Some(h) = holder {
-            if self.pods[name].pause_id != h.id {
+        match holder {
+            Some(h) if self.pods[name].pause_id != h.id => {
                 let info = self.engine.inspect(&h.id).await.ok();
                 self.set_network_holder(name, &h.id, info.as_ref());
             }
+            Some(_) => {}
+            None => self.clear_network_holder(name),
         }
     }
 
@@ -1376,6 +1385,7 @@ impl Reconciler {
             }
             Some(p.id.clone())
         } else if needs_pause {
+            self.clear_network_holder(&name);
             // The sandbox is gone (engine restart, killed): app containers
             // still running in its namespace have lost their network.
             let orphans: Vec<&OurContainer> = current
@@ -1433,6 +1443,7 @@ impl Reconciler {
             }
         } else {
             // Nothing to run now; containers wait for the sandbox.
+            self.clear_network_holder(&name);
             Some(String::new())
         }
     }
@@ -1456,13 +1467,27 @@ impl Reconciler {
 
     /// Records the container holding a pod's network (its sandbox, or a
     /// one-container pod's own container): its address, and the pod's
-    /// start time if not known yet.
+    /// start time if not known yet. Without an inspect (it failed) the
+    /// holder is not recorded, so the next sync asks again.
     fn set_network_holder(&mut self, pod: &str, id: &str, info: Option<&Inspected>) {
         let st = self.pods.get_mut(pod).expect("present");
-        st.pause_id = id.to_string();
+        st.pause_id = if info.is_some() {
+            id.to_string()
+        } else {
+            String::new()
+        };
         st.ip = info.and_then(|i| i.ip);
         if st.started_ms == 0 {
             st.started_ms = info.map_or_else(now_ms, |i| i.started_ms);
+        }
+    }
+
+    /// The pod's network holder is not running (stopped, being replaced,
+    /// or unknown while the engine is away): the pod has no address now.
+    fn clear_network_holder(&mut self, pod: &str) {
+        if let Some(st) = self.pods.get_mut(pod) {
+            st.pause_id.clear();
+            st.ip = None;
         }
     }
 
@@ -2258,7 +2283,7 @@ impl Reconciler {
                         && !containers.is_empty()
                         && containers.iter().all(|c| c.ready),
                     started_ms: st.started_ms,
-                    pod_ip: String::new(),
+                    pod_ip: st.ip.map(|ip| ip.to_string()).unwrap_or_default(),
                     containers,
                     usage,
                 },
