@@ -8,6 +8,8 @@
 //! `outpost_rt-test-..._...`; every container of the test's node is removed
 //! when the test ends, even when it fails.
 
+use outpost_agent::runtime::docker::Engine;
+use outpost_agent::runtime::images::ImageCatalog;
 use outpost_agent::runtime::reconcile;
 use outpost_agent::runtime::{DesiredSet, RuntimeConfig, Snapshot};
 use outpost_proto::pod::{
@@ -19,7 +21,7 @@ use outpost_proto::{
     ThresholdState,
 };
 use outpost_tests::{docker, docker_ok, engine, free_tcp_port};
-use outpost_workloads::{BURN_IMAGE, EXIT_IMAGE, HOG_IMAGE, HTTP_IMAGE};
+use outpost_workloads::{BURN_IMAGE, EXIT_IMAGE, HOG_IMAGE, HTTP_IMAGE, IMAGES};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -609,6 +611,52 @@ async fn one_name_in_two_namespaces_is_two_pods() {
         .join(name)
         .join("volumes/data")
         .is_dir());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_report_lists_the_engines_images() {
+    outpost_workloads::ensure_images().expect("workload images build");
+    let engine = Engine::new(engine().await, "rt-node-images");
+    let mut catalog = ImageCatalog::default();
+    let started = Instant::now();
+    catalog.refresh(&engine).await.expect("images listed");
+    let first = started.elapsed();
+    let started = Instant::now();
+    catalog.refresh(&engine).await.expect("images listed");
+    let steady = started.elapsed();
+    let list = catalog.current();
+    eprintln!(
+        "{} images listed; first refresh {first:.1?} (inspects), steady {steady:.1?} (one list call)",
+        list.len()
+    );
+    let arch = outpost_agent::probe::go_arch(std::env::consts::ARCH);
+    for image in IMAGES {
+        let got = list
+            .iter()
+            .find(|i| i.names.iter().any(|n| n == image))
+            .unwrap_or_else(|| panic!("{image} listed: {list:#?}"));
+        assert_eq!(
+            (got.architecture.as_str(), got.os.as_str()),
+            (arch, "linux")
+        );
+        let size: u64 = docker_ok(&["image", "inspect", "-f", "{{.Size}}", image])
+            .parse()
+            .unwrap();
+        assert_eq!(got.size_bytes, size, "{image}");
+    }
+    // Every named image of the engine, up to the bound, newest first.
+    let named = docker_ok(&["image", "ls", "--format", "{{.ID}} {{.Repository}}"])
+        .lines()
+        .filter(|l| !l.ends_with(" <none>"))
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    assert_eq!(list.len(), named.min(outpost_proto::MAX_IMAGES));
+    let report = NodeReport {
+        images: list.to_vec(),
+        ..Default::default()
+    };
+    assert!(report.validate().is_ok(), "{:?}", report.validate());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

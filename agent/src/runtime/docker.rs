@@ -190,13 +190,26 @@ pub fn usage_from_stats(r: &ContainerStatsResponse) -> EngineUsage {
 }
 
 /// One image in the engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Image {
     pub id: String,
+    /// Repo tags (`repo:tag`), without the engine's `<none>:<none>`.
     pub tags: Vec<String>,
+    /// Repo digests (`repo@sha256:...`), without `<none>@<none>`.
+    pub digests: Vec<String>,
     pub size_bytes: u64,
+    /// Creation time, Unix seconds.
+    pub created: i64,
     /// Containers using it; -1 when the engine did not count.
     pub containers: i64,
+}
+
+/// What an image was built for, from its config.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Platform {
+    /// Go spelling, as the engine reports it: `amd64`, `arm64`, `arm`.
+    pub architecture: String,
+    pub os: String,
 }
 
 /// The engine, for this node.
@@ -576,7 +589,7 @@ impl Engine {
         }
     }
 
-    /// All images, for garbage collection.
+    /// All images (one call), for garbage collection and the node report.
     pub async fn list_images(&self) -> Result<Vec<Image>> {
         let list = self
             .docker
@@ -595,10 +608,29 @@ impl Engine {
                     .into_iter()
                     .filter(|t| t != "<none>:<none>")
                     .collect(),
+                digests: i
+                    .repo_digests
+                    .into_iter()
+                    .filter(|d| d != "<none>@<none>")
+                    .collect(),
                 size_bytes: u64::try_from(i.size).unwrap_or(0),
+                created: i.created,
                 containers: i.containers,
             })
             .collect())
+    }
+
+    /// The architecture and OS an image was built for (image inspect).
+    pub async fn image_platform(&self, image: &str) -> Result<Platform> {
+        let i = self
+            .docker
+            .inspect_image(image)
+            .await
+            .map_err(EngineError::from_bollard)?;
+        Ok(Platform {
+            architecture: i.architecture.unwrap_or_default(),
+            os: i.os.unwrap_or_default(),
+        })
     }
 
     /// How many containers (anyone's, any state) use each image id, not

@@ -8,7 +8,8 @@
 //! eviction per cycle), and publishes a [`Snapshot`] of pod statuses plus
 //! [`AgentEvent`]s for the session to send up. `transfer` streams logs out
 //! and image tarballs in; `pause` provides the tiny image whose container
-//! holds each pod's network namespace.
+//! holds each pod's network namespace; `images` lists the images the
+//! engine holds for the node report.
 //!
 //! Pods are known by their key (`PodSpec::key`) everywhere here: desired
 //! set, container labels and names, volumes, statuses, events, eviction and
@@ -27,6 +28,7 @@ use std::time::Duration;
 pub mod docker;
 pub mod eviction;
 pub mod health;
+pub mod images;
 pub mod pause;
 pub mod reconcile;
 pub mod transfer;
