@@ -1064,6 +1064,201 @@ async fn termination_grace_is_honoured() {
     );
 }
 
+/// ELF machine numbers (`e_machine`) of architectures this host's kernel
+/// does not run, most likely first: a 64-bit ARM binary on x86, an x86 one
+/// on ARM, then ones few boxes emulate.
+fn foreign_machines() -> Vec<(u16, &'static str)> {
+    let mut m = if cfg!(target_arch = "aarch64") {
+        vec![(62, "x86-64")]
+    } else {
+        vec![(183, "aarch64")]
+    };
+    m.extend([(243, "riscv64"), (75, "vax")]);
+    m
+}
+
+/// Whether a binfmt_misc handler (qemu-user, say) would run binaries of
+/// `machine`, so the kernel would not refuse them.
+fn binfmt_runs(machine: u16) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc/sys/fs/binfmt_misc") else {
+        return false;
+    };
+    // ELF e_machine is at byte 18, little-endian: hex digits 36..40 of
+    // the magic.
+    let want = format!("{:02x}{:02x}", machine & 0xff, machine >> 8);
+    dir.flatten().any(|e| {
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        text.starts_with("enabled")
+            && text.lines().any(|l| {
+                l.strip_prefix("magic 7f454c46")
+                    .is_some_and(|m| m.get(28..32) == Some(want.as_str()))
+            })
+    })
+}
+
+/// A valid ELF64 executable header (and one program header) for `machine`:
+/// the kernel reads this far, sees another architecture and answers ENOEXEC.
+fn foreign_elf(machine: u16) -> Vec<u8> {
+    let mut b = Vec::with_capacity(120);
+    b.extend_from_slice(b"\x7fELF");
+    b.extend_from_slice(&[2, 1, 1, 0]); // 64-bit, little-endian, version 1, SysV
+    b.extend_from_slice(&[0; 8]);
+    b.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    b.extend_from_slice(&machine.to_le_bytes());
+    b.extend_from_slice(&1u32.to_le_bytes()); // EV_CURRENT
+    b.extend_from_slice(&0x40_0078u64.to_le_bytes()); // entry
+    b.extend_from_slice(&64u64.to_le_bytes()); // program headers at 64
+    b.extend_from_slice(&0u64.to_le_bytes()); // no section headers
+    b.extend_from_slice(&0u32.to_le_bytes()); // flags
+    for v in [64u16, 56, 1, 0, 0, 0] {
+        // header size, phentsize, phnum, shentsize, shnum, shstrndx
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    b.extend_from_slice(&5u32.to_le_bytes()); // R+X
+    for v in [0u64, 0x40_0000, 0x40_0000, 120, 120, 0x1000] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    assert_eq!(b.len(), 120);
+    b
+}
+
+/// Removes a test image on drop (after the containers using it: declare
+/// it before the test's [`Cleanup`]).
+struct ImageGuard(String);
+
+impl Drop for ImageGuard {
+    fn drop(&mut self) {
+        let _ = docker(&["rmi", "-f", &self.0]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_for_another_architecture_fails_the_pod_once() {
+    let image = "outpost/rt-test-wrong-arch:dev";
+    let _image = ImageGuard(image.into());
+    let node = "rt-node-arch";
+    let (_cleanup, dir) = setup(node);
+    let (machine, arch_name) = foreign_machines()
+        .into_iter()
+        .find(|(m, _)| !binfmt_runs(*m))
+        .expect("an architecture this kernel does not run");
+    eprintln!("the image's binary is for {arch_name} (e_machine {machine})");
+    // FROM scratch, like a real image for that architecture: its /bin/sh is
+    // foreign too. (Docker's init, which the agent runs containers under,
+    // execs through execvp, which retries a refused binary through
+    // /bin/sh; with no /bin/sh at all that retry's ENOENT would be what it
+    // reports.)
+    let ctx = tempfile::tempdir().unwrap();
+    let elf = foreign_elf(machine);
+    for f in ["app", "sh"] {
+        let path = ctx.path().join(f);
+        std::fs::write(&path, &elf).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY app /app\nCOPY sh /bin/sh\nENTRYPOINT [\"/app\"]\n",
+    )
+    .unwrap();
+    let out = Command::new("docker")
+        .args(["build", "-q", "-t", image])
+        .arg(ctx.path())
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut h = Harness::start(node, dir.path()).await;
+    let name = "rt-test-arch";
+    let mut spec = pod(
+        name,
+        vec![http_container(name), container("app", image, &[])],
+    );
+    spec.namespace = "rt-team".into();
+    let key = spec.key();
+    let started = Instant::now();
+    h.set_pods(vec![(spec, 1)]);
+    let st = h
+        .wait_pod(&key, "Failed with ExecFormatError", 60, |p| {
+            p.phase == PodPhase::Failed
+        })
+        .await;
+    eprintln!(
+        "pod failed after {:.1}s: {}",
+        started.elapsed().as_secs_f32(),
+        st.message
+    );
+    let node_arch = outpost_agent::probe::go_arch(std::env::consts::ARCH);
+    assert_eq!(st.reason, "ExecFormatError");
+    assert!(st.message.starts_with("container app: "), "{}", st.message);
+    let app = &st.containers[1];
+    assert_eq!(
+        app.state,
+        ContainerState::Waiting {
+            reason: "ExecFormatError".into(),
+            message: format!(
+                "image {image} does not run on this {node_arch} node: exec format error"
+            ),
+        }
+    );
+    assert_eq!(app.restart_count, 0);
+    assert_eq!(st.pod_ip, "", "nothing of a failed pod runs");
+    let event = h.wait_event("ExecFormatError", &key).await;
+    assert_eq!(event.kind, outpost_proto::EventType::Warning);
+    assert_eq!(event.message, st.message);
+
+    // It can never work here: nothing restarts, over several syncs (every
+    // 2 s here), and the rest of the pod is stopped.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let st = h.status.borrow().pods[&key].clone();
+    assert_eq!(st.phase, PodPhase::Failed);
+    assert_eq!(st.containers[1].state.reason(), "ExecFormatError");
+    assert_eq!(st.containers[1].restart_count, 0);
+    let of_pod = format!("label=dev.outpost.pod={key}");
+    assert_eq!(
+        containers_of(node, &[&of_pod, "label=dev.outpost.container=app"]).len(),
+        1,
+        "one run only"
+    );
+    assert!(
+        containers_of(node, &[&of_pod, "status=running"]).is_empty(),
+        "the web container and the sandbox are stopped"
+    );
+    assert!(h.events_with("BackOff", &key).is_empty());
+    assert_eq!(h.events_with("ExecFormatError", &key).len(), 1);
+    assert_eq!(
+        h.events_with("Started", &key)
+            .iter()
+            .filter(|e| e.message.contains("container app"))
+            .count(),
+        1
+    );
+
+    // An agent restart does not bring it back.
+    let mut h = h.restart().await;
+    let st = h
+        .wait_pod(&key, "still Failed after a restart", 30, |p| {
+            p.phase == PodPhase::Failed && p.containers[1].state.reason() == "ExecFormatError"
+        })
+        .await;
+    assert_eq!(st.reason, "ExecFormatError");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        h.events_with("ExecFormatError", &key).is_empty(),
+        "said once"
+    );
+    assert!(
+        h.events_with("Created", &key).is_empty(),
+        "nothing recreated"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_image_is_err_image_pull_then_back_off() {
     let node = "rt-node-pull";

@@ -1,6 +1,7 @@
 //! A thin typed wrapper over the Docker Engine API (bollard), limited to what
 //! the reconciler needs: our own containers (by label), create/start/stop/
-//! remove, inspect, image presence and pull with progress, exec for probes.
+//! remove, inspect, the tail of a container's output, image presence,
+//! listing and pull with progress, exec for probes.
 //!
 //! Every listing filters on [`LABEL_MANAGED`] and [`LABEL_NODE`], and every
 //! call that changes a container takes an id that came from such a listing
@@ -16,8 +17,8 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, InspectContainerOptions, KillContainerOptions,
-    ListContainersOptions, ListImagesOptions, RemoveContainerOptions, RemoveImageOptions,
-    StartContainerOptions, StatsOptionsBuilder, StopContainerOptions,
+    ListContainersOptions, ListImagesOptions, LogsOptionsBuilder, RemoveContainerOptions,
+    RemoveImageOptions, StartContainerOptions, StatsOptionsBuilder, StopContainerOptions,
 };
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, HashMap};
@@ -483,6 +484,29 @@ impl Engine {
                 .unwrap_or(0),
             ip,
         })
+    }
+
+    /// The last `lines` lines of a container's output (stdout and stderr),
+    /// at most `max_bytes` of them, as text.
+    pub async fn log_tail(&self, id: &str, lines: u32, max_bytes: usize) -> Result<String> {
+        let tail = lines.to_string();
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .tail(&tail)
+            .build();
+        let mut stream = self.docker.logs(id, Some(options));
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(item) = stream.next().await {
+            let item = item.map_err(EngineError::from_bollard)?;
+            let bytes: &[u8] = item.as_ref();
+            let room = max_bytes.saturating_sub(buf.len());
+            buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
+            if buf.len() >= max_bytes {
+                break;
+            }
+        }
+        Ok(String::from_utf8_lossy(&buf).into_owned())
     }
 
     /// The container's IP address on the bridge (the pause container's,

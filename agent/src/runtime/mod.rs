@@ -3,7 +3,8 @@
 //! Data flow: the session (or, offline, the local state file) publishes the
 //! desired pods on a watch channel as a [`DesiredSet`]; the reconciler
 //! (`reconcile`) turns them into containers through the engine (`docker`),
-//! restarts them per policy with back-off, runs their probes (`health`),
+//! restarts them per policy with back-off (not a container whose binary is
+//! for another architecture: `exec_format`), runs their probes (`health`),
 //! defends the node under pressure (`eviction`: admission, reclaim, one
 //! eviction per cycle), and publishes a [`Snapshot`] of pod statuses plus
 //! [`AgentEvent`]s for the session to send up. `transfer` streams logs out
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 pub mod docker;
 pub mod eviction;
+pub mod exec_format;
 pub mod health;
 pub mod images;
 pub mod pause;

@@ -5,15 +5,17 @@
 //! grace period, then remove), adopts what already runs, creates the pause
 //! container and then each app container of pods that should run (a
 //! one-container pod's container holds its own network instead, see
-//! `own_network`), restarts
-//! exited containers per restart policy with a doubling back-off (a new
-//! container per run, labelled with its run number), runs due probes,
-//! defends the node under pressure (reclaim, then one eviction per cycle),
-//! samples cgroup usage, and publishes a [`Snapshot`] when something
-//! changed. A pod's status carries its IP while the container holding its
-//! network runs (inspected once per holder, not per sync). It wakes on a new desired set, a new node report, or a timer:
-//! `sync_interval` when everything is settled, [`BUSY_TICK`] while a pod is
-//! starting, probing, pulling or backing off.
+//! `own_network`), restarts exited containers per restart policy with a
+//! doubling back-off (a new container per run, labelled with its run
+//! number; a container whose binary is for another architecture fails its
+//! pod for good instead, see `exec_format`), runs due probes, defends the
+//! node under pressure (reclaim, then one eviction per cycle), samples
+//! cgroup usage, and publishes a [`Snapshot`] when something changed. A
+//! pod's status carries its IP while the container holding its network
+//! runs (inspected once per holder, not per sync). It wakes on a new
+//! desired set, a new node report, or a timer: `sync_interval` when
+//! everything is settled, [`BUSY_TICK`] while a pod is starting, probing,
+//! pulling or backing off.
 //!
 //! Decisions that need no engine (restart policy, back-off, phase, reasons,
 //! names, cgroup and `/proc` parsing, the terminal-decision file) are pure
@@ -25,6 +27,7 @@ use super::docker::{
     CreateSpec, Engine, EngineError, EngineUsage, Inspected, OurContainer, RunState,
 };
 use super::eviction::{self, DeadContainer, ImageInfo, PodUsage};
+use super::exec_format;
 use super::health::{self, ProbeKind, ProbeTracker};
 use super::{DesiredSet, EventSender, RuntimeConfig, Snapshot, PAUSE_CONTAINER};
 use outpost_proto::pod::{
@@ -55,6 +58,8 @@ const MAX_TERMINAL_FILE: u64 = 1 << 20;
 
 /// How long one stats call may take when usage comes from the engine.
 const STATS_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long reading an exited container's last output may take.
+const LOG_TAIL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Image references the node's pods have used, kept so image garbage
 /// collection only ever removes images Outpost brought to the box.
@@ -104,16 +109,22 @@ pub async fn run(
     }
 }
 
-/// A terminal decision (admission refusal, eviction), persisted so an
-/// agent restart does not bring the pod back.
+/// A terminal decision (admission refusal, eviction, a binary for another
+/// architecture), persisted so an agent restart does not bring the pod
+/// back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Terminal {
     pub generation: u64,
     pub reason: String,
     pub message: String,
+    /// Containers shown in a state of their own while the decision stands
+    /// (the one whose binary cannot run here), by name; the others show
+    /// that the node stopped them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub containers: BTreeMap<String, ContainerState>,
 }
 
-/// The terminal-decisions file: pod name -> decision.
+/// The terminal-decisions file: pod key -> decision.
 pub fn encode_terminal(t: &BTreeMap<String, Terminal>) -> Vec<u8> {
     serde_json::to_vec_pretty(t).unwrap_or_default()
 }
@@ -1195,10 +1206,11 @@ impl Reconciler {
             }
             self.clear_network_holder(&name);
             let st = self.pods.get_mut(&name).expect("inserted above");
-            st.terminal = Some(t);
             st.pulling = false;
-            for c in &mut st.containers {
-                if matches!(
+            for (spec, c) in st.spec.containers.iter().zip(&mut st.containers) {
+                if let Some(own) = t.containers.get(&spec.name) {
+                    c.state.clone_from(own);
+                } else if matches!(
                     c.state,
                     ContainerState::Waiting { .. } | ContainerState::Running { .. }
                 ) {
@@ -1206,6 +1218,7 @@ impl Reconciler {
                 }
                 c.usage = Usage::default();
             }
+            st.terminal = Some(t);
             return;
         }
 
@@ -1218,6 +1231,7 @@ impl Reconciler {
                         generation: d.generation,
                         reason: "Evicted".into(),
                         message: msg.clone(),
+                        containers: BTreeMap::new(),
                     };
                     st.terminal = Some(t.clone());
                     self.terminal.insert(name.clone(), t);
@@ -1314,6 +1328,11 @@ impl Reconciler {
                 probes,
             )
             .await;
+            if self.pods[&name].terminal.is_some() {
+                // Decided for good (a binary that cannot run here): the
+                // next sync stops the rest of the pod.
+                return;
+            }
         }
     }
 
@@ -1559,6 +1578,10 @@ impl Reconciler {
                         Ok(info) => info,
                         Err(_) => return,
                     };
+                    if self.exec_format_error(&c.id, &info).await {
+                        self.fail_exec_format(d, i, spec);
+                        return;
+                    }
                     let reason = terminated_reason(info.oom_killed, info.exit_code, &info.error);
                     let term = ContainerState::Terminated {
                         exit_code: info.exit_code,
@@ -1657,6 +1680,58 @@ impl Reconciler {
                 self.create_and_start(d, i, spec, run, pause_id).await;
             }
         }
+    }
+
+    /// Whether an exited container's binary was refused by the kernel: its
+    /// engine error says so, or, after a quick failed exit, its last output.
+    async fn exec_format_error(&self, id: &str, info: &Inspected) -> bool {
+        if exec_format::is_exec_format_error(&info.error) {
+            return true;
+        }
+        let ran = Duration::from_millis(info.finished_ms.saturating_sub(info.started_ms));
+        if !exec_format::worth_reading_log(info.exit_code, ran) {
+            return false;
+        }
+        let tail =
+            self.engine
+                .log_tail(id, exec_format::LOG_TAIL_LINES, exec_format::LOG_TAIL_BYTES);
+        match tokio::time::timeout(LOG_TAIL_TIMEOUT, tail).await {
+            Ok(Ok(text)) => exec_format::is_exec_format_error(&text),
+            _ => false,
+        }
+    }
+
+    /// Container `i` of the pod cannot run on this node's architecture:
+    /// the container waits with [`exec_format::REASON`] for good, the pod
+    /// fails with it (persisted, like an eviction), and one event says so.
+    fn fail_exec_format(&mut self, d: &DesiredPod, i: usize, spec: &ContainerSpec) {
+        let key = d.spec.key();
+        let arch = exec_format::node_arch();
+        let state = waiting(
+            exec_format::REASON,
+            exec_format::container_message(&spec.image, arch),
+        );
+        let message = exec_format::pod_message(&spec.name, &spec.image, arch);
+        let t = Terminal {
+            generation: d.generation,
+            reason: exec_format::REASON.into(),
+            message: message.clone(),
+            containers: BTreeMap::from([(spec.name.clone(), state.clone())]),
+        };
+        self.terminal.insert(key.clone(), t.clone());
+        self.persist_terminal();
+        // A failed pod has no address, though its sandbox stops only next sync.
+        self.clear_network_holder(&key);
+        if let Some(st) = self.pods.get_mut(&key) {
+            st.terminal = Some(t);
+            let cs = &mut st.containers[i];
+            cs.state = state;
+            cs.restart_at_ms = None;
+            cs.liveness = None;
+            cs.readiness = None;
+            cs.usage = Usage::default();
+        }
+        self.event(EventType::Warning, exec_format::REASON, &key, message);
     }
 
     async fn create_pause(&mut self, d: &DesiredPod, run: u32) -> Result<String, String> {
@@ -1806,6 +1881,9 @@ impl Reconciler {
                     format!("Started container {}", spec.name),
                 );
             }
+            Err(e) if exec_format::is_exec_format_error(&e.to_string()) => {
+                self.fail_exec_format(d, i, spec);
+            }
             Err(e) => {
                 // Left in "created": the next sync handles it as an exit
                 // (inspect carries the engine's error) and backs off.
@@ -1951,9 +2029,11 @@ impl Reconciler {
             generation: d.generation,
             reason: "Evicted".into(),
             message: message.clone(),
+            containers: BTreeMap::new(),
         };
         self.terminal.insert(victim.clone(), t.clone());
         self.persist_terminal();
+        self.clear_network_holder(&victim);
         if let Some(st) = self.pods.get_mut(&victim) {
             st.terminal = Some(t);
         }
@@ -2503,6 +2583,19 @@ mod tests {
                 generation: 4,
                 reason: "Evicted".into(),
                 message: "The node had condition: [DiskPressure].".into(),
+                containers: BTreeMap::new(),
+            },
+        );
+        t.insert(
+            "team-a.app".to_string(),
+            Terminal {
+                generation: 1,
+                reason: exec_format::REASON.into(),
+                message: "container app: ...".into(),
+                containers: BTreeMap::from([(
+                    "app".to_string(),
+                    waiting(exec_format::REASON, "image x:1 does not run here"),
+                )]),
             },
         );
         let bytes = encode_terminal(&t);
@@ -2511,5 +2604,9 @@ mod tests {
             t
         );
         assert!(decode_terminal("{not json").is_err());
+        // As written before decisions carried container states.
+        let old = decode_terminal(r#"{"web":{"generation":4,"reason":"Evicted","message":"m"}}"#)
+            .unwrap();
+        assert!(old["web"].containers.is_empty());
     }
 }
