@@ -1065,16 +1065,62 @@ async fn termination_grace_is_honoured() {
 }
 
 /// ELF machine numbers (`e_machine`) of architectures this host's kernel
-/// does not run, most likely first: a 64-bit ARM binary on x86, an x86 one
-/// on ARM, then ones few boxes emulate.
+/// does not run, with their Go names, most likely first: a 64-bit ARM
+/// binary on x86, an x86 one on ARM, then ones few boxes emulate.
 fn foreign_machines() -> Vec<(u16, &'static str)> {
     let mut m = if cfg!(target_arch = "aarch64") {
-        vec![(62, "x86-64")]
+        vec![(62, "amd64")]
     } else {
-        vec![(183, "aarch64")]
+        vec![(183, "arm64")]
     };
     m.extend([(243, "riscv64"), (75, "vax")]);
     m
+}
+
+/// Loads `tag` into the engine as a one-layer image holding only `/app`
+/// (`elf`) whose config says it is built for `arch`, as a pulled
+/// single-architecture image of a static binary is: a `docker save`
+/// tarball made by hand (no registry, and the classic builder cannot set
+/// another platform).
+fn load_image_for(tag: &str, arch: &str, elf: &[u8]) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("app"), elf).unwrap();
+    std::fs::set_permissions(
+        root.join("app"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let run = |cmd: &mut Command| {
+        let out = cmd.current_dir(dir.path()).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    run(Command::new("tar").args(["-cf", "layer.tar", "-C", "root", "app"]));
+    let sum = run(Command::new("sha256sum").arg("layer.tar"));
+    let sum = sum.split_whitespace().next().unwrap();
+    let config = format!(
+        r#"{{"architecture":"{arch}","os":"linux","config":{{"Entrypoint":["/app"]}},"rootfs":{{"type":"layers","diff_ids":["sha256:{sum}"]}}}}"#
+    );
+    std::fs::write(dir.path().join("config.json"), config).unwrap();
+    std::fs::write(
+        dir.path().join("manifest.json"),
+        format!(r#"[{{"Config":"config.json","RepoTags":["{tag}"],"Layers":["layer.tar"]}}]"#),
+    )
+    .unwrap();
+    run(Command::new("tar").args([
+        "-cf",
+        "image.tar",
+        "manifest.json",
+        "config.json",
+        "layer.tar",
+    ]));
+    run(Command::new("docker").args(["load", "-i", "image.tar"]));
 }
 
 /// Whether a binfmt_misc handler (qemu-user, say) would run binaries of
@@ -1136,14 +1182,15 @@ impl Drop for ImageGuard {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binary_for_another_architecture_fails_the_pod_once() {
     let image = "outpost/rt-test-wrong-arch:dev";
-    let _image = ImageGuard(image.into());
+    let declared = "outpost/rt-test-declared-arch:dev";
+    let _images = (ImageGuard(image.into()), ImageGuard(declared.into()));
     let node = "rt-node-arch";
     let (_cleanup, dir) = setup(node);
     let (machine, arch_name) = foreign_machines()
         .into_iter()
         .find(|(m, _)| !binfmt_runs(*m))
         .expect("an architecture this kernel does not run");
-    eprintln!("the image's binary is for {arch_name} (e_machine {machine})");
+    eprintln!("the images' binaries are for {arch_name} (e_machine {machine})");
     // FROM scratch, like a real image for that architecture: its /bin/sh is
     // foreign too. (Docker's init, which the agent runs containers under,
     // execs through execvp, which retries a refused binary through
@@ -1174,6 +1221,11 @@ async fn a_binary_for_another_architecture_fails_the_pod_once() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // And one as pulled for that architecture, with no shell: Docker's
+    // init then reports "No such file or directory", and the image's
+    // config tells the agent why.
+    load_image_for(declared, arch_name, &elf);
+
     let mut h = Harness::start(node, dir.path()).await;
     let name = "rt-test-arch";
     let mut spec = pod(
@@ -1182,8 +1234,12 @@ async fn a_binary_for_another_architecture_fails_the_pod_once() {
     );
     spec.namespace = "rt-team".into();
     let key = spec.key();
+    let single = "rt-test-arch-declared";
     let started = Instant::now();
-    h.set_pods(vec![(spec, 1)]);
+    h.set_pods(vec![
+        (spec, 1),
+        (pod(single, vec![container("app", declared, &[])]), 1),
+    ]);
     let st = h
         .wait_pod(&key, "Failed with ExecFormatError", 60, |p| {
             p.phase == PodPhase::Failed
@@ -1232,6 +1288,23 @@ async fn a_binary_for_another_architecture_fails_the_pod_once() {
     );
     assert!(h.events_with("BackOff", &key).is_empty());
     assert_eq!(h.events_with("ExecFormatError", &key).len(), 1);
+    let st = h.status.borrow().pods[single].clone();
+    assert_eq!(
+        (st.phase, st.reason.as_str()),
+        (PodPhase::Failed, "ExecFormatError")
+    );
+    assert_eq!(
+        st.containers[0].state,
+        ContainerState::Waiting {
+            reason: "ExecFormatError".into(),
+            message: format!(
+                "image {declared} (built for {arch_name}) does not run on this {node_arch} node: exec format error"
+            ),
+        }
+    );
+    assert_eq!(st.containers[0].restart_count, 0);
+    assert!(h.events_with("BackOff", single).is_empty());
+    assert_eq!(h.events_with("ExecFormatError", single).len(), 1);
     assert_eq!(
         h.events_with("Started", &key)
             .iter()

@@ -1578,8 +1578,8 @@ impl Reconciler {
                         Ok(info) => info,
                         Err(_) => return,
                     };
-                    if self.exec_format_error(&c.id, &info).await {
-                        self.fail_exec_format(d, i, spec);
+                    if let Some(evidence) = self.exec_format_error(&c.id, &info, spec).await {
+                        self.fail_exec_format(d, i, spec, &evidence);
                         return;
                     }
                     let reason = terminated_reason(info.oom_killed, info.exit_code, &info.error);
@@ -1683,35 +1683,62 @@ impl Reconciler {
     }
 
     /// Whether an exited container's binary was refused by the kernel: its
-    /// engine error says so, or, after a quick failed exit, its last output.
-    async fn exec_format_error(&self, id: &str, info: &Inspected) -> bool {
+    /// engine error says so, or, after a quick failed exit, its last output
+    /// does, or Docker's init hid it and the image is built for an
+    /// architecture this node does not run (see `exec_format`).
+    async fn exec_format_error(
+        &self,
+        id: &str,
+        info: &Inspected,
+        spec: &ContainerSpec,
+    ) -> Option<exec_format::Evidence> {
+        use exec_format::Evidence;
         if exec_format::is_exec_format_error(&info.error) {
-            return true;
+            return Some(Evidence::Refused);
         }
         let ran = Duration::from_millis(info.finished_ms.saturating_sub(info.started_ms));
         if !exec_format::worth_reading_log(info.exit_code, ran) {
-            return false;
+            return None;
         }
         let tail =
             self.engine
                 .log_tail(id, exec_format::LOG_TAIL_LINES, exec_format::LOG_TAIL_BYTES);
-        match tokio::time::timeout(LOG_TAIL_TIMEOUT, tail).await {
-            Ok(Ok(text)) => exec_format::is_exec_format_error(&text),
-            _ => false,
+        let text = match tokio::time::timeout(LOG_TAIL_TIMEOUT, tail).await {
+            Ok(Ok(text)) => text,
+            _ => return None,
+        };
+        if exec_format::is_exec_format_error(&text) {
+            return Some(Evidence::Refused);
+        }
+        if !exec_format::masked_by_init(info.exit_code, &text) {
+            return None;
+        }
+        let platform = self.engine.image_platform(&spec.image);
+        match tokio::time::timeout(LOG_TAIL_TIMEOUT, platform).await {
+            Ok(Ok(p)) if exec_format::foreign_arch(&p.architecture, exec_format::node_arch()) => {
+                Some(Evidence::ImageFor(p.architecture))
+            }
+            _ => None,
         }
     }
 
     /// Container `i` of the pod cannot run on this node's architecture:
     /// the container waits with [`exec_format::REASON`] for good, the pod
     /// fails with it (persisted, like an eviction), and one event says so.
-    fn fail_exec_format(&mut self, d: &DesiredPod, i: usize, spec: &ContainerSpec) {
+    fn fail_exec_format(
+        &mut self,
+        d: &DesiredPod,
+        i: usize,
+        spec: &ContainerSpec,
+        evidence: &exec_format::Evidence,
+    ) {
         let key = d.spec.key();
         let arch = exec_format::node_arch();
         let state = waiting(
             exec_format::REASON,
-            exec_format::container_message(&spec.image, arch),
+            exec_format::container_message(&spec.image, arch, evidence),
         );
-        let message = exec_format::pod_message(&spec.name, &spec.image, arch);
+        let message = exec_format::pod_message(&spec.name, &spec.image, arch, evidence);
         let t = Terminal {
             generation: d.generation,
             reason: exec_format::REASON.into(),
@@ -1882,7 +1909,7 @@ impl Reconciler {
                 );
             }
             Err(e) if exec_format::is_exec_format_error(&e.to_string()) => {
-                self.fail_exec_format(d, i, spec);
+                self.fail_exec_format(d, i, spec, &exec_format::Evidence::Refused);
             }
             Err(e) => {
                 // Left in "created": the next sync handles it as an exit
