@@ -3,7 +3,9 @@
 //!
 //! One JSON file (`pods.json` in the data directory), written atomically
 //! (temp file + rename) on every change the controller sends, read once at
-//! start. Changes are applied here first and acknowledged only once saved,
+//! start. Pods are filed by key (`PodSpec::key`); files written before
+//! namespaces existed read back with every pod in the default namespace,
+//! whose keys are the bare names they were filed under. Changes are applied here first and acknowledged only once saved,
 //! so an acknowledged generation is always on disk.
 
 use crate::runtime::DesiredSet;
@@ -26,9 +28,9 @@ struct OnDisk {
 /// What applying a controller message did.
 #[derive(Debug, Default, PartialEq)]
 pub struct ApplyOutcome {
-    /// Pods refused (bad spec, or for another node), with the reason.
+    /// Pods refused (bad spec, or for another node) by key, with the reason.
     pub refused: Vec<(String, String)>,
-    /// Pods the controller removed that this node did not have.
+    /// Keys of pods the controller removed that this node did not have.
     pub unknown_removals: Vec<String>,
 }
 
@@ -57,7 +59,7 @@ impl PodState {
                 })?;
                 set.generation = disk.generation;
                 for p in disk.pods {
-                    set.pods.insert(p.spec.name.clone(), p);
+                    set.pods.insert(p.spec.key(), p);
                 }
             }
             Err(e) if e.is_not_found() => {}
@@ -86,13 +88,13 @@ impl PodState {
         } else {
             self.set.clone()
         };
-        for name in msg.removed {
-            if next.pods.remove(&name).is_none() {
-                out.unknown_removals.push(name);
+        for key in msg.removed {
+            if next.pods.remove(&key).is_none() {
+                out.unknown_removals.push(key);
             }
         }
         for pod in msg.pods {
-            let name = pod.spec.name.clone();
+            let name = pod.spec.key();
             if let Err(e) = pod.spec.validate() {
                 out.refused.push((name, e));
                 continue;
@@ -214,6 +216,56 @@ mod tests {
             .iter()
             .any(|(n, e)| n == "other" && e.contains("edge-2")));
         assert_eq!(s.set().pods.len(), 1);
+    }
+
+    #[test]
+    fn one_name_in_two_namespaces_is_two_pods() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = PodState::load(dir.path(), "edge-1").unwrap();
+        let mut other = pod("web", "edge-1", 1);
+        other.spec.namespace = "team-a".into();
+        s.apply(msg(1, true, vec![pod("web", "edge-1", 1), other], &[]))
+            .unwrap();
+        let again = PodState::load(dir.path(), "edge-1").unwrap();
+        assert_eq!(
+            again.set().pods.keys().cloned().collect::<Vec<_>>(),
+            vec!["team-a.web".to_string(), "web".to_string()]
+        );
+        assert_eq!(again.set().pods["team-a.web"].spec.namespace, "team-a");
+        // Removals name keys.
+        let mut again = again;
+        let out = again
+            .apply(msg(2, false, vec![], &["team-a.web", "team-b.web"]))
+            .unwrap();
+        assert_eq!(out.unknown_removals, vec!["team-b.web".to_string()]);
+        assert_eq!(
+            again.set().pods.keys().cloned().collect::<Vec<_>>(),
+            vec!["web".to_string()]
+        );
+    }
+
+    #[test]
+    fn a_file_from_before_namespaces_still_loads() {
+        // pods.json as the agent wrote it before pod specs had a namespace.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(FILE),
+            br#"{"generation":7,"pods":[{"generation":2,"spec":{"name":"web","labels":{},
+                "node_name":"edge-1","containers":[{"name":"main","image":"img:1","command":[],
+                "args":[],"env":[],"ports":[],"resources":{"requests":{"cpu_millis":0,
+                "memory_bytes":0,"pids":0,"ephemeral_storage_bytes":0,"gpus":0},"limits":{
+                "cpu_millis":0,"memory_bytes":0,"pids":0,"ephemeral_storage_bytes":0,"gpus":0}},
+                "liveness":null,"readiness":null,"volume_mounts":[]}],"restart_policy":"Always",
+                "termination_grace_secs":30,"volumes":[],"priority":0}}]}"#,
+        )
+        .unwrap();
+        let s = PodState::load(dir.path(), "edge-1").unwrap();
+        assert_eq!(s.generation(), 7);
+        let web = &s.set().pods["web"];
+        assert_eq!(web.spec.namespace, "default");
+        assert_eq!(web.spec.key(), "web");
+        assert_eq!(web.generation, 2);
+        assert!(web.spec.validate().is_ok(), "{:?}", web.spec.validate());
     }
 
     #[test]

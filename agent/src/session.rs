@@ -1,8 +1,9 @@
 //! The agent's life: enrol once, then keep one mutually authenticated QUIC
 //! session to the controller, reconnecting with back-off when it drops.
 //!
-//! Data flow: the housekeeping task measures the box every interval and
-//! publishes the latest [`NodeReport`] on a watch channel; the session task
+//! Data flow: the housekeeping task measures the box (and lists the
+//! engine's images) every interval and publishes the latest [`NodeReport`]
+//! on a watch channel; the session task
 //! sends it when it is worth sending (`report::worth_sending`) and heartbeats
 //! otherwise, and renews the node certificate over the live session at two
 //! thirds of its lifetime.
@@ -14,6 +15,8 @@ use crate::podstate::PodState;
 use crate::pressure::PressureTracker;
 use crate::probe::{self, Prober};
 use crate::report::worth_sending;
+use crate::runtime::docker::Engine;
+use crate::runtime::images::ImageCatalog;
 use crate::runtime::{self, DesiredSet, RuntimeConfig, Snapshot};
 use anyhow::{anyhow, bail, Context, Result};
 use outpost_proto::clock::now_ms;
@@ -206,10 +209,18 @@ async fn enrol_once(
     Ok(id)
 }
 
-/// Measures the box every housekeeping interval and publishes the report.
-pub async fn housekeeping(cfg: AgentConfig, tx: watch::Sender<Option<NodeReport>>) {
+/// How long one housekeeping look at the engine's images may take.
+const IMAGES_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Measures the box every housekeeping interval and publishes the report,
+/// with the images the engine of node `node` holds.
+pub async fn housekeeping(cfg: AgentConfig, node: String, tx: watch::Sender<Option<NodeReport>>) {
     let mut prober = Prober::new(cfg.data_dir.clone());
     let mut tracker = PressureTracker::new(cfg.pressure.clone());
+    let mut images = ImageCatalog::default();
+    // Speaking the engine's API version; dropped (and negotiated again)
+    // after a failure, as the engine may come back as another version.
+    let mut engine: Option<Engine> = None;
     let mut tick = tokio::time::interval(cfg.housekeeping_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut runtime_was: Option<bool> = None;
@@ -237,6 +248,9 @@ pub async fn housekeeping(cfg: AgentConfig, tx: watch::Sender<Option<NodeReport>
         }
         let capacity = prober.capacity();
         let allocatable = Prober::allocatable(&capacity, &cfg.reserved, &cfg.pressure.hard);
+        if runtime.available {
+            refresh_images(&mut images, &mut engine, &node).await;
+        }
         let mut info = prober.node_info();
         info.runtime = runtime;
         let report = NodeReport {
@@ -246,13 +260,32 @@ pub async fn housekeeping(cfg: AgentConfig, tx: watch::Sender<Option<NodeReport>
             conditions: outcome.conditions,
             signals: outcome.signals,
             labels: cfg.labels.clone(),
-            images: Vec::new(),
+            images: images.current().to_vec(),
         };
         if let Err(e) = report.validate() {
             error!("measured report is out of bounds and was not sent: {e}");
             continue;
         }
         let _ = tx.send(Some(report));
+    }
+}
+
+/// Brings the image list up to date; on failure the previous list stays.
+async fn refresh_images(images: &mut ImageCatalog, engine: &mut Option<Engine>, node: &str) {
+    if engine.is_none() {
+        if let Ok(d) = bollard::Docker::connect_with_unix_defaults() {
+            *engine = Some(Engine::new(negotiated(d).await, node));
+        }
+    }
+    let Some(e) = engine.as_ref() else { return };
+    let failed = match tokio::time::timeout(IMAGES_TIMEOUT, images.refresh(e)).await {
+        Ok(Ok(())) => None,
+        Ok(Err(err)) => Some(err.to_string()),
+        Err(_) => Some(format!("no answer within {}s", IMAGES_TIMEOUT.as_secs())),
+    };
+    if let Some(why) = failed {
+        debug!("listing the engine's images failed: {why}; keeping the previous list");
+        *engine = None;
     }
 }
 
@@ -300,7 +333,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         );
     }
     let (report_tx, report_rx) = watch::channel(None);
-    let housekeeping = tokio::spawn(housekeeping(cfg.clone(), report_tx));
+    let housekeeping = tokio::spawn(housekeeping(cfg.clone(), id.node.clone(), report_tx));
     let (desired_tx, desired_rx) = watch::channel(Arc::new(pods.set().clone()));
     let (status_tx, status_rx) = watch::channel(Arc::new(Snapshot::default()));
     let (events_tx, mut events_rx) = mpsc::channel::<AgentEvent>(EVENT_QUEUE);
@@ -511,6 +544,15 @@ async fn serve_controller_stream(
     let docker = negotiated(docker).await;
     match first {
         Message::LogsRequest(req) => {
+            if let Err(e) = req.validate() {
+                let _ = write_frame(
+                    &mut send,
+                    &refuse(ErrorCode::InvalidRequest, format!("bad logs request: {e}")),
+                )
+                .await;
+                let _ = send.finish();
+                return;
+            }
             let Some(pod) = desired.pods.get(&req.pod) else {
                 let _ = write_frame(
                     &mut send,

@@ -652,8 +652,8 @@ fn pod(w: &mut Walker, top: &Fields<'_>) -> Option<PodSpec> {
         return None;
     }
     Some(PodSpec {
-        namespace: "default".into(),
         name: name?,
+        namespace: outpost_proto::pod::DEFAULT_NAMESPACE.to_string(),
         labels,
         node_name,
         containers,

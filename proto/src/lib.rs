@@ -35,4 +35,5 @@ pub const ALPN: &[u8] = b"outpost/1";
 
 /// Version of the message structures; bumped on any incompatible change.
 /// The hello carries it so a mismatch is reported by name, not as a decode error.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: pod namespaces and keys, pod IPs, the images a node holds.
+pub const PROTOCOL_VERSION: u32 = 3;

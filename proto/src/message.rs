@@ -10,7 +10,9 @@
 //!   `Request` -> `Response` | `Error`.
 
 use crate::node::{Event, EventType, NodeReport, NodeView, TokenInfo};
-use crate::pod::{DesiredPod, PodSpec, PodStatus, PodView};
+use crate::pod::{
+    pod_limits, validate_dns_label, validate_pod_key, DesiredPod, PodSpec, PodStatus, PodView,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -362,7 +364,7 @@ pub struct PodsDesired {
     pub full: bool,
     /// Pods added or changed (all pods when `full`).
     pub pods: Vec<DesiredPod>,
-    /// Pods to stop and remove.
+    /// Keys ([`crate::pod::PodSpec::key`]) of pods to stop and remove.
     pub removed: Vec<String>,
 }
 
@@ -375,10 +377,43 @@ pub struct PodStatusUpdate {
     /// `pods` holds every pod the agent runs; forget the others.
     pub full: bool,
     pub pods: Vec<PodStatus>,
-    /// Pods the agent no longer has at all (stopped and removed).
+    /// Keys of pods the agent no longer has at all (stopped and removed).
     pub gone: Vec<String>,
     /// Node cpu and memory in use, for `top nodes`.
     pub node_usage: crate::pod::Usage,
+}
+
+impl PodStatusUpdate {
+    /// Checks bounds and keys on an update from a peer; all problems at once.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut p = Vec::new();
+        for (what, n) in [
+            ("statuses", self.pods.len()),
+            ("gone pods", self.gone.len()),
+        ] {
+            if n > MAX_PODS_PER_NODE {
+                p.push(format!("{n} {what}; at most {MAX_PODS_PER_NODE}"));
+            }
+        }
+        for s in &self.pods {
+            if let Err(e) = s.validate() {
+                p.push(format!(
+                    "status of pod {:?}: {e}",
+                    s.name.chars().take(140).collect::<String>()
+                ));
+            }
+        }
+        for k in &self.gone {
+            if let Err(e) = validate_pod_key("gone pod", k) {
+                p.push(e);
+            }
+        }
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(p.join("; "))
+        }
+    }
 }
 
 /// Something the agent tells the operator about one of its pods.
@@ -387,16 +422,54 @@ pub struct AgentEvent {
     pub kind: EventType,
     /// CamelCase reason, e.g. `Evicted`, `BackOff`, `Pulled`.
     pub reason: String,
-    /// Pod name the event is about.
+    /// Key of the pod the event is about ([`crate::pod::PodSpec::key`]);
+    /// empty for an event about the node itself (image garbage collection).
     pub pod: String,
     pub message: String,
 }
 
 /// Most events in one `AgentEvents` message.
 pub const MAX_AGENT_EVENTS: usize = 64;
+/// Longest event reason.
+pub const MAX_REASON: usize = 128;
+
+impl AgentEvent {
+    /// Checks an event from a peer: the pod key (or none), reason and
+    /// message bounds.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut p = Vec::new();
+        if !self.pod.is_empty() {
+            if let Err(e) = validate_pod_key("event pod", &self.pod) {
+                p.push(e);
+            }
+        }
+        if self.reason.is_empty()
+            || self.reason.len() > MAX_REASON
+            || !self.reason.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            p.push(format!(
+                "event reason {:?} must be 1 to {MAX_REASON} letters and digits (CamelCase)",
+                self.reason.chars().take(64).collect::<String>()
+            ));
+        }
+        if self.message.len() > pod_limits::MAX_MESSAGE {
+            p.push(format!(
+                "event message is {} bytes, at most {}",
+                self.message.len(),
+                pod_limits::MAX_MESSAGE
+            ));
+        }
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(p.join("; "))
+        }
+    }
+}
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct LogsRequest {
+    /// Key of the pod ([`crate::pod::PodSpec::key`]).
     pub pod: String,
     /// Container name; may be omitted when the pod has one container.
     pub container: Option<String>,
@@ -405,6 +478,27 @@ pub struct LogsRequest {
     pub tail: Option<u32>,
     /// The previous run's log, after a restart.
     pub previous: bool,
+}
+
+impl LogsRequest {
+    /// Checks a request from a peer: a pod key and, if named, a container
+    /// name.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut p = Vec::new();
+        if let Err(e) = validate_pod_key("pod", &self.pod) {
+            p.push(e);
+        }
+        if let Some(c) = &self.container {
+            if let Err(e) = validate_dns_label("container name", c) {
+                p.push(e);
+            }
+        }
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(p.join("; "))
+        }
+    }
 }
 
 /// Controller -> agent: an image tarball follows.
@@ -473,4 +567,51 @@ pub mod close {
     pub const DELETED: u32 = 4;
     /// The controller is shutting down.
     pub const SHUTDOWN: u32 = 5;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_from_peers_are_checked() {
+        let logs = |pod: &str, container: Option<&str>| LogsRequest {
+            pod: pod.into(),
+            container: container.map(str::to_string),
+            follow: false,
+            tail: None,
+            previous: false,
+        };
+        assert!(logs("web", None).validate().is_ok());
+        assert!(logs("team-a.web", Some("main")).validate().is_ok());
+        assert!(logs("a.b.c", None).validate().is_err());
+        assert!(logs("web", Some("Main")).validate().is_err());
+
+        let event = |pod: &str, reason: &str| AgentEvent {
+            kind: EventType::Warning,
+            reason: reason.into(),
+            pod: pod.into(),
+            message: "m".into(),
+        };
+        assert!(event("team-a.web", "ExecFormatError").validate().is_ok());
+        assert!(event("", "ImageGCFreed").validate().is_ok(), "node event");
+        assert!(event("team-a.web.x", "Evicted").validate().is_err());
+        assert!(event("web", "not camel").validate().is_err());
+        let mut long = event("web", "Evicted");
+        long.message = "x".repeat(pod_limits::MAX_MESSAGE + 1);
+        assert!(long.validate().is_err());
+
+        let update = |gone: &[&str]| PodStatusUpdate {
+            full: false,
+            pods: vec![],
+            gone: gone.iter().map(|g| (*g).to_string()).collect(),
+            node_usage: crate::pod::Usage::default(),
+        };
+        assert!(update(&["web", "team-a.web"]).validate().is_ok());
+        let e = update(&["web", "x..y"]).validate().unwrap_err();
+        assert!(e.contains("gone pod"), "{e}");
+        assert!(update(&vec!["web"; MAX_PODS_PER_NODE + 1])
+            .validate()
+            .is_err());
+    }
 }

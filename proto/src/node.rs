@@ -201,15 +201,33 @@ pub struct Condition {
     pub last_transition_ms: u64,
 }
 
-/// An image the node's engine holds (for image locality and for knowing
-/// which architectures an image exists for).
+/// Most images one report lists (the most recently created first).
+pub const MAX_IMAGES: usize = 256;
+/// Most names (repo tags, then repo digests) listed per image.
+pub const MAX_IMAGE_NAMES: usize = 8;
+/// Longest image name listed, in bytes (the pod spec's bound on an image
+/// reference); a longer one is left out, never cut.
+pub const MAX_IMAGE_NAME: usize = 512;
+/// Most bytes of image names in one report, all images together. The
+/// per-image bounds alone would allow 1 MiB (256 x 8 x 512), the whole
+/// frame; real names are 20 to 100 bytes, so a full list of 256 images
+/// with a tag and a digest each takes about 50 KiB.
+pub const MAX_IMAGE_NAME_BYTES: usize = 256 * 1024;
+/// Longest architecture or OS name (`amd64`, `linux`; Go has none over 8).
+pub const MAX_PLATFORM_NAME: usize = 32;
+
+/// One image the node's engine holds, for the scheduler: image locality,
+/// and which architectures an image exists for.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImageSummary {
-    /// Repo tags, then repo digests.
+    /// Repo tags, then repo digests (`repo@sha256:...`); at most
+    /// [`MAX_IMAGE_NAMES`], each at most [`MAX_IMAGE_NAME`] bytes.
     pub names: Vec<String>,
     pub size_bytes: u64,
-    /// Go spelling: `amd64`, `arm64`, `arm`.
+    /// Go spelling, as the image config has it: `amd64`, `arm64`, `arm`.
+    /// Empty when the engine did not say.
     pub architecture: String,
+    /// `linux`, `windows`; empty when the engine did not say.
     pub os: String,
 }
 
@@ -226,7 +244,8 @@ pub struct NodeReport {
     pub signals: Vec<SignalObservation>,
     /// Labels the agent asserts (from its flags or config file).
     pub labels: BTreeMap<String, String>,
-    /// Images the node's engine holds.
+    /// Images the engine holds, the most recently created first; at most
+    /// [`MAX_IMAGES`].
     pub images: Vec<ImageSummary>,
 }
 
@@ -385,10 +404,109 @@ impl NodeReport {
         if let Err(e) = crate::names::validate_labels(&self.labels) {
             problems.push(e);
         }
+        validate_images(&self.images, &mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
             Err(problems.join("; "))
         }
+    }
+}
+
+fn validate_images(images: &[ImageSummary], problems: &mut Vec<String>) {
+    if images.len() > MAX_IMAGES {
+        problems.push(format!("{} images, at most {MAX_IMAGES}", images.len()));
+    }
+    let mut total = 0usize;
+    for (i, image) in images.iter().enumerate() {
+        if image.names.len() > MAX_IMAGE_NAMES {
+            problems.push(format!(
+                "image {i} has {} names, at most {MAX_IMAGE_NAMES}",
+                image.names.len()
+            ));
+        }
+        for n in &image.names {
+            total = total.saturating_add(n.len());
+            if n.is_empty() || n.len() > MAX_IMAGE_NAME {
+                problems.push(format!(
+                    "image {i}: a name of {} bytes; names are 1 to {MAX_IMAGE_NAME} bytes",
+                    n.len()
+                ));
+            }
+        }
+        for (field, s) in [("architecture", &image.architecture), ("os", &image.os)] {
+            if s.len() > MAX_PLATFORM_NAME {
+                problems.push(format!(
+                    "image {i}: {field} is {} bytes, at most {MAX_PLATFORM_NAME}",
+                    s.len()
+                ));
+            }
+        }
+    }
+    if total > MAX_IMAGE_NAME_BYTES {
+        problems.push(format!(
+            "image names take {total} bytes, at most {MAX_IMAGE_NAME_BYTES}"
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(names: &[&str]) -> ImageSummary {
+        ImageSummary {
+            names: names.iter().map(|n| (*n).to_string()).collect(),
+            size_bytes: 1,
+            architecture: "arm64".into(),
+            os: "linux".into(),
+        }
+    }
+
+    #[test]
+    fn image_bounds() {
+        let ok = NodeReport {
+            images: vec![image(&["a:1", "a@sha256:00"]); MAX_IMAGES],
+            ..NodeReport::default()
+        };
+        assert!(ok.validate().is_ok(), "{:?}", ok.validate());
+        let long = "x".repeat(MAX_IMAGE_NAME + 1);
+        let longest = "y".repeat(MAX_IMAGE_NAME);
+        let too_many_names: Vec<String> = (0..=MAX_IMAGE_NAMES).map(|i| format!("n:{i}")).collect();
+        let names: Vec<&str> = too_many_names.iter().map(String::as_str).collect();
+        let mut odd = image(&["a:1"]);
+        odd.architecture = "a".repeat(MAX_PLATFORM_NAME + 1);
+        let table: Vec<(Vec<ImageSummary>, &str)> = vec![
+            (vec![image(&["a:1"]); MAX_IMAGES + 1], "257 images"),
+            (vec![image(&names)], "9 names"),
+            (vec![image(&[long.as_str()])], "bytes; names are 1 to 512"),
+            (vec![image(&[""])], "a name of 0 bytes"),
+            (vec![odd], "architecture is 33 bytes"),
+            (
+                vec![image(&[longest.as_str(); 8]); 100],
+                "image names take 409600 bytes",
+            ),
+        ];
+        for (images, want) in table {
+            let r = NodeReport {
+                images,
+                ..NodeReport::default()
+            };
+            let e = r.validate().unwrap_err();
+            assert!(e.contains(want), "{want}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_full_image_list_fits_in_a_frame() {
+        let name = "y".repeat(MAX_IMAGE_NAME);
+        let per_image = MAX_IMAGE_NAME_BYTES / MAX_IMAGES / MAX_IMAGE_NAME;
+        let r = NodeReport {
+            images: vec![image(&vec![name.as_str(); per_image.max(1)]); MAX_IMAGES],
+            ..NodeReport::default()
+        };
+        assert!(r.validate().is_ok(), "{:?}", r.validate());
+        let bytes = crate::frame::encode(&crate::Message::Report(Box::new(r))).unwrap();
+        assert!(bytes.len() < crate::MAX_FRAME, "{}", bytes.len());
     }
 }

@@ -4,6 +4,13 @@
 //! network namespace, as in Kubernetes. These are the validated internal
 //! forms; operators write Kubernetes YAML, which the controller's manifest
 //! module turns into them (reporting every unsupported field by name).
+//!
+//! Pods live in namespaces. On a node a pod is known by its key
+//! ([`PodSpec::key`], [`pod_key`]): the bare name in the `default`
+//! namespace, `NAMESPACE.NAME` elsewhere. Both parts are DNS-1123 labels,
+//! which never contain a dot, so keys never collide. Everything that names
+//! a pod between agent and controller after the spec itself (statuses,
+//! events, logs requests, removals) carries the key.
 
 use crate::node::Resources;
 use serde::{Deserialize, Serialize};
@@ -130,15 +137,29 @@ impl ContainerSpec {
 /// Kubernetes' `terminationGracePeriodSeconds` default.
 pub const DEFAULT_TERMINATION_GRACE_SECS: u64 = 30;
 
+/// The namespace of a pod that names none, as in Kubernetes.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
 fn default_namespace() -> String {
-    "default".to_string()
+    DEFAULT_NAMESPACE.to_string()
+}
+
+/// A pod's node-unique key: `name` in the [`DEFAULT_NAMESPACE`] (or an
+/// empty namespace), else `namespace.name`.
+pub fn pod_key(namespace: &str, name: &str) -> String {
+    if namespace.is_empty() || namespace == DEFAULT_NAMESPACE {
+        name.to_string()
+    } else {
+        format!("{namespace}.{name}")
+    }
 }
 
 /// A pod as the controller wants it.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct PodSpec {
     pub name: String,
-    /// Kubernetes namespace (`default` when none was given).
+    /// A DNS-1123 label. Files written before namespaces existed have none:
+    /// they read back as [`DEFAULT_NAMESPACE`].
     #[serde(default = "default_namespace")]
     pub namespace: String,
     pub labels: BTreeMap<String, String>,
@@ -152,8 +173,9 @@ pub struct PodSpec {
 }
 
 impl PodSpec {
-    /// An unbound pod of `containers` with Kubernetes' defaults: no labels,
-    /// restart Always, 30 s termination grace, priority 0, no volumes.
+    /// An unbound pod of `containers` in the [`DEFAULT_NAMESPACE`] with
+    /// Kubernetes' defaults: no labels, restart Always, 30 s termination
+    /// grace, priority 0, no volumes.
     pub fn new(name: impl Into<String>, containers: Vec<ContainerSpec>) -> PodSpec {
         PodSpec {
             name: name.into(),
@@ -168,15 +190,11 @@ impl PodSpec {
         }
     }
 
-    /// The pod's key on its node: `name` in the default namespace, else
-    /// `namespace.name` (namespaces and pod names are DNS labels, so keys
-    /// never collide).
+    /// The pod's node-unique key (see [`pod_key`]): what the agent files
+    /// it under (desired set, container labels and names, volumes) and what
+    /// statuses, events and logs requests carry.
     pub fn key(&self) -> String {
-        if self.namespace.is_empty() || self.namespace == "default" {
-            self.name.clone()
-        } else {
-            format!("{}.{}", self.namespace, self.name)
-        }
+        pod_key(&self.namespace, &self.name)
     }
 
     /// Sum of the containers' requests (what the scheduler fits).
@@ -238,6 +256,27 @@ pub fn validate_dns_label(what: &str, s: &str) -> Result<(), String> {
     }
 }
 
+/// A pod key from a peer (status, event, logs request, removal): `NAME` or
+/// `NAMESPACE.NAME`, each part a DNS-1123 label.
+pub fn validate_pod_key(what: &str, key: &str) -> Result<(), String> {
+    let parts: Vec<&str> = key.splitn(3, '.').collect();
+    let ok = match parts.as_slice() {
+        [name] => validate_dns_label(what, name).is_ok(),
+        [namespace, name] => {
+            validate_dns_label(what, namespace).is_ok() && validate_dns_label(what, name).is_ok()
+        }
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} {:?} is not a valid pod key: use NAME or NAMESPACE.NAME, each at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit",
+            key.chars().take(140).collect::<String>()
+        ))
+    }
+}
+
 impl PodSpec {
     /// Checks every bound and name; returns all problems at once. The
     /// controller runs it on apply and the agent on every pod it receives.
@@ -245,6 +284,9 @@ impl PodSpec {
         use pod_limits::*;
         let mut p = Vec::new();
         if let Err(e) = validate_dns_label("pod name", &self.name) {
+            p.push(e);
+        }
+        if let Err(e) = validate_dns_label("namespace", &self.namespace) {
             p.push(e);
         }
         if self.labels.len() > MAX_LABELS {
@@ -510,10 +552,8 @@ pub struct ContainerStatus {
 /// What the agent reports about one pod.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct PodStatus {
+    /// The pod's key ([`PodSpec::key`]), not its bare name.
     pub name: String,
-    /// The pod's IP on its node's network (empty until it has one).
-    #[serde(default)]
-    pub pod_ip: String,
     /// The pod generation these containers run.
     pub generation: u64,
     pub phase: PodPhase,
@@ -523,6 +563,10 @@ pub struct PodStatus {
     /// All containers ready.
     pub ready: bool,
     pub started_ms: u64,
+    /// The pod's address on its Docker network (that of the container
+    /// holding its network namespace) while that container runs; empty
+    /// when unknown.
+    pub pod_ip: String,
     pub containers: Vec<ContainerStatus>,
     pub usage: Usage,
 }
@@ -539,7 +583,13 @@ impl PodStatus {
     pub fn validate(&self) -> Result<(), String> {
         use pod_limits::*;
         let mut p = Vec::new();
-        validate_dns_label("pod name", &self.name).unwrap_or_else(|e| p.push(e));
+        validate_pod_key("pod", &self.name).unwrap_or_else(|e| p.push(e));
+        if !self.pod_ip.is_empty() && self.pod_ip.parse::<std::net::IpAddr>().is_err() {
+            p.push(format!(
+                "podIP {:?} is not an IP address",
+                self.pod_ip.chars().take(64).collect::<String>()
+            ));
+        }
         check_len(&mut p, "reason", &self.reason, 128);
         check_len(&mut p, "message", &self.message, MAX_MESSAGE);
         if self.containers.len() > MAX_CONTAINERS {
@@ -597,5 +647,100 @@ pub fn truncate(s: &mut String, max: usize) {
             cut -= 1;
         }
         s.truncate(cut);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(namespace: &str, name: &str) -> PodSpec {
+        PodSpec {
+            namespace: namespace.into(),
+            ..PodSpec::new(name, vec![ContainerSpec::new("main", "img:1")])
+        }
+    }
+
+    #[test]
+    fn keys() {
+        assert_eq!(PodSpec::new("web", vec![]).namespace, DEFAULT_NAMESPACE);
+        for (namespace, name, key) in [
+            ("default", "web", "web"),
+            ("", "web", "web"),
+            ("team-a", "web", "team-a.web"),
+            ("default-x", "web", "default-x.web"),
+        ] {
+            assert_eq!(spec(namespace, name).key(), key);
+            assert_eq!(pod_key(namespace, name), key);
+            assert!(validate_pod_key("pod", key).is_ok(), "{key}");
+        }
+        for bad in [
+            "",
+            ".",
+            "a.",
+            ".a",
+            "a.b.c",
+            "A",
+            "a_b",
+            "-a.b",
+            &"x".repeat(64),
+        ] {
+            let e = validate_pod_key("pod", bad).unwrap_err();
+            assert!(e.contains("NAMESPACE.NAME"), "{bad}: {e}");
+        }
+        assert!(validate_pod_key("pod", &format!("{0}.{0}", "x".repeat(63))).is_ok());
+    }
+
+    #[test]
+    fn namespace_is_validated() {
+        assert!(spec("team-a", "web").validate().is_ok());
+        for bad in ["", "Team", "a.b", "-a"] {
+            let e = spec(bad, "web").validate().unwrap_err();
+            assert!(e.contains("namespace"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn specs_without_a_namespace_read_as_default() {
+        let mut v = serde_json::to_value(spec("default", "web")).unwrap();
+        v.as_object_mut().unwrap().remove("namespace");
+        let back: PodSpec = serde_json::from_value(v).unwrap();
+        assert_eq!(back.namespace, DEFAULT_NAMESPACE);
+        assert_eq!(back.key(), "web");
+    }
+
+    fn status(name: &str, pod_ip: &str) -> PodStatus {
+        PodStatus {
+            name: name.into(),
+            generation: 1,
+            phase: PodPhase::Running,
+            reason: String::new(),
+            message: String::new(),
+            ready: true,
+            started_ms: 1,
+            pod_ip: pod_ip.into(),
+            containers: vec![],
+            usage: Usage::default(),
+        }
+    }
+
+    #[test]
+    fn statuses_carry_keys_and_ips() {
+        for (name, ip) in [
+            ("web", ""),
+            ("team-a.web", "172.17.0.3"),
+            ("web", "fd00::3"),
+        ] {
+            assert!(status(name, ip).validate().is_ok(), "{name} {ip}");
+        }
+        for (name, ip, want) in [
+            ("web", "172.17.0", "podIP"),
+            ("web", "host", "podIP"),
+            ("a.b.c", "", "pod key"),
+            ("Web", "", "pod key"),
+        ] {
+            let e = status(name, ip).validate().unwrap_err();
+            assert!(e.contains(want), "{name} {ip}: {e}");
+        }
     }
 }

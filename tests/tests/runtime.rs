@@ -8,6 +8,8 @@
 //! `outpost_rt-test-..._...`; every container of the test's node is removed
 //! when the test ends, even when it fails.
 
+use outpost_agent::runtime::docker::Engine;
+use outpost_agent::runtime::images::ImageCatalog;
 use outpost_agent::runtime::reconcile;
 use outpost_agent::runtime::{DesiredSet, RuntimeConfig, Snapshot};
 use outpost_proto::pod::{
@@ -19,7 +21,7 @@ use outpost_proto::{
     ThresholdState,
 };
 use outpost_tests::{docker, docker_ok, engine, free_tcp_port};
-use outpost_workloads::{BURN_IMAGE, EXIT_IMAGE, HOG_IMAGE, HTTP_IMAGE};
+use outpost_workloads::{BURN_IMAGE, EXIT_IMAGE, HOG_IMAGE, HTTP_IMAGE, IMAGES};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -160,7 +162,7 @@ impl Harness {
         self.generation += 1;
         let pods = pods
             .into_iter()
-            .map(|(spec, generation)| (spec.name.clone(), DesiredPod { generation, spec }))
+            .map(|(spec, generation)| (spec.key(), DesiredPod { generation, spec }))
             .collect();
         self.desired.send_replace(Arc::new(DesiredSet {
             generation: self.generation,
@@ -382,8 +384,11 @@ async fn starts_serves_and_removes_a_pod() {
     let id = st.containers[0].container_id.clone();
 
     // Served through the pod's IP and through the hostPort on the pause
-    // container; both containers answer on the one address.
+    // container; both containers answer on the one address, which the
+    // status reports.
     let ip = pod_ip(node, name);
+    eprintln!("pod IP: reported {:?}, docker inspect {ip}", st.pod_ip);
+    assert_eq!(st.pod_ip, ip, "the sandbox's address");
     assert_eq!(
         http_get(&format!("{ip}:8080"), "/").await,
         Ok((200, name.to_string()))
@@ -499,22 +504,159 @@ async fn one_container_pod_holds_its_own_network() {
         http_get(&format!("127.0.0.1:{host_port}"), "/").await,
         Ok((200, name.to_string()))
     );
+    let ip = pod_ip(node, name);
+    assert_eq!(st.pod_ip, ip, "the container's own address");
+    assert_eq!(
+        http_get(&format!("{}:8080", st.pod_ip), "/").await,
+        Ok((200, name.to_string()))
+    );
 
-    // Killed: back on the same host port, with a new address.
+    // Killed: back on the same host port, with a new address, which the
+    // status follows.
     docker_ok(&["kill", &st.containers[0].container_id]);
     h.wait_pod(name, "running again", 60, |p| {
         running(p) && p.ready && p.containers[0].restart_count == 1
     })
     .await;
     let ip = pod_ip(node, name);
+    let st = h
+        .wait_pod(name, "the new address reported", 10, |p| p.pod_ip == ip)
+        .await;
+    eprintln!("pod IP after the restart: {}", st.pod_ip);
     assert_eq!(
-        http_get(&format!("{ip}:8080"), "/").await,
+        http_get(&format!("{}:8080", st.pod_ip), "/").await,
         Ok((200, name.to_string()))
     );
     assert_eq!(
         http_get(&format!("127.0.0.1:{host_port}"), "/").await,
         Ok((200, name.to_string()))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_name_in_two_namespaces_is_two_pods() {
+    let node = "rt-node-ns";
+    let (_cleanup, dir) = setup(node);
+    let mut h = Harness::start(node, dir.path()).await;
+    let name = "rt-test-ns";
+    let spec = |namespace: &str| {
+        let mut web = container("web", HTTP_IMAGE, &[]);
+        web.env = vec![("POD_NAME".into(), format!("{namespace}/{name}"))];
+        web.volume_mounts = vec![VolumeMount {
+            name: "data".into(),
+            mount_path: "/data".into(),
+            read_only: false,
+        }];
+        let mut p = pod(name, vec![web]);
+        p.namespace = namespace.into();
+        p.volumes = vec![Volume {
+            name: "data".into(),
+            source: VolumeSource::EmptyDir,
+        }];
+        p
+    };
+    let team = format!("rt-team.{name}");
+    h.set_pods(vec![(spec("default"), 1), (spec("rt-team"), 1)]);
+    let st = h
+        .wait_for("both Running", 60, |s| {
+            s.pods.len() == 2 && s.pods.values().all(running)
+        })
+        .await;
+    assert_eq!(
+        st.pods.keys().cloned().collect::<Vec<_>>(),
+        [team.clone(), name.to_string()]
+    );
+    assert_eq!(st.pods[&team].name, team, "statuses carry the key");
+    for (key, namespace) in [(name, "default"), (team.as_str(), "rt-team")] {
+        let id = &st.pods[key].containers[0].container_id;
+        let got = docker_ok(&[
+            "inspect",
+            "-f",
+            "{{.Name}} {{index .Config.Labels \"dev.outpost.pod\"}} {{.Config.Hostname}}",
+            id,
+        ]);
+        assert_eq!(
+            got,
+            format!("/outpost_{key}_web_1_0 {key} {name}"),
+            "named and labelled by key, host name is the pod name"
+        );
+        let volume = dir.path().join("pods").join(key).join("volumes/data");
+        assert!(volume.is_dir(), "emptyDir at {}", volume.display());
+        let ip = pod_ip(node, key);
+        assert_eq!(st.pods[key].pod_ip, ip);
+        assert_eq!(
+            http_get(&format!("{ip}:8080"), "/").await,
+            Ok((200, format!("{namespace}/{name}")))
+        );
+    }
+
+    // Removing one leaves the other alone.
+    let kept = st.pods[name].containers[0].container_id.clone();
+    h.set_pods(vec![(spec("default"), 1)]);
+    h.wait_for("team pod gone", 30, |s| !s.pods.contains_key(&team))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let of_team = format!("label=dev.outpost.pod={team}");
+    while !containers_of(node, &[&of_team]).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(containers_of(node, &[&of_team]).is_empty());
+    assert!(!dir.path().join("pods").join(&team).exists());
+    assert_eq!(containers_of(node, &[]), vec![kept.clone()]);
+    let st = h.status.borrow().pods[name].clone();
+    assert!(running(&st) && st.containers[0].container_id == kept);
+    assert!(dir
+        .path()
+        .join("pods")
+        .join(name)
+        .join("volumes/data")
+        .is_dir());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_report_lists_the_engines_images() {
+    outpost_workloads::ensure_images().expect("workload images build");
+    let engine = Engine::new(engine().await, "rt-node-images");
+    let mut catalog = ImageCatalog::default();
+    let started = Instant::now();
+    catalog.refresh(&engine).await.expect("images listed");
+    let first = started.elapsed();
+    let started = Instant::now();
+    catalog.refresh(&engine).await.expect("images listed");
+    let steady = started.elapsed();
+    let list = catalog.current();
+    eprintln!(
+        "{} images listed; first refresh {first:.1?} (inspects), steady {steady:.1?} (one list call)",
+        list.len()
+    );
+    let arch = outpost_agent::probe::go_arch(std::env::consts::ARCH);
+    for image in IMAGES {
+        let got = list
+            .iter()
+            .find(|i| i.names.iter().any(|n| n == image))
+            .unwrap_or_else(|| panic!("{image} listed: {list:#?}"));
+        assert_eq!(
+            (got.architecture.as_str(), got.os.as_str()),
+            (arch, "linux")
+        );
+        let size: u64 = docker_ok(&["image", "inspect", "-f", "{{.Size}}", image])
+            .parse()
+            .unwrap();
+        assert_eq!(got.size_bytes, size, "{image}");
+    }
+    // Every named image of the engine, up to the bound, newest first.
+    let named = docker_ok(&["image", "ls", "--format", "{{.ID}} {{.Repository}}"])
+        .lines()
+        .filter(|l| !l.ends_with(" <none>"))
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    assert_eq!(list.len(), named.min(outpost_proto::MAX_IMAGES));
+    let report = NodeReport {
+        images: list.to_vec(),
+        ..Default::default()
+    };
+    assert!(report.validate().is_ok(), "{:?}", report.validate());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -571,6 +713,7 @@ async fn crash_loop_backs_off_and_counts_restarts() {
     eprintln!("status: {st:#?}");
     let c = &st.containers[0];
     assert_eq!(st.phase, PodPhase::Running);
+    assert_eq!(st.pod_ip, "", "no address while nothing of the pod runs");
     match &c.state {
         ContainerState::Waiting { message, .. } => {
             assert!(
@@ -918,6 +1061,274 @@ async fn termination_grace_is_honoured() {
     assert!(
         gone["rt-test-grace-polite"] < Duration::from_secs(30),
         "{gone:?}"
+    );
+}
+
+/// ELF machine numbers (`e_machine`) of architectures this host's kernel
+/// does not run, with their Go names, most likely first: a 64-bit ARM
+/// binary on x86, an x86 one on ARM, then ones few boxes emulate.
+fn foreign_machines() -> Vec<(u16, &'static str)> {
+    let mut m = if cfg!(target_arch = "aarch64") {
+        vec![(62, "amd64")]
+    } else {
+        vec![(183, "arm64")]
+    };
+    m.extend([(243, "riscv64"), (75, "vax")]);
+    m
+}
+
+/// Loads `tag` into the engine as a one-layer image holding only `/app`
+/// (`elf`) whose config says it is built for `arch`, as a pulled
+/// single-architecture image of a static binary is: a `docker save`
+/// tarball made by hand (no registry, and the classic builder cannot set
+/// another platform).
+fn load_image_for(tag: &str, arch: &str, elf: &[u8]) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("app"), elf).unwrap();
+    std::fs::set_permissions(
+        root.join("app"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let run = |cmd: &mut Command| {
+        let out = cmd.current_dir(dir.path()).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    run(Command::new("tar").args(["-cf", "layer.tar", "-C", "root", "app"]));
+    let sum = run(Command::new("sha256sum").arg("layer.tar"));
+    let sum = sum.split_whitespace().next().unwrap();
+    let config = format!(
+        r#"{{"architecture":"{arch}","os":"linux","config":{{"Entrypoint":["/app"]}},"rootfs":{{"type":"layers","diff_ids":["sha256:{sum}"]}}}}"#
+    );
+    std::fs::write(dir.path().join("config.json"), config).unwrap();
+    std::fs::write(
+        dir.path().join("manifest.json"),
+        format!(r#"[{{"Config":"config.json","RepoTags":["{tag}"],"Layers":["layer.tar"]}}]"#),
+    )
+    .unwrap();
+    run(Command::new("tar").args([
+        "-cf",
+        "image.tar",
+        "manifest.json",
+        "config.json",
+        "layer.tar",
+    ]));
+    run(Command::new("docker").args(["load", "-i", "image.tar"]));
+}
+
+/// Whether a binfmt_misc handler (qemu-user, say) would run binaries of
+/// `machine`, so the kernel would not refuse them.
+fn binfmt_runs(machine: u16) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc/sys/fs/binfmt_misc") else {
+        return false;
+    };
+    // ELF e_machine is at byte 18, little-endian: hex digits 36..40 of
+    // the magic.
+    let want = format!("{:02x}{:02x}", machine & 0xff, machine >> 8);
+    dir.flatten().any(|e| {
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        text.starts_with("enabled")
+            && text.lines().any(|l| {
+                l.strip_prefix("magic 7f454c46")
+                    .is_some_and(|m| m.get(28..32) == Some(want.as_str()))
+            })
+    })
+}
+
+/// A valid ELF64 executable header (and one program header) for `machine`:
+/// the kernel reads this far, sees another architecture and answers ENOEXEC.
+fn foreign_elf(machine: u16) -> Vec<u8> {
+    let mut b = Vec::with_capacity(120);
+    b.extend_from_slice(b"\x7fELF");
+    b.extend_from_slice(&[2, 1, 1, 0]); // 64-bit, little-endian, version 1, SysV
+    b.extend_from_slice(&[0; 8]);
+    b.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    b.extend_from_slice(&machine.to_le_bytes());
+    b.extend_from_slice(&1u32.to_le_bytes()); // EV_CURRENT
+    b.extend_from_slice(&0x40_0078u64.to_le_bytes()); // entry
+    b.extend_from_slice(&64u64.to_le_bytes()); // program headers at 64
+    b.extend_from_slice(&0u64.to_le_bytes()); // no section headers
+    b.extend_from_slice(&0u32.to_le_bytes()); // flags
+    for v in [64u16, 56, 1, 0, 0, 0] {
+        // header size, phentsize, phnum, shentsize, shnum, shstrndx
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    b.extend_from_slice(&5u32.to_le_bytes()); // R+X
+    for v in [0u64, 0x40_0000, 0x40_0000, 120, 120, 0x1000] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    assert_eq!(b.len(), 120);
+    b
+}
+
+/// Removes a test image on drop (after the containers using it: declare
+/// it before the test's [`Cleanup`]).
+struct ImageGuard(String);
+
+impl Drop for ImageGuard {
+    fn drop(&mut self) {
+        let _ = docker(&["rmi", "-f", &self.0]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_for_another_architecture_fails_the_pod_once() {
+    let image = "outpost/rt-test-wrong-arch:dev";
+    let declared = "outpost/rt-test-declared-arch:dev";
+    let _images = (ImageGuard(image.into()), ImageGuard(declared.into()));
+    let node = "rt-node-arch";
+    let (_cleanup, dir) = setup(node);
+    let (machine, arch_name) = foreign_machines()
+        .into_iter()
+        .find(|(m, _)| !binfmt_runs(*m))
+        .expect("an architecture this kernel does not run");
+    eprintln!("the images' binaries are for {arch_name} (e_machine {machine})");
+    // FROM scratch, like a real image for that architecture: its /bin/sh is
+    // foreign too. (Docker's init, which the agent runs containers under,
+    // execs through execvp, which retries a refused binary through
+    // /bin/sh; with no /bin/sh at all that retry's ENOENT would be what it
+    // reports.)
+    let ctx = tempfile::tempdir().unwrap();
+    let elf = foreign_elf(machine);
+    for f in ["app", "sh"] {
+        let path = ctx.path().join(f);
+        std::fs::write(&path, &elf).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY app /app\nCOPY sh /bin/sh\nENTRYPOINT [\"/app\"]\n",
+    )
+    .unwrap();
+    let out = Command::new("docker")
+        .args(["build", "-q", "-t", image])
+        .arg(ctx.path())
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // And one as pulled for that architecture, with no shell: Docker's
+    // init then reports "No such file or directory", and the image's
+    // config tells the agent why.
+    load_image_for(declared, arch_name, &elf);
+
+    let mut h = Harness::start(node, dir.path()).await;
+    let name = "rt-test-arch";
+    let mut spec = pod(
+        name,
+        vec![http_container(name), container("app", image, &[])],
+    );
+    spec.namespace = "rt-team".into();
+    let key = spec.key();
+    let single = "rt-test-arch-declared";
+    let started = Instant::now();
+    h.set_pods(vec![
+        (spec, 1),
+        (pod(single, vec![container("app", declared, &[])]), 1),
+    ]);
+    let st = h
+        .wait_pod(&key, "Failed with ExecFormatError", 60, |p| {
+            p.phase == PodPhase::Failed
+        })
+        .await;
+    eprintln!(
+        "pod failed after {:.1}s: {}",
+        started.elapsed().as_secs_f32(),
+        st.message
+    );
+    let node_arch = outpost_agent::probe::go_arch(std::env::consts::ARCH);
+    assert_eq!(st.reason, "ExecFormatError");
+    assert!(st.message.starts_with("container app: "), "{}", st.message);
+    let app = &st.containers[1];
+    assert_eq!(
+        app.state,
+        ContainerState::Waiting {
+            reason: "ExecFormatError".into(),
+            message: format!(
+                "image {image} does not run on this {node_arch} node: exec format error"
+            ),
+        }
+    );
+    assert_eq!(app.restart_count, 0);
+    assert_eq!(st.pod_ip, "", "nothing of a failed pod runs");
+    let event = h.wait_event("ExecFormatError", &key).await;
+    assert_eq!(event.kind, outpost_proto::EventType::Warning);
+    assert_eq!(event.message, st.message);
+
+    // It can never work here: nothing restarts, over several syncs (every
+    // 2 s here), and the rest of the pod is stopped.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let st = h.status.borrow().pods[&key].clone();
+    assert_eq!(st.phase, PodPhase::Failed);
+    assert_eq!(st.containers[1].state.reason(), "ExecFormatError");
+    assert_eq!(st.containers[1].restart_count, 0);
+    let of_pod = format!("label=dev.outpost.pod={key}");
+    assert_eq!(
+        containers_of(node, &[&of_pod, "label=dev.outpost.container=app"]).len(),
+        1,
+        "one run only"
+    );
+    assert!(
+        containers_of(node, &[&of_pod, "status=running"]).is_empty(),
+        "the web container and the sandbox are stopped"
+    );
+    assert!(h.events_with("BackOff", &key).is_empty());
+    assert_eq!(h.events_with("ExecFormatError", &key).len(), 1);
+    let st = h.status.borrow().pods[single].clone();
+    assert_eq!(
+        (st.phase, st.reason.as_str()),
+        (PodPhase::Failed, "ExecFormatError")
+    );
+    assert_eq!(
+        st.containers[0].state,
+        ContainerState::Waiting {
+            reason: "ExecFormatError".into(),
+            message: format!(
+                "image {declared} (built for {arch_name}) does not run on this {node_arch} node: exec format error"
+            ),
+        }
+    );
+    assert_eq!(st.containers[0].restart_count, 0);
+    assert!(h.events_with("BackOff", single).is_empty());
+    assert_eq!(h.events_with("ExecFormatError", single).len(), 1);
+    assert_eq!(
+        h.events_with("Started", &key)
+            .iter()
+            .filter(|e| e.message.contains("container app"))
+            .count(),
+        1
+    );
+
+    // An agent restart does not bring it back.
+    let mut h = h.restart().await;
+    let st = h
+        .wait_pod(&key, "still Failed after a restart", 30, |p| {
+            p.phase == PodPhase::Failed && p.containers[1].state.reason() == "ExecFormatError"
+        })
+        .await;
+    assert_eq!(st.reason, "ExecFormatError");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        h.events_with("ExecFormatError", &key).is_empty(),
+        "said once"
+    );
+    assert!(
+        h.events_with("Created", &key).is_empty(),
+        "nothing recreated"
     );
 }
 

@@ -1,6 +1,7 @@
 //! A thin typed wrapper over the Docker Engine API (bollard), limited to what
 //! the reconciler needs: our own containers (by label), create/start/stop/
-//! remove, inspect, image presence and pull with progress, exec for probes.
+//! remove, inspect, the tail of a container's output, image presence,
+//! listing and pull with progress, exec for probes.
 //!
 //! Every listing filters on [`LABEL_MANAGED`] and [`LABEL_NODE`], and every
 //! call that changes a container takes an id that came from such a listing
@@ -16,8 +17,8 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, InspectContainerOptions, KillContainerOptions,
-    ListContainersOptions, ListImagesOptions, RemoveContainerOptions, RemoveImageOptions,
-    StartContainerOptions, StatsOptionsBuilder, StopContainerOptions,
+    ListContainersOptions, ListImagesOptions, LogsOptionsBuilder, RemoveContainerOptions,
+    RemoveImageOptions, StartContainerOptions, StatsOptionsBuilder, StopContainerOptions,
 };
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, HashMap};
@@ -190,13 +191,26 @@ pub fn usage_from_stats(r: &ContainerStatsResponse) -> EngineUsage {
 }
 
 /// One image in the engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Image {
     pub id: String,
+    /// Repo tags (`repo:tag`), without the engine's `<none>:<none>`.
     pub tags: Vec<String>,
+    /// Repo digests (`repo@sha256:...`), without `<none>@<none>`.
+    pub digests: Vec<String>,
     pub size_bytes: u64,
+    /// Creation time, Unix seconds.
+    pub created: i64,
     /// Containers using it; -1 when the engine did not count.
     pub containers: i64,
+}
+
+/// What an image was built for, from its config.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Platform {
+    /// Go spelling, as the engine reports it: `amd64`, `arm64`, `arm`.
+    pub architecture: String,
+    pub os: String,
 }
 
 /// The engine, for this node.
@@ -472,6 +486,29 @@ impl Engine {
         })
     }
 
+    /// The last `lines` lines of a container's output (stdout and stderr),
+    /// at most `max_bytes` of them, as text.
+    pub async fn log_tail(&self, id: &str, lines: u32, max_bytes: usize) -> Result<String> {
+        let tail = lines.to_string();
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .tail(&tail)
+            .build();
+        let mut stream = self.docker.logs(id, Some(options));
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(item) = stream.next().await {
+            let item = item.map_err(EngineError::from_bollard)?;
+            let bytes: &[u8] = item.as_ref();
+            let room = max_bytes.saturating_sub(buf.len());
+            buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
+            if buf.len() >= max_bytes {
+                break;
+            }
+        }
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+
     /// The container's IP address on the bridge (the pause container's,
     /// for a pod).
     pub async fn container_ip(&self, id: &str) -> Result<Option<IpAddr>> {
@@ -576,7 +613,7 @@ impl Engine {
         }
     }
 
-    /// All images, for garbage collection.
+    /// All images (one call), for garbage collection and the node report.
     pub async fn list_images(&self) -> Result<Vec<Image>> {
         let list = self
             .docker
@@ -595,10 +632,29 @@ impl Engine {
                     .into_iter()
                     .filter(|t| t != "<none>:<none>")
                     .collect(),
+                digests: i
+                    .repo_digests
+                    .into_iter()
+                    .filter(|d| d != "<none>@<none>")
+                    .collect(),
                 size_bytes: u64::try_from(i.size).unwrap_or(0),
+                created: i.created,
                 containers: i.containers,
             })
             .collect())
+    }
+
+    /// The architecture and OS an image was built for (image inspect).
+    pub async fn image_platform(&self, image: &str) -> Result<Platform> {
+        let i = self
+            .docker
+            .inspect_image(image)
+            .await
+            .map_err(EngineError::from_bollard)?;
+        Ok(Platform {
+            architecture: i.architecture.unwrap_or_default(),
+            os: i.os.unwrap_or_default(),
+        })
     }
 
     /// How many containers (anyone's, any state) use each image id, not

@@ -3,12 +3,18 @@
 //! Data flow: the session (or, offline, the local state file) publishes the
 //! desired pods on a watch channel as a [`DesiredSet`]; the reconciler
 //! (`reconcile`) turns them into containers through the engine (`docker`),
-//! restarts them per policy with back-off, runs their probes (`health`),
+//! restarts them per policy with back-off (not a container whose binary is
+//! for another architecture: `exec_format`), runs their probes (`health`),
 //! defends the node under pressure (`eviction`: admission, reclaim, one
 //! eviction per cycle), and publishes a [`Snapshot`] of pod statuses plus
 //! [`AgentEvent`]s for the session to send up. `transfer` streams logs out
 //! and image tarballs in; `pause` provides the tiny image whose container
-//! holds each pod's network namespace.
+//! holds each pod's network namespace; `images` lists the images the
+//! engine holds for the node report.
+//!
+//! Pods are known by their key (`PodSpec::key`) everywhere here: desired
+//! set, container labels and names, volumes, statuses, events, eviction and
+//! image bookkeeping. Only the host name is the pod's bare name.
 //!
 //! Ownership: every container the agent creates carries [`LABEL_MANAGED`]
 //! and [`LABEL_NODE`] = this node; the agent never stops, removes or
@@ -22,7 +28,9 @@ use std::time::Duration;
 
 pub mod docker;
 pub mod eviction;
+pub mod exec_format;
 pub mod health;
+pub mod images;
 pub mod pause;
 pub mod reconcile;
 pub mod transfer;
@@ -31,7 +39,8 @@ pub mod transfer;
 pub const LABEL_MANAGED: &str = "dev.outpost.managed";
 /// Node name of the agent that created the container.
 pub const LABEL_NODE: &str = "dev.outpost.node";
-/// Pod name.
+/// Pod key ([`outpost_proto::pod::PodSpec::key`]: the name, or
+/// `NAMESPACE.NAME` outside the default namespace).
 pub const LABEL_POD: &str = "dev.outpost.pod";
 /// Pod generation the container was created for.
 pub const LABEL_GENERATION: &str = "dev.outpost.generation";
@@ -47,10 +56,11 @@ pub const PAUSE_CONTAINER: &str = "POD";
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DesiredSet {
     pub generation: u64,
+    /// By pod key: pods of one name in two namespaces are two pods.
     pub pods: BTreeMap<String, DesiredPod>,
 }
 
-/// What the reconciler last saw: one status per pod it knows about.
+/// What the reconciler last saw: one status per pod (by key) it knows about.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     pub pods: BTreeMap<String, PodStatus>,
@@ -62,7 +72,8 @@ pub struct Snapshot {
 pub struct RuntimeConfig {
     /// This node's name (from its certificate).
     pub node: String,
-    /// Agent data directory; emptyDir volumes live under `pods/POD/volumes/`.
+    /// Agent data directory; emptyDir volumes live under
+    /// `pods/POD_KEY/volumes/`.
     pub data_dir: PathBuf,
     /// How often the reconciler syncs when nothing wakes it.
     pub sync_interval: Duration,

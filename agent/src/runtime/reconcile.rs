@@ -5,14 +5,17 @@
 //! grace period, then remove), adopts what already runs, creates the pause
 //! container and then each app container of pods that should run (a
 //! one-container pod's container holds its own network instead, see
-//! `own_network`), restarts
-//! exited containers per restart policy with a doubling back-off (a new
-//! container per run, labelled with its run number), runs due probes,
-//! defends the node under pressure (reclaim, then one eviction per cycle),
-//! samples cgroup usage, and publishes a [`Snapshot`] when something
-//! changed. It wakes on a new desired set, a new node report, or a timer:
-//! `sync_interval` when everything is settled, [`BUSY_TICK`] while a pod is
-//! starting, probing, pulling or backing off.
+//! `own_network`), restarts exited containers per restart policy with a
+//! doubling back-off (a new container per run, labelled with its run
+//! number; a container whose binary is for another architecture fails its
+//! pod for good instead, see `exec_format`), runs due probes, defends the
+//! node under pressure (reclaim, then one eviction per cycle), samples
+//! cgroup usage, and publishes a [`Snapshot`] when something changed. A
+//! pod's status carries its IP while the container holding its network
+//! runs (inspected once per holder, not per sync). It wakes on a new
+//! desired set, a new node report, or a timer: `sync_interval` when
+//! everything is settled, [`BUSY_TICK`] while a pod is starting, probing,
+//! pulling or backing off.
 //!
 //! Decisions that need no engine (restart policy, back-off, phase, reasons,
 //! names, cgroup and `/proc` parsing, the terminal-decision file) are pure
@@ -24,6 +27,7 @@ use super::docker::{
     CreateSpec, Engine, EngineError, EngineUsage, Inspected, OurContainer, RunState,
 };
 use super::eviction::{self, DeadContainer, ImageInfo, PodUsage};
+use super::exec_format;
 use super::health::{self, ProbeKind, ProbeTracker};
 use super::{DesiredSet, EventSender, RuntimeConfig, Snapshot, PAUSE_CONTAINER};
 use outpost_proto::pod::{
@@ -54,6 +58,8 @@ const MAX_TERMINAL_FILE: u64 = 1 << 20;
 
 /// How long one stats call may take when usage comes from the engine.
 const STATS_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long reading an exited container's last output may take.
+const LOG_TAIL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Image references the node's pods have used, kept so image garbage
 /// collection only ever removes images Outpost brought to the box.
@@ -103,16 +109,22 @@ pub async fn run(
     }
 }
 
-/// A terminal decision (admission refusal, eviction), persisted so an
-/// agent restart does not bring the pod back.
+/// A terminal decision (admission refusal, eviction, a binary for another
+/// architecture), persisted so an agent restart does not bring the pod
+/// back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Terminal {
     pub generation: u64,
     pub reason: String,
     pub message: String,
+    /// Containers shown in a state of their own while the decision stands
+    /// (the one whose binary cannot run here), by name; the others show
+    /// that the node stopped them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub containers: BTreeMap<String, ContainerState>,
 }
 
-/// The terminal-decisions file: pod name -> decision.
+/// The terminal-decisions file: pod key -> decision.
 pub fn encode_terminal(t: &BTreeMap<String, Terminal>) -> Vec<u8> {
     serde_json::to_vec_pretty(t).unwrap_or_default()
 }
@@ -183,7 +195,8 @@ pub fn go_duration(d: Duration) -> String {
     }
 }
 
-/// `outpost_<pod>_<container>_<generation>_<run>`.
+/// `outpost_<pod key>_<container>_<generation>_<run>`. Keys, container
+/// names and numbers have no '_', so the parts stay apart.
 pub fn container_name(pod: &str, container: &str, generation: u64, run: u32) -> String {
     format!("outpost_{pod}_{container}_{generation}_{run}")
 }
@@ -388,13 +401,13 @@ pub fn unavailable_snapshot(set: &DesiredSet, message: &str) -> Snapshot {
             outpost_proto::pod::truncate(&mut message, pod_limits::MAX_MESSAGE);
             let status = PodStatus {
                 name: name.clone(),
-                pod_ip: String::new(),
                 generation: d.generation,
                 phase: PodPhase::Pending,
                 reason: "RuntimeUnavailable".into(),
                 message,
                 ready: false,
                 started_ms: 0,
+                pod_ip: String::new(),
                 containers,
                 usage: Usage::default(),
             };
@@ -518,6 +531,7 @@ struct PodState {
     /// The container holding the pod's network namespace: the pause
     /// container, or a one-container pod's own container.
     pause_id: String,
+    /// That container's address while it runs (the status's `pod_ip`).
     ip: Option<IpAddr>,
     started_ms: u64,
     containers: Vec<CState>,
@@ -847,6 +861,9 @@ impl Reconciler {
                 .pods
                 .entry(name.clone())
                 .or_insert_with(|| PodState::new(d));
+            // Whether the pod's network still runs is unknown.
+            st.pause_id.clear();
+            st.ip = None;
             if st.terminal.is_some() {
                 continue;
             }
@@ -1157,7 +1174,7 @@ impl Reconciler {
         report: Option<&NodeReport>,
         probes: &mut Vec<ProbeJob>,
     ) {
-        let name = d.spec.name.clone();
+        let name = d.spec.key();
         let reset = self
             .pods
             .get(&name)
@@ -1187,11 +1204,13 @@ impl Reconciler {
             if !running.is_empty() {
                 self.spawn_teardown(&running, d.spec.termination_grace_secs, false, None);
             }
+            self.clear_network_holder(&name);
             let st = self.pods.get_mut(&name).expect("inserted above");
-            st.terminal = Some(t);
             st.pulling = false;
-            for c in &mut st.containers {
-                if matches!(
+            for (spec, c) in st.spec.containers.iter().zip(&mut st.containers) {
+                if let Some(own) = t.containers.get(&spec.name) {
+                    c.state.clone_from(own);
+                } else if matches!(
                     c.state,
                     ContainerState::Waiting { .. } | ContainerState::Running { .. }
                 ) {
@@ -1199,6 +1218,7 @@ impl Reconciler {
                 }
                 c.usage = Usage::default();
             }
+            st.terminal = Some(t);
             return;
         }
 
@@ -1211,6 +1231,7 @@ impl Reconciler {
                         generation: d.generation,
                         reason: "Evicted".into(),
                         message: msg.clone(),
+                        containers: BTreeMap::new(),
                     };
                     st.terminal = Some(t.clone());
                     self.terminal.insert(name.clone(), t);
@@ -1307,11 +1328,17 @@ impl Reconciler {
                 probes,
             )
             .await;
+            if self.pods[&name].terminal.is_some() {
+                // Decided for good (a binary that cannot run here): the
+                // next sync stops the rest of the pod.
+                return;
+            }
         }
     }
 
     /// A one-container pod: its running container holds the network; track
-    /// its address when it changed (a restart makes a new one).
+    /// its address when it changed (a restart makes a new one), and forget
+    /// it while no run of the container is up.
     async fn track_own_network(&mut self, name: &str, current: &[&OurContainer]) {
         let holder = current
             .iter()
@@ -1322,11 +1349,13 @@ impl Reconciler {
             })
             .max_by_key(|c| c.run)
             .copied();
-        if let Some(h) = holder {
-            if self.pods[name].pause_id != h.id {
+        match holder {
+            Some(h) if self.pods[name].pause_id != h.id => {
                 let info = self.engine.inspect(&h.id).await.ok();
                 self.set_network_holder(name, &h.id, info.as_ref());
             }
+            Some(_) => {}
+            None => self.clear_network_holder(name),
         }
     }
 
@@ -1340,7 +1369,7 @@ impl Reconciler {
         current: &[&OurContainer],
         images_ready: &[bool],
     ) -> Option<String> {
-        let name = d.spec.name.clone();
+        let name = d.spec.key();
         // Needed by a container that runs or will be (re)started; an exit
         // not yet handled may turn out final, so it does not count yet.
         let needs_pause = d.spec.containers.iter().enumerate().any(|(i, spec)| {
@@ -1375,6 +1404,7 @@ impl Reconciler {
             }
             Some(p.id.clone())
         } else if needs_pause {
+            self.clear_network_holder(&name);
             // The sandbox is gone (engine restart, killed): app containers
             // still running in its namespace have lost their network.
             let orphans: Vec<&OurContainer> = current
@@ -1432,6 +1462,7 @@ impl Reconciler {
             }
         } else {
             // Nothing to run now; containers wait for the sandbox.
+            self.clear_network_holder(&name);
             Some(String::new())
         }
     }
@@ -1455,13 +1486,27 @@ impl Reconciler {
 
     /// Records the container holding a pod's network (its sandbox, or a
     /// one-container pod's own container): its address, and the pod's
-    /// start time if not known yet.
+    /// start time if not known yet. Without an inspect (it failed) the
+    /// holder is not recorded, so the next sync asks again.
     fn set_network_holder(&mut self, pod: &str, id: &str, info: Option<&Inspected>) {
         let st = self.pods.get_mut(pod).expect("present");
-        st.pause_id = id.to_string();
+        st.pause_id = if info.is_some() {
+            id.to_string()
+        } else {
+            String::new()
+        };
         st.ip = info.and_then(|i| i.ip);
         if st.started_ms == 0 {
             st.started_ms = info.map_or_else(now_ms, |i| i.started_ms);
+        }
+    }
+
+    /// The pod's network holder is not running (stopped, being replaced,
+    /// or unknown while the engine is away): the pod has no address now.
+    fn clear_network_holder(&mut self, pod: &str) {
+        if let Some(st) = self.pods.get_mut(pod) {
+            st.pause_id.clear();
+            st.ip = None;
         }
     }
 
@@ -1477,7 +1522,8 @@ impl Reconciler {
         image_ready: bool,
         probes: &mut Vec<ProbeJob>,
     ) {
-        let pod = d.spec.name.as_str();
+        let key = d.spec.key();
+        let pod = key.as_str();
         let now = now_ms();
         match latest {
             Some(c) if c.state == RunState::Running => {
@@ -1532,6 +1578,10 @@ impl Reconciler {
                         Ok(info) => info,
                         Err(_) => return,
                     };
+                    if let Some(evidence) = self.exec_format_error(&c.id, &info, spec).await {
+                        self.fail_exec_format(d, i, spec, &evidence);
+                        return;
+                    }
                     let reason = terminated_reason(info.oom_killed, info.exit_code, &info.error);
                     let term = ContainerState::Terminated {
                         exit_code: info.exit_code,
@@ -1632,16 +1682,96 @@ impl Reconciler {
         }
     }
 
+    /// Whether an exited container's binary was refused by the kernel: its
+    /// engine error says so, or, after a quick failed exit, its last output
+    /// does, or Docker's init hid it and the image is built for an
+    /// architecture this node does not run (see `exec_format`).
+    async fn exec_format_error(
+        &self,
+        id: &str,
+        info: &Inspected,
+        spec: &ContainerSpec,
+    ) -> Option<exec_format::Evidence> {
+        use exec_format::Evidence;
+        if exec_format::is_exec_format_error(&info.error) {
+            return Some(Evidence::Refused);
+        }
+        let ran = Duration::from_millis(info.finished_ms.saturating_sub(info.started_ms));
+        if !exec_format::worth_reading_log(info.exit_code, ran) {
+            return None;
+        }
+        let tail =
+            self.engine
+                .log_tail(id, exec_format::LOG_TAIL_LINES, exec_format::LOG_TAIL_BYTES);
+        let text = match tokio::time::timeout(LOG_TAIL_TIMEOUT, tail).await {
+            Ok(Ok(text)) => text,
+            _ => return None,
+        };
+        if exec_format::is_exec_format_error(&text) {
+            return Some(Evidence::Refused);
+        }
+        if !exec_format::masked_by_init(info.exit_code, &text) {
+            return None;
+        }
+        let platform = self.engine.image_platform(&spec.image);
+        match tokio::time::timeout(LOG_TAIL_TIMEOUT, platform).await {
+            Ok(Ok(p)) if exec_format::foreign_arch(&p.architecture, exec_format::node_arch()) => {
+                Some(Evidence::ImageFor(p.architecture))
+            }
+            _ => None,
+        }
+    }
+
+    /// Container `i` of the pod cannot run on this node's architecture:
+    /// the container waits with [`exec_format::REASON`] for good, the pod
+    /// fails with it (persisted, like an eviction), and one event says so.
+    fn fail_exec_format(
+        &mut self,
+        d: &DesiredPod,
+        i: usize,
+        spec: &ContainerSpec,
+        evidence: &exec_format::Evidence,
+    ) {
+        let key = d.spec.key();
+        let arch = exec_format::node_arch();
+        let state = waiting(
+            exec_format::REASON,
+            exec_format::container_message(&spec.image, arch, evidence),
+        );
+        let message = exec_format::pod_message(&spec.name, &spec.image, arch, evidence);
+        let t = Terminal {
+            generation: d.generation,
+            reason: exec_format::REASON.into(),
+            message: message.clone(),
+            containers: BTreeMap::from([(spec.name.clone(), state.clone())]),
+        };
+        self.terminal.insert(key.clone(), t.clone());
+        self.persist_terminal();
+        // A failed pod has no address, though its sandbox stops only next sync.
+        self.clear_network_holder(&key);
+        if let Some(st) = self.pods.get_mut(&key) {
+            st.terminal = Some(t);
+            let cs = &mut st.containers[i];
+            cs.state = state;
+            cs.restart_at_ms = None;
+            cs.liveness = None;
+            cs.readiness = None;
+            cs.usage = Usage::default();
+        }
+        self.event(EventType::Warning, exec_format::REASON, &key, message);
+    }
+
     async fn create_pause(&mut self, d: &DesiredPod, run: u32) -> Result<String, String> {
         let image = self.pause_image().await?;
-        let pod = &d.spec.name;
+        let pod = &d.spec.key();
         let publish = host_ports(&d.spec.containers);
         let spec = CreateSpec {
             name: container_name(pod, PAUSE_CONTAINER, d.generation, run),
             image,
             labels: self.engine.labels(pod, d.generation, PAUSE_CONTAINER, run),
             publish,
-            hostname: pod.clone(),
+            // The host name is the pod's name, whatever its namespace.
+            hostname: d.spec.name.clone(),
             ..Default::default()
         };
         let id = self.engine.create(&spec).await.map_err(|e| e.to_string())?;
@@ -1659,7 +1789,7 @@ impl Reconciler {
         run: u32,
         pause_id: &str,
     ) -> Result<CreateSpec, String> {
-        let pod = &d.spec.name;
+        let pod = &d.spec.key();
         let mut binds = Vec::new();
         for m in &spec.volume_mounts {
             let v = d
@@ -1686,7 +1816,7 @@ impl Reconciler {
         }
         let limits = spec.resources.limits;
         let (network_mode, publish, hostname) = if pause_id == OWN_NETWORK {
-            (String::new(), host_ports([spec]), pod.clone())
+            (String::new(), host_ports([spec]), d.spec.name.clone())
         } else {
             (format!("container:{pause_id}"), Vec::new(), String::new())
         };
@@ -1717,7 +1847,8 @@ impl Reconciler {
         run: u32,
         pause_id: &str,
     ) {
-        let pod = d.spec.name.as_str();
+        let key = d.spec.key();
+        let pod = key.as_str();
         let now = now_ms();
         let result = async {
             let cs = self.app_create_spec(d, spec, run, pause_id)?;
@@ -1776,6 +1907,9 @@ impl Reconciler {
                     pod,
                     format!("Started container {}", spec.name),
                 );
+            }
+            Err(e) if exec_format::is_exec_format_error(&e.to_string()) => {
+                self.fail_exec_format(d, i, spec, &exec_format::Evidence::Refused);
             }
             Err(e) => {
                 // Left in "created": the next sync handles it as an exit
@@ -1922,9 +2056,11 @@ impl Reconciler {
             generation: d.generation,
             reason: "Evicted".into(),
             message: message.clone(),
+            containers: BTreeMap::new(),
         };
         self.terminal.insert(victim.clone(), t.clone());
         self.persist_terminal();
+        self.clear_network_holder(&victim);
         if let Some(st) = self.pods.get_mut(&victim) {
             st.terminal = Some(t);
         }
@@ -2246,7 +2382,6 @@ impl Reconciler {
                 name.clone(),
                 PodStatus {
                     name: name.clone(),
-                    pod_ip: String::new(),
                     generation: st.generation,
                     phase,
                     reason,
@@ -2255,6 +2390,7 @@ impl Reconciler {
                         && !containers.is_empty()
                         && containers.iter().all(|c| c.ready),
                     started_ms: st.started_ms,
+                    pod_ip: st.ip.map(|ip| ip.to_string()).unwrap_or_default(),
                     containers,
                     usage,
                 },
@@ -2474,6 +2610,19 @@ mod tests {
                 generation: 4,
                 reason: "Evicted".into(),
                 message: "The node had condition: [DiskPressure].".into(),
+                containers: BTreeMap::new(),
+            },
+        );
+        t.insert(
+            "team-a.app".to_string(),
+            Terminal {
+                generation: 1,
+                reason: exec_format::REASON.into(),
+                message: "container app: ...".into(),
+                containers: BTreeMap::from([(
+                    "app".to_string(),
+                    waiting(exec_format::REASON, "image x:1 does not run here"),
+                )]),
             },
         );
         let bytes = encode_terminal(&t);
@@ -2482,5 +2631,9 @@ mod tests {
             t
         );
         assert!(decode_terminal("{not json").is_err());
+        // As written before decisions carried container states.
+        let old = decode_terminal(r#"{"web":{"generation":4,"reason":"Evicted","message":"m"}}"#)
+            .unwrap();
+        assert!(old["web"].containers.is_empty());
     }
 }

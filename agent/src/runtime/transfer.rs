@@ -39,7 +39,7 @@ pub const LOG_CHUNK: usize = 32 * 1024;
 /// of at most [`LOG_CHUNK`] bytes, as the engine interleaves them.
 ///
 /// Only containers this node created for the pod count (labels
-/// [`LABEL_MANAGED`], [`LABEL_NODE`] = `node`, [`LABEL_POD`],
+/// [`LABEL_MANAGED`], [`LABEL_NODE`] = `node`, [`LABEL_POD`] = the pod key,
 /// [`LABEL_CONTAINER`]). The current run is the one with the highest
 /// generation and run number; `previous` picks the run before it.
 /// `req.container` may be omitted when the pod has one container. With
@@ -162,14 +162,14 @@ fn pick_container<'a>(spec: &'a PodSpec, asked: Option<&'a str>) -> Result<&'a s
         Some(name) if spec.containers.iter().any(|c| c.name == name) => Ok(name),
         Some(name) => Err(format!(
             "pod {} has no container {name} (containers: {})",
-            spec.name,
+            spec.key(),
             names()
         )),
         None => match spec.containers.as_slice() {
             [only] => Ok(only.name.as_str()),
             _ => Err(format!(
                 "pod {} has {} containers; name one of: {}",
-                spec.name,
+                spec.key(),
                 spec.containers.len(),
                 names()
             )),
