@@ -12,15 +12,18 @@
 //! source is the registry (live lease and measurements), so they are read
 //! there and changed through it (cordon, delete).
 
+use crate::api::admission::AdmissionConfig;
 use crate::api::machinery::{self, object_ref, Deletion};
 use crate::api::selector::Selector;
 use crate::api::{self, Kind, Object, Time};
+use crate::cache::Cache;
 use crate::cluster::{err, now_ms, Controller};
-use crate::store::{Compare, Op, Txn};
+use crate::store::{Compare, Op, Store, Txn};
 use outpost_proto::{
     ApplyRequest, ApplyResult, DeleteRequest, ErrorCode, ErrorMsg, ListRequest, ObjectList,
     ObjectRef, Propagation, ScaleRequest,
 };
+use std::sync::RwLock;
 use std::time::Duration;
 
 /// Items in one list page when the caller does not say (kubectl's chunk size).
@@ -78,8 +81,8 @@ fn describe(v: &serde_json::Value) -> String {
 
 /// The stored object at `key`, fresh from the store (not the cache: a
 /// write decides from what is committed).
-fn stored(ctrl: &Controller, kind: Kind, key: &str) -> Result<Option<Object>, ErrorMsg> {
-    match ctrl.store().get(key).map_err(internal)? {
+fn stored(store: &dyn Store, kind: Kind, key: &str) -> Result<Option<Object>, ErrorMsg> {
+    match store.get(key).map_err(internal)? {
         None => Ok(None),
         Some(kv) => Object::decode(kind, &kv.value, kv.mod_revision)
             .map(Some)
@@ -143,164 +146,210 @@ fn merge(old: &Object, mut new: Object) -> Object {
     new
 }
 
-/// Validates, admits and writes the documents of an apply.
-pub async fn apply(ctrl: &Controller, req: ApplyRequest) -> Result<Vec<ApplyResult>, ErrorMsg> {
-    if req.documents.is_empty() {
-        return Err(err(ErrorCode::InvalidRequest, "no documents to apply"));
-    }
-    let mut problems = Vec::new();
-    let mut validated = Vec::new();
-    for doc in &req.documents {
-        let value: serde_json::Value = match serde_json::from_slice(&doc.json) {
-            Ok(v) => v,
-            Err(e) => {
-                problems.push(format!("{}: not valid JSON: {e}", doc.source));
-                continue;
-            }
-        };
-        match crate::api::validate::validate(&value) {
-            Ok(v) => validated.push((doc.source.clone(), v)),
-            Err(ps) => {
-                let name = describe(&value);
-                for p in ps {
-                    problems.push(format!("{}: {name}: {p}", doc.source));
+/// The objects API without the network: what the operator calls decide,
+/// over a store and the cache (also used by the in-memory cluster).
+pub struct Objects<'a> {
+    pub store: &'a dyn Store,
+    pub cache: &'a RwLock<Cache>,
+    pub admission: &'a AdmissionConfig,
+}
+
+/// A decided write and how to name it in messages.
+pub struct Planned {
+    pub txn: Txn,
+    pub what: String,
+}
+
+impl Objects<'_> {
+    /// Validates and admits the documents of an apply; returns what each
+    /// does and the guarded writes (none for a dry run's caller to make).
+    pub fn plan_apply(
+        &self,
+        req: &ApplyRequest,
+        now: Time,
+    ) -> Result<(Vec<ApplyResult>, Vec<Planned>), ErrorMsg> {
+        if req.documents.is_empty() {
+            return Err(err(ErrorCode::InvalidRequest, "no documents to apply"));
+        }
+        let mut problems = Vec::new();
+        let mut validated = Vec::new();
+        for doc in &req.documents {
+            let value: serde_json::Value = match serde_json::from_slice(&doc.json) {
+                Ok(v) => v,
+                Err(e) => {
+                    problems.push(format!("{}: not valid JSON: {e}", doc.source));
+                    continue;
+                }
+            };
+            match crate::api::validate::validate(&value) {
+                Ok(v) => validated.push((doc.source.clone(), v)),
+                Err(ps) => {
+                    let name = describe(&value);
+                    for p in ps {
+                        problems.push(format!("{}: {name}: {p}", doc.source));
+                    }
                 }
             }
         }
-    }
-    if !problems.is_empty() {
-        return Err(err(ErrorCode::InvalidRequest, problems.join("\n")));
-    }
-    let now = Time(now_ms());
-    let mut plans = Vec::new();
-    let mut conflict = None;
-    {
-        for (source, v) in validated {
-            let mut obj = v.object;
-            let kind = obj.kind();
-            let ns = namespace_of(kind, &obj.meta().namespace);
-            obj.meta_mut().namespace = ns.clone();
-            let name = obj.meta().name.clone();
-            let key = kind.key(&ns, &name);
-            let old = stored(ctrl, kind, &key)?;
-            if let (Some(old), given) = (&old, obj.meta().revision()) {
-                if given != 0 && given != old.meta().revision() {
-                    conflict = Some(format!(
+        if !problems.is_empty() {
+            return Err(err(ErrorCode::InvalidRequest, problems.join("\n")));
+        }
+        let mut plans = Vec::new();
+        let mut conflict = None;
+        {
+            for (source, v) in validated {
+                let mut obj = v.object;
+                let kind = obj.kind();
+                let ns = namespace_of(kind, &obj.meta().namespace);
+                obj.meta_mut().namespace = ns.clone();
+                let name = obj.meta().name.clone();
+                let key = kind.key(&ns, &name);
+                let old = stored(self.store, kind, &key)?;
+                if let (Some(old), given) = (&old, obj.meta().revision()) {
+                    if given != 0 && given != old.meta().revision() {
+                        conflict = Some(format!(
                         "{source}: {}: the object has been modified (resourceVersion {given} is not the current {}); get it again and re-apply",
                         object_ref(kind, &ns, &name),
                         old.meta().revision()
                     ));
-                    continue;
+                        continue;
+                    }
                 }
-            }
-            if let Some(o) = &old {
-                if o.meta().is_deleting() {
-                    problems.push(format!(
+                if let Some(o) = &old {
+                    if o.meta().is_deleting() {
+                        problems.push(format!(
                         "{source}: {} is being deleted; wait until it is gone, then apply again",
                         object_ref(kind, &ns, &name)
                     ));
-                    continue;
+                        continue;
+                    }
                 }
+                let admitted = {
+                    let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+                    crate::api::admission::admit(obj, old.as_ref(), &cache, self.admission)
+                };
+                let (obj, mut warnings) = match admitted {
+                    Ok(a) => (a.object, a.warnings),
+                    Err(ps) => {
+                        for p in ps {
+                            problems
+                                .push(format!("{source}: {}: {p}", object_ref(kind, &ns, &name)));
+                        }
+                        continue;
+                    }
+                };
+                warnings.splice(0..0, v.warnings);
+                let plan = match &old {
+                    Some(old) => {
+                        let merged = merge(old, obj);
+                        let same = {
+                            let mut a = merged.clone();
+                            a.meta_mut().generation = old.meta().generation;
+                            a.to_stored() == old.to_stored()
+                        };
+                        Plan {
+                            guard: old.meta().revision(),
+                            outcome: if same { "unchanged" } else { "configured" },
+                            object: merged,
+                            warnings,
+                        }
+                    }
+                    None => {
+                        let mut obj = obj;
+                        machinery::prepare_create(&mut obj, now);
+                        Plan {
+                            object: obj,
+                            guard: 0,
+                            outcome: "created",
+                            warnings,
+                        }
+                    }
+                };
+                plans.push(plan);
             }
-            let admitted = {
-                let cache = ctrl.cache.read().unwrap_or_else(|p| p.into_inner());
-                crate::api::admission::admit(obj, old.as_ref(), &cache, &ctrl.settings.admission)
-            };
-            let (obj, mut warnings) = match admitted {
-                Ok(a) => (a.object, a.warnings),
-                Err(ps) => {
-                    for p in ps {
-                        problems.push(format!("{source}: {}: {p}", object_ref(kind, &ns, &name)));
-                    }
-                    continue;
-                }
-            };
-            warnings.splice(0..0, v.warnings);
-            let plan = match &old {
-                Some(old) => {
-                    let merged = merge(old, obj);
-                    let same = {
-                        let mut a = merged.clone();
-                        a.meta_mut().generation = old.meta().generation;
-                        a.to_stored() == old.to_stored()
-                    };
-                    Plan {
-                        guard: old.meta().revision(),
-                        outcome: if same { "unchanged" } else { "configured" },
-                        object: merged,
-                        warnings,
-                    }
-                }
-                None => {
-                    let mut obj = obj;
-                    machinery::prepare_create(&mut obj, now);
-                    Plan {
-                        object: obj,
-                        guard: 0,
-                        outcome: "created",
-                        warnings,
-                    }
-                }
-            };
-            plans.push(plan);
         }
+        if let Some(c) = conflict {
+            return Err(err(ErrorCode::Conflict, c));
+        }
+        if !problems.is_empty() {
+            return Err(err(ErrorCode::InvalidRequest, problems.join("\n")));
+        }
+        let results: Vec<ApplyResult> = plans
+            .iter()
+            .map(|p| ApplyResult {
+                kind: p.object.kind().qualified(),
+                namespace: p.object.meta().namespace.clone(),
+                name: p.object.meta().name.clone(),
+                outcome: p.outcome.to_string(),
+                warnings: p.warnings.clone(),
+            })
+            .collect();
+        let writes = plans
+            .iter()
+            .filter(|p| p.outcome != "unchanged")
+            .map(|p| {
+                let key = p.object.key();
+                let m = p.object.meta();
+                Planned {
+                    txn: Txn::guarded(
+                        vec![Compare::mod_revision(key.clone(), p.guard)],
+                        vec![Op::put(key, p.object.to_stored())],
+                    ),
+                    what: object_ref(p.object.kind(), &m.namespace, &m.name),
+                }
+            })
+            .collect();
+        Ok((results, writes))
     }
-    if let Some(c) = conflict {
-        return Err(err(ErrorCode::Conflict, c));
-    }
-    if !problems.is_empty() {
-        return Err(err(ErrorCode::InvalidRequest, problems.join("\n")));
-    }
-    let results: Vec<ApplyResult> = plans
-        .iter()
-        .map(|p| ApplyResult {
-            kind: p.object.kind().qualified(),
-            namespace: p.object.meta().namespace.clone(),
-            name: p.object.meta().name.clone(),
-            outcome: p.outcome.to_string(),
-            warnings: p.warnings.clone(),
-        })
-        .collect();
-    if req.dry_run {
-        return Ok(results);
-    }
-    let mut txns = Vec::new();
-    let mut events = Vec::new();
-    for p in plans.iter().filter(|p| p.outcome != "unchanged") {
-        let key = p.object.key();
-        txns.push(Txn::guarded(
-            vec![Compare::mod_revision(key.clone(), p.guard)],
-            vec![Op::put(key, p.object.to_stored())],
-        ));
-        let m = p.object.meta();
-        events.push(object_ref(p.object.kind(), &m.namespace, &m.name));
-    }
+}
+
+/// Commits planned writes off the async threads; returns the highest
+/// revision and what failed its guard.
+async fn commit(ctrl: &Controller, planned: Vec<Planned>) -> Result<(u64, Vec<String>), ErrorMsg> {
+    let (txns, what): (Vec<Txn>, Vec<String>) =
+        planned.into_iter().map(|p| (p.txn, p.what)).unzip();
     if txns.is_empty() {
-        return Ok(results);
+        return Ok((0, Vec::new()));
     }
     let store = ctrl.store().clone();
     let outcome = tokio::task::spawn_blocking(move || store.txn_batch(txns))
         .await
         .map_err(internal)?
         .map_err(internal)?;
-    let failed: Vec<&String> = outcome
-        .iter()
-        .zip(&events)
-        .filter(|(r, _)| !r.succeeded)
-        .map(|(_, o)| o)
-        .collect();
     let top = outcome.iter().map(|r| r.revision).max().unwrap_or(0);
     ctrl.caught_up(top, CATCH_UP).await;
+    let failed = outcome
+        .iter()
+        .zip(what)
+        .filter(|(r, _)| !r.succeeded)
+        .map(|(_, w)| w)
+        .collect();
+    Ok((top, failed))
+}
+
+impl Controller {
+    fn objects(&self) -> Objects<'_> {
+        Objects {
+            store: self.store().as_ref(),
+            cache: &self.cache,
+            admission: &self.settings.admission,
+        }
+    }
+}
+
+/// Validates, admits and writes the documents of an apply.
+pub async fn apply(ctrl: &Controller, req: ApplyRequest) -> Result<Vec<ApplyResult>, ErrorMsg> {
+    let (results, writes) = ctrl.objects().plan_apply(&req, Time(now_ms()))?;
+    if req.dry_run {
+        return Ok(results);
+    }
+    let (_, failed) = commit(ctrl, writes).await?;
     if !failed.is_empty() {
         return Err(err(
             ErrorCode::Conflict,
             format!(
                 "changed by someone else while being applied: {}; apply again",
-                failed
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                failed.join(", ")
             ),
         ));
     }
@@ -395,6 +444,94 @@ pub fn list(ctrl: &Controller, req: &ListRequest) -> Result<ObjectList, ErrorMsg
     })
 }
 
+impl Objects<'_> {
+    /// The writes of a delete: the object's removal (or, for a pod a node
+    /// still runs, its deletion mark) and, when orphaning, the removal of
+    /// its owner reference from every dependent. `None` when it is already
+    /// being deleted.
+    pub fn plan_delete(
+        &self,
+        kind: Kind,
+        ns: &str,
+        name: &str,
+        propagation: Propagation,
+        now: Time,
+    ) -> Result<(Object, Option<Vec<Planned>>), ErrorMsg> {
+        let key = kind.key(ns, name);
+        let obj = stored(self.store, kind, &key)?.ok_or_else(|| not_found(kind, ns, name))?;
+        let what = object_ref(kind, ns, name);
+        let guard = vec![Compare::mod_revision(key.clone(), obj.meta().revision())];
+        let txn = match machinery::deletion(&obj, now) {
+            Deletion::Now => Txn::guarded(guard, vec![Op::delete(key.clone())]),
+            Deletion::Graceful(g) => Txn::guarded(guard, vec![Op::put(key.clone(), g.to_stored())]),
+            Deletion::AlreadyDeleting => return Ok((obj, None)),
+        };
+        let mut planned = Vec::new();
+        if propagation == Propagation::Orphan {
+            let uid = obj.meta().uid.clone();
+            let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+            for dk in [Kind::Pod, Kind::ReplicaSet, Kind::Endpoints] {
+                for dkey in cache.owned_by(dk, &uid).cloned().collect::<Vec<_>>() {
+                    let Some(mut dep) = cache.object(dk, &dkey) else {
+                        continue;
+                    };
+                    let rev = dep.meta().revision();
+                    dep.meta_mut().owner_references.retain(|r| r.uid != uid);
+                    let k = dep.key();
+                    let m = dep.meta();
+                    planned.push(Planned {
+                        what: object_ref(dk, &m.namespace, &m.name),
+                        txn: Txn::guarded(
+                            vec![Compare::mod_revision(k.clone(), rev)],
+                            vec![Op::put(k, dep.to_stored())],
+                        ),
+                    });
+                }
+            }
+        }
+        // Dependents first: once the owner is gone the garbage collector
+        // must find them already orphaned.
+        planned.push(Planned { txn, what });
+        Ok((obj, Some(planned)))
+    }
+
+    /// The write that sets a Deployment's or ReplicaSet's replica count.
+    pub fn plan_scale(
+        &self,
+        kind: Kind,
+        ns: &str,
+        name: &str,
+        replicas: i32,
+    ) -> Result<Planned, ErrorMsg> {
+        if !matches!(kind, Kind::Deployment | Kind::ReplicaSet) {
+            return Err(err(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "{} cannot be scaled (only deployments and replicasets)",
+                    kind.qualified()
+                ),
+            ));
+        }
+        let key = kind.key(ns, name);
+        let obj = stored(self.store, kind, &key)?.ok_or_else(|| not_found(kind, ns, name))?;
+        let rev = obj.meta().revision();
+        let mut new = obj.clone();
+        match &mut new {
+            Object::Deployment(d) => d.spec.replicas = replicas,
+            Object::ReplicaSet(r) => r.spec.replicas = replicas,
+            _ => {}
+        }
+        machinery::prepare_update(&obj, &mut new);
+        Ok(Planned {
+            txn: Txn::guarded(
+                vec![Compare::mod_revision(key.clone(), rev)],
+                vec![Op::put(key, new.to_stored())],
+            ),
+            what: object_ref(kind, ns, name),
+        })
+    }
+}
+
 /// Deletes an object (dependents are garbage-collected, or orphaned).
 pub async fn delete(ctrl: &Controller, req: &DeleteRequest) -> Result<String, ErrorMsg> {
     let kind = kind_of(&req.object.kind)?;
@@ -407,53 +544,23 @@ pub async fn delete(ctrl: &Controller, req: &DeleteRequest) -> Result<String, Er
         return ctrl.delete_node(name).await;
     }
     let ns = namespace_of(kind, &req.object.namespace);
-    let key = kind.key(&ns, name);
-    let obj = stored(ctrl, kind, &key)?.ok_or_else(|| not_found(kind, &ns, name))?;
     let done = format!("{} \"{name}\" deleted", kind.qualified());
+    let (obj, planned) =
+        ctrl.objects()
+            .plan_delete(kind, &ns, name, req.propagation, Time(now_ms()))?;
     if req.dry_run {
         return Ok(format!("{done} (dry run)"));
     }
-    let now = Time(now_ms());
-    let guard = vec![Compare::mod_revision(key.clone(), obj.meta().revision())];
-    let mut txns = vec![match machinery::deletion(&obj, now) {
-        Deletion::Now => Txn::guarded(guard, vec![Op::delete(key.clone())]),
-        Deletion::Graceful(g) => Txn::guarded(guard, vec![Op::put(key.clone(), g.to_stored())]),
-        Deletion::AlreadyDeleting => return Ok(done),
-    }];
-    if req.propagation == Propagation::Orphan {
-        let uid = obj.meta().uid.clone();
-        let cache = ctrl.cache.read().unwrap_or_else(|p| p.into_inner());
-        for dk in [Kind::Pod, Kind::ReplicaSet, Kind::Endpoints] {
-            for dkey in cache.owned_by(dk, &uid).cloned().collect::<Vec<_>>() {
-                let Some(mut dep) = cache.object(dk, &dkey) else {
-                    continue;
-                };
-                let rev = dep.meta().revision();
-                dep.meta_mut().owner_references.retain(|r| r.uid != uid);
-                let k = dep.key();
-                txns.insert(
-                    0,
-                    Txn::guarded(
-                        vec![Compare::mod_revision(k.clone(), rev)],
-                        vec![Op::put(k, dep.to_stored())],
-                    ),
-                );
-            }
-        }
-    }
-    let store = ctrl.store().clone();
-    let results = tokio::task::spawn_blocking(move || store.txn_batch(txns))
-        .await
-        .map_err(internal)?
-        .map_err(internal)?;
-    let top = results.iter().map(|r| r.revision).max().unwrap_or(0);
-    ctrl.caught_up(top, CATCH_UP).await;
-    if results.iter().any(|r| !r.succeeded) {
+    let Some(planned) = planned else {
+        return Ok(done);
+    };
+    let (_, failed) = commit(ctrl, planned).await?;
+    if !failed.is_empty() {
         return Err(err(
             ErrorCode::Conflict,
             format!(
                 "{} changed while being deleted; try again",
-                object_ref(kind, &ns, name)
+                failed.join(", ")
             ),
         ));
     }
@@ -478,41 +585,14 @@ pub async fn delete(ctrl: &Controller, req: &DeleteRequest) -> Result<String, Er
 /// Sets the replica count of a Deployment or ReplicaSet.
 pub async fn scale(ctrl: &Controller, req: &ScaleRequest) -> Result<String, ErrorMsg> {
     let kind = kind_of(&req.object.kind)?;
-    if !matches!(kind, Kind::Deployment | Kind::ReplicaSet) {
-        return Err(err(
-            ErrorCode::InvalidRequest,
-            format!(
-                "{} cannot be scaled (only deployments and replicasets)",
-                kind.qualified()
-            ),
-        ));
-    }
     let replicas = i32::try_from(req.replicas)
         .map_err(|_| err(ErrorCode::InvalidRequest, "--replicas is too large"))?;
     let ns = namespace_of(kind, &req.object.namespace);
     let name = &req.object.name;
-    let key = kind.key(&ns, name);
     for _ in 0..3 {
-        let obj = stored(ctrl, kind, &key)?.ok_or_else(|| not_found(kind, &ns, name))?;
-        let rev = obj.meta().revision();
-        let mut new = obj.clone();
-        match &mut new {
-            Object::Deployment(d) => d.spec.replicas = replicas,
-            Object::ReplicaSet(r) => r.spec.replicas = replicas,
-            _ => {}
-        }
-        machinery::prepare_update(&obj, &mut new);
-        let store = ctrl.store().clone();
-        let txn = Txn::guarded(
-            vec![Compare::mod_revision(key.clone(), rev)],
-            vec![Op::put(key.clone(), new.to_stored())],
-        );
-        let r = tokio::task::spawn_blocking(move || store.txn(txn))
-            .await
-            .map_err(internal)?
-            .map_err(internal)?;
-        if r.succeeded {
-            ctrl.caught_up(r.revision, CATCH_UP).await;
+        let planned = ctrl.objects().plan_scale(kind, &ns, name, replicas)?;
+        let (_, failed) = commit(ctrl, vec![planned]).await?;
+        if failed.is_empty() {
             return Ok(format!("{}/{name} scaled", kind.qualified()));
         }
     }

@@ -38,6 +38,26 @@ pub fn node_key(name: &str) -> String {
     keys::object("nodes", "", name)
 }
 
+/// The store writes and events of registry decisions.
+pub fn registry_ops(changes: Vec<Change>, events: &mut EventLog, now_ms: u64) -> Vec<Op> {
+    let mut ops = Vec::new();
+    for c in changes {
+        match c {
+            Change::Persist(rec) => match serde_json::to_vec(&rec) {
+                Ok(bytes) => ops.push(Op::put(node_key(&rec.name), bytes)),
+                Err(e) => tracing::error!("encoding node {}: {e}", rec.name),
+            },
+            Change::Event {
+                kind,
+                reason,
+                object,
+                message,
+            } => ops.extend(events.record(kind, reason, object, message, now_ms)),
+        }
+    }
+    ops
+}
+
 fn token_key(id: &str) -> String {
     format!("{}{id}", keys::TOKENS)
 }

@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod pki;
 pub mod registry;
 pub mod server;
+pub mod sim;
 pub mod store;
 pub mod tokens;
 pub mod watch;

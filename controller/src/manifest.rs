@@ -14,6 +14,7 @@ use outpost_proto::pod::{
 };
 use outpost_proto::units::parse_quantity;
 use outpost_proto::Resources;
+use serde::Deserialize as _;
 use serde_yaml::{Mapping, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,6 +31,31 @@ pub enum Object {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", .0.join("\n"))]
 pub struct ManifestErrors(pub Vec<String>);
+
+/// The documents of a (multi-document) YAML manifest as JSON values,
+/// empty documents skipped.
+pub fn documents(text: &str) -> Result<Vec<serde_json::Value>, ManifestErrors> {
+    if text.len() > MAX_MANIFEST {
+        return Err(ManifestErrors(vec![format!(
+            "manifest is {} bytes; at most {MAX_MANIFEST} accepted",
+            text.len()
+        )]));
+    }
+    let mut out = Vec::new();
+    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        match serde_json::Value::deserialize(doc) {
+            Ok(serde_json::Value::Null) => {}
+            Ok(v) => out.push(v),
+            Err(e) => {
+                return Err(ManifestErrors(vec![format!(
+                    "document {}: not valid YAML: {e}",
+                    i + 1
+                )]))
+            }
+        }
+    }
+    Ok(out)
+}
 
 /// Parses a (multi-document) YAML manifest.
 pub fn parse(text: &str) -> Result<Vec<Object>, ManifestErrors> {

@@ -135,6 +135,19 @@ impl ControlPlane {
         self.cache.clone()
     }
 
+    /// The cache's lock, borrowed.
+    pub fn cache_lock(&self) -> &RwLock<Cache> {
+        &self.cache
+    }
+
+    /// Work is waiting right now: store changes not yet in the cache,
+    /// statuses not yet written, or ready keys.
+    pub fn ready_now(&self) -> bool {
+        self.watcher.has_news()
+            || !lock(&self.inbox).is_empty()
+            || self.slots.iter().any(|s| s.queue.ready_len() > 0)
+    }
+
     /// Where the server drops agents' pod statuses.
     pub fn inbox(&self) -> Arc<Mutex<StatusInbox>> {
         self.inbox.clone()
