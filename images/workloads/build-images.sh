@@ -6,6 +6,8 @@
 #   outpost/workload-burn:dev   outpost-burn  (CPU burner)
 #   outpost/workload-hog:dev    outpost-hog   (memory/disk/process hog)
 #   outpost/workload-exit:dev   outpost-exit  (exits with a chosen code)
+#   outpost/workload-web:dev    outpost-http  listening on port 80, for
+#                               manifests written for a web server on 80
 #
 # Each image is FROM scratch with one static x86_64 binary
 # (images/workloads/docker/<name>.Dockerfile). Scenario tests run this through
@@ -25,11 +27,11 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 TRIPLE=x86_64-unknown-linux-gnu
 TARGET_DIR="${OUTPOST_WORKLOADS_TARGET_DIR:-$ROOT/target/workloads}"
-WORKLOADS=(http burn hog exit)
+WORKLOADS=(http burn hog exit web)
 SUM_LABEL=dev.outpost.workload.sha256
 
 case "${1:-}" in
-  -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
   "") ;;
   *) echo "build-images.sh: unknown argument $1 (it takes none; see --help)" >&2; exit 2 ;;
 esac
@@ -60,7 +62,7 @@ LOG="$(mktemp)"
 trap 'rm -rf "$CTX" "$LOG"' EXIT
 
 for w in "${WORKLOADS[@]}"; do
-  bin="$BIN_DIR/outpost-$w"
+  bin="$BIN_DIR/outpost-${w/#web/http}"
   tag="outpost/workload-$w:dev"
   [ -x "$bin" ] || die "$bin is missing after the build"
   if command -v readelf >/dev/null && readelf -l "$bin" | grep -q 'program interpreter'; then

@@ -19,8 +19,10 @@ pub const BURN_IMAGE: &str = "outpost/workload-burn:dev";
 pub const HOG_IMAGE: &str = "outpost/workload-hog:dev";
 /// Exits with a chosen code; see [`crate::exit`].
 pub const EXIT_IMAGE: &str = "outpost/workload-exit:dev";
+/// The HTTP server listening on port 80 (for manifests written for one).
+pub const WEB_IMAGE: &str = "outpost/workload-web:dev";
 /// Every image [`ensure_images`] builds.
-pub const IMAGES: [&str; 4] = [HTTP_IMAGE, BURN_IMAGE, HOG_IMAGE, EXIT_IMAGE];
+pub const IMAGES: [&str; 5] = [HTTP_IMAGE, BURN_IMAGE, HOG_IMAGE, EXIT_IMAGE, WEB_IMAGE];
 
 static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
 

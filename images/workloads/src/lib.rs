@@ -27,4 +27,4 @@ pub mod hog;
 pub mod http;
 mod images;
 
-pub use images::{ensure_images, BURN_IMAGE, EXIT_IMAGE, HOG_IMAGE, HTTP_IMAGE, IMAGES};
+pub use images::{ensure_images, BURN_IMAGE, EXIT_IMAGE, HOG_IMAGE, HTTP_IMAGE, IMAGES, WEB_IMAGE};
