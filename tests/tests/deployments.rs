@@ -45,7 +45,11 @@ fn cluster() -> Cluster {
     let mut c = Cluster::start(Timing::default());
     let (token, hash) = c.token(&[]);
     for (name, site) in NODES {
-        c.start_agent(name, Some((&token, &hash)), &["--labels", &format!("site={site}")]);
+        c.start_agent(
+            name,
+            Some((&token, &hash)),
+            &["--labels", &format!("site={site}")],
+        );
     }
     for (name, _) in NODES {
         c.wait_for(&format!("{name} Ready"), Duration::from_secs(60), |c| {
@@ -66,9 +70,10 @@ fn pods(c: &Cluster, selector: &str) -> Vec<Value> {
 
 fn running_ready(p: &Value) -> bool {
     p["status"]["phase"] == "Running"
-        && p["status"]["conditions"]
-            .as_array()
-            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        && p["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
 }
 
 fn http_get(addr: &str, path: &str) -> Option<String> {
@@ -95,7 +100,8 @@ fn apply(c: &Cluster, name: &str, yaml: &str) -> String {
 /// The seed's manifests, with only the image name changed.
 fn seed() -> (String, String) {
     let text = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/seeds/002_cd92271855791a77.txt"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/seeds/002_cd92271855791a77.txt"),
     )
     .ok();
     let deployment = r#"apiVersion: apps/v1
@@ -137,7 +143,10 @@ spec:
             "outpost/workload-web:dev # Replace with your image",
             "your-docker-hub-username/my-image:latest # Replace with your image",
         );
-        assert!(t.contains(seed_deploy.trim()), "the seed Deployment changed");
+        assert!(
+            t.contains(seed_deploy.trim()),
+            "the seed Deployment changed"
+        );
         assert!(t.contains(service.trim()), "the seed Service changed");
     }
     (deployment.to_string(), service.to_string())
@@ -152,10 +161,14 @@ fn seed_deployment_and_service_run_spread_and_serve() {
     assert_eq!(out.trim(), "deployment.apps/my-webapp created");
     let out = apply(&c, "service.yaml", &service);
     assert_eq!(out.trim(), "service/web-service created");
-    let took = c.wait_for("two web replicas Running and Ready", Duration::from_secs(90), |c| {
-        let p = pods(c, "app=web");
-        p.len() == 2 && p.iter().all(running_ready)
-    });
+    let took = c.wait_for(
+        "two web replicas Running and Ready",
+        Duration::from_secs(90),
+        |c| {
+            let p = pods(c, "app=web");
+            p.len() == 2 && p.iter().all(running_ready)
+        },
+    );
     println!("seed deployment: 2 replicas Running and Ready {took:.1?} after apply");
     let p = pods(&c, "app=web");
     let nodes: BTreeSet<String> = p
@@ -167,7 +180,11 @@ fn seed_deployment_and_service_run_spread_and_serve() {
         .map(|n| NODES.iter().find(|(m, _)| m == n).unwrap().1)
         .collect();
     println!("replicas on nodes {nodes:?}, sites {sites:?}");
-    assert_eq!(sites.len(), 2, "the two replicas are spread over both sites");
+    assert_eq!(
+        sites.len(),
+        2,
+        "the two replicas are spread over both sites"
+    );
     for pod in &p {
         let ip = pod["status"]["podIP"].as_str().unwrap();
         let name = pod["metadata"]["name"].as_str().unwrap();
@@ -185,14 +202,21 @@ fn seed_deployment_and_service_run_spread_and_serve() {
     );
     // The Service got a cluster IP and its endpoints are both replicas.
     let svc = c.ctl_json(&["get", "svc", "web-service"]);
-    assert!(svc["spec"]["clusterIP"].as_str().is_some_and(|ip| !ip.is_empty()), "{svc}");
+    assert!(
+        svc["spec"]["clusterIP"]
+            .as_str()
+            .is_some_and(|ip| !ip.is_empty()),
+        "{svc}"
+    );
     let want: BTreeSet<String> = p
         .iter()
         .map(|p| p["status"]["podIP"].as_str().unwrap().to_string())
         .collect();
-    let took = c.wait_for("endpoints list both replicas", Duration::from_secs(30), |c| {
-        endpoint_ips(c, "web-service").0 == want
-    });
+    let took = c.wait_for(
+        "endpoints list both replicas",
+        Duration::from_secs(30),
+        |c| endpoint_ips(c, "web-service").0 == want,
+    );
     println!("endpoints complete {took:.1?} after the pods were ready");
     let ep = c.ctl_json(&["get", "endpoints", "web-service"]);
     for a in ep["subsets"][0]["addresses"].as_array().unwrap() {
@@ -201,15 +225,26 @@ fn seed_deployment_and_service_run_spread_and_serve() {
     }
     assert_eq!(ep["subsets"][0]["ports"][0]["port"], 80);
     // Scale to 4 and back to 1: the count follows.
-    assert!(c.ctl(&["scale", "deployment", "my-webapp", "--replicas", "4"]).status.success());
+    assert!(c
+        .ctl(&["scale", "deployment", "my-webapp", "--replicas", "4"])
+        .status
+        .success());
     c.wait_for("4 replicas", Duration::from_secs(90), |c| {
         let p = pods(c, "app=web");
         p.len() == 4 && p.iter().all(running_ready)
     });
-    assert!(c.ctl(&["scale", "deployment", "my-webapp", "--replicas", "1"]).status.success());
-    c.wait_for("1 replica", Duration::from_secs(90), |c| pods(c, "app=web").len() == 1);
+    assert!(c
+        .ctl(&["scale", "deployment", "my-webapp", "--replicas", "1"])
+        .status
+        .success());
+    c.wait_for("1 replica", Duration::from_secs(90), |c| {
+        pods(c, "app=web").len() == 1
+    });
     // Deleting the Deployment takes its ReplicaSet and pods with it.
-    assert!(c.ctl(&["delete", "deployment", "my-webapp"]).status.success());
+    assert!(c
+        .ctl(&["delete", "deployment", "my-webapp"])
+        .status
+        .success());
     c.wait_for("pods and replicasets gone", Duration::from_secs(90), |c| {
         pods(c, "app=web").is_empty()
             && c.ctl_json(&["get", "rs", "-l", "app=web"])["items"]
@@ -266,15 +301,27 @@ spec:
     });
     println!("unschedulable message {took:.1?} after apply");
     let d = String::from_utf8_lossy(&c.ctl(&["describe", "pod", "huge"]).stdout).to_string();
-    assert!(d.contains("0/3 nodes are available: 3 Insufficient memory."), "{d}");
+    assert!(
+        d.contains("0/3 nodes are available: 3 Insufficient memory."),
+        "{d}"
+    );
     assert!(d.contains("FailedScheduling"), "{d}");
     let table = String::from_utf8_lossy(&c.ctl(&["get", "pods"]).stdout).to_string();
-    assert!(table.lines().any(|l| l.starts_with("huge") && l.contains("Pending")), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("huge") && l.contains("Pending")),
+        "{table}"
+    );
     assert!(c.ctl(&["delete", "pod", "huge"]).status.success());
 
     // A cordoned node gets nothing new.
     let out = c.ctl(&["cordon", "dep-a1"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     apply(
         &c,
         "ready.yaml",
@@ -310,13 +357,22 @@ spec:
     });
     let p = pods(&c, "app=ready");
     let on: BTreeMap<String, usize> = p.iter().fold(BTreeMap::new(), |mut m, p| {
-        *m.entry(p["spec"]["nodeName"].as_str().unwrap().to_string()).or_default() += 1;
+        *m.entry(p["spec"]["nodeName"].as_str().unwrap().to_string())
+            .or_default() += 1;
         m
     });
     println!("with dep-a1 cordoned: {on:?}");
-    assert!(!on.contains_key("dep-a1"), "nothing new on the cordoned node: {on:?}");
+    assert!(
+        !on.contains_key("dep-a1"),
+        "nothing new on the cordoned node: {on:?}"
+    );
     let nodes = String::from_utf8_lossy(&c.ctl(&["get", "nodes"]).stdout).to_string();
-    assert!(nodes.lines().any(|l| l.starts_with("dep-a1") && l.contains("SchedulingDisabled")), "{nodes}");
+    assert!(
+        nodes
+            .lines()
+            .any(|l| l.starts_with("dep-a1") && l.contains("SchedulingDisabled")),
+        "{nodes}"
+    );
     assert!(c.ctl(&["uncordon", "dep-a1"]).status.success());
 
     // Endpoints follow readiness: fail one pod's probe, it moves to
@@ -330,10 +386,14 @@ spec:
     });
     let victim = all.iter().next().unwrap().clone();
     http_get(&format!("{victim}:8080"), "/fail").expect("the pod takes /fail");
-    let took = c.wait_for("the failing pod leaves the ready endpoints", Duration::from_secs(30), |c| {
-        let (ready, not_ready) = endpoint_ips(c, "ready");
-        !ready.contains(&victim) && not_ready.contains(&victim) && ready.len() == 3
-    });
+    let took = c.wait_for(
+        "the failing pod leaves the ready endpoints",
+        Duration::from_secs(30),
+        |c| {
+            let (ready, not_ready) = endpoint_ips(c, "ready");
+            !ready.contains(&victim) && not_ready.contains(&victim) && ready.len() == 3
+        },
+    );
     println!("not-ready pod left the endpoints {took:.1?} after its probe started failing");
     http_get(&format!("{victim}:8080"), "/fail").expect("the pod takes /fail again");
     let took = c.wait_for("the healed pod is back", Duration::from_secs(30), |c| {
@@ -346,7 +406,13 @@ spec:
 fn containers() -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for (n, _) in NODES {
-        let (_, ids) = docker(&["ps", "-q", "--no-trunc", "--filter", &format!("label=dev.outpost.node={n}")]);
+        let (_, ids) = docker(&[
+            "ps",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            &format!("label=dev.outpost.node={n}"),
+        ]);
         for id in ids.lines() {
             let (_, started) = docker(&["inspect", "-f", "{{.State.StartedAt}}", id]);
             out.insert(id.to_string(), started);
@@ -405,5 +471,8 @@ spec:
         .map(|p| p["metadata"]["uid"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(pods_before, pods_after, "same pod objects");
-    println!("{} containers unchanged across a controller SIGKILL and restart", after.len());
+    println!(
+        "{} containers unchanged across a controller SIGKILL and restart",
+        after.len()
+    );
 }

@@ -6,8 +6,8 @@
 //! frames.
 
 use outpost_controller::clientconfig::{pem_der, ClientConfig};
-use outpost_controller::pki::Ca;
 use outpost_controller::cluster::load_pki;
+use outpost_controller::pki::Ca;
 use outpost_controller::store::redb::RedbStore;
 use outpost_proto::{AdminRequest, Hello, Message, PROTOCOL_VERSION};
 use outpost_tests::raw::{creds_from_pem, frame, send_raw, Creds};

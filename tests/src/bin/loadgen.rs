@@ -25,11 +25,13 @@ use outpost_controller::clientconfig::{self, pem_der, ClientConfig};
 use outpost_proto::clock::now_ms;
 use outpost_proto::link::{self, read_frame, write_frame, LinkError};
 use outpost_proto::names::SITE_LABEL;
+use outpost_proto::pod::{ContainerState, ContainerStatus, PodPhase, PodStatus, Usage};
 use outpost_proto::units::{parse_duration, parse_quantity};
 use outpost_proto::{
-    close, AdminRequest, AdminResponse, Condition, ConditionStatus, ConditionType, EnrolRequest,
-    Heartbeat, Hello, Message, NodeInfo, NodeReport, Resources, RuntimeInfo, Signal,
-    SignalObservation, ThresholdState, MAX_FRAME, PROTOCOL_VERSION,
+    close, AdminRequest, AdminResponse, ApplyRequest, Condition, ConditionStatus, ConditionType,
+    Document, EnrolRequest, Heartbeat, Hello, Message, NodeInfo, NodeReport, ObjectRef,
+    PodStatusUpdate, PodsAck, PodsDesired, Resources, RuntimeInfo, Signal, SignalObservation,
+    ThresholdState, MAX_FRAME, PROTOCOL_VERSION,
 };
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -107,6 +109,26 @@ struct Args {
     /// Also write the summary here as JSON.
     #[arg(long)]
     summary_json: Option<PathBuf>,
+    /// Spread the agents over this many sites (`site=sNN`); 0 puts them
+    /// all in site `loadgen`. Agents also get `tier=even|odd`.
+    #[arg(long, default_value_t = 0)]
+    sites: usize,
+    /// Take part in pod sync: acknowledge desired pods and report them
+    /// Running and Ready at once (as a very fast box would).
+    #[arg(long)]
+    pods: bool,
+    /// After all sessions are up, apply Deployments with this many replicas
+    /// in all (implies --pods) and time their placement end to end.
+    #[arg(long, default_value_t = 0)]
+    deploy: usize,
+    /// How many Deployments the replicas are split over, with mixed
+    /// constraints (requests; a node selector; preferred anti-affinity and
+    /// site spread; a toleration and an architecture selector).
+    #[arg(long, default_value_t = 4)]
+    deployments: usize,
+    /// Upper bound on waiting for the deployed pods.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    deploy_timeout: Duration,
 }
 
 fn main() {
@@ -147,6 +169,9 @@ struct Ctx {
     /// Set when the connect phase hit `--phase-timeout`: stragglers were
     /// counted as failed and must not join the steady state late.
     connect_phase_over: AtomicBool,
+    /// Agents take part in pod sync.
+    pods: bool,
+    sites: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -186,6 +211,10 @@ struct Stats {
     /// Duration of each successful session attempt (handshake to Welcome),
     /// in ms.
     connect_ms: Mutex<Vec<u64>>,
+    /// Pods the simulated agents run right now.
+    pods_running: AtomicU64,
+    /// Desired-pod messages received.
+    pods_desired_msgs: AtomicU64,
 }
 
 impl Stats {
@@ -277,6 +306,8 @@ async fn run(args: Args) -> Result<()> {
         stats: Stats::default(),
         conns: Mutex::new(Vec::new()),
         connect_phase_over: AtomicBool::new(false),
+        pods: args.pods || args.deploy > 0,
+        sites: args.sites,
     });
     let names: Vec<String> = (1..=args.agents)
         .map(|i| format!("{}-{i:05}", args.name_prefix))
@@ -304,6 +335,13 @@ async fn run(args: Args) -> Result<()> {
         args.agents,
         connect_time.as_secs_f64()
     );
+
+    // Phase 2b: place pods end to end.
+    let deployed = if args.deploy > 0 {
+        Some(deploy(&ctx, &endpoint, &cfg, remote, &args).await)
+    } else {
+        None
+    };
 
     // Phase 3: steady state.
     if let Some(p) = &args.ready_file {
@@ -377,6 +415,7 @@ async fn run(args: Args) -> Result<()> {
         listing,
     );
     summary.drops_closing = close_drops;
+    summary.deployed = deployed;
     print!("{}", summary.text());
     if let Some(p) = &args.summary_json {
         std::fs::write(p, serde_json::to_string_pretty(&summary.json())?)
@@ -646,7 +685,7 @@ async fn agent(
             return Ended::Dropped;
         }
     };
-    let mut node = FakeNode::new(&id.node, index);
+    let mut node = FakeNode::new(&id.node, index, ctx.sites);
     let mut live = None;
     {
         let Ok(_permit) = permits.acquire_owned().await else {
@@ -685,7 +724,7 @@ async fn agent(
     let Some(Live {
         conn,
         mut send,
-        recv: _recv,
+        recv,
         heartbeat_ms: welcome_ms,
     }) = live
     else {
@@ -713,11 +752,54 @@ async fn agent(
     let mut report = tokio::time::interval_at(now + jitter(ctx.report_every), ctx.report_every);
     report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seq = 0u64;
+    // Frames from the controller, read on their own task as the agent does
+    // (a read must never be cut in half by the select below).
+    let (inbox_tx, mut inbox) = tokio::sync::mpsc::channel::<Message>(8);
+    let mut recv = recv;
+    let reader = tokio::spawn(async move {
+        while let Ok(Some(m)) = read_frame(&mut recv, MAX_FRAME).await {
+            if inbox_tx.send(m).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut pods = PodSet::default();
+    if ctx.pods {
+        if let Err(e) = write_frame(&mut send, &Message::PodsAck(PodsAck { generation: 0 })).await {
+            ctx.stats.failed(Phase::Session, &id.node, &link_error(&e));
+        }
+    }
     let ended = loop {
         if *stop.borrow() {
             break Ended::Stopped;
         }
         let sent = tokio::select! {
+            m = inbox.recv(), if ctx.pods => match m {
+                Some(Message::PodsDesired(d)) => {
+                    ctx.stats.pods_desired_msgs.fetch_add(1, Ordering::Relaxed);
+                    let generation = d.generation;
+                    let update = pods.apply(*d, index);
+                    let now_running = pods.len() as u64;
+                    let before = pods.reported;
+                    pods.reported = now_running;
+                    if now_running >= before {
+                        ctx.stats.pods_running.fetch_add(now_running - before, Ordering::Relaxed);
+                    } else {
+                        ctx.stats.pods_running.fetch_sub(before - now_running, Ordering::Relaxed);
+                    }
+                    match write_frame(&mut send, &Message::PodsAck(PodsAck { generation })).await {
+                        Ok(()) => write_frame(&mut send, &Message::PodStatuses(Box::new(update)))
+                            .await
+                            .map(|()| 0),
+                        Err(e) => Err(e),
+                    }
+                }
+                Some(_) => Ok(0),
+                None => {
+                    ctx.stats.failed(Phase::Session, &id.node, "the controller ended the session stream");
+                    break Ended::Dropped;
+                }
+            },
             _ = beat.tick() => {
                 seq += 1;
                 write_frame(&mut send, &Message::Heartbeat(Heartbeat { seq }))
@@ -741,6 +823,10 @@ async fn agent(
             break Ended::Dropped;
         }
     };
+    reader.abort();
+    ctx.stats
+        .pods_running
+        .fetch_sub(pods.reported, Ordering::Relaxed);
     if matches!(ended, Ended::Dropped) {
         ctx.stats.dropped.fetch_add(1, Ordering::Relaxed);
     }
@@ -818,6 +904,263 @@ async fn connect_once(
     })
 }
 
+// ---- pods ----
+
+/// The pods one simulated agent runs: every desired pod is Running and
+/// Ready at once (a box that starts containers instantly), so what is
+/// measured is the controller's placement and delivery.
+#[derive(Default)]
+struct PodSet {
+    pods: BTreeMap<String, u64>,
+    /// Pods last counted into `Stats::pods_running`.
+    reported: u64,
+}
+
+impl PodSet {
+    fn len(&self) -> usize {
+        self.pods.len()
+    }
+
+    /// Applies a desired-pods message; returns the status update to send.
+    fn apply(&mut self, d: PodsDesired, index: usize) -> PodStatusUpdate {
+        let mut gone: Vec<String> = Vec::new();
+        if d.full {
+            let keep: std::collections::BTreeSet<String> =
+                d.pods.iter().map(|p| p.spec.key()).collect();
+            let drop: Vec<String> = self
+                .pods
+                .keys()
+                .filter(|k| !keep.contains(*k))
+                .cloned()
+                .collect();
+            for k in drop {
+                self.pods.remove(&k);
+                gone.push(k);
+            }
+        }
+        for k in d.removed {
+            self.pods.remove(&k);
+            gone.push(k);
+        }
+        let mut statuses = Vec::new();
+        let now = now_ms();
+        for p in d.pods {
+            let key = p.spec.key();
+            if self.pods.insert(key.clone(), p.generation) == Some(p.generation) {
+                continue;
+            }
+            let n = self.pods.len();
+            statuses.push(PodStatus {
+                name: key,
+                generation: p.generation,
+                phase: PodPhase::Running,
+                reason: String::new(),
+                message: String::new(),
+                ready: true,
+                started_ms: now,
+                pod_ip: format!(
+                    "172.{}.{}.{}",
+                    16 + (index >> 16) % 16,
+                    (index >> 8) & 0xff,
+                    (index + n) & 0xff
+                ),
+                containers: p
+                    .spec
+                    .containers
+                    .iter()
+                    .map(|c| ContainerStatus {
+                        name: c.name.clone(),
+                        image: c.image.clone(),
+                        container_id: String::new(),
+                        state: ContainerState::Running { started_ms: now },
+                        last_state: None,
+                        ready: true,
+                        restart_count: 0,
+                        usage: Usage::default(),
+                    })
+                    .collect(),
+                usage: Usage::default(),
+            });
+        }
+        PodStatusUpdate {
+            full: false,
+            pods: statuses,
+            gone,
+            node_usage: Usage::default(),
+        }
+    }
+}
+
+/// The Deployments of the placement phase: `replicas` split over `n`
+/// Deployments with mixed constraints.
+fn deployments(replicas: usize, n: usize) -> Vec<serde_json::Value> {
+    let n = n.max(1);
+    (0..n)
+        .map(|i| {
+            let count = replicas / n + usize::from(i < replicas % n);
+            let name = format!("load-{i}");
+            let mut spec = serde_json::json!({
+                "containers": [{
+                    "name": "app",
+                    "image": "outpost/workload-http:dev",
+                    "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+                }],
+            });
+            match i % 4 {
+                1 => spec["nodeSelector"] = serde_json::json!({"tier": "even"}),
+                2 => {
+                    spec["affinity"] = serde_json::json!({"podAntiAffinity": {
+                        "preferredDuringSchedulingIgnoredDuringExecution": [{
+                            "weight": 100,
+                            "podAffinityTerm": {
+                                "labelSelector": {"matchLabels": {"app": name}},
+                                "topologyKey": "kubernetes.io/hostname",
+                            },
+                        }],
+                    }});
+                    spec["topologySpreadConstraints"] = serde_json::json!([{
+                        "maxSkew": 5,
+                        "topologyKey": SITE_LABEL,
+                        "whenUnsatisfiable": "ScheduleAnyway",
+                        "labelSelector": {"matchLabels": {"app": name}},
+                    }]);
+                }
+                3 => {
+                    spec["tolerations"] = serde_json::json!([{
+                        "key": "node.outpost.dev/memory-pressure",
+                        "operator": "Exists",
+                        "effect": "NoSchedule",
+                    }]);
+                    spec["nodeSelector"] = serde_json::json!({"kubernetes.io/arch": "amd64"});
+                }
+                _ => {}
+            }
+            serde_json::json!({
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": name},
+                "spec": {
+                    "replicas": count,
+                    "selector": {"matchLabels": {"app": name}},
+                    "template": {"metadata": {"labels": {"app": name}}, "spec": spec},
+                },
+            })
+        })
+        .collect()
+}
+
+/// What the placement phase measured.
+struct Deployed {
+    replicas: usize,
+    /// Apply to every pod delivered to (and acknowledged by) its agent.
+    delivered: Option<Duration>,
+    /// Apply to every Deployment reporting all replicas available.
+    available: Option<Duration>,
+    error: Option<String>,
+}
+
+async fn deploy(
+    ctx: &Ctx,
+    endpoint: &quinn::Endpoint,
+    cfg: &ClientConfig,
+    remote: SocketAddr,
+    args: &Args,
+) -> Deployed {
+    let docs = deployments(args.deploy, args.deployments);
+    let mut out = Deployed {
+        replicas: args.deploy,
+        delivered: None,
+        available: None,
+        error: None,
+    };
+    let documents = docs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| Document {
+            source: format!("loadgen deployment {i}"),
+            json: serde_json::to_vec(d).unwrap_or_default(),
+        })
+        .collect();
+    let base = ctx.stats.pods_running.load(Ordering::Relaxed) as usize;
+    let start = Instant::now();
+    if let Err(e) = admin_call(
+        endpoint,
+        cfg,
+        remote,
+        AdminRequest::Apply(ApplyRequest {
+            documents,
+            dry_run: false,
+        }),
+    )
+    .await
+    {
+        out.error = Some(format!("apply: {e:#}"));
+        return out;
+    }
+    eprintln!(
+        "applied {} Deployments with {} replicas",
+        docs.len(),
+        args.deploy
+    );
+    let mut last = Instant::now();
+    while start.elapsed() < args.deploy_timeout {
+        let running = ctx.stats.pods_running.load(Ordering::Relaxed) as usize - base;
+        if out.delivered.is_none() && running >= args.deploy {
+            out.delivered = Some(start.elapsed());
+            eprintln!(
+                "all {} pods delivered in {:.2}s ({:.0} placements/s end to end)",
+                args.deploy,
+                start.elapsed().as_secs_f64(),
+                args.deploy as f64 / start.elapsed().as_secs_f64()
+            );
+        }
+        if out.delivered.is_some() {
+            let mut all = true;
+            for d in &docs {
+                let name = d["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let want = d["spec"]["replicas"].as_u64().unwrap_or(0);
+                let got = match admin_call(
+                    endpoint,
+                    cfg,
+                    remote,
+                    AdminRequest::Get(ObjectRef {
+                        kind: "deployments".into(),
+                        namespace: String::new(),
+                        name,
+                    }),
+                )
+                .await
+                {
+                    Ok(AdminResponse::Object(b)) => serde_json::from_slice::<serde_json::Value>(&b)
+                        .ok()
+                        .and_then(|v| v["status"]["availableReplicas"].as_u64())
+                        .unwrap_or(0),
+                    _ => 0,
+                };
+                all &= got == want;
+            }
+            if all {
+                out.available = Some(start.elapsed());
+                eprintln!(
+                    "every Deployment available in {:.2}s",
+                    start.elapsed().as_secs_f64()
+                );
+                return out;
+            }
+        }
+        if last.elapsed() >= Duration::from_secs(5) {
+            last = Instant::now();
+            eprintln!("deploying: {running}/{} pods delivered", args.deploy);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    out.error = Some(format!("not done within {:?}", args.deploy_timeout));
+    out
+}
+
 // ---- simulated probes ----
 
 const MI: u64 = 1 << 20;
@@ -834,10 +1177,11 @@ struct FakeNode {
     signal_capacity: [u64; 5],
     memory_pressure: bool,
     pressure_since_ms: u64,
+    labels: BTreeMap<String, String>,
 }
 
 impl FakeNode {
-    fn new(name: &str, index: usize) -> FakeNode {
+    fn new(name: &str, index: usize, sites: usize) -> FakeNode {
         // A mixed fleet: two thirds x86 boxes with 8 GiB, a third ARM boards
         // with 4 GiB.
         let arm = index % 3 == 2;
@@ -902,6 +1246,20 @@ impl FakeNode {
             signal_capacity,
             memory_pressure: false,
             pressure_since_ms: now_ms(),
+            labels: BTreeMap::from([
+                (
+                    SITE_LABEL.to_string(),
+                    if sites == 0 {
+                        "loadgen".to_string()
+                    } else {
+                        format!("s{:02}", index % sites)
+                    },
+                ),
+                (
+                    "tier".to_string(),
+                    if index % 2 == 0 { "even" } else { "odd" }.to_string(),
+                ),
+            ]),
         }
     }
 
@@ -1000,7 +1358,7 @@ impl FakeNode {
                 ),
             ],
             signals,
-            labels: BTreeMap::from([(SITE_LABEL.to_string(), "loadgen".to_string())]),
+            labels: self.labels.clone(),
             images: Vec::new(),
         }
     }
@@ -1231,6 +1589,7 @@ struct Summary {
     token_used: Option<(u32, Option<u32>)>,
     listing: Result<Listing, String>,
     failures: Vec<(Phase, String, usize)>,
+    deployed: Option<Deployed>,
 }
 
 impl Summary {
@@ -1297,6 +1656,7 @@ impl Summary {
             token_used,
             listing,
             failures,
+            deployed: None,
         }
     }
 
@@ -1394,6 +1754,19 @@ impl Summary {
             Err(e) => {
                 out += &format!("  listing:     ListNodes with all sessions live FAILED: {e}\n")
             }
+        }
+        if let Some(d) = &self.deployed {
+            let secs = |t: Option<Duration>| {
+                t.map_or("n/a".to_string(), |t| format!("{:.2}s", t.as_secs_f64()))
+            };
+            out += &format!(
+                "  placement:   {} replicas: all delivered to their agents in {} ({}), all available in {}{}\n",
+                d.replicas,
+                secs(d.delivered),
+                d.delivered.map_or("n/a".into(), |t| format!("{:.0} placements/s", d.replicas as f64 / t.as_secs_f64().max(1e-3))),
+                secs(d.available),
+                d.error.as_ref().map(|e| format!("; FAILED: {e}")).unwrap_or_default()
+            );
         }
         if self.failures.is_empty() {
             out += "  failures:    none\n";
