@@ -152,6 +152,28 @@ fn render(ctrl: &Controller) -> String {
         "Agents with a live session.",
         connected.to_string(),
     );
+    {
+        let cache = ctrl.cache.read().unwrap_or_else(|p| p.into_inner());
+        gauge(
+            "outpost_store_revision",
+            "Latest cluster revision the control loop's cache reflects.",
+            cache.revision().to_string(),
+        );
+        gauge(
+            "outpost_pods_unbound",
+            "Pods waiting for the scheduler to place them.",
+            cache.unbound_pods().count().to_string(),
+        );
+    }
+    gauge(
+        "outpost_status_inbox",
+        "Pod statuses from agents waiting to be written.",
+        ctrl.inbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+            .to_string(),
+    );
     if let Some(rss) = rss_bytes() {
         gauge(
             "process_resident_memory_bytes",
@@ -214,6 +236,21 @@ fn render(ctrl: &Controller) -> String {
         ),
     ] {
         counter(name, help, v.load(Ordering::Relaxed));
+    }
+    {
+        let cache = ctrl.cache.read().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(
+            out,
+            "# HELP outpost_objects Objects in the store, by kind.\n# TYPE outpost_objects gauge"
+        );
+        for kind in crate::api::Kind::ALL {
+            let _ = writeln!(
+                out,
+                "outpost_objects{{kind=\"{}\"}} {}",
+                kind.resource(),
+                cache.count(kind)
+            );
+        }
     }
     if let Some(cpu) = cpu_seconds() {
         let _ = writeln!(

@@ -498,6 +498,19 @@ impl Cache {
         })
     }
 
+    /// How many objects of `kind` there are.
+    pub fn count(&self, kind: Kind) -> usize {
+        match kind {
+            Kind::Pod => self.pods.len(),
+            Kind::ReplicaSet => self.replicasets.len(),
+            Kind::Deployment => self.deployments.len(),
+            Kind::Service => self.services.len(),
+            Kind::Endpoints => self.endpoints.len(),
+            Kind::PriorityClass => self.priority_classes.len(),
+            Kind::Node => self.nodes.len(),
+        }
+    }
+
     /// Cache keys of every object of `kind`, sorted (nodes included).
     pub fn keys(&self, kind: Kind) -> Vec<String> {
         let mut v: Vec<String> = match kind {
