@@ -15,6 +15,7 @@ pub mod resources;
 pub mod scheduling;
 pub mod selector;
 pub mod service;
+pub mod validate;
 
 pub use apps::{Deployment, ReplicaSet};
 pub use meta::{ObjectMeta, OwnerReference, Time, DEFAULT_NAMESPACE};
