@@ -7,6 +7,7 @@
 //! JSON. A new kind is a type here, its entry in [`Kind`], its validation,
 //! its controller and its table columns.
 
+pub mod admission;
 pub mod apps;
 pub mod machinery;
 pub mod meta;
