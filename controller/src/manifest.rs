@@ -388,7 +388,7 @@ spec:
         assert!(e.contains("at most 1048576 (1 MiB)"), "{e}");
 
         // 100,000 nested `[` in 200 KB: refused at the depth limit, at once.
-        for deep in ["[".repeat(100_000), "{a: ".repeat(50_000), {
+        for deep in ["[ ".repeat(100_000), "{a: ".repeat(50_000), {
             let mut s = String::new();
             for i in 0..100 {
                 s.push_str(&" ".repeat(i));
