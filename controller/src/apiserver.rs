@@ -72,13 +72,6 @@ fn not_found(kind: Kind, ns: &str, name: &str) -> ErrorMsg {
     )
 }
 
-/// `deployment/web` for messages about a document that did not validate.
-fn describe(v: &serde_json::Value) -> String {
-    let kind = v["kind"].as_str().unwrap_or("object").to_lowercase();
-    let name = v["metadata"]["name"].as_str().unwrap_or("<unnamed>");
-    format!("{kind}/{name}")
-}
-
 /// The stored object at `key`, fresh from the store (not the cache: a
 /// write decides from what is committed).
 fn stored(store: &dyn Store, kind: Kind, key: &str) -> Result<Option<Object>, ErrorMsg> {
@@ -184,7 +177,7 @@ impl Objects<'_> {
             match crate::api::validate::validate(&value) {
                 Ok(v) => validated.push((doc.source.clone(), v)),
                 Err(ps) => {
-                    let name = describe(&value);
+                    let name = crate::api::validate::document_name(&value);
                     for p in ps {
                         problems.push(format!("{}: {name}: {p}", doc.source));
                     }
@@ -194,85 +187,116 @@ impl Objects<'_> {
         if !problems.is_empty() {
             return Err(err(ErrorCode::InvalidRequest, problems.join("\n")));
         }
-        let mut plans = Vec::new();
-        let mut conflict = None;
-        {
-            for (source, v) in validated {
-                let mut obj = v.object;
-                let kind = obj.kind();
-                let ns = namespace_of(kind, &obj.meta().namespace);
-                obj.meta_mut().namespace = ns.clone();
-                let name = obj.meta().name.clone();
-                let key = kind.key(&ns, &name);
-                let old = stored(self.store, kind, &key)?;
-                if let (Some(old), given) = (&old, obj.meta().revision()) {
-                    if given != 0 && given != old.meta().revision() {
-                        conflict = Some(format!(
-                        "{source}: {}: the object has been modified (resourceVersion {given} is not the current {}); get it again and re-apply",
-                        object_ref(kind, &ns, &name),
-                        old.meta().revision()
-                    ));
-                        continue;
-                    }
-                }
-                if let Some(o) = &old {
-                    if o.meta().is_deleting() {
-                        problems.push(format!(
-                        "{source}: {} is being deleted; wait until it is gone, then apply again",
-                        object_ref(kind, &ns, &name)
-                    ));
-                        continue;
-                    }
-                }
-                let admitted = {
-                    let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
-                    crate::api::admission::admit(obj, old.as_ref(), &cache, self.admission)
-                };
-                let (obj, mut warnings) = match admitted {
-                    Ok(a) => (a.object, a.warnings),
-                    Err(ps) => {
-                        for p in ps {
-                            problems
-                                .push(format!("{source}: {}: {p}", object_ref(kind, &ns, &name)));
-                        }
-                        continue;
-                    }
-                };
-                warnings.splice(0..0, v.warnings);
-                let plan = match &old {
-                    Some(old) => {
-                        let merged = merge(old, obj);
-                        let same = {
-                            let mut a = merged.clone();
-                            a.meta_mut().generation = old.meta().generation;
-                            a.to_stored() == old.to_stored()
-                        };
-                        Plan {
-                            guard: old.meta().revision(),
-                            outcome: if same { "unchanged" } else { "configured" },
-                            object: merged,
-                            warnings,
-                        }
-                    }
-                    None => {
-                        let mut obj = obj;
-                        machinery::prepare_create(&mut obj, now);
-                        Plan {
-                            object: obj,
-                            guard: 0,
-                            outcome: "created",
-                            warnings,
-                        }
-                    }
-                };
-                plans.push(plan);
-            }
+        // Each object with its stored copy (read fresh from the store).
+        struct Item {
+            source: String,
+            warnings: Vec<String>,
+            kind: Kind,
+            ns: String,
+            name: String,
+            old: Option<Object>,
         }
-        if let Some(c) = conflict {
-            return Err(err(ErrorCode::Conflict, c));
+        let mut items = Vec::new();
+        let mut objects = Vec::new();
+        for (source, v) in validated {
+            let mut obj = v.object;
+            let kind = obj.kind();
+            let ns = namespace_of(kind, &obj.meta().namespace);
+            obj.meta_mut().namespace = ns.clone();
+            let name = obj.meta().name.clone();
+            let old = stored(self.store, kind, &kind.key(&ns, &name))?;
+            if old.as_ref().is_some_and(|o| o.meta().is_deleting()) {
+                problems.push(format!(
+                    "{source}: {} is being deleted; wait until it is gone, then apply again",
+                    object_ref(kind, &ns, &name)
+                ));
+            }
+            objects.push(obj);
+            items.push(Item {
+                source,
+                warnings: v.warnings,
+                kind,
+                ns,
+                name,
+                old,
+            });
         }
         if !problems.is_empty() {
             return Err(err(ErrorCode::InvalidRequest, problems.join("\n")));
+        }
+        // Admitted in order, each seeing those before it (two Services of
+        // one file get different IPs; a class and pods naming it apply
+        // together).
+        let admitted = {
+            let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+            let pairs = objects
+                .into_iter()
+                .zip(&items)
+                .map(|(o, it)| (o, it.old.as_ref()))
+                .collect();
+            crate::api::admission::admit_all(pairs, &cache, self.admission)
+        };
+        let admitted = match admitted {
+            Ok(a) => a,
+            Err(errors) => {
+                let mut conflict = None;
+                for (i, e) in errors {
+                    let it = &items[i];
+                    match e {
+                        crate::api::admission::AdmitError::Conflict { .. } => {
+                            conflict = Some(format!("{}: {e}", it.source));
+                        }
+                        crate::api::admission::AdmitError::Invalid(ps) => {
+                            for p in ps {
+                                problems.push(format!(
+                                    "{}: {}: {p}",
+                                    it.source,
+                                    object_ref(it.kind, &it.ns, &it.name)
+                                ));
+                            }
+                        }
+                    }
+                }
+                if problems.is_empty() {
+                    if let Some(c) = conflict {
+                        return Err(err(ErrorCode::Conflict, c));
+                    }
+                }
+                return Err(err(ErrorCode::InvalidRequest, problems.join("\n")));
+            }
+        };
+        let mut plans = Vec::new();
+        for (a, it) in admitted.into_iter().zip(items) {
+            let obj = a.object;
+            let mut warnings = it.warnings;
+            warnings.extend(a.warnings);
+            let plan = match &it.old {
+                Some(old) => {
+                    let merged = merge(old, obj);
+                    let same = {
+                        let mut m = merged.clone();
+                        m.meta_mut().generation = old.meta().generation;
+                        m.to_stored() == old.to_stored()
+                    };
+                    Plan {
+                        guard: old.meta().revision(),
+                        outcome: if same { "unchanged" } else { "configured" },
+                        object: merged,
+                        warnings,
+                    }
+                }
+                None => {
+                    let mut obj = obj;
+                    machinery::prepare_create(&mut obj, now);
+                    Plan {
+                        object: obj,
+                        guard: 0,
+                        outcome: "created",
+                        warnings,
+                    }
+                }
+            };
+            plans.push(plan);
         }
         let results: Vec<ApplyResult> = plans
             .iter()
@@ -339,6 +363,9 @@ impl Controller {
 
 /// Validates, admits and writes the documents of an apply.
 pub async fn apply(ctrl: &Controller, req: ApplyRequest) -> Result<Vec<ApplyResult>, ErrorMsg> {
+    // One apply at a time, each seeing the one before it in the cache:
+    // admission allocates Service IPs and node ports from what it sees.
+    let _one = ctrl.apply_lock.lock().await;
     let (results, writes) = ctrl.objects().plan_apply(&req, Time(now_ms()))?;
     if req.dry_run {
         return Ok(results);

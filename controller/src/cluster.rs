@@ -176,6 +176,8 @@ pub struct Controller {
     pub agents: Agents,
     /// The revision the cache has reached, for read-your-writes.
     pub cache_revision: tokio::sync::watch::Sender<u64>,
+    /// Serialises applies (admission allocates from what the cache shows).
+    pub apply_lock: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -239,6 +241,7 @@ impl Controller {
             inbox_notify: Arc::new(tokio::sync::Notify::new()),
             agents: Agents::default(),
             cache_revision: tokio::sync::watch::Sender::new(revision),
+            apply_lock: tokio::sync::Mutex::new(()),
         })
     }
 

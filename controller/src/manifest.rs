@@ -1,841 +1,497 @@
-//! Kubernetes-style YAML manifests into validated Outpost objects.
+//! Kubernetes-style YAML manifests into JSON documents, one per YAML
+//! document, for the operator API to validate (`api::validate`) and apply.
 //!
-//! Wire form (any YAML) is walked field by field against what Outpost
-//! supports; every problem in a file is reported at once, each with its path
-//! (`pods/web: spec.containers[0].securityContext: not supported by
-//! Outpost`). A field Outpost does not support is an error, never silently
-//! dropped: running a pod without the securityContext its author wrote would
-//! be worse than refusing it.
+//! This module only reads YAML; what a document means is decided on the
+//! controller. A file is split at its document markers (`---` and `...` at
+//! the start of a line, which YAML forbids inside any scalar, so the split
+//! is exact), and each document is parsed on its own with
+//! [`serde_saphyr`]: block and flow style, comments, anchors and aliases,
+//! JSON-like flow mappings and sequences with trailing commas
+//! (`ports: [{containerPort: 80, }]`, as the Kubernetes documentation
+//! writes them). Empty documents (`---` alone, comments only, `null`) are
+//! skipped. Scalars are read the way Kubernetes' YAML 1.1 reader reads them
+//! (`0755` is octal, `yes` is a boolean), so a manifest means here what it
+//! means to `kubectl`.
+//!
+//! Everything is bounded before or while parsing: the file size
+//! ([`MAX_MANIFEST`]), the documents in it ([`MAX_DOCUMENTS`]), how deeply
+//! values nest ([`MAX_DEPTH`], block and flow alike: 100,000 nested `[` are
+//! refused at the 33rd) and how many values the whole file holds
+//! ([`MAX_NODES`], aliases expanded, so an alias bomb stops early). Every
+//! error names the document and the line: `document 2: line 14, column 3:
+//! not valid YAML: unclosed quote`; a syntax error in one document does
+//! not hide those of the next.
 
-use outpost_proto::names::{validate_label_key, validate_label_value, validate_node_name};
-use outpost_proto::pod::{
-    ContainerSpec, PodSpec, PortSpec, Probe, ProbeAction, Protocol, ResourceSpec, RestartPolicy,
-    Volume, VolumeMount, VolumeSource, MAX_CONTAINERS,
-};
-use outpost_proto::units::parse_quantity;
-use outpost_proto::Resources;
-use serde::Deserialize as _;
-use serde_yaml::{Mapping, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use serde_json::Value;
+use serde_saphyr::{budget::BudgetBreach, MessageFormatter as _};
 
-/// Largest manifest file accepted.
+/// Largest manifest file accepted (1 MiB, as a Kubernetes object stored in
+/// etcd may be at most 1.5 MiB, and a manifest is rarely more than a few
+/// KiB).
 pub const MAX_MANIFEST: usize = 1 << 20;
 
-/// An object a manifest declares.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Object {
-    Pod(PodSpec),
-}
+/// Most non-empty documents in one manifest.
+pub const MAX_DOCUMENTS: usize = 1000;
+
+/// Deepest nesting of mappings and sequences. Kubernetes objects nest at
+/// most 13 levels (a Deployment's pod anti-affinity term's values); 32
+/// leaves room without letting a parser recurse without end.
+pub const MAX_DEPTH: usize = 32;
+
+/// Most values (scalars, mappings, sequences; aliases counted expanded) in
+/// one manifest. A Deployment with 16 containers of 256 env entries each
+/// is about 13,000.
+pub const MAX_NODES: usize = 200_000;
+
+/// Most anchors and most aliases per document.
+const MAX_ANCHORS: usize = 1000;
 
 /// Every problem found in a manifest, one line each.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", .0.join("\n"))]
 pub struct ManifestErrors(pub Vec<String>);
 
-/// The documents of a (multi-document) YAML manifest as JSON values,
-/// empty documents skipped.
-pub fn documents(text: &str) -> Result<Vec<serde_json::Value>, ManifestErrors> {
-    if text.len() > MAX_MANIFEST {
-        return Err(ManifestErrors(vec![format!(
-            "manifest is {} bytes; at most {MAX_MANIFEST} accepted",
-            text.len()
-        )]));
-    }
-    let mut out = Vec::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        match serde_json::Value::deserialize(doc) {
-            Ok(serde_json::Value::Null) => {}
-            Ok(v) => out.push(v),
-            Err(e) => {
-                return Err(ManifestErrors(vec![format!(
-                    "document {}: not valid YAML: {e}",
-                    i + 1
-                )]))
-            }
-        }
-    }
-    Ok(out)
+/// What a manifest declared, in the runtime form `outpostctl` sends with
+/// `AdminRequest::ApplyPod`.
+///
+/// Deprecated: kept only until `outpostctl apply` sends documents
+/// (`AdminRequest::Apply`); new code uses [`documents`] and
+/// [`crate::api::validate::validate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Object {
+    Pod(outpost_proto::pod::PodSpec),
 }
 
-/// Parses a (multi-document) YAML manifest.
+/// Deprecated shim over [`documents`] and [`crate::api::validate::validate`]
+/// for `outpostctl`: pods only, in their runtime form, problems prefixed
+/// with the object (`pod/web: spec.hostNetwork: ...`); warnings dropped.
 pub fn parse(text: &str) -> Result<Vec<Object>, ManifestErrors> {
-    if text.len() > MAX_MANIFEST {
-        return Err(ManifestErrors(vec![format!(
-            "manifest is {} bytes; at most {MAX_MANIFEST} accepted",
-            text.len()
-        )]));
-    }
-    let mut objects = Vec::new();
+    use crate::api::validate::{document_name, validate};
+    let mut out = Vec::new();
     let mut errors = Vec::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = match serde::Deserialize::deserialize(doc) {
-            Ok(Value::Null) => continue,
-            Ok(v) => v,
-            Err(e) => {
-                // After a syntax error the document boundaries are lost (and
-                // the iterator would repeat the error): stop here.
-                errors.push(format!("document {}: not valid YAML: {e}", i + 1));
-                break;
-            }
-        };
-        let mut w = Walker::new(format!("document {}", i + 1));
-        if let Some(obj) = object(&mut w, &value) {
-            objects.push(obj);
+    for d in numbered_documents(text)? {
+        let name = document_name(&d.value);
+        match validate(&d.value) {
+            Ok(v) => match v.object {
+                crate::api::Object::Pod(p) if p.metadata.name.is_empty() => errors.push(format!(
+                    "{name}: metadata.generateName needs the object API; give metadata.name"
+                )),
+                crate::api::Object::Pod(p) => out.push(Object::Pod(p.to_wire())),
+                other => errors.push(format!(
+                    "{name}: {} cannot be applied by this outpostctl yet (pods only)",
+                    other.kind()
+                )),
+            },
+            Err(problems) => errors.extend(problems.iter().map(|p| format!("{name}: {p}"))),
         }
-        errors.extend(w.errors);
     }
     if errors.is_empty() {
-        Ok(objects)
+        Ok(out)
     } else {
         Err(ManifestErrors(errors))
     }
 }
 
-/// Collects errors with paths.
-struct Walker {
-    prefix: String,
-    errors: Vec<String>,
+/// A document of a manifest and its number in the file (1-based; empty
+/// documents count, so the number is what a reader counting `---` gets).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NumberedDocument {
+    pub number: usize,
+    /// Line of the file the document starts on (1-based).
+    pub line: usize,
+    pub value: Value,
 }
 
-impl Walker {
-    fn new(prefix: String) -> Walker {
-        Walker {
-            prefix,
-            errors: Vec::new(),
-        }
-    }
-
-    fn err(&mut self, path: &str, msg: impl std::fmt::Display) {
-        self.errors.push(format!("{}: {path}: {msg}", self.prefix));
-    }
-
-    /// Opens a mapping at `path`, checking that only `known` keys are present.
-    fn map<'v>(&mut self, path: &str, v: &'v Value, known: &[&str]) -> Option<Fields<'v>> {
-        let Value::Mapping(m) = v else {
-            self.err(path, "must be a mapping");
-            return None;
-        };
-        let known: BTreeSet<&str> = known.iter().copied().collect();
-        for k in m.keys() {
-            match k.as_str() {
-                Some(k) if known.contains(k) => {}
-                Some(k) => self.err(&join(path, k), "not supported by Outpost"),
-                None => self.err(path, "keys must be strings"),
-            }
-        }
-        Some(Fields(m))
-    }
-
-    fn string(&mut self, path: &str, v: Option<&Value>) -> Option<String> {
-        match v? {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            Value::Bool(b) => Some(b.to_string()),
-            _ => {
-                self.err(path, "must be a string");
-                None
-            }
-        }
-    }
-
-    fn required_string(&mut self, path: &str, v: Option<&Value>) -> Option<String> {
-        if v.is_none() {
-            self.err(path, "is required");
-        }
-        self.string(path, v)
-    }
-
-    fn strings(&mut self, path: &str, v: Option<&Value>) -> Vec<String> {
-        let Some(v) = v else {
-            return Vec::new();
-        };
-        let Value::Sequence(items) = v else {
-            self.err(path, "must be a list of strings");
-            return Vec::new();
-        };
-        items
-            .iter()
-            .enumerate()
-            .filter_map(|(i, item)| self.string(&format!("{path}[{i}]"), Some(item)))
-            .collect()
-    }
-
-    fn uint<T: TryFrom<u64>>(&mut self, path: &str, v: Option<&Value>) -> Option<T> {
-        let n = match v? {
-            Value::Number(n) => n.as_u64(),
-            _ => None,
-        };
-        match n.and_then(|n| T::try_from(n).ok()) {
-            Some(n) => Some(n),
-            None => {
-                self.err(path, "must be a non-negative whole number in range");
-                None
-            }
-        }
-    }
-
-    fn bool(&mut self, path: &str, v: Option<&Value>) -> bool {
-        match v {
-            None => false,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => {
-                self.err(path, "must be true or false");
-                false
-            }
-        }
-    }
-
-    fn list<'v>(&mut self, path: &str, v: Option<&'v Value>) -> &'v [Value] {
-        match v {
-            None => &[],
-            Some(Value::Sequence(s)) => s,
-            Some(_) => {
-                self.err(path, "must be a list");
-                &[]
-            }
-        }
-    }
+/// The non-empty documents of a (multi-document) YAML manifest.
+pub fn documents(text: &str) -> Result<Vec<Value>, ManifestErrors> {
+    Ok(numbered_documents(text)?
+        .into_iter()
+        .map(|d| d.value)
+        .collect())
 }
 
-struct Fields<'v>(&'v Mapping);
-
-impl<'v> Fields<'v> {
-    fn get(&self, key: &str) -> Option<&'v Value> {
-        self.0.get(key)
+/// The non-empty documents of a manifest with their numbers, for messages
+/// such as `web.yaml: document 2`.
+pub fn numbered_documents(text: &str) -> Result<Vec<NumberedDocument>, ManifestErrors> {
+    if text.len() > MAX_MANIFEST {
+        return Err(ManifestErrors(vec![format!(
+            "manifest is {} bytes; at most {MAX_MANIFEST} (1 MiB) accepted",
+            text.len()
+        )]));
     }
-}
-
-fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
-}
-
-fn object(w: &mut Walker, v: &Value) -> Option<Object> {
-    let top = w.map("", v, &["apiVersion", "kind", "metadata", "spec", "status"])?;
-    let api = w.required_string("apiVersion", top.get("apiVersion"));
-    let kind = w.required_string("kind", top.get("kind"));
-    let name = top
-        .get("metadata")
-        .and_then(|m| m.get("name"))
-        .and_then(Value::as_str)
-        .unwrap_or("<unnamed>");
-    w.prefix = format!(
-        "{}/{name}",
-        kind.as_deref().unwrap_or("object").to_lowercase()
-    );
-    match (api.as_deref(), kind.as_deref()) {
-        (Some("v1"), Some("Pod")) => pod(w, &top).map(Object::Pod),
-        (Some(api), Some(kind)) => {
-            w.err(
-                "kind",
-                format!("{api} {kind} is not supported by Outpost yet (supported: v1 Pod)"),
-            );
-            None
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    let mut nodes_left = MAX_NODES;
+    for chunk in split(text) {
+        if out.len() == MAX_DOCUMENTS {
+            errors.push(format!(
+                "document {}: more than {MAX_DOCUMENTS} documents in one manifest; split it",
+                chunk.number
+            ));
+            break;
         }
-        _ => None,
-    }
-}
-
-fn metadata(w: &mut Walker, v: Option<&Value>) -> (Option<String>, BTreeMap<String, String>) {
-    let Some(v) = v else {
-        w.err("metadata", "is required");
-        return (None, BTreeMap::new());
-    };
-    let Some(m) = w.map("metadata", v, &["name", "labels", "namespace"]) else {
-        return (None, BTreeMap::new());
-    };
-    let name = w.required_string("metadata.name", m.get("name"));
-    if let Some(n) = &name {
-        if let Err(e) = validate_node_name(n) {
-            w.err("metadata.name", e.replace("node name", "name"));
+        if nodes_left == 0 {
+            errors.push(format!(
+                "document {}: the manifest holds more than {MAX_NODES} values; split it",
+                chunk.number
+            ));
+            break;
         }
-    }
-    if let Some(ns) = w.string("metadata.namespace", m.get("namespace")) {
-        if ns != "default" {
-            w.err(
-                "metadata.namespace",
-                format!("{ns:?}: Outpost has no namespaces yet; use default or leave it out"),
-            );
-        }
-    }
-    let mut labels = BTreeMap::new();
-    if let Some(l) = m.get("labels") {
-        if let Value::Mapping(lm) = l {
-            for (k, v) in lm {
-                let (Some(k), Some(v)) = (
-                    k.as_str(),
-                    w.string(&format!("metadata.labels.{k:?}"), Some(v)),
-                ) else {
-                    w.err("metadata.labels", "keys and values must be strings");
-                    continue;
-                };
-                if let Err(e) = validate_label_key(k).and_then(|()| validate_label_value(k, &v)) {
-                    w.err("metadata.labels", e);
-                }
-                labels.insert(k.to_string(), v);
-            }
-        } else {
-            w.err("metadata.labels", "must be a mapping");
-        }
-    }
-    (name, labels)
-}
-
-fn cpu_millis(s: &str) -> Result<u64, String> {
-    match s.strip_suffix('m') {
-        Some(m) => m
-            .parse::<u64>()
-            .map_err(|_| format!("{s:?} is not a CPU quantity (e.g. 250m, 0.5, 2)")),
-        None => {
-            let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
-            if (whole.is_empty() && frac.is_empty())
-                || frac.len() > 3
-                || !frac.bytes().all(|b| b.is_ascii_digit())
-            {
-                return Err(format!("{s:?} is not a CPU quantity (e.g. 250m, 0.5, 2)"));
-            }
-            let whole: u64 = if whole.is_empty() {
-                0
-            } else {
-                whole
-                    .parse()
-                    .map_err(|_| format!("{s:?} is not a CPU quantity (e.g. 250m, 0.5, 2)"))?
-            };
-            let frac_m: u64 = format!("{frac:0<3}").parse().unwrap_or(0);
-            Ok(whole.saturating_mul(1000).saturating_add(frac_m))
-        }
-    }
-}
-
-const RESOURCE_NAMES: &[&str] = &[
-    "cpu",
-    "memory",
-    "ephemeral-storage",
-    "outpost.dev/pids",
-    "nvidia.com/gpu",
-];
-
-fn resources(w: &mut Walker, path: &str, v: Option<&Value>) -> Resources {
-    let mut r = Resources::default();
-    let Some(v) = v else { return r };
-    let Some(m) = w.map(path, v, RESOURCE_NAMES) else {
-        return r;
-    };
-    for name in RESOURCE_NAMES {
-        let p = join(path, name);
-        let Some(q) = w.string(&p, m.get(name)) else {
-            continue;
-        };
-        let parsed = match *name {
-            "cpu" => cpu_millis(&q).map(|m| r.cpu_millis = m),
-            "memory" => parse_quantity(&q).map(|b| r.memory_bytes = b),
-            "ephemeral-storage" => parse_quantity(&q).map(|b| r.ephemeral_storage_bytes = b),
-            "outpost.dev/pids" => parse_quantity(&q).map(|n| r.pids = n),
-            _ => parse_quantity(&q)
-                .and_then(|n| u32::try_from(n).map_err(|_| "too many GPUs".to_string()))
-                .map(|n| r.gpus = n),
-        };
-        if let Err(e) = parsed {
-            w.err(&p, e);
-        }
-    }
-    r
-}
-
-fn probe(w: &mut Walker, path: &str, v: Option<&Value>) -> Option<Probe> {
-    let m = w.map(
-        path,
-        v?,
-        &[
-            "exec",
-            "httpGet",
-            "tcpSocket",
-            "initialDelaySeconds",
-            "periodSeconds",
-            "timeoutSeconds",
-            "successThreshold",
-            "failureThreshold",
-        ],
-    )?;
-    let mut actions = Vec::new();
-    if let Some(e) = m.get("exec") {
-        if let Some(em) = w.map(&join(path, "exec"), e, &["command"]) {
-            let command = w.strings(&join(path, "exec.command"), em.get("command"));
-            if command.is_empty() {
-                w.err(&join(path, "exec.command"), "must name a command");
-            }
-            actions.push(ProbeAction::Exec { command });
-        }
-    }
-    if let Some(h) = m.get("httpGet") {
-        if let Some(hm) = w.map(&join(path, "httpGet"), h, &["path", "port"]) {
-            let path_s = w
-                .string(&join(path, "httpGet.path"), hm.get("path"))
-                .unwrap_or_else(|| "/".into());
-            if let Some(port) = w.uint::<u16>(&join(path, "httpGet.port"), hm.get("port")) {
-                actions.push(ProbeAction::Http { path: path_s, port });
-            } else if hm.get("port").is_none() {
-                w.err(&join(path, "httpGet.port"), "is required (a number)");
-            }
-        }
-    }
-    if let Some(t) = m.get("tcpSocket") {
-        if let Some(tm) = w.map(&join(path, "tcpSocket"), t, &["port"]) {
-            if let Some(port) = w.uint::<u16>(&join(path, "tcpSocket.port"), tm.get("port")) {
-                actions.push(ProbeAction::Tcp { port });
-            } else if tm.get("port").is_none() {
-                w.err(&join(path, "tcpSocket.port"), "is required (a number)");
-            }
-        }
-    }
-    if actions.len() != 1 {
-        w.err(path, "needs exactly one of exec, httpGet, tcpSocket");
-        return None;
-    }
-    // Kubernetes' defaults.
-    let mut num = |key: &str, default: u32, min: u32| {
-        let v = w
-            .uint::<u32>(&join(path, key), m.get(key))
-            .unwrap_or(default);
-        if v < min {
-            w.err(&join(path, key), format!("must be at least {min}"));
-        }
-        v
-    };
-    Some(Probe {
-        initial_delay_secs: num("initialDelaySeconds", 0, 0),
-        period_secs: num("periodSeconds", 10, 1),
-        timeout_secs: num("timeoutSeconds", 1, 1),
-        success_threshold: num("successThreshold", 1, 1),
-        failure_threshold: num("failureThreshold", 3, 1),
-        action: actions.remove(0),
-    })
-}
-
-fn container(w: &mut Walker, path: &str, v: &Value) -> Option<ContainerSpec> {
-    let m = w.map(
-        path,
-        v,
-        &[
-            "name",
-            "image",
-            "command",
-            "args",
-            "env",
-            "ports",
-            "resources",
-            "livenessProbe",
-            "readinessProbe",
-            "volumeMounts",
-            "imagePullPolicy",
-        ],
-    )?;
-    let name = w.required_string(&join(path, "name"), m.get("name"));
-    if let Some(n) = &name {
-        if let Err(e) = validate_node_name(n) {
-            w.err(
-                &join(path, "name"),
-                e.replace("node name", "container name"),
-            );
-        }
-    }
-    let image = w.required_string(&join(path, "image"), m.get("image"));
-    if let Some(p) = w.string(&join(path, "imagePullPolicy"), m.get("imagePullPolicy")) {
-        if !matches!(p.as_str(), "IfNotPresent" | "Always" | "Never") {
-            w.err(
-                &join(path, "imagePullPolicy"),
-                "must be IfNotPresent, Always or Never",
-            );
-        }
-    }
-    let mut env = Vec::new();
-    for (i, e) in w.list(&join(path, "env"), m.get("env")).iter().enumerate() {
-        let p = format!("{path}.env[{i}]");
-        if let Some(em) = w.map(&p, e, &["name", "value"]) {
-            if let Some(n) = w.required_string(&join(&p, "name"), em.get("name")) {
-                env.push((
-                    n,
-                    w.string(&join(&p, "value"), em.get("value"))
-                        .unwrap_or_default(),
-                ));
-            }
-        }
-    }
-    let mut ports = Vec::new();
-    for (i, pv) in w
-        .list(&join(path, "ports"), m.get("ports"))
-        .iter()
-        .enumerate()
-    {
-        let p = format!("{path}.ports[{i}]");
-        if let Some(pm) = w.map(&p, pv, &["name", "containerPort", "hostPort", "protocol"]) {
-            let protocol = match w
-                .string(&join(&p, "protocol"), pm.get("protocol"))
-                .as_deref()
-            {
-                None | Some("TCP") => Protocol::Tcp,
-                Some("UDP") => Protocol::Udp,
-                Some(other) => {
-                    w.err(&join(&p, "protocol"), format!("{other:?}: use TCP or UDP"));
-                    Protocol::Tcp
-                }
-            };
-            let Some(container_port) =
-                w.uint::<u16>(&join(&p, "containerPort"), pm.get("containerPort"))
-            else {
-                if pm.get("containerPort").is_none() {
-                    w.err(&join(&p, "containerPort"), "is required");
-                }
-                continue;
-            };
-            ports.push(PortSpec {
-                name: w
-                    .string(&join(&p, "name"), pm.get("name"))
-                    .unwrap_or_default(),
-                container_port,
-                host_port: w.uint::<u16>(&join(&p, "hostPort"), pm.get("hostPort")),
-                protocol,
-            });
-        }
-    }
-    let mut res = ResourceSpec::default();
-    if let Some(rv) = m.get("resources") {
-        let rp = join(path, "resources");
-        if let Some(rm) = w.map(&rp, rv, &["requests", "limits"]) {
-            res.requests = resources(w, &join(&rp, "requests"), rm.get("requests"));
-            res.limits = resources(w, &join(&rp, "limits"), rm.get("limits"));
-        }
-    }
-    let mut volume_mounts = Vec::new();
-    for (i, vm) in w
-        .list(&join(path, "volumeMounts"), m.get("volumeMounts"))
-        .iter()
-        .enumerate()
-    {
-        let p = format!("{path}.volumeMounts[{i}]");
-        if let Some(mm) = w.map(&p, vm, &["name", "mountPath", "readOnly"]) {
-            let name = w.required_string(&join(&p, "name"), mm.get("name"));
-            let mount_path = w.required_string(&join(&p, "mountPath"), mm.get("mountPath"));
-            if let Some(mp) = &mount_path {
-                if !mp.starts_with('/') {
-                    w.err(&join(&p, "mountPath"), "must be an absolute path");
-                }
-            }
-            let read_only = w.bool(&join(&p, "readOnly"), mm.get("readOnly"));
-            if let (Some(name), Some(mount_path)) = (name, mount_path) {
-                volume_mounts.push(VolumeMount {
-                    name,
-                    mount_path,
-                    read_only,
+        match parse_one(&text[chunk.start..chunk.end], nodes_left) {
+            Ok(Value::Null) => {}
+            Ok(value) => {
+                nodes_left = nodes_left.saturating_sub(count_nodes(&value));
+                out.push(NumberedDocument {
+                    number: chunk.number,
+                    line: chunk.line,
+                    value,
                 });
             }
+            Err(e) => errors.push(describe(&e, &chunk, nodes_left)),
         }
     }
-    Some(ContainerSpec {
-        command: w.strings(&join(path, "command"), m.get("command")),
-        args: w.strings(&join(path, "args"), m.get("args")),
-        liveness: probe(w, &join(path, "livenessProbe"), m.get("livenessProbe")),
-        readiness: probe(w, &join(path, "readinessProbe"), m.get("readinessProbe")),
-        name: name?,
-        image: image?,
-        env,
-        ports,
-        resources: res,
-        volume_mounts,
-    })
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(ManifestErrors(errors))
+    }
 }
 
-fn pod(w: &mut Walker, top: &Fields<'_>) -> Option<PodSpec> {
-    let (name, labels) = metadata(w, top.get("metadata"));
-    let Some(spec) = top.get("spec") else {
-        w.err("spec", "is required");
-        return None;
+fn parse_one(text: &str, max_nodes: usize) -> Result<Value, serde_saphyr::Error> {
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_depth: MAX_DEPTH,
+            flow_nesting_limit: MAX_DEPTH,
+            max_nodes: max_nodes,
+            max_anchors: MAX_ANCHORS,
+            max_aliases: MAX_ANCHORS,
+            max_documents: 1,
+        },
+        legacy_octal_numbers: true,
     };
-    let s = w.map(
-        "spec",
-        spec,
-        &[
-            "nodeName",
-            "containers",
-            "restartPolicy",
-            "terminationGracePeriodSeconds",
-            "volumes",
-            "priority",
-        ],
-    )?;
-    let node_name = w.string("spec.nodeName", s.get("nodeName"));
-    if let Some(n) = &node_name {
-        if let Err(e) = validate_node_name(n) {
-            w.err("spec.nodeName", e);
-        }
-    }
-    let restart_policy = match w
-        .string("spec.restartPolicy", s.get("restartPolicy"))
-        .as_deref()
+    serde_saphyr::from_str_with_options(text, options)
+}
+
+/// A document's error, located in the whole file.
+fn describe(e: &serde_saphyr::Error, chunk: &Chunk, nodes_left: usize) -> String {
+    let mut inner = e.without_snippet();
+    while let serde_saphyr::Error::AliasError { error, .. }
+    | serde_saphyr::Error::WithSnippet { error, .. } = inner
     {
-        None | Some("Always") => RestartPolicy::Always,
-        Some("OnFailure") => RestartPolicy::OnFailure,
-        Some("Never") => RestartPolicy::Never,
-        Some(other) => {
-            w.err(
-                "spec.restartPolicy",
-                format!("{other:?}: use Always, OnFailure or Never"),
-            );
-            RestartPolicy::Always
+        inner = error;
+    }
+    let message = match inner {
+        serde_saphyr::Error::Budget { breach, .. } => match breach {
+            BudgetBreach::Depth { .. } => format!("nested more than {MAX_DEPTH} levels deep"),
+            BudgetBreach::Nodes { .. } => format!(
+                "too many values: the manifest may hold at most {MAX_NODES} \
+                 ({nodes_left} were left for this document; aliases count expanded)"
+            ),
+            BudgetBreach::Aliases { .. } | BudgetBreach::Anchors { .. } => {
+                format!("more than {MAX_ANCHORS} anchors or aliases")
+            }
+            other => format!("too large or too complex ({other:?})"),
+        },
+        other => {
+            let m = serde_saphyr::UserMessageFormatter.format_message(other);
+            if m.contains("recursion limit") {
+                format!("nested more than {MAX_DEPTH} levels deep")
+            } else {
+                format!("not valid YAML: {m}")
+            }
         }
     };
-    let items = w.list("spec.containers", s.get("containers"));
-    if items.is_empty() {
-        w.err("spec.containers", "needs at least one container");
+    match e.location() {
+        Some(l) => format!(
+            "document {}: line {}, column {}: {message}",
+            chunk.number,
+            u64::try_from(chunk.line).unwrap_or(0) + l.line().saturating_sub(1),
+            l.column()
+        ),
+        None => format!(
+            "document {} (from line {}): {message}",
+            chunk.number, chunk.line
+        ),
     }
-    if items.len() > MAX_CONTAINERS {
-        w.err(
-            "spec.containers",
-            format!("{} containers; at most {MAX_CONTAINERS}", items.len()),
-        );
+}
+
+/// Values in a parsed document (what [`MAX_NODES`] counts).
+fn count_nodes(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(count_nodes).sum::<usize>(),
+        Value::Object(m) => 1 + m.values().map(|v| 1 + count_nodes(v)).sum::<usize>(),
+        _ => 1,
     }
-    let containers: Vec<ContainerSpec> = items
+}
+
+/// One document's bytes in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Chunk {
+    number: usize,
+    /// 1-based line of `start`.
+    line: usize,
+    start: usize,
+    end: usize,
+}
+
+/// `---` or `...` at the start of a line, followed by a blank or the end
+/// of the line: YAML's document markers (`c-forbidden` inside scalars).
+fn is_marker(line: &str, marker: &str) -> bool {
+    line.strip_prefix(marker)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r']))
+}
+
+/// Splits a stream into its documents. A document starts at a `---` line
+/// or, outside a document, at the first line with content; comments,
+/// blank lines and directives (`%YAML`) before it belong to it. `...`
+/// ends a document.
+fn split(text: &str) -> Vec<Chunk> {
+    let mut starts: Vec<(usize, usize)> = Vec::new();
+    let mut prefix: Option<(usize, usize)> = None;
+    let mut in_doc = false;
+    let mut offset = 0;
+    for (i, raw) in text.split_inclusive('\n').enumerate() {
+        let line_no = i + 1;
+        let line = raw.trim_end_matches(['\n', '\r']);
+        if is_marker(line, "---") {
+            starts.push(prefix.take().unwrap_or((offset, line_no)));
+            in_doc = true;
+        } else if is_marker(line, "...") {
+            in_doc = false;
+        } else if !in_doc {
+            let t = line.trim_start();
+            if t.is_empty() || t.starts_with('#') || line.starts_with('%') {
+                prefix.get_or_insert((offset, line_no));
+            } else {
+                starts.push(prefix.take().unwrap_or((offset, line_no)));
+                in_doc = true;
+            }
+        }
+        offset += raw.len();
+    }
+    starts
         .iter()
         .enumerate()
-        .filter_map(|(i, c)| container(w, &format!("spec.containers[{i}]"), c))
-        .collect();
-    let mut seen = BTreeSet::new();
-    for c in &containers {
-        if !seen.insert(c.name.as_str()) {
-            w.err(
-                "spec.containers",
-                format!("container name {:?} is used twice", c.name),
-            );
-        }
-    }
-    let mut volumes = Vec::new();
-    for (i, v) in w.list("spec.volumes", s.get("volumes")).iter().enumerate() {
-        let p = format!("spec.volumes[{i}]");
-        let Some(vm) = w.map(&p, v, &["name", "hostPath", "emptyDir"]) else {
-            continue;
-        };
-        let Some(name) = w.required_string(&join(&p, "name"), vm.get("name")) else {
-            continue;
-        };
-        let source = match (vm.get("hostPath"), vm.get("emptyDir")) {
-            (Some(h), None) => w
-                .map(&join(&p, "hostPath"), h, &["path"])
-                .and_then(|hm| w.required_string(&join(&p, "hostPath.path"), hm.get("path")))
-                .map(|path| VolumeSource::HostPath { path }),
-            (None, Some(e)) => match e {
-                Value::Null => Some(VolumeSource::EmptyDir),
-                Value::Mapping(m) if m.is_empty() => Some(VolumeSource::EmptyDir),
-                _ => {
-                    w.err(
-                        &join(&p, "emptyDir"),
-                        "options (medium, sizeLimit) are not supported by Outpost; use {}",
-                    );
-                    None
-                }
-            },
-            _ => {
-                w.err(&p, "needs exactly one of hostPath, emptyDir");
-                None
-            }
-        };
-        if let Some(source) = source {
-            volumes.push(Volume { name, source });
-        }
-    }
-    for c in &containers {
-        for m in &c.volume_mounts {
-            if !volumes.iter().any(|v| v.name == m.name) {
-                w.err(
-                    "spec.containers",
-                    format!(
-                        "container {} mounts volume {:?}, which spec.volumes does not define",
-                        c.name, m.name
-                    ),
-                );
-            }
-        }
-    }
-    let termination_grace_secs = w
-        .uint::<u64>(
-            "spec.terminationGracePeriodSeconds",
-            s.get("terminationGracePeriodSeconds"),
-        )
-        .unwrap_or(outpost_proto::pod::DEFAULT_TERMINATION_GRACE_SECS);
-    let priority = match s.get("priority") {
-        None => 0,
-        Some(v) => match v.as_i64().and_then(|n| i32::try_from(n).ok()) {
-            Some(p) => p,
-            None => {
-                w.err("spec.priority", "must be a whole number");
-                0
-            }
-        },
-    };
-    if !w.errors.is_empty() {
-        return None;
-    }
-    Some(PodSpec {
-        name: name?,
-        namespace: outpost_proto::pod::DEFAULT_NAMESPACE.to_string(),
-        labels,
-        node_name,
-        containers,
-        restart_policy,
-        termination_grace_secs,
-        volumes,
-        priority,
-    })
+        .map(|(i, &(start, line))| Chunk {
+            number: i + 1,
+            line,
+            start,
+            end: starts.get(i + 1).map_or(text.len(), |s| s.0),
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const WEB: &str = r#"
-apiVersion: v1
-kind: Pod
-metadata:
-  name: web
-  labels: {app: web}
-spec:
-  nodeName: edge-1
-  restartPolicy: OnFailure
-  terminationGracePeriodSeconds: 5
-  containers:
-  - name: http
-    image: outpost/workload-http:dev
-    args: ["--port", "8080"]
-    env: [{name: POD_NAME, value: web}]
-    ports: [{containerPort: 8080, hostPort: 18080}]
-    resources:
-      requests: {cpu: 250m, memory: 64Mi}
-      limits: {cpu: "1", memory: 128Mi, outpost.dev/pids: "100"}
-    livenessProbe:
-      httpGet: {path: /healthz, port: 8080}
-      periodSeconds: 2
-    volumeMounts: [{name: data, mountPath: /data}]
-  volumes:
-  - name: data
-    emptyDir: {}
-"#;
+    use serde_json::json;
 
     #[test]
-    fn a_full_pod_parses() {
-        let objs = parse(WEB).unwrap();
-        let Object::Pod(p) = &objs[0];
-        assert_eq!(p.name, "web");
-        assert_eq!(p.node_name.as_deref(), Some("edge-1"));
-        assert_eq!(p.restart_policy, RestartPolicy::OnFailure);
-        assert_eq!(p.termination_grace_secs, 5);
-        let c = &p.containers[0];
-        assert_eq!(c.resources.requests.cpu_millis, 250);
-        assert_eq!(c.resources.limits.cpu_millis, 1000);
-        assert_eq!(c.resources.limits.memory_bytes, 128 << 20);
-        assert_eq!(c.resources.limits.pids, 100);
-        assert_eq!(c.ports[0].host_port, Some(18080));
-        let l = c.liveness.as_ref().unwrap();
+    fn documents_split_at_markers() {
+        let text = "# leading comment\n---\na: 1 # trailing comment\n---\n---\n# only a comment\n---\nb: [1, 2,]\n...\n# after the end\nc: {d: e, }\n";
+        let docs = numbered_documents(text).unwrap();
+        let got: Vec<(usize, usize, Value)> = docs
+            .into_iter()
+            .map(|d| (d.number, d.line, d.value))
+            .collect();
         assert_eq!(
-            l.action,
-            ProbeAction::Http {
-                path: "/healthz".into(),
-                port: 8080
+            got,
+            [
+                (1, 1, json!({"a": 1})),
+                (4, 7, json!({"b": [1, 2]})),
+                (5, 10, json!({"c": {"d": "e"}})),
+            ]
+        );
+        assert_eq!(documents("").unwrap(), Vec::<Value>::new());
+        assert_eq!(documents("---\n---\n~\n").unwrap(), Vec::<Value>::new());
+        assert_eq!(documents("a: 1\n").unwrap(), [json!({"a": 1})]);
+        assert_eq!(
+            documents("--- {a: 1}\n--- [2]\n").unwrap(),
+            [json!({"a": 1}), json!([2])]
+        );
+        assert_eq!(
+            documents("%YAML 1.2\n---\na: 1\n").unwrap(),
+            [json!({"a": 1})]
+        );
+        // An indented `---` is content, not a marker.
+        assert_eq!(
+            documents("a: |\n  ---\n  x\n").unwrap(),
+            [json!({"a": "---\nx\n"})]
+        );
+    }
+
+    #[test]
+    fn kubernetes_documentation_flow_style() {
+        let text = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: nginx, labels: {app: web, }}
+spec:
+  containers:
+  - name: nginx
+    image: nginx:1.14.2
+    ports: [{containerPort: 80, }]
+    args: ["--a", '--b', plain]
+"#;
+        let d = documents(text).unwrap();
+        assert_eq!(
+            d[0]["spec"]["containers"][0]["ports"],
+            json!([{"containerPort": 80}])
+        );
+        assert_eq!(d[0]["metadata"]["labels"], json!({"app": "web"}));
+        assert_eq!(
+            d[0]["spec"]["containers"][0]["args"],
+            json!(["--a", "--b", "plain"])
+        );
+        // JSON is YAML.
+        let j =
+            documents(r#"{"apiVersion": "v1", "kind": "Pod", "x": [1, 2.5, true, null]}"#).unwrap();
+        assert_eq!(j[0]["x"], json!([1, 2.5, true, null]));
+        // Kubernetes' YAML 1.1 scalars.
+        let s = documents("a: 0755\nb: yes\nc: \"0755\"\nd: 18446744073709551615\n").unwrap();
+        assert_eq!(
+            s[0],
+            json!({"a": 493, "b": true, "c": "0755", "d": 18_446_744_073_709_551_615u64})
+        );
+        // Anchors and merge keys.
+        let m = documents("a: &x {b: 1}\nc:\n  <<: *x\n  d: 2\n").unwrap();
+        assert_eq!(m[0]["c"], json!({"b": 1, "d": 2}));
+    }
+
+    #[test]
+    fn syntax_errors_name_document_and_line() {
+        let text = "a: 1\n---\nb: [1, 2\nc: 3\n---\nd: 'open\n---\ne: 1\ne: 2\n";
+        let err = numbered_documents(text).unwrap_err();
+        assert_eq!(err.0.len(), 3, "{err}");
+        assert!(
+            err.0[0].starts_with("document 2: line 4, column 2: not valid YAML"),
+            "{err}"
+        );
+        assert!(
+            err.0[1].starts_with("document 3: line 6, column 4: not valid YAML: unclosed quote"),
+            "{err}"
+        );
+        assert!(
+            err.0[2]
+                .starts_with("document 4: line 9, column 1: not valid YAML: duplicate mapping key"),
+            "{err}"
+        );
+        let tab = documents("a:\n\tb: 1\n").unwrap_err().to_string();
+        assert!(tab.starts_with("document 1: line 2"), "{tab}");
+    }
+
+    #[test]
+    fn bounds_are_enforced_while_parsing() {
+        let too_big = "x".repeat(MAX_MANIFEST + 1);
+        let e = documents(&too_big).unwrap_err().to_string();
+        assert!(e.contains("at most 1048576 (1 MiB)"), "{e}");
+
+        // 100,000 nested `[` in 200 KB: refused at the depth limit, at once.
+        for deep in ["[ ".repeat(100_000), "{a: ".repeat(50_000), {
+            let mut s = String::new();
+            for i in 0..100 {
+                s.push_str(&" ".repeat(i));
+                s.push_str("k:\n");
             }
-        );
-        assert_eq!(
-            (l.period_secs, l.failure_threshold, l.timeout_secs),
-            (2, 3, 1)
-        );
-        assert_eq!(p.volumes[0].source, VolumeSource::EmptyDir);
-        assert_eq!(p.requests().memory_bytes, 64 << 20);
-    }
-
-    #[test]
-    fn every_unsupported_field_is_named() {
-        let text = WEB
-            .replace(
-                "  restartPolicy: OnFailure",
-                "  restartPolicy: OnFailure\n  hostNetwork: true",
-            )
-            .replace(
-                "    image: outpost/workload-http:dev",
-                "    image: outpost/workload-http:dev\n    securityContext: {privileged: true}",
+            s
+        }] {
+            let t = std::time::Instant::now();
+            let e = documents(&deep).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("nested more than {MAX_DEPTH} levels deep")),
+                "{e}"
             );
-        let err = parse(&text).unwrap_err().to_string();
-        assert!(
-            err.contains("pod/web: spec.hostNetwork: not supported by Outpost"),
-            "{err}"
-        );
-        assert!(
-            err.contains("pod/web: spec.containers[0].securityContext: not supported by Outpost"),
-            "{err}"
-        );
-        assert_eq!(err.lines().count(), 2, "{err}");
+            assert!(e.starts_with("document 1: line "), "{e}");
+            // Not a timing assertion: just what a reader of the output sees.
+            eprintln!("refused {} bytes in {:?}", deep.len(), t.elapsed());
+        }
+        let ok_depth = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        assert!(documents(&ok_depth).is_ok());
+
+        // An alias bomb stops at the value budget.
+        let mut bomb = String::from("a: &a [1,1,1,1,1,1,1,1,1,1]\n");
+        for (prev, name) in ["a", "b", "c", "d", "e", "f", "g"]
+            .iter()
+            .zip(["b", "c", "d", "e", "f", "g", "h"])
+        {
+            bomb.push_str(&format!(
+                "{name}: &{name} [{}]\n",
+                vec![format!("*{prev}"); 10].join(",")
+            ));
+        }
+        let e = documents(&bomb).unwrap_err().to_string();
+        assert!(e.contains("too many values"), "{e}");
+
+        // The value budget is for the whole file, not per document.
+        let doc = format!("a: [{}]\n", vec!["1"; 60_000].join(","));
+        let many = vec![doc; 4].join("---\n");
+        let e = documents(&many).unwrap_err().to_string();
+        assert!(e.contains("document 4"), "{e}");
+
+        let docs = "a: 1\n---\n".repeat(MAX_DOCUMENTS + 1);
+        let e = documents(&docs).unwrap_err().to_string();
+        assert!(e.contains("more than 1000 documents"), "{e}");
     }
 
     #[test]
-    fn problems_are_all_reported_with_paths() {
-        let bad = r#"
-apiVersion: v1
-kind: Pod
-metadata: {name: Bad_Name}
-spec:
-  restartPolicy: Sometimes
-  containers:
-  - name: a
-    resources: {limits: {cpu: lots}}
-    livenessProbe: {periodSeconds: 0}
-    volumeMounts: [{name: nope, mountPath: rel}]
----
-apiVersion: apps/v1
-kind: StatefulSet
-metadata: {name: db}
-"#;
-        let err = parse(bad).unwrap_err().to_string();
-        for needle in [
-            "pod/Bad_Name: metadata.name",
-            "spec.restartPolicy: \"Sometimes\"",
-            "spec.containers[0].image: is required",
-            "spec.containers[0].resources.limits.cpu",
-            "spec.containers[0].livenessProbe: needs exactly one of exec, httpGet, tcpSocket",
-            "mountPath: must be an absolute path",
-            "statefulset/db: kind: apps/v1 StatefulSet is not supported",
-        ] {
-            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
-        }
-    }
-
-    #[test]
-    fn cpu_quantities() {
-        for (s, m) in [
-            ("250m", 250),
-            ("1", 1000),
-            ("0.5", 500),
-            ("1.25", 1250),
-            (".1", 100),
-        ] {
-            assert_eq!(cpu_millis(s).unwrap(), m, "{s}");
-        }
-        for bad in ["", "x", "1.2345", "-1", "1Gi"] {
-            assert!(cpu_millis(bad).is_err(), "{bad}");
-        }
+    fn the_pod_shim_gives_runtime_specs() {
+        let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  nodeName: edge-1\n  containers: [{name: c, image: 'i:1'}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: Bad}\nspec: {hostNetwork: true, containers: [{name: c, image: i}]}\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "pod/Bad: metadata.name: name \"Bad\" is not a valid name: use at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit\n\
+             pod/Bad: spec.hostNetwork: not supported by Outpost (pods have their own network)"
+        );
+        let ok = parse(text.split("---").next().unwrap()).unwrap();
+        let [Object::Pod(p)] = ok.as_slice() else {
+            panic!("{ok:?}")
+        };
+        assert_eq!(
+            (
+                p.name.as_str(),
+                p.namespace.as_str(),
+                p.node_name.as_deref()
+            ),
+            ("web", "default", Some("edge-1"))
+        );
+        assert_eq!(p.validate(), Ok(()));
+        let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {selector: {app: web}, ports: [{port: 80}]}\n";
+        assert!(parse(svc)
+            .unwrap_err()
+            .to_string()
+            .contains("service/s: Service cannot be applied by this outpostctl yet"));
     }
 
     #[test]
     fn garbage_never_panics() {
-        let deep = "[".repeat(200);
         for text in [
             "",
             "---\n---\n",
             "[1,2",
             "42",
-            "apiVersion: v1\nkind: Pod\nmetadata: []\nspec: 3\n",
-            &deep,
+            "\u{feff}a: 1",
+            "...\n...\n",
+            "%\n",
+            "? [a]\n: 1\n",
+            "a: *nope\n",
+            "\r\n---\r\na: 1\r\n",
         ] {
-            let _ = parse(text);
+            let _ = documents(text);
         }
-        assert!(parse(&"x".repeat(MAX_MANIFEST + 1)).is_err());
+        assert_eq!(documents("\r\n---\r\na: 1\r\n").unwrap(), [json!({"a": 1})]);
+    }
+
+    proptest::proptest! {
+        /// Any text is answered, never a panic, and every error names its
+        /// document.
+        #[test]
+        fn any_text_is_answered(text in "[-a-z0-9:{}\\[\\],.&*!|>'\"#% \n\t]{0,200}") {
+            if let Err(e) = numbered_documents(&text) {
+                for line in &e.0 {
+                    proptest::prop_assert!(line.starts_with("document "), "{}", line);
+                }
+            }
+        }
     }
 }

@@ -857,7 +857,9 @@ impl Pod {
             self.metadata.name.clone(),
             s.containers.iter().map(Container::to_wire).collect(),
         );
-        w.namespace = self.metadata.namespace.clone();
+        if !self.metadata.namespace.is_empty() {
+            w.namespace = self.metadata.namespace.clone();
+        }
         w.labels = self.metadata.labels.clone();
         w.node_name = self.node().map(str::to_string);
         w.restart_policy = s.restart_policy.into();
