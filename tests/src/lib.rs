@@ -124,6 +124,11 @@ impl Default for Timing {
     }
 }
 
+/// Hard eviction thresholds of test agents that do not set their own:
+/// far below anything a healthy test box reaches.
+pub const TEST_EVICTION_HARD: &str =
+    "memory.available<1Mi,nodefs.available<1%,nodefs.inodesFree<1%,imagefs.available<1%,pid.available<1%";
+
 /// A running agent process.
 #[derive(Debug)]
 pub struct AgentProc {
@@ -317,6 +322,14 @@ impl Cluster {
             .stderr(std::fs::File::create(&log).unwrap());
         if let Some((t, h)) = token {
             cmd.args(["--token", t, "--ca-hash", h]);
+        }
+        if !extra.iter().any(|a| a.starts_with("--eviction-hard")) {
+            // The test box's disk and memory are shared with everything
+            // else on it: the kubelet's default thresholds (imagefs 15 %)
+            // would put every agent under pressure whenever the disk is
+            // fuller than that, and the scenario would test the disk, not
+            // Outpost. Scenarios about pressure set their own thresholds.
+            cmd.args(["--eviction-hard", TEST_EVICTION_HARD]);
         }
         let child = cmd.spawn().expect("starting outpost-agent");
         if let Some(mut old) = self.agents.insert(
