@@ -15,8 +15,12 @@
 //! cluster on a virtual clock; only the loop around them differs.
 
 pub mod plane;
-pub mod status;
 pub mod queue;
+pub mod replicas;
+pub mod replicaset;
+pub mod status;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use crate::api::{Kind, Object, Time};
 use crate::cache::{Cache, Change};
@@ -106,6 +110,20 @@ impl Outcome {
             requeue_after: None,
         }
     }
+}
+
+/// Tunables of the standard controllers; the defaults are Kubernetes'.
+/// (What a workload wants — replicas, surge, deadlines — is in its spec.)
+#[derive(Debug, Clone, Default)]
+pub struct ControllersConfig {
+    pub replicaset: replicaset::ReplicaSetConfig,
+}
+
+/// Every workload controller, in the order the control loop runs them.
+pub fn standard(cfg: &ControllersConfig) -> Vec<Box<dyn Controller>> {
+    vec![Box::new(replicaset::ReplicaSetController::new(
+        cfg.replicaset.clone(),
+    ))]
 }
 
 /// A reconcile loop.
