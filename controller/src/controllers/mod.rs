@@ -14,6 +14,7 @@
 //! The same controllers run in the real controller and in the in-memory
 //! cluster on a virtual clock; only the loop around them differs.
 
+pub mod deployment;
 pub mod plane;
 pub mod queue;
 pub mod replicas;
@@ -121,9 +122,12 @@ pub struct ControllersConfig {
 
 /// Every workload controller, in the order the control loop runs them.
 pub fn standard(cfg: &ControllersConfig) -> Vec<Box<dyn Controller>> {
-    vec![Box::new(replicaset::ReplicaSetController::new(
-        cfg.replicaset.clone(),
-    ))]
+    vec![
+        Box::new(deployment::DeploymentController),
+        Box::new(replicaset::ReplicaSetController::new(
+            cfg.replicaset.clone(),
+        )),
+    ]
 }
 
 /// A reconcile loop.
