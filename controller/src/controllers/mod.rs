@@ -15,6 +15,7 @@
 //! cluster on a virtual clock; only the loop around them differs.
 
 pub mod deployment;
+pub mod endpoints;
 pub mod nodelifecycle;
 pub mod plane;
 pub mod queue;
@@ -128,6 +129,7 @@ pub fn standard(cfg: &ControllersConfig) -> Vec<Box<dyn Controller>> {
         Box::new(replicaset::ReplicaSetController::new(
             cfg.replicaset.clone(),
         )),
+        Box::new(endpoints::EndpointsController),
         Box::new(nodelifecycle::NodeLifecycleController),
     ]
 }
