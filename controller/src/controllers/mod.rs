@@ -16,6 +16,7 @@
 
 pub mod deployment;
 pub mod endpoints;
+pub mod gc;
 pub mod nodelifecycle;
 pub mod plane;
 pub mod queue;
@@ -122,13 +123,16 @@ pub struct ControllersConfig {
     pub replicaset: replicaset::ReplicaSetConfig,
 }
 
-/// Every workload controller, in the order the control loop runs them.
+/// Every workload controller, in the order the control loop runs them:
+/// Deployments, ReplicaSets, the garbage collector, Endpoints, node
+/// lifecycle.
 pub fn standard(cfg: &ControllersConfig) -> Vec<Box<dyn Controller>> {
     vec![
         Box::new(deployment::DeploymentController),
         Box::new(replicaset::ReplicaSetController::new(
             cfg.replicaset.clone(),
         )),
+        Box::new(gc::GarbageCollector),
         Box::new(endpoints::EndpointsController),
         Box::new(nodelifecycle::NodeLifecycleController),
     ]
