@@ -15,11 +15,13 @@
 //!   they are no replicas and are replaced;
 //! - creates of the missing pods from `spec.template`, each admitted
 //!   through [`admit_pod`], at most `burst_replicas` per reconcile and
-//!   never more pods starting (not yet Running) than run already, plus
-//!   one: Kubernetes' slow start (batches of 1, 2, 4, ...), judged by pods
-//!   that run rather than by create calls that succeed, so a template
-//!   whose pods fail at once (wrong architecture, a bad command) keeps one
-//!   pod in flight instead of churning the store;
+//!   never more pods starting on a node (bound, not yet Running) than run
+//!   or wait for a node, plus one: Kubernetes' slow start (batches of 1,
+//!   2, 4, ...), judged by pods that start rather than by create calls
+//!   that succeed, so a template whose pods fail on their node (wrong
+//!   architecture, a bad command) keeps about one pod in flight instead
+//!   of churning the store, while pods no node can take yet are all
+//!   created (Pending, for the scheduler and the autoscaler to see);
 //! - deletes of the surplus, chosen as Kubernetes' `ActivePodsWithRanks`
 //!   orders them ([`deletion_order`]);
 //! - the status (`replicas`, `fullyLabeledReplicas`, `readyReplicas`,
@@ -511,13 +513,13 @@ impl Controller for ReplicaSetController {
         let want = usize::try_from(rs.spec.replicas).unwrap_or(0);
         let mut refused: Option<AdmissionError> = None;
         if active.len() < want {
-            // Slow start: no more pods starting than run already, plus one.
-            let running = active
+            // Slow start: no more pods starting on a node than run or wait
+            // for one, plus one.
+            let starting = active
                 .iter()
-                .filter(|p| p.status.phase == PodPhase::Running)
+                .filter(|p| p.node().is_some() && p.status.phase != PodPhase::Running)
                 .count();
-            let starting = active.len() - running;
-            let room = (running + 1).saturating_sub(starting);
+            let room = (active.len() - starting + 1).saturating_sub(starting);
             let n = (want - active.len()).min(burst).min(room);
             let mut pod = pod_from_template(rs);
             match admit_pod(&mut pod, cache) {
