@@ -260,7 +260,10 @@ async fn serve(
         );
     }
     let events = Arc::new(std::sync::Mutex::new(EventLog::load(store.as_ref())?));
-    let plane = ControlPlane::new(store.clone(), events.clone())?;
+    let mut plane = ControlPlane::new(store.clone(), events.clone())?;
+    for c in outpost_controller::controllers::standard(&Default::default()) {
+        plane.add_controller(c);
+    }
     let ctrl = Arc::new(Controller::open(
         store,
         ca,

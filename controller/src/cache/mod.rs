@@ -129,9 +129,54 @@ pub struct Cache {
     by_owner: HashMap<(Kind, String), BTreeSet<String>>,
     /// Pods by `key=value` label.
     pods_by_label: HashMap<(String, String), BTreeSet<String>>,
+    /// Services and ReplicaSets by one `key=value` pair of their selector
+    /// (the first), with their namespace: every object whose selector can
+    /// match a label set is filed under a pair that set must contain.
+    by_selector: HashMap<SelectorPair, BTreeSet<String>>,
+    /// ReplicaSets whose selector has only `matchExpressions`, by namespace
+    /// (matched by scanning them).
+    unindexed_selectors: HashMap<(Kind, String), BTreeSet<String>>,
     desired: HashMap<String, DesiredMark>,
     /// Objects that failed to decode (logged once each).
     pub decode_errors: u64,
+}
+
+/// (kind, namespace, label key, label value).
+type SelectorPair = (Kind, String, String, String);
+
+/// Where an object is filed in the selector index.
+enum SelectorSlot {
+    /// Under this `key=value` pair of its selector.
+    Pair(String, String),
+    /// Its selector has no pairs but still selects something: scanned.
+    Scan,
+}
+
+/// The selector index slot of an object; none for objects that select
+/// nothing.
+fn selector_slot(c: &Cached) -> Option<SelectorSlot> {
+    match c {
+        // A Service without selector has no endpoints kept for it.
+        Cached::Service(s) => s
+            .spec
+            .selector
+            .iter()
+            .next()
+            .map(|(k, v)| SelectorSlot::Pair(k.clone(), v.clone())),
+        // An empty selector is refused by validation; it selects nothing here.
+        Cached::ReplicaSet(rs) if rs.spec.selector.is_empty() => None,
+        Cached::ReplicaSet(rs) => Some(
+            rs.spec
+                .selector
+                .match_labels
+                .iter()
+                .next()
+                .map_or(SelectorSlot::Scan, |(k, v)| {
+                    SelectorSlot::Pair(k.clone(), v.clone())
+                }),
+        ),
+        _ => None,
+    }
 }
 
 fn owner_uids(meta: &api::ObjectMeta) -> impl Iterator<Item = &str> {
@@ -225,6 +270,21 @@ impl Cache {
                     .or_default()
                     .insert(key.to_string());
             }
+            match selector_slot(&c) {
+                Some(SelectorSlot::Pair(k, v)) => {
+                    self.by_selector
+                        .entry((kind, meta.namespace.clone(), k, v))
+                        .or_default()
+                        .insert(key.to_string());
+                }
+                Some(SelectorSlot::Scan) => {
+                    self.unindexed_selectors
+                        .entry((kind, meta.namespace.clone()))
+                        .or_default()
+                        .insert(key.to_string());
+                }
+                None => {}
+            }
         }
         match c {
             Cached::Pod(p) => {
@@ -301,6 +361,27 @@ impl Cache {
                         self.by_owner.remove(&k);
                     }
                 }
+            }
+            match selector_slot(&old) {
+                Some(SelectorSlot::Pair(k, v)) => {
+                    let slot = (kind, meta.namespace.clone(), k, v);
+                    if let Some(set) = self.by_selector.get_mut(&slot) {
+                        set.remove(key);
+                        if set.is_empty() {
+                            self.by_selector.remove(&slot);
+                        }
+                    }
+                }
+                Some(SelectorSlot::Scan) => {
+                    let slot = (kind, meta.namespace.clone());
+                    if let Some(set) = self.unindexed_selectors.get_mut(&slot) {
+                        set.remove(key);
+                        if set.is_empty() {
+                            self.unindexed_selectors.remove(&slot);
+                        }
+                    }
+                }
+                None => {}
             }
         }
         if let Cached::Pod(p) = &old {
@@ -422,6 +503,62 @@ impl Cache {
                         .iter()
                         .all(|(k, v)| p.metadata.labels.get(k) == Some(v))
             })
+            .collect()
+    }
+
+    /// Candidates among the `kind` objects (Services, ReplicaSets) in
+    /// `namespace` whose selector may match `labels`, from the selector
+    /// index: every object that does match is among them; callers match
+    /// each candidate's selector themselves.
+    fn selector_candidates<'a>(
+        &'a self,
+        kind: Kind,
+        namespace: &'a str,
+        labels: &'a BTreeMap<String, String>,
+    ) -> impl Iterator<Item = &'a String> + 'a {
+        let indexed = labels.iter().flat_map(move |(k, v)| {
+            self.by_selector
+                .get(&(kind, namespace.to_string(), k.clone(), v.clone()))
+                .into_iter()
+                .flatten()
+        });
+        let scanned = self
+            .unindexed_selectors
+            .get(&(kind, namespace.to_string()))
+            .into_iter()
+            .flatten();
+        indexed.chain(scanned)
+    }
+
+    /// Services in `namespace` whose selector matches `labels` (a pod's),
+    /// found through the selector index, never by scanning every Service.
+    /// Services without a selector match nothing.
+    pub fn services_selecting<'a>(
+        &'a self,
+        namespace: &'a str,
+        labels: &'a BTreeMap<String, String>,
+    ) -> Vec<&'a Arc<api::Service>> {
+        self.selector_candidates(Kind::Service, namespace, labels)
+            .filter_map(|k| self.services.get(k))
+            .filter(|s| {
+                s.spec
+                    .selector
+                    .iter()
+                    .all(|(k, v)| labels.get(k) == Some(v))
+            })
+            .collect()
+    }
+
+    /// ReplicaSets in `namespace` whose (non-empty) selector matches
+    /// `labels`, found through the selector index.
+    pub fn replicasets_selecting<'a>(
+        &'a self,
+        namespace: &'a str,
+        labels: &'a BTreeMap<String, String>,
+    ) -> Vec<&'a Arc<api::ReplicaSet>> {
+        self.selector_candidates(Kind::ReplicaSet, namespace, labels)
+            .filter_map(|k| self.replicasets.get(k))
+            .filter(|rs| rs.spec.selector.matches(labels))
             .collect()
     }
 
@@ -616,6 +753,93 @@ mod tests {
         assert_eq!(cache.pods_owned_by("rs1").count(), 1);
         assert_eq!(cache.pods_matching("default", &sel).len(), 1);
         assert_eq!(cache.revision(), s.revision());
+    }
+
+    #[test]
+    fn selector_index_finds_services_and_replicasets_for_labels() {
+        use crate::api::selector::{LabelSelector, LabelSelectorRequirement, Operator};
+        let s = MemStore::new();
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let put_obj = |o: Object| {
+            s.txn(Txn::ops(vec![Op::put(o.key(), o.to_stored())]))
+                .unwrap();
+        };
+        let svc = |ns: &str, name: &str, sel: &[(&str, &str)]| {
+            let mut svc = api::Service {
+                metadata: ObjectMeta::named(ns, name),
+                ..api::Service::default()
+            };
+            svc.spec.selector = labels(sel);
+            Object::Service(svc)
+        };
+        put_obj(svc("default", "web", &[("app", "web"), ("tier", "front")]));
+        put_obj(svc("default", "all-web", &[("app", "web")]));
+        put_obj(svc("other", "web", &[("app", "web")]));
+        put_obj(svc("default", "manual", &[]));
+        let rs = |name: &str, sel: LabelSelector| {
+            Object::ReplicaSet(api::ReplicaSet {
+                metadata: ObjectMeta::named("default", name),
+                spec: api::apps::ReplicaSetSpec {
+                    selector: sel,
+                    ..Default::default()
+                },
+                ..Default::default()
+            })
+        };
+        put_obj(rs(
+            "web",
+            LabelSelector::from_labels(labels(&[("app", "web")])),
+        ));
+        put_obj(rs(
+            "by-expression",
+            LabelSelector {
+                match_labels: BTreeMap::new(),
+                match_expressions: vec![LabelSelectorRequirement {
+                    key: "tier".into(),
+                    operator: Operator::Exists,
+                    values: vec![],
+                }],
+            },
+        ));
+        put_obj(rs("everything", LabelSelector::default()));
+        let mut cache = Cache::load(&s).unwrap();
+        let pod_labels = labels(&[("app", "web"), ("tier", "front")]);
+        let mut names: Vec<&str> = cache
+            .services_selecting("default", &pod_labels)
+            .iter()
+            .map(|s| s.metadata.name.as_str())
+            .collect();
+        names.sort_unstable();
+        assert_eq!(names, ["all-web", "web"]);
+        assert_eq!(
+            cache
+                .services_selecting("default", &labels(&[("app", "db")]))
+                .len(),
+            0
+        );
+        let mut names: Vec<&str> = cache
+            .replicasets_selecting("default", &pod_labels)
+            .iter()
+            .map(|r| r.metadata.name.as_str())
+            .collect();
+        names.sort_unstable();
+        // An empty selector selects nothing here (validation refuses it).
+        assert_eq!(names, ["by-expression", "web"]);
+        // Deleting takes them out of the index.
+        let mut w = s.watch(keys::REGISTRY, cache.revision() + 1);
+        s.delete(&Kind::Service.key("default", "all-web")).unwrap();
+        s.delete(&Kind::ReplicaSet.key("default", "by-expression"))
+            .unwrap();
+        cache.apply(&w.poll(10).unwrap());
+        assert_eq!(cache.services_selecting("default", &pod_labels).len(), 1);
+        assert_eq!(cache.replicasets_selecting("default", &pod_labels).len(), 1);
+        assert!(cache.by_selector.values().all(|set| !set.is_empty()));
+        assert!(cache.unindexed_selectors.is_empty());
     }
 
     #[test]

@@ -14,9 +14,17 @@
 //! The same controllers run in the real controller and in the in-memory
 //! cluster on a virtual clock; only the loop around them differs.
 
+pub mod deployment;
+pub mod endpoints;
+pub mod gc;
+pub mod nodelifecycle;
 pub mod plane;
 pub mod queue;
+pub mod replicas;
+pub mod replicaset;
 pub mod status;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use crate::api::{Kind, Object, Time};
 use crate::cache::{Cache, Change};
@@ -106,6 +114,28 @@ impl Outcome {
             requeue_after: None,
         }
     }
+}
+
+/// Tunables of the standard controllers; the defaults are Kubernetes'.
+/// (What a workload wants — replicas, surge, deadlines — is in its spec.)
+#[derive(Debug, Clone, Default)]
+pub struct ControllersConfig {
+    pub replicaset: replicaset::ReplicaSetConfig,
+}
+
+/// Every workload controller, in the order the control loop runs them:
+/// Deployments, ReplicaSets, the garbage collector, Endpoints, node
+/// lifecycle.
+pub fn standard(cfg: &ControllersConfig) -> Vec<Box<dyn Controller>> {
+    vec![
+        Box::new(deployment::DeploymentController),
+        Box::new(replicaset::ReplicaSetController::new(
+            cfg.replicaset.clone(),
+        )),
+        Box::new(gc::GarbageCollector),
+        Box::new(endpoints::EndpointsController),
+        Box::new(nodelifecycle::NodeLifecycleController),
+    ]
 }
 
 /// A reconcile loop.

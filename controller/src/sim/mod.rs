@@ -102,6 +102,15 @@ impl std::fmt::Debug for Sim {
 const EPOCH_MS: u64 = 1_796_000_000_000;
 
 impl Sim {
+    /// A cluster with no nodes running the standard controllers (and the
+    /// scheduler, when there is one).
+    pub fn standard(cfg: SimConfig) -> Sim {
+        Sim::new(
+            cfg,
+            Box::new(|| (crate::controllers::standard(&Default::default()), None)),
+        )
+    }
+
     /// A cluster with no nodes whose control loop runs what `build` makes.
     pub fn new(cfg: SimConfig, build: Builder) -> Sim {
         let store = Arc::new(MemStore::new());
