@@ -41,7 +41,7 @@ use super::{Controller, Outcome, Write};
 use crate::api::apps::{set_condition, ReplicaSet};
 use crate::api::machinery::object_ref;
 use crate::api::meta::ConditionStatus;
-use crate::api::pod::{PodPhase, PreemptionPolicy};
+use crate::api::pod::PodPhase;
 use crate::api::{Kind, Object, ObjectMeta, OwnerReference, Pod, Time};
 use crate::cache::{Cache, Change};
 use outpost_proto::EventType;

@@ -374,7 +374,7 @@ fn admission_resolves_priority_classes() {
         "{mismatch}"
     );
     let mut never = pod_from_template(&rs);
-    never.spec.preemption_policy = Some(PreemptionPolicy::Never);
+    never.spec.preemption_policy = Some(crate::api::pod::PreemptionPolicy::Never);
     let e = admit_pod(&mut never, &cache).unwrap_err().to_string();
     assert!(e.contains("preemptionPolicy"), "{e}");
 }
