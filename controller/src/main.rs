@@ -91,6 +91,22 @@ struct Tuning {
     /// Lifetime of node certificates; agents renew at two thirds of it.
     #[arg(long, default_value = "8760h", value_parser = parse_duration)]
     node_cert_ttl: Duration,
+    /// Range Services' cluster IPs are allocated from.
+    #[arg(long, default_value = "10.43.0.0/16")]
+    service_cidr: outpost_controller::api::admission::Ipv4Cidr,
+    /// Range node ports of NodePort and LoadBalancer Services are allocated from.
+    #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
+    service_node_port_range: std::ops::RangeInclusive<u16>,
+}
+
+fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let bad = || format!("{s:?} is not a port range such as 30000-32767");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (a, b): (u16, u16) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok(a..=b)
 }
 
 #[derive(Args, Debug)]
@@ -250,7 +266,10 @@ async fn serve(
         heartbeat_interval: a.tuning.heartbeat_interval,
         grace: a.tuning.node_grace_period,
         node_cert_ttl: a.tuning.node_cert_ttl,
-        admission: Default::default(),
+        admission: outpost_controller::api::admission::AdmissionConfig {
+            service_cidr: a.tuning.service_cidr.clone(),
+            node_ports: a.tuning.service_node_port_range.clone(),
+        },
     };
     if settings.grace <= settings.heartbeat_interval {
         bail!(
