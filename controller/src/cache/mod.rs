@@ -109,6 +109,7 @@ struct DesiredMark {
     revision: Revision,
     generation: i64,
     deleting: bool,
+    bound: bool,
 }
 
 /// The cache.
@@ -310,11 +311,14 @@ impl Cache {
                     revision: rev,
                     generation: p.metadata.generation,
                     deleting: p.metadata.is_deleting(),
+                    bound: p.node().is_some(),
                 };
                 // Status writes do not change what the agent runs: keep the
                 // revision of the last change the agent must hear about.
                 let keep = self.desired.get(key).is_some_and(|m| {
-                    m.generation == mark.generation && m.deleting == mark.deleting
+                    m.generation == mark.generation
+                        && m.deleting == mark.deleting
+                        && m.bound == mark.bound
                 });
                 if !keep {
                     self.desired.insert(key.to_string(), mark);
