@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod pki;
 pub mod pods;
 pub mod registry;
+pub mod scheduler;
 pub mod server;
 pub mod state;
 pub mod store;
