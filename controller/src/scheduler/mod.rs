@@ -47,6 +47,8 @@ pub mod snapshot;
 pub mod topology;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod testing;
 #[cfg(test)]
 mod tests;
