@@ -102,7 +102,9 @@ fn node(i: usize) -> NodeRecord {
         message: String::new(),
         last_transition_ms: 1,
     });
-    if i % 20 == 7 {
+    // Pressure and cordons spread over the sites (a whole site tainted
+    // would hold every DoNotSchedule spread at skew 1).
+    if (i / SITES) % 20 == 7 {
         n.conditions.push(Condition {
             kind: ConditionType::DiskPressure,
             status: ConditionStatus::True,
@@ -111,7 +113,7 @@ fn node(i: usize) -> NodeRecord {
             last_transition_ms: 1,
         });
     }
-    n.unschedulable = i % 50 == 13;
+    n.unschedulable = (i / SITES) % 50 == 13;
     let mut images = vec![ImageSummary {
         names: vec!["registry.local/base:1".into()],
         size_bytes: 300 << 20,
@@ -264,6 +266,21 @@ fn run(nodes: usize) -> Figures {
     let cache = cache.read().unwrap();
     let placed = cache.pods().filter(|p| p.node().is_some()).count();
     let sched = *spent.lock().unwrap();
+    if std::env::var_os("SCHED_BENCH_WHY").is_some() {
+        let mut why: BTreeMap<String, usize> = BTreeMap::new();
+        for p in cache.pods().filter(|p| p.node().is_none()) {
+            let m = p
+                .status
+                .conditions
+                .first()
+                .map(|c| format!("{} {}", p.metadata.labels["app"], c.message))
+                .unwrap_or_default();
+            *why.entry(m).or_default() += 1;
+        }
+        for (m, n) in why {
+            eprintln!("{n:>6} {m}");
+        }
+    }
     Figures {
         nodes,
         pods,

@@ -241,7 +241,10 @@ pub struct Cycle {
     /// Anti-affinity terms of placed pods that the pod matches.
     pub anti_against: Vec<u32>,
     pub archs: Option<BTreeSet<String>>,
-    pub arch_excluded: BTreeSet<String>,
+    /// The same as bits: nodes whose bit is not in `arch_allowed`, or is
+    /// in `arch_excluded`, are rejected.
+    pub arch_allowed: u64,
+    pub arch_excluded: u64,
 }
 
 impl Cycle {
@@ -272,9 +275,18 @@ impl Cycle {
                 .all(|t| t.self_match && snap.set(t.set).total == 0);
         }
         snap.anti_terms_against(pod, &mut c.anti_against);
+        c.arch_allowed = u64::MAX;
         if !plan.explicit_arch {
             c.archs = snap.images.archs(plan.images.iter().map(String::as_str));
-            c.arch_excluded = learned.excluded(plan.images.iter().map(String::as_str));
+            if let Some(a) = &c.archs {
+                c.arch_allowed = a.iter().fold(0, |m, a| m | snap.arch_bit(a));
+            }
+            if !learned.is_empty() {
+                c.arch_excluded = learned
+                    .excluded(plan.images.iter().map(String::as_str))
+                    .iter()
+                    .fold(0, |m, a| m | snap.arch_bit(a));
+            }
         }
         c
     }
@@ -371,24 +383,33 @@ impl Reject {
         }
     }
 
-    /// Kubernetes' wording, for a node.
-    pub fn text(self, node: &NodeInfo, cycle: &Cycle) -> String {
+    /// What the failure message counts this rejection as: the kind, plus
+    /// the taint or the node's architecture where the wording names them.
+    pub fn reason_key<'a>(self, node: &'a NodeInfo) -> (Reject, Option<&'a Taint>, &'a str) {
+        match self {
+            Reject::Taint(i) => (Reject::Taint(0), node.taints.get(i), ""),
+            Reject::Arch => (Reject::Arch, None, node.arch.as_str()),
+            r => (r, None, ""),
+        }
+    }
+
+    /// Kubernetes' wording, from a [`Reject::reason_key`].
+    pub fn text(self, taint: Option<&Taint>, arch: &str, cycle: &Cycle) -> String {
         match self {
             Reject::Unschedulable => "node(s) were unschedulable".into(),
             Reject::NotReady => "node(s) were not ready".into(),
-            Reject::Taint(i) => {
-                let t = &node.taints[i];
-                format!("node(s) had untolerated taint {{{}: {}}}", t.key, t.value)
-            }
+            Reject::Taint(_) => match taint {
+                Some(t) => format!("node(s) had untolerated taint {{{}: {}}}", t.key, t.value),
+                None => "node(s) had untolerated taint".into(),
+            },
             Reject::NodeAffinity => "node(s) didn't match Pod's node affinity/selector".into(),
             Reject::Arch => match &cycle.archs {
-                Some(a) if !a.contains(&node.arch) => format!(
+                Some(a) if !a.contains(arch) => format!(
                     "node(s) didn't match the image's architecture ({})",
                     a.iter().cloned().collect::<Vec<_>>().join(", ")
                 ),
                 _ => format!(
-                    "node(s) didn't match the image's architecture (it does not run on {})",
-                    node.arch
+                    "node(s) didn't match the image's architecture (it does not run on {arch})"
                 ),
             },
             Reject::Ports => "node(s) didn't have free ports for the requested pod ports".into(),
@@ -488,12 +509,7 @@ pub fn filter(cx: &Ctx<'_>, slot: usize, node: &NodeInfo) -> Result<(), Reject> 
         }
     }
     // Architecture of the images.
-    if let Some(a) = &cycle.archs {
-        if !a.contains(&node.arch) {
-            return Err(Reject::Arch);
-        }
-    }
-    if !cycle.arch_excluded.is_empty() && cycle.arch_excluded.contains(&node.arch) {
+    if node.arch_bit & cycle.arch_allowed == 0 || node.arch_bit & cycle.arch_excluded != 0 {
         return Err(Reject::Arch);
     }
     // NodePorts.

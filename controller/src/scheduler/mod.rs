@@ -65,7 +65,8 @@ use outpost_proto::EventType;
 use queue::Queue;
 pub use score::{Strategy, UnknownStrategy};
 use snapshot::{Event, Events, Nominated, Snapshot};
-use std::collections::BTreeMap;
+use crate::api::pod::Taint;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// Pods decided per `schedule` call, so one call cannot hold the loop (and
@@ -341,6 +342,7 @@ impl Scheduler {
                 self.feasible.push(slot);
             }
         }
+        self.rejected.clear();
         if self.feasible.is_empty() && total_slots > 0 {
             let start = self.next_start % total_slots;
             let mut visited = 0;
@@ -348,11 +350,14 @@ impl Scheduler {
                 let slot = (start + i) % total_slots;
                 visited = i + 1;
                 let Some(node) = self.snap.node(slot) else { continue };
-                if filter(&cx, slot, node).is_ok() {
-                    self.feasible.push(slot);
-                    if self.feasible.len() >= want {
-                        break;
+                match filter(&cx, slot, node) {
+                    Ok(()) => {
+                        self.feasible.push(slot);
+                        if self.feasible.len() >= want {
+                            break;
+                        }
                     }
+                    Err(r) => self.rejected.push((slot, r)),
                 }
             }
             self.next_start = (start + visited) % total_slots;
@@ -369,17 +374,18 @@ impl Scheduler {
             self.bind(key, pod, slot, now, out);
             return Outcome::Bound;
         }
-        // Fits nowhere: one reason per node, the first filter that said no.
-        self.rejected.clear();
-        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+        // Fits nowhere: every node was visited; one reason per node, the
+        // first filter that said no.
+        let mut counts: HashMap<(Reject, Option<&Taint>, &str), usize> = HashMap::new();
         let mut interest: Events = 0;
-        for (slot, node) in self.snap.nodes.iter().enumerate() {
-            let Some(node) = node else { continue };
-            if let Err(r) = filter(&cx, slot, node) {
-                *reasons.entry(r.text(node, &cycle)).or_insert(0) += 1;
-                interest |= r.interest();
-                self.rejected.push((slot, r));
-            }
+        for (slot, r) in &self.rejected {
+            let node = self.snap.node(*slot).expect("node");
+            *counts.entry(r.reason_key(node)).or_insert(0) += 1;
+            interest |= r.interest();
+        }
+        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+        for ((r, taint, arch), n) in counts {
+            *reasons.entry(r.text(taint, arch, &cycle)).or_insert(0) += n;
         }
         if interest == 0 {
             interest = Event::ALL;

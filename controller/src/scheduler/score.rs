@@ -13,9 +13,9 @@
 //!
 //! A plugin that would give every node the same score is skipped.
 
-use super::filter::{Ctx, Spread};
-use super::snapshot::Snapshot;
-use super::topology::NO_DOMAIN;
+use super::filter::Ctx;
+use super::snapshot::NodeInfo;
+use super::topology::{DomainCounts, NO_DOMAIN};
 use crate::api::pod::TaintEffect;
 
 pub const MAX_SCORE: i64 = 100;
@@ -171,13 +171,20 @@ pub fn score(cx: &Ctx<'_>, feasible: &[usize], strategy: Strategy, scratch: &mut
 
     // PodTopologySpread (soft constraints).
     if !plan.soft_spread.is_empty() {
-        let weights: Vec<f64> = plan
+        let constraints: Vec<(usize, Option<&DomainCounts>, f64, f64)> = plan
             .soft_spread
             .iter()
-            .map(|s| spread_weight(snap.topo.keys[s.key].live_domain_count()))
+            .map(|s| {
+                (
+                    s.key,
+                    snap.set(s.set).domains(s.key),
+                    spread_weight(snap.topo.keys[s.key].live_domain_count()),
+                    f64::from(s.max_skew.saturating_sub(1)),
+                )
+            })
             .collect();
         raw.clear();
-        raw.extend((0..n).map(|i| spread_raw(snap, feasible[i], &plan.soft_spread, &weights)));
+        raw.extend((0..n).map(|i| spread_raw(node(i), &constraints)));
         add(&mut scratch.total, raw, WEIGHT_SPREAD, |r, min, max| {
             if max == 0 {
                 MAX_SCORE
@@ -260,16 +267,15 @@ pub fn score(cx: &Ctx<'_>, feasible: &[usize], strategy: Strategy, scratch: &mut
 
 /// Kubernetes' PodTopologySpread raw score: matching pods in the node's
 /// domain of each constraint, weighted by ln(domains + 2), plus maxSkew − 1.
-fn spread_raw(snap: &Snapshot, slot: usize, constraints: &[Spread], weights: &[f64]) -> i64 {
-    let nd = snap.node(slot).expect("node");
+fn spread_raw(nd: &NodeInfo, constraints: &[(usize, Option<&DomainCounts>, f64, f64)]) -> i64 {
     let mut s = 0f64;
-    for (c, w) in constraints.iter().zip(weights) {
-        let d = nd.domain(c.key);
+    for (key, dc, weight, skew) in constraints {
+        let d = nd.domain(*key);
         if d == NO_DOMAIN {
             continue;
         }
-        let cnt = snap.set(c.set).domains(c.key).map_or(0, |dc| dc.get(d));
-        s += f64::from(cnt) * w + f64::from(c.max_skew.saturating_sub(1));
+        let cnt = dc.map_or(0, |dc| dc.get(d));
+        s += f64::from(cnt) * weight + skew;
     }
     #[allow(clippy::cast_possible_truncation)]
     let r = s.round() as i64;

@@ -54,6 +54,8 @@ pub struct NodeInfo {
     pub ready: bool,
     pub unschedulable: bool,
     pub arch: String,
+    /// The architecture as a bit (see [`Snapshot::arch_bit`]).
+    pub arch_bit: u64,
     pub os: String,
     pub allocatable: Resources,
     /// Sum of the requests of the pods counted here.
@@ -170,6 +172,10 @@ pub struct Snapshot {
     pub prefer_taint_nodes: usize,
     /// Schedule calls so far (for set reuse).
     pub tick: u64,
+    /// Where each nominated pod holds room.
+    nominations: HashMap<Arc<str>, usize>,
+    /// Architectures seen, by bit.
+    archs: Vec<String>,
 }
 
 fn effect(e: outpost_proto::TaintEffect) -> TaintEffect {
@@ -201,6 +207,21 @@ impl Snapshot {
         self.live
     }
 
+    /// The bit of an architecture nodes have (0 for one no node has).
+    pub fn arch_bit(&self, arch: &str) -> u64 {
+        self.archs
+            .iter()
+            .position(|a| a == arch)
+            .map_or(0, |i| 1u64 << i.min(63))
+    }
+
+    fn intern_arch(&mut self, arch: &str) -> u64 {
+        if !self.archs.iter().any(|a| a == arch) {
+            self.archs.push(arch.to_string());
+        }
+        self.arch_bit(arch)
+    }
+
     // ---- topology keys ----
 
     /// The id of a topology key, filling in every node's domain the first
@@ -213,8 +234,7 @@ impl Snapshot {
                     Some(v) => {
                         let tk = &mut self.topo.keys[id];
                         let d = tk.domain(v);
-                        tk.nodes_in[d as usize] += 1;
-                        tk.nodes_with += 1;
+                        tk.node_added(d);
                         d
                     }
                     None => NO_DOMAIN,
@@ -311,9 +331,7 @@ impl Snapshot {
             let d = match labels.get(&tk.key) {
                 Some(v) => {
                     let d = tk.domain(v);
-                    tk.nodes_in[d as usize] += 1;
-                    tk.nodes_with += 1;
-                    if tk.nodes_in[d as usize] == 1 {
+                    if tk.node_added(d) {
                         for s in self.sets.iter_mut().flatten() {
                             if let Some(dc) = s.by_key.get_mut(k).and_then(Option::as_mut) {
                                 dc.domain_live(d, true);
@@ -354,7 +372,9 @@ impl Snapshot {
             self.prefer_taint_nodes += 1;
         }
         let images = self.images.add_node(&rec.images, &rec.info.arch);
+        let arch_bit = self.intern_arch(&rec.info.arch);
         self.nodes[slot] = Some(NodeInfo {
+            arch_bit,
             name: rec.name.clone(),
             labels,
             taints,
@@ -406,9 +426,7 @@ impl Snapshot {
                 continue;
             }
             let tk = &mut self.topo.keys[k];
-            tk.nodes_in[*d as usize] -= 1;
-            tk.nodes_with -= 1;
-            if tk.nodes_in[*d as usize] == 0 {
+            if tk.node_removed(*d) {
                 for s in self.sets.iter_mut().flatten() {
                     if let Some(dc) = s.by_key.get_mut(k).and_then(Option::as_mut) {
                         dc.domain_live(*d, false);
@@ -428,6 +446,9 @@ impl Snapshot {
         }
         if n.prefer_no_schedule {
             self.prefer_taint_nodes -= 1;
+        }
+        for x in &n.nominated {
+            self.nominations.remove(&x.key);
         }
         self.images.remove_node(&n.images);
         self.free.push(slot);
@@ -778,15 +799,20 @@ impl Snapshot {
     pub fn nominate(&mut self, node: &str, n: Nominated) {
         self.unnominate(&n.key);
         if let Some(slot) = self.slot_of(node) {
+            self.nominations.insert(n.key.clone(), slot);
             self.nodes[slot].as_mut().expect("node").nominated.push(n);
         }
     }
 
     pub fn unnominate(&mut self, key: &str) {
-        for n in self.nodes.iter_mut().flatten() {
-            if !n.nominated.is_empty() {
-                n.nominated.retain(|x| &*x.key != key);
-            }
+        if self.nominations.is_empty() {
+            return;
+        }
+        let Some(slot) = self.nominations.remove(key) else {
+            return;
+        };
+        if let Some(n) = self.nodes.get_mut(slot).and_then(Option::as_mut) {
+            n.nominated.retain(|x| &*x.key != key);
         }
     }
 

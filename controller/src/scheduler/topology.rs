@@ -42,6 +42,8 @@ pub struct TopoKey {
     pub nodes_in: Vec<u32>,
     /// Nodes that carry the key at all.
     pub nodes_with: usize,
+    /// Domains with at least one node.
+    live: usize,
 }
 
 impl TopoKey {
@@ -65,7 +67,29 @@ impl TopoKey {
     }
 
     pub fn live_domain_count(&self) -> usize {
-        self.nodes_in.iter().filter(|n| **n > 0).count()
+        self.live
+    }
+
+    /// A node in domain `d` arrived; whether the domain just got its first.
+    pub fn node_added(&mut self, d: DomainId) -> bool {
+        let n = &mut self.nodes_in[d as usize];
+        *n += 1;
+        self.nodes_with += 1;
+        if *n == 1 {
+            self.live += 1;
+        }
+        *n == 1
+    }
+
+    /// A node in domain `d` left; whether the domain lost its last.
+    pub fn node_removed(&mut self, d: DomainId) -> bool {
+        let n = &mut self.nodes_in[d as usize];
+        *n -= 1;
+        self.nodes_with -= 1;
+        if *n == 0 {
+            self.live -= 1;
+        }
+        *n == 0
     }
 }
 
