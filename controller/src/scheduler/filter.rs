@@ -13,7 +13,7 @@
 
 use super::arch::{normalize, Learned};
 use super::snapshot::{non_zero, Event, Events, MaskKey, NodeInfo, Snapshot};
-use super::topology::{KeyId, SetKey, HOSTNAME_KEY, NO_DOMAIN, SITE_KEY};
+use super::topology::{DomainCounts, KeyId, SetKey, HOSTNAME_KEY, NO_DOMAIN, SITE_KEY};
 use crate::api::pod::{Pod, Protocol, TaintEffect, Taint, UnsatisfiableConstraintAction};
 use crate::api::selector::LabelSelector;
 use crate::cache::Cache;
@@ -223,32 +223,38 @@ impl Plan {
 
 /// Per hard spread constraint, this attempt.
 #[derive(Debug, Clone, Default)]
-pub struct SpreadState {
+pub struct SpreadState<'a> {
     pub min: u32,
     /// Counts per domain over eligible nodes only, when they differ from
     /// the set's (the pod's node affinity leaves some nodes out, or not
     /// every node carries every key).
     pub counts: Option<Vec<u32>>,
+    /// The set's counts otherwise.
+    pub domains: Option<&'a DomainCounts>,
 }
 
-/// What is prepared once per attempt.
+/// What is prepared once per attempt: everything the per-node checks read,
+/// resolved to direct references into the snapshot.
 #[derive(Debug, Clone, Default)]
-pub struct Cycle {
-    pub spread: Vec<SpreadState>,
+pub struct Cycle<'a> {
+    pub spread: Vec<SpreadState<'a>>,
     /// No pod matches the pod's required affinity terms and it matches
     /// them itself: the first of a group may go anywhere (Kubernetes' rule).
     pub affinity_exempt: bool,
-    /// Anti-affinity terms of placed pods that the pod matches.
-    pub anti_against: Vec<u32>,
-    pub archs: Option<BTreeSet<String>>,
-    /// The same as bits: nodes whose bit is not in `arch_allowed`, or is
-    /// in `arch_excluded`, are rejected.
+    /// Anti-affinity terms of placed pods that the pod matches: their key
+    /// and owners per domain.
+    pub anti_against: Vec<(KeyId, &'a DomainCounts)>,
+    /// The pod's own required anti-affinity and affinity terms.
+    pub anti: Vec<(KeyId, Option<&'a DomainCounts>)>,
+    pub affinity: Vec<(KeyId, Option<&'a DomainCounts>)>,
+    /// Nodes whose architecture bit is not in `arch_allowed`, or is in
+    /// `arch_excluded`, are rejected.
     pub arch_allowed: u64,
     pub arch_excluded: u64,
 }
 
-impl Cycle {
-    pub fn prepare(snap: &Snapshot, pod: &Pod, plan: &Plan, learned: &Learned) -> Cycle {
+impl<'a> Cycle<'a> {
+    pub fn prepare(snap: &'a Snapshot, pod: &Pod, plan: &Plan, learned: &Learned) -> Cycle<'a> {
         let mut c = Cycle::default();
         if !plan.hard_spread.is_empty() {
             let all_keys = plan
@@ -259,9 +265,13 @@ impl Cycle {
                 c.spread = plan
                     .hard_spread
                     .iter()
-                    .map(|s| SpreadState {
-                        min: snap.set(s.set).domains(s.key).map_or(0, |d| d.min()),
-                        counts: None,
+                    .map(|s| {
+                        let d = snap.set(s.set).domains(s.key);
+                        SpreadState {
+                            min: d.map_or(0, DomainCounts::min),
+                            counts: None,
+                            domains: d,
+                        }
                     })
                     .collect();
             } else {
@@ -274,12 +284,40 @@ impl Cycle {
                 .iter()
                 .all(|t| t.self_match && snap.set(t.set).total == 0);
         }
-        snap.anti_terms_against(pod, &mut c.anti_against);
+        let mut against = Vec::new();
+        snap.anti_terms_against(pod, &mut against);
+        c.anti_against = against
+            .into_iter()
+            .map(|id| {
+                let a = snap.anti_term(id);
+                (a.topo, &a.owners)
+            })
+            .collect();
+        c.anti = plan
+            .anti
+            .iter()
+            .map(|t| (t.key, snap.set(t.set).domains(t.key)))
+            .collect();
+        c.affinity = plan
+            .affinity
+            .iter()
+            .map(|t| (t.key, snap.set(t.set).domains(t.key)))
+            .collect();
         c.arch_allowed = u64::MAX;
         if !plan.explicit_arch {
-            c.archs = snap.images.archs(plan.images.iter().map(String::as_str));
-            if let Some(a) = &c.archs {
-                c.arch_allowed = a.iter().fold(0, |m, a| m | snap.arch_bit(a));
+            let mut restricted = false;
+            let mut allowed = u64::MAX;
+            for img in &plan.images {
+                let Some(id) = snap.images.id(img) else { continue };
+                let e = snap.images.entry(id);
+                if e.nodes == 0 {
+                    continue;
+                }
+                restricted = true;
+                allowed &= e.archs.keys().fold(0, |m, a| m | snap.arch_bit(a));
+            }
+            if restricted {
+                c.arch_allowed = allowed;
             }
             if !learned.is_empty() {
                 c.arch_excluded = learned
@@ -294,7 +332,7 @@ impl Cycle {
 
 /// Spread counts over the nodes that pass the pod's node affinity and
 /// carry every spread key (Kubernetes' eligible nodes).
-fn eligible_counts(snap: &Snapshot, plan: &Plan) -> Vec<SpreadState> {
+fn eligible_counts<'a>(snap: &'a Snapshot, plan: &Plan) -> Vec<SpreadState<'a>> {
     let mut counts: Vec<Vec<u32>> = plan
         .hard_spread
         .iter()
@@ -327,6 +365,7 @@ fn eligible_counts(snap: &Snapshot, plan: &Plan) -> Vec<SpreadState> {
                 .min()
                 .unwrap_or(0),
             counts: Some(c),
+            domains: None,
         })
         .collect()
 }
@@ -394,7 +433,7 @@ impl Reject {
     }
 
     /// Kubernetes' wording, from a [`Reject::reason_key`].
-    pub fn text(self, taint: Option<&Taint>, arch: &str, cycle: &Cycle) -> String {
+    pub fn text(self, taint: Option<&Taint>, arch: &str, archs: Option<&BTreeSet<String>>) -> String {
         match self {
             Reject::Unschedulable => "node(s) were unschedulable".into(),
             Reject::NotReady => "node(s) were not ready".into(),
@@ -403,7 +442,7 @@ impl Reject {
                 None => "node(s) had untolerated taint".into(),
             },
             Reject::NodeAffinity => "node(s) didn't match Pod's node affinity/selector".into(),
-            Reject::Arch => match &cycle.archs {
+            Reject::Arch => match archs {
                 Some(a) if !a.contains(arch) => format!(
                     "node(s) didn't match the image's architecture ({})",
                     a.iter().cloned().collect::<Vec<_>>().join(", ")
@@ -427,6 +466,18 @@ impl Reject {
             Reject::Affinity => "node(s) didn't match pod affinity rules".into(),
         }
     }
+}
+
+/// Whether the pod tolerates the cordon taint (`node.kubernetes.io/unschedulable:NoSchedule`).
+fn tolerates_cordon(pod: &Pod) -> bool {
+    pod.spec.tolerations.iter().any(|t| {
+        t.effect.is_none_or(|e| e == TaintEffect::NoSchedule)
+            && (t.key.is_empty() || t.key == UNSCHEDULABLE_TAINT)
+            && match t.operator {
+                crate::api::pod::TolerationOperator::Exists => true,
+                crate::api::pod::TolerationOperator::Equal => t.value.is_empty(),
+            }
+    })
 }
 
 fn tolerated(pod: &Pod, t: &Taint) -> bool {
@@ -475,22 +526,15 @@ pub struct Ctx<'a> {
     pub pod: &'a Pod,
     pub key: &'a str,
     pub plan: &'a Plan,
-    pub cycle: &'a Cycle,
+    pub cycle: &'a Cycle<'a>,
 }
 
 /// Checks one node, filter by filter in a fixed order.
 pub fn filter(cx: &Ctx<'_>, slot: usize, node: &NodeInfo) -> Result<(), Reject> {
     let (pod, plan, cycle, snap) = (cx.pod, cx.plan, cx.cycle, cx.snap);
     // NodeUnschedulable (a pod tolerating the cordon taint may still go).
-    if node.unschedulable {
-        let cordon = Taint {
-            key: UNSCHEDULABLE_TAINT.into(),
-            value: String::new(),
-            effect: TaintEffect::NoSchedule,
-        };
-        if !tolerated(pod, &cordon) {
-            return Err(Reject::Unschedulable);
-        }
+    if node.unschedulable && !tolerates_cordon(pod) {
+        return Err(Reject::Unschedulable);
     }
     // NodeReady.
     if !node.ready {
@@ -530,7 +574,7 @@ pub fn filter(cx: &Ctx<'_>, slot: usize, node: &NodeInfo) -> Result<(), Reject> 
         let d = node.domain(s.key);
         let count = match &st.counts {
             Some(c) => c.get(d as usize).copied().unwrap_or(0),
-            None => snap.set(s.set).domains(s.key).map_or(0, |dc| dc.get(d)),
+            None => st.domains.map_or(0, |dc| dc.get(d)),
         };
         let skew = i64::from(count) + i64::from(s.self_match) - i64::from(st.min);
         if skew > i64::from(s.max_skew) {
@@ -538,27 +582,24 @@ pub fn filter(cx: &Ctx<'_>, slot: usize, node: &NodeInfo) -> Result<(), Reject> 
         }
     }
     // InterPodAffinity: placed pods' anti-affinity, then the pod's own.
-    for id in &cycle.anti_against {
-        let a = snap.anti_term(*id);
-        let d = node.domain(a.topo);
-        if d != NO_DOMAIN && a.owners.get(d) > 0 {
+    for (k, owners) in &cycle.anti_against {
+        let d = node.domain(*k);
+        if d != NO_DOMAIN && owners.get(d) > 0 {
             return Err(Reject::ExistingAntiAffinity);
         }
     }
-    for t in &plan.anti {
-        let d = node.domain(t.key);
-        if d != NO_DOMAIN && snap.set(t.set).domains(t.key).is_some_and(|dc| dc.get(d) > 0) {
+    for (k, dc) in &cycle.anti {
+        let d = node.domain(*k);
+        if d != NO_DOMAIN && dc.is_some_and(|dc| dc.get(d) > 0) {
             return Err(Reject::AntiAffinity);
         }
     }
-    for t in &plan.affinity {
-        let d = node.domain(t.key);
+    for (k, dc) in &cycle.affinity {
+        let d = node.domain(*k);
         if d == NO_DOMAIN {
             return Err(Reject::Affinity);
         }
-        if !cycle.affinity_exempt
-            && snap.set(t.set).domains(t.key).is_none_or(|dc| dc.get(d) == 0)
-        {
+        if !cycle.affinity_exempt && dc.is_none_or(|dc| dc.get(d) == 0) {
             return Err(Reject::Affinity);
         }
     }

@@ -383,9 +383,10 @@ impl Scheduler {
             *counts.entry(r.reason_key(node)).or_insert(0) += 1;
             interest |= r.interest();
         }
+        let archs = self.snap.images.archs(plan.images.iter().map(String::as_str));
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
         for ((r, taint, arch), n) in counts {
-            *reasons.entry(r.text(taint, arch, &cycle)).or_insert(0) += n;
+            *reasons.entry(r.text(taint, arch, archs.as_ref())).or_insert(0) += n;
         }
         if interest == 0 {
             interest = Event::ALL;

@@ -235,27 +235,37 @@ pub fn score(cx: &Ctx<'_>, feasible: &[usize], strategy: Strategy, scratch: &mut
         *t += WEIGHT_FIT * fit + WEIGHT_BALANCED * balanced;
     }
 
-    // ImageLocality.
-    let ids: Vec<(u32, u64, u32)> = plan
-        .images
-        .iter()
-        .filter_map(|img| snap.images.id(img))
-        .map(|id| {
-            let e = snap.images.entry(id);
-            (id, e.size, e.nodes)
-        })
-        .filter(|(_, _, nodes)| *nodes > 0)
-        .collect();
-    if !ids.is_empty() {
+    // ImageLocality. Images every node holds add the same to every node,
+    // and when even holding every image stays under the threshold every
+    // node scores 0: skipped in both cases.
+    let total_nodes = u64::try_from(snap.live.max(1)).unwrap_or(1);
+    let mut everywhere = 0u64;
+    let mut most = 0u64;
+    let mut varying: Vec<(u32, u64)> = Vec::new();
+    for img in &plan.images {
+        let Some(id) = snap.images.id(img) else { continue };
+        let e = snap.images.entry(id);
+        if e.nodes == 0 {
+            continue;
+        }
+        let holders = u64::from(e.nodes);
+        let contribution = |size: u64| size.saturating_mul(holders) / total_nodes;
+        most = most.saturating_add(contribution(e.size));
+        if holders >= total_nodes {
+            everywhere = everywhere.saturating_add(contribution(e.size));
+        } else {
+            varying.push((id, holders));
+        }
+    }
+    if !varying.is_empty() && most > IMAGE_MIN {
         let containers = u64::try_from(plan.images.len().max(1)).unwrap_or(1);
         let max_t = IMAGE_MAX_PER_CONTAINER * containers;
-        let total_nodes = u64::try_from(snap.live.max(1)).unwrap_or(1);
         for (i, t) in scratch.total.iter_mut().enumerate() {
             let nd = node(i);
-            let mut sum = 0u64;
-            for (id, _, holders) in &ids {
+            let mut sum = everywhere;
+            for (id, holders) in &varying {
                 if let Some(size) = nd.image(*id) {
-                    sum = sum.saturating_add(size.saturating_mul(u64::from(*holders)) / total_nodes);
+                    sum = sum.saturating_add(size.saturating_mul(*holders) / total_nodes);
                 }
             }
             let sum = sum.clamp(IMAGE_MIN, max_t);

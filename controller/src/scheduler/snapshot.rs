@@ -69,6 +69,9 @@ pub struct NodeInfo {
     pub images: Vec<NodeImage>,
     /// Domain per topology key id.
     pub domains: Vec<DomainId>,
+    /// The same for the well-known keys (hostname, zone, site), inline:
+    /// read for every node on every attempt.
+    fixed: [DomainId; 3],
     /// Keys of the pods counted here.
     pub pods: Vec<Arc<str>>,
     pub nominated: Vec<Nominated>,
@@ -77,7 +80,10 @@ pub struct NodeInfo {
 
 impl NodeInfo {
     pub fn domain(&self, k: KeyId) -> DomainId {
-        self.domains.get(k).copied().unwrap_or(NO_DOMAIN)
+        match self.fixed.get(k) {
+            Some(d) => *d,
+            None => self.domains.get(k).copied().unwrap_or(NO_DOMAIN),
+        }
     }
 
     pub fn port_used(&self, port: u16, proto: Protocol) -> bool {
@@ -388,6 +394,11 @@ impl Snapshot {
             pod_count: 0,
             ports: Vec::new(),
             images,
+            fixed: [
+                domains.first().copied().unwrap_or(NO_DOMAIN),
+                domains.get(1).copied().unwrap_or(NO_DOMAIN),
+                domains.get(2).copied().unwrap_or(NO_DOMAIN),
+            ],
             domains,
             pods: Vec::new(),
             nominated: Vec::new(),
