@@ -222,11 +222,11 @@ fn thread_cpu() -> Duration {
     let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
         return Duration::ZERO;
     };
-    let f: Vec<u64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-    // After the command name: state (not a number), then ppid ... utime is
-    // the 14th field, stime the 15th; the parsed list starts at ppid (4th).
+    let f: Vec<i64> = rest.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    // After the command name and the state: ppid (the 4th field) on;
+    // utime is the 14th field, stime the 15th.
     let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
-    Duration::from_millis(ticks * 10)
+    Duration::from_millis(u64::try_from(ticks).unwrap_or(0) * 10)
 }
 
 struct Figures {
