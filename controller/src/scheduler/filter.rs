@@ -204,22 +204,37 @@ impl Plan {
         plan
     }
 
+    /// A copy holding its own pins.
+    pub fn share(&self, snap: &mut Snapshot) -> Plan {
+        if let Some(m) = self.mask {
+            snap.repin_mask(m);
+        }
+        for id in self.sets() {
+            snap.repin_set(id);
+        }
+        self.clone()
+    }
+
+    fn sets(&self) -> impl Iterator<Item = u32> + '_ {
+        self.hard_spread
+            .iter()
+            .chain(&self.soft_spread)
+            .map(|s| s.set)
+            .chain(self.affinity.iter().chain(&self.anti).map(|t| t.set))
+            .chain(self.pref_affinity.iter().chain(&self.pref_anti).map(|w| w.set))
+    }
+
     /// Unpins what [`Plan::build`] pinned.
     pub fn release(&self, snap: &mut Snapshot) {
         if let Some(m) = self.mask {
             snap.unpin_mask(m);
         }
-        for s in self.hard_spread.iter().chain(&self.soft_spread) {
-            snap.unpin_set(s.set);
-        }
-        for t in self.affinity.iter().chain(&self.anti) {
-            snap.unpin_set(t.set);
-        }
-        for w in self.pref_affinity.iter().chain(&self.pref_anti) {
-            snap.unpin_set(w.set);
+        for id in self.sets() {
+            snap.unpin_set(id);
         }
     }
 }
+
 
 /// Per hard spread constraint, this attempt.
 #[derive(Debug, Clone, Default)]

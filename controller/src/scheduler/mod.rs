@@ -131,7 +131,13 @@ pub struct Scheduler {
     scratch: score::Scratch,
     feasible: Vec<usize>,
     rejected: Vec<(usize, Reject)>,
+    /// Plans by controller owner uid, with the pod they were made for:
+    /// the replicas of one ReplicaSet share one (checked equal first).
+    plans: HashMap<String, (Arc<Pod>, Plan)>,
 }
+
+/// Owners whose plans are kept before the cache starts over.
+const PLAN_CACHE: usize = 1_024;
 
 fn key_of(pod: &Pod) -> String {
     crate::api::ns_name(&pod.metadata.namespace, &pod.metadata.name)
@@ -288,6 +294,7 @@ impl Scheduler {
     fn build_all(&mut self, cache: &Cache, now: Time) {
         self.snap = Snapshot::default();
         self.queue = Queue::default();
+        self.plans.clear();
         for n in cache.nodes() {
             self.snap.set_node(n, cache);
         }
@@ -311,7 +318,7 @@ impl Scheduler {
     fn attempt(&mut self, key: &Arc<str>, pod: &Arc<Pod>, cache: &Cache, now: Time, out: &mut Vec<Write>) -> Outcome {
         let plan = match self.queue.get_mut(key).and_then(|e| e.data.take()) {
             Some(p) => p,
-            None => Plan::build(pod, &mut self.snap, cache),
+            None => self.plan_for(pod, cache),
         };
         let outcome = self.place(key, pod, &plan, now, out);
         if let Some(e) = self.queue.get_mut(key) {
@@ -320,6 +327,32 @@ impl Scheduler {
             plan.release(&mut self.snap);
         }
         outcome
+    }
+
+    /// The plan of a pod: shared with its siblings when they are alike.
+    fn plan_for(&mut self, pod: &Pod, cache: &Cache) -> Plan {
+        let Some(owner) = pod.metadata.controller_ref().map(|o| o.uid.clone()) else {
+            return Plan::build(pod, &mut self.snap, cache);
+        };
+        if let Some((tpl, plan)) = self.plans.get(&owner) {
+            let alike = tpl.metadata.namespace == pod.metadata.namespace
+                && tpl.metadata.labels == pod.metadata.labels
+                && tpl.spec == pod.spec;
+            if alike {
+                return plan.share(&mut self.snap);
+            }
+        }
+        if self.plans.len() >= PLAN_CACHE {
+            for (_, (_, p)) in std::mem::take(&mut self.plans) {
+                p.release(&mut self.snap);
+            }
+        }
+        let plan = Plan::build(pod, &mut self.snap, cache);
+        let kept = plan.share(&mut self.snap);
+        if let Some((_, old)) = self.plans.insert(owner, (Arc::new(pod.clone()), kept)) {
+            old.release(&mut self.snap);
+        }
+        plan
     }
 
     fn place(&mut self, key: &Arc<str>, pod: &Arc<Pod>, plan: &Plan, now: Time, out: &mut Vec<Write>) -> Outcome {
@@ -350,6 +383,13 @@ impl Scheduler {
                 let slot = (start + i) % total_slots;
                 visited = i + 1;
                 let Some(node) = self.snap.node(slot) else { continue };
+                // Nodes outside the pod's node affinity are passed over
+                // first (cheaply); their real first reason is worked out
+                // only if the pod fits nowhere.
+                if plan.mask.is_some_and(|m| !self.snap.mask_allows(m, slot)) {
+                    self.rejected.push((slot, Reject::NodeAffinity));
+                    continue;
+                }
                 match filter(&cx, slot, node) {
                     Ok(()) => {
                         self.feasible.push(slot);
@@ -378,8 +418,11 @@ impl Scheduler {
         // first filter that said no.
         let mut counts: HashMap<(Reject, Option<&Taint>, &str), usize> = HashMap::new();
         let mut interest: Events = 0;
-        for (slot, r) in &self.rejected {
+        for (slot, r) in &mut self.rejected {
             let node = self.snap.node(*slot).expect("node");
+            if *r == Reject::NodeAffinity {
+                *r = filter(&cx, *slot, node).err().unwrap_or(Reject::NodeAffinity);
+            }
             *counts.entry(r.reason_key(node)).or_insert(0) += 1;
             interest |= r.interest();
         }

@@ -470,6 +470,23 @@ impl Snapshot {
 
     /// Counts `pod` on `node` (bound, or assumed by the scheduler).
     pub fn add_pod(&mut self, key: Arc<str>, pod: Arc<Pod>, node: &str, assumed: bool) {
+        // The binding of an assumed pod showing up: nothing it counts in
+        // changed (same node, labels, requests, ports and terms), so only
+        // the copy is swapped.
+        if let Some(c) = self.pods.get_mut(&*key) {
+            let same = c.assumed
+                && c.node == node
+                && c.slot.is_some()
+                && c.pod.metadata.labels == pod.metadata.labels
+                && c.pod.metadata.is_deleting() == pod.metadata.is_deleting()
+                && c.pod.spec.containers == pod.spec.containers
+                && c.pod.spec.affinity == pod.spec.affinity;
+            if same {
+                c.pod = pod;
+                c.assumed = assumed;
+                return;
+            }
+        }
         self.forget(&key);
         let requests = pod.requests();
         let c = Counted {
@@ -711,6 +728,20 @@ impl Snapshot {
         self.set_ids.insert(key, id);
         self.sets[id as usize] = Some(set);
         id
+    }
+
+    /// One more pin on a set already pinned.
+    pub fn repin_set(&mut self, id: u32) {
+        if let Some(s) = self.sets[id as usize].as_mut() {
+            s.pins += 1;
+        }
+    }
+
+    /// One more pin on a mask already pinned.
+    pub fn repin_mask(&mut self, id: u32) {
+        if let Some(m) = self.masks[id as usize].as_mut() {
+            m.pins += 1;
+        }
     }
 
     pub fn unpin_set(&mut self, id: u32) {
