@@ -89,7 +89,7 @@ fn node(i: usize) -> NodeRecord {
     let cpus = [2u64, 4, 8][i % 3];
     n.allocatable = Resources {
         cpu_millis: cpus * 1000,
-        memory_bytes: cpus * 2 << 30,
+        memory_bytes: (cpus * 2) << 30,
         pids: 10_000,
         ephemeral_storage_bytes: 100 << 30,
         gpus: 0,
@@ -191,12 +191,14 @@ fn pod(app_no: usize, i: usize) -> Pod {
                 ..Affinity::default()
             })
         }
-        5 => spec.topology_spread_constraints.push(TopologySpreadConstraint {
-            max_skew: 1,
-            topology_key: SITE_LABEL.into(),
-            when_unsatisfiable: UnsatisfiableConstraintAction::DoNotSchedule,
-            label_selector: Some(sel(&app)),
-        }),
+        5 => spec
+            .topology_spread_constraints
+            .push(TopologySpreadConstraint {
+                max_skew: 1,
+                topology_key: SITE_LABEL.into(),
+                when_unsatisfiable: UnsatisfiableConstraintAction::DoNotSchedule,
+                label_selector: Some(sel(&app)),
+            }),
         6 if app_no % 20 == 6 => spec.containers[0].ports.push(ContainerPort {
             name: "http".into(),
             container_port: 8080,
@@ -222,7 +224,11 @@ fn thread_cpu() -> Duration {
     let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
         return Duration::ZERO;
     };
-    let f: Vec<i64> = rest.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let f: Vec<i64> = rest
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
     // After the command name and the state: ppid (the 4th field) on;
     // utime is the 14th field, stime the 15th.
     let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
@@ -318,11 +324,24 @@ fn main() {
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
-    let sizes = if sizes.is_empty() { vec![1_000, 5_000] } else { sizes };
+    let sizes = if sizes.is_empty() {
+        vec![1_000, 5_000]
+    } else {
+        sizes
+    };
     println!("command: cargo bench -p outpost-controller --bench scheduler");
     println!(
         "{:>6} {:>7} {:>7} {:>7} {:>6} {:>8} {:>8} {:>14} {:>13} {:>11}",
-        "nodes", "pods", "placed", "parked", "steps", "wall_s", "cpu_s", "placed/s(wall)", "placed/s(cpu)", "sched_share"
+        "nodes",
+        "pods",
+        "placed",
+        "parked",
+        "steps",
+        "wall_s",
+        "cpu_s",
+        "placed/s(wall)",
+        "placed/s(cpu)",
+        "sched_share"
     );
     for n in sizes {
         let f = run(n);

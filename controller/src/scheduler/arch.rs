@@ -29,7 +29,12 @@ pub const EXEC_FORMAT_ERROR: &str = "ExecFormatError";
 /// and `docker.io/library/nginx:latest` are one image.
 pub fn normalize(image: &str) -> String {
     let mut s = image.trim();
-    for p in ["docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/"] {
+    for p in [
+        "docker.io/library/",
+        "index.docker.io/library/",
+        "docker.io/",
+        "index.docker.io/",
+    ] {
         if let Some(rest) = s.strip_prefix(p) {
             s = rest;
             break;

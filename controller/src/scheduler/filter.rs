@@ -14,7 +14,7 @@
 use super::arch::{normalize, Learned};
 use super::snapshot::{non_zero, Event, Events, MaskKey, NodeInfo, Snapshot};
 use super::topology::{DomainCounts, KeyId, SetKey, HOSTNAME_KEY, NO_DOMAIN, SITE_KEY};
-use crate::api::pod::{Pod, Protocol, TaintEffect, Taint, UnsatisfiableConstraintAction};
+use crate::api::pod::{Pod, Protocol, Taint, TaintEffect, UnsatisfiableConstraintAction};
 use crate::api::selector::LabelSelector;
 use crate::cache::Cache;
 use crate::registry::UNSCHEDULABLE_TAINT;
@@ -75,7 +75,12 @@ fn names_arch(pod: &Pod) -> bool {
     if pod.spec.node_selector.contains_key(ARCH_LABEL) {
         return true;
     }
-    let Some(na) = pod.spec.affinity.as_ref().and_then(|a| a.node_affinity.as_ref()) else {
+    let Some(na) = pod
+        .spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+    else {
         return false;
     };
     na.required_during_scheduling_ignored_during_execution
@@ -119,13 +124,20 @@ impl Plan {
             .affinity
             .as_ref()
             .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref())
+            .and_then(|n| {
+                n.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
             .map(|s| s.node_selector_terms.clone());
         if !pod.spec.node_selector.is_empty() || required.is_some() {
             let key: MaskKey = (pod.spec.node_selector.clone(), required);
             plan.mask = Some(snap.pin_mask(key));
         }
-        let set = |snap: &mut Snapshot, namespaces: Vec<String>, sel: LabelSelector, terminating: bool, k: KeyId| {
+        let set = |snap: &mut Snapshot,
+                   namespaces: Vec<String>,
+                   sel: LabelSelector,
+                   terminating: bool,
+                   k: KeyId| {
             let id = snap.pin_set(
                 SetKey {
                     namespaces,
@@ -172,7 +184,10 @@ impl Plan {
             }
         }
         if let Some(aff) = &pod.spec.affinity {
-            let terms = |snap: &mut Snapshot, pa: &Option<crate::api::pod::PodAffinity>, req: &mut Vec<Term>, pref: &mut Vec<Weighted>| {
+            let terms = |snap: &mut Snapshot,
+                         pa: &Option<crate::api::pod::PodAffinity>,
+                         req: &mut Vec<Term>,
+                         pref: &mut Vec<Weighted>| {
                 let Some(pa) = pa else { return };
                 for t in &pa.required_during_scheduling_ignored_during_execution {
                     let key = snap.key_id(&t.topology_key);
@@ -198,8 +213,18 @@ impl Plan {
                     });
                 }
             };
-            terms(snap, &aff.pod_affinity, &mut plan.affinity, &mut plan.pref_affinity);
-            terms(snap, &aff.pod_anti_affinity, &mut plan.anti, &mut plan.pref_anti);
+            terms(
+                snap,
+                &aff.pod_affinity,
+                &mut plan.affinity,
+                &mut plan.pref_affinity,
+            );
+            terms(
+                snap,
+                &aff.pod_anti_affinity,
+                &mut plan.anti,
+                &mut plan.pref_anti,
+            );
         }
         plan
     }
@@ -221,7 +246,12 @@ impl Plan {
             .chain(&self.soft_spread)
             .map(|s| s.set)
             .chain(self.affinity.iter().chain(&self.anti).map(|t| t.set))
-            .chain(self.pref_affinity.iter().chain(&self.pref_anti).map(|w| w.set))
+            .chain(
+                self.pref_affinity
+                    .iter()
+                    .chain(&self.pref_anti)
+                    .map(|w| w.set),
+            )
     }
 
     /// Unpins what [`Plan::build`] pinned.
@@ -234,7 +264,6 @@ impl Plan {
         }
     }
 }
-
 
 /// Per hard spread constraint, this attempt.
 #[derive(Debug, Clone, Default)]
@@ -323,7 +352,9 @@ impl<'a> Cycle<'a> {
             let mut restricted = false;
             let mut allowed = u64::MAX;
             for img in &plan.images {
-                let Some(id) = snap.images.id(img) else { continue };
+                let Some(id) = snap.images.id(img) else {
+                    continue;
+                };
                 let e = snap.images.entry(id);
                 if e.nodes == 0 {
                     continue;
@@ -439,7 +470,7 @@ impl Reject {
 
     /// What the failure message counts this rejection as: the kind, plus
     /// the taint or the node's architecture where the wording names them.
-    pub fn reason_key<'a>(self, node: &'a NodeInfo) -> (Reject, Option<&'a Taint>, &'a str) {
+    pub fn reason_key(self, node: &NodeInfo) -> (Reject, Option<&Taint>, &str) {
         match self {
             Reject::Taint(i) => (Reject::Taint(0), node.taints.get(i), ""),
             Reject::Arch => (Reject::Arch, None, node.arch.as_str()),
@@ -448,7 +479,12 @@ impl Reject {
     }
 
     /// Kubernetes' wording, from a [`Reject::reason_key`].
-    pub fn text(self, taint: Option<&Taint>, arch: &str, archs: Option<&BTreeSet<String>>) -> String {
+    pub fn text(
+        self,
+        taint: Option<&Taint>,
+        arch: &str,
+        archs: Option<&BTreeSet<String>>,
+    ) -> String {
         match self {
             Reject::Unschedulable => "node(s) were unschedulable".into(),
             Reject::NotReady => "node(s) were not ready".into(),
@@ -522,7 +558,11 @@ fn fits(node: &NodeInfo, pod_key: &str, priority: i32, plan: &Plan) -> Result<()
     if over(r.memory_bytes, used.memory_bytes, a.memory_bytes) {
         return Err(Reject::Insufficient("memory"));
     }
-    if over(r.ephemeral_storage_bytes, used.ephemeral_storage_bytes, a.ephemeral_storage_bytes) {
+    if over(
+        r.ephemeral_storage_bytes,
+        used.ephemeral_storage_bytes,
+        a.ephemeral_storage_bytes,
+    ) {
         return Err(Reject::Insufficient("ephemeral-storage"));
     }
     if over(r.pids, used.pids, a.pids) {

@@ -55,6 +55,7 @@ mod tests;
 
 use crate::api::machinery::object_ref;
 use crate::api::meta::ConditionStatus;
+use crate::api::pod::Taint;
 use crate::api::pod::POD_SCHEDULED;
 use crate::api::{Kind, Object, Pod, Time};
 use crate::cache::{Cache, Change};
@@ -65,7 +66,6 @@ use outpost_proto::EventType;
 use queue::Queue;
 pub use score::{Strategy, UnknownStrategy};
 use snapshot::{Event, Events, Nominated, Snapshot};
-use crate::api::pod::Taint;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -172,7 +172,13 @@ impl Scheduler {
         }
     }
 
-    fn pod_changed(&mut self, key: &str, old: Option<&Arc<Pod>>, new: Option<&Arc<Pod>>, now: Time) {
+    fn pod_changed(
+        &mut self,
+        key: &str,
+        old: Option<&Arc<Pod>>,
+        new: Option<&Arc<Pod>>,
+        now: Time,
+    ) {
         // Accounting on nodes.
         match new.filter(|p| counts_on_node(p)) {
             Some(p) => {
@@ -217,9 +223,8 @@ impl Scheduler {
                 if self.snap.is_assumed(key) {
                     return;
                 }
-                let relevant = old.is_none_or(|o| {
-                    o.spec != p.spec || o.metadata.labels != p.metadata.labels
-                });
+                let relevant =
+                    old.is_none_or(|o| o.spec != p.spec || o.metadata.labels != p.metadata.labels);
                 if let Some(e) = self.queue.get_mut(key) {
                     e.pod = p.clone();
                     e.priority = p.priority();
@@ -248,7 +253,11 @@ impl Scheduler {
     }
 
     fn learn(&mut self, p: &Pod) {
-        let Some(node) = p.node().and_then(|n| self.snap.slot_of(n)).and_then(|s| self.snap.node(s)) else {
+        let Some(node) = p
+            .node()
+            .and_then(|n| self.snap.slot_of(n))
+            .and_then(|s| self.snap.node(s))
+        else {
             return;
         };
         let arch = node.arch.clone();
@@ -302,7 +311,8 @@ impl Scheduler {
             let key = key_of(p);
             if counts_on_node(p) {
                 let node = p.node().unwrap_or_default().to_string();
-                self.snap.add_pod(Arc::from(key.as_str()), p.clone(), &node, false);
+                self.snap
+                    .add_pod(Arc::from(key.as_str()), p.clone(), &node, false);
             }
         }
         for p in cache.pods() {
@@ -315,7 +325,14 @@ impl Scheduler {
     }
 
     /// One attempt at placing `key`.
-    fn attempt(&mut self, key: &Arc<str>, pod: &Arc<Pod>, cache: &Cache, now: Time, out: &mut Vec<Write>) -> Outcome {
+    fn attempt(
+        &mut self,
+        key: &Arc<str>,
+        pod: &Arc<Pod>,
+        cache: &Cache,
+        now: Time,
+        out: &mut Vec<Write>,
+    ) -> Outcome {
         let plan = match self.queue.get_mut(key).and_then(|e| e.data.take()) {
             Some(p) => p,
             None => self.plan_for(pod, cache),
@@ -355,7 +372,14 @@ impl Scheduler {
         plan
     }
 
-    fn place(&mut self, key: &Arc<str>, pod: &Arc<Pod>, plan: &Plan, now: Time, out: &mut Vec<Write>) -> Outcome {
+    fn place(
+        &mut self,
+        key: &Arc<str>,
+        pod: &Arc<Pod>,
+        plan: &Plan,
+        now: Time,
+        out: &mut Vec<Write>,
+    ) -> Outcome {
         let cycle = Cycle::prepare(&self.snap, pod, plan, &self.learned);
         let total_slots = self.snap.nodes.len();
         let want = feasible_to_find(self.snap.live, self.cfg.percentage_of_nodes_to_score);
@@ -382,7 +406,9 @@ impl Scheduler {
             for i in 0..total_slots {
                 let slot = (start + i) % total_slots;
                 visited = i + 1;
-                let Some(node) = self.snap.node(slot) else { continue };
+                let Some(node) = self.snap.node(slot) else {
+                    continue;
+                };
                 // Nodes outside the pod's node affinity are passed over
                 // first (cheaply); their real first reason is worked out
                 // only if the pod fits nowhere.
@@ -421,15 +447,22 @@ impl Scheduler {
         for (slot, r) in &mut self.rejected {
             let node = self.snap.node(*slot).expect("node");
             if *r == Reject::NodeAffinity {
-                *r = filter(&cx, *slot, node).err().unwrap_or(Reject::NodeAffinity);
+                *r = filter(&cx, *slot, node)
+                    .err()
+                    .unwrap_or(Reject::NodeAffinity);
             }
             *counts.entry(r.reason_key(node)).or_insert(0) += 1;
             interest |= r.interest();
         }
-        let archs = self.snap.images.archs(plan.images.iter().map(String::as_str));
+        let archs = self
+            .snap
+            .images
+            .archs(plan.images.iter().map(String::as_str));
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
         for ((r, taint, arch), n) in counts {
-            *reasons.entry(r.text(taint, arch, archs.as_ref())).or_insert(0) += n;
+            *reasons
+                .entry(r.text(taint, arch, archs.as_ref()))
+                .or_insert(0) += n;
         }
         if interest == 0 {
             interest = Event::ALL;
@@ -439,7 +472,14 @@ impl Scheduler {
         Outcome::Unschedulable(interest)
     }
 
-    fn bind(&mut self, key: &Arc<str>, pod: &Arc<Pod>, slot: usize, now: Time, out: &mut Vec<Write>) {
+    fn bind(
+        &mut self,
+        key: &Arc<str>,
+        pod: &Arc<Pod>,
+        slot: usize,
+        now: Time,
+        out: &mut Vec<Write>,
+    ) {
         let node = self.snap.node(slot).expect("node").name.clone();
         let mut bound = (**pod).clone();
         bound.spec.node_name = node.clone();
@@ -460,14 +500,29 @@ impl Scheduler {
         self.events |= Event::POD_ADDED;
     }
 
-    fn unschedulable(&mut self, key: &Arc<str>, pod: &Arc<Pod>, plan: &Plan, message: &str, now: Time, out: &mut Vec<Write>) {
+    fn unschedulable(
+        &mut self,
+        key: &Arc<str>,
+        pod: &Arc<Pod>,
+        plan: &Plan,
+        message: &str,
+        now: Time,
+        out: &mut Vec<Write>,
+    ) {
         let mut nominate: Option<String> = None;
         let mut clear_nomination = false;
         if pod.spec.preemption_policy != Some(crate::api::pod::PreemptionPolicy::Never) {
             match self.waiting_on_victims(pod) {
                 true => {}
                 false => {
-                    let choice = preempt::find(&mut self.snap, pod, key, plan, &self.learned, &self.rejected);
+                    let choice = preempt::find(
+                        &mut self.snap,
+                        pod,
+                        key,
+                        plan,
+                        &self.learned,
+                        &self.rejected,
+                    );
                     match choice {
                         Some(c) => {
                             let node = self.snap.node(c.slot).expect("node").name.clone();
@@ -481,13 +536,21 @@ impl Scheduler {
         }
         let cond = pod.status.condition(POD_SCHEDULED);
         let same = cond.is_some_and(|c| {
-            c.status == ConditionStatus::False && c.reason == "Unschedulable" && c.message == message
+            c.status == ConditionStatus::False
+                && c.reason == "Unschedulable"
+                && c.message == message
         });
         if same && nominate.is_none() && !clear_nomination {
             return;
         }
         let mut status = pod.status.clone();
-        status.set_condition(POD_SCHEDULED, ConditionStatus::False, "Unschedulable", message, now);
+        status.set_condition(
+            POD_SCHEDULED,
+            ConditionStatus::False,
+            "Unschedulable",
+            message,
+            now,
+        );
         if let Some(n) = &nominate {
             status.nominated_node_name = n.clone();
             self.snap.nominate(
@@ -524,13 +587,19 @@ impl Scheduler {
         };
         let node = self.snap.node(slot).expect("node");
         node.pods.iter().any(|k| {
-            self.snap.counted(k).is_some_and(|c| {
-                c.pod.metadata.is_deleting() && c.pod.priority() < pod.priority()
-            })
+            self.snap
+                .counted(k)
+                .is_some_and(|c| c.pod.metadata.is_deleting() && c.pod.priority() < pod.priority())
         })
     }
 
-    fn preempt(&mut self, pod: &Pod, node: &str, victims: &[preempt::Victim], out: &mut Vec<Write>) {
+    fn preempt(
+        &mut self,
+        pod: &Pod,
+        node: &str,
+        victims: &[preempt::Victim],
+        out: &mut Vec<Write>,
+    ) {
         let (ns, name) = (&pod.metadata.namespace, &pod.metadata.name);
         let mut names = Vec::new();
         for v in victims {
@@ -604,7 +673,7 @@ impl Scheduling for Scheduler {
                 Outcome::Unschedulable(interest) => self.queue.unschedulable(&key, interest, now),
             }
         }
-        if self.snap.tick % 64 == 0 {
+        if self.snap.tick.is_multiple_of(64) {
             self.snap.sweep_sets();
         }
         out

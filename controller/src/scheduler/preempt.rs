@@ -47,7 +47,14 @@ fn start_of(p: &Pod) -> Time {
         .unwrap_or_default()
 }
 
-fn fits_now(snap: &Snapshot, pod: &Pod, key: &str, plan: &Plan, learned: &Learned, slot: usize) -> bool {
+fn fits_now(
+    snap: &Snapshot,
+    pod: &Pod,
+    key: &str,
+    plan: &Plan,
+    learned: &Learned,
+    slot: usize,
+) -> bool {
     let cycle = Cycle::prepare(snap, pod, plan, learned);
     let cx = Ctx {
         snap,
@@ -146,7 +153,10 @@ pub fn find(
             continue;
         }
         found += 1;
-        if best.as_ref().is_none_or(|b| rank(&victims) < rank(&b.victims)) {
+        if best
+            .as_ref()
+            .is_none_or(|b| rank(&victims) < rank(&b.victims))
+        {
             best = Some(Choice {
                 slot: *slot,
                 victims,
@@ -176,13 +186,18 @@ mod tests {
     fn candidates_rank_like_kubernetes() {
         // (victims, better than the next row)
         let rows: Vec<Vec<Victim>> = vec![
-            vec![v(1, 5), v(1, 5)],        // highest 1
-            vec![v(2, 5)],                 // highest 2, sum 2
-            vec![v(2, 5), v(1, 5)],        // highest 2, sum 3
+            vec![v(1, 5), v(1, 5)],          // highest 1
+            vec![v(2, 5)],                   // highest 2, sum 2
+            vec![v(2, 5), v(1, 5)],          // highest 2, sum 3
             vec![v(2, 5), v(1, 5), v(0, 9)], // same sum, more victims
         ];
         for w in rows.windows(2) {
-            assert!(rank(&w[0]) < rank(&w[1]), "{:?} < {:?}", rank(&w[0]), rank(&w[1]));
+            assert!(
+                rank(&w[0]) < rank(&w[1]),
+                "{:?} < {:?}",
+                rank(&w[0]),
+                rank(&w[1])
+            );
         }
         // Same otherwise: the later start time wins.
         assert!(rank(&[v(1, 9)]) < rank(&[v(1, 3)]));

@@ -39,17 +39,19 @@ fn node_gen() -> impl Strategy<Value = NodeGen> {
         prop::bool::weighted(0.9),
         prop::bool::weighted(0.3),
     )
-        .prop_map(|(cpu, mem_gi, site, ssd, arm, pressure, cordoned, ready, holds_app)| NodeGen {
-            cpu,
-            mem_gi,
-            site,
-            ssd,
-            arm,
-            pressure,
-            cordoned,
-            ready,
-            holds_app,
-        })
+        .prop_map(
+            |(cpu, mem_gi, site, ssd, arm, pressure, cordoned, ready, holds_app)| NodeGen {
+                cpu,
+                mem_gi,
+                site,
+                ssd,
+                arm,
+                pressure,
+                cordoned,
+                ready,
+                holds_app,
+            },
+        )
 }
 
 fn build_node(i: usize, g: &NodeGen) -> NodeRecord {
@@ -206,8 +208,12 @@ fn check_message(msg: &str, nodes: usize) -> Result<(), String> {
         .ok_or_else(|| format!("{msg:?} does not start with {head:?}"))?;
     let mut sum = 0;
     for part in body.split(", ") {
-        let (n, reason) = part.split_once(' ').ok_or_else(|| format!("bad part {part:?}"))?;
-        sum += n.parse::<usize>().map_err(|_| format!("bad count in {part:?}"))?;
+        let (n, reason) = part
+            .split_once(' ')
+            .ok_or_else(|| format!("bad part {part:?}"))?;
+        sum += n
+            .parse::<usize>()
+            .map_err(|_| format!("bad count in {part:?}"))?;
         if !KNOWN_REASONS.iter().any(|k| reason.starts_with(k)) {
             return Err(format!("unknown reason {reason:?}"));
         }
@@ -232,7 +238,10 @@ fn check_placements(nodes: &[NodeRecord], apps: &[AppGen], c: &Cluster) -> Resul
     let mut image_archs: HashMap<&str, BTreeSet<String>> = HashMap::new();
     for n in nodes {
         for i in &n.images {
-            image_archs.entry(i.names[0].as_str()).or_default().insert(i.architecture.clone());
+            image_archs
+                .entry(i.names[0].as_str())
+                .or_default()
+                .insert(i.architecture.clone());
         }
     }
     let mut used: HashMap<&str, (u64, u64, usize)> = HashMap::new();
@@ -244,7 +253,8 @@ fn check_placements(nodes: &[NodeRecord], apps: &[AppGen], c: &Cluster) -> Resul
                 .condition(crate::api::pod::POD_SCHEDULED)
                 .map(|c| c.message.clone())
                 .unwrap_or_default();
-            check_message(&msg, nodes.len()).map_err(|e| format!("pending {}: {e}", p.metadata.name))?;
+            check_message(&msg, nodes.len())
+                .map_err(|e| format!("pending {}: {e}", p.metadata.name))?;
             continue;
         };
         let n = by_name[node];
@@ -256,7 +266,10 @@ fn check_placements(nodes: &[NodeRecord], apps: &[AppGen], c: &Cluster) -> Resul
         u.0 += p.requests().cpu_millis;
         u.1 += p.requests().memory_bytes;
         u.2 += 1;
-        if u.0 > n.allocatable.cpu_millis || u.1 > n.allocatable.memory_bytes || u.2 > MAX_PODS_PER_NODE {
+        if u.0 > n.allocatable.cpu_millis
+            || u.1 > n.allocatable.memory_bytes
+            || u.2 > MAX_PODS_PER_NODE
+        {
             return Err(format!("{node} over allocatable after {name}"));
         }
         if !n.is_ready() {
@@ -290,14 +303,19 @@ fn check_placements(nodes: &[NodeRecord], apps: &[AppGen], c: &Cluster) -> Resul
         .filter_map(|p| p.node().map(|n| (p, by_name[n])))
         .collect();
     for (i, app) in APPS.iter().enumerate() {
-        let mine: Vec<&(&Arc<Pod>, &NodeRecord)> =
-            placed.iter().filter(|(p, _)| p.metadata.labels["app"] == *app).collect();
+        let mine: Vec<&(&Arc<Pod>, &NodeRecord)> = placed
+            .iter()
+            .filter(|(p, _)| p.metadata.labels["app"] == *app)
+            .collect();
         if let Some(per_host) = apps[i].anti {
             let key = if per_host { HOSTNAME_LABEL } else { SITE_LABEL };
             let mut seen = BTreeSet::new();
             for (p, n) in &mine {
                 if !seen.insert(n.labels()[key].clone()) {
-                    return Err(format!("anti-affinity of {app} broken by {} in {key}", p.metadata.name));
+                    return Err(format!(
+                        "anti-affinity of {app} broken by {} in {key}",
+                        p.metadata.name
+                    ));
                 }
             }
         }
@@ -309,9 +327,14 @@ fn check_placements(nodes: &[NodeRecord], apps: &[AppGen], c: &Cluster) -> Resul
                 }
             }
             for (_, n) in &mine {
-                *counts.get_mut(&n.labels()[SITE_LABEL]).ok_or("pod outside the eligible sites")? += 1;
+                *counts
+                    .get_mut(&n.labels()[SITE_LABEL])
+                    .ok_or("pod outside the eligible sites")? += 1;
             }
-            let (min, max) = (counts.values().min().copied().unwrap_or(0), counts.values().max().copied().unwrap_or(0));
+            let (min, max) = (
+                counts.values().min().copied().unwrap_or(0),
+                counts.values().max().copied().unwrap_or(0),
+            );
             if max > min + 1 {
                 return Err(format!("spread of {app} broken: {counts:?}"));
             }

@@ -141,12 +141,13 @@ impl<T> Queue<T> {
                 self.active
                     .push(((e.priority, Reverse(e.created), Reverse(seq)), key.clone()));
             }
-            State::Backoff => self.backoff.push(Reverse((e.backoff_until, seq, key.clone()))),
-            State::Unschedulable => self.parked.push(Reverse((
-                now.plus(MAX_IN_UNSCHEDULABLE),
-                seq,
-                key.clone(),
-            ))),
+            State::Backoff => self
+                .backoff
+                .push(Reverse((e.backoff_until, seq, key.clone()))),
+            State::Unschedulable => {
+                self.parked
+                    .push(Reverse((now.plus(MAX_IN_UNSCHEDULABLE), seq, key.clone())))
+            }
             State::InFlight => {}
         }
         self.prune();
@@ -155,7 +156,9 @@ impl<T> Queue<T> {
     /// Drops stale heap tops, so [`Queue::next_due`] names a real deadline.
     fn prune(&mut self) {
         let live = |entries: &HashMap<Arc<str>, Entry<T>>, seq: u64, key: &Arc<str>, st: State| {
-            entries.get(key).is_some_and(|e| e.seq == seq && e.state == st)
+            entries
+                .get(key)
+                .is_some_and(|e| e.seq == seq && e.state == st)
         };
         while let Some(Reverse((_, seq, key))) = self.backoff.peek() {
             if live(&self.entries, *seq, key, State::Backoff) {
@@ -208,7 +211,11 @@ impl<T> Queue<T> {
 
     fn wake(&mut self, key: &Arc<str>, now: Time) {
         let until = self.entries[key].backoff_until;
-        let to = if until > now { State::Backoff } else { State::Active };
+        let to = if until > now {
+            State::Backoff
+        } else {
+            State::Active
+        };
         self.set_state(key, to, now);
     }
 
@@ -271,7 +278,7 @@ impl<T> Queue<T> {
 
     /// The next pod to try.
     pub fn pop(&mut self) -> Option<Arc<str>> {
-        while let Some((( _, _, Reverse(seq)), key)) = self.active.pop() {
+        while let Some(((_, _, Reverse(seq)), key)) = self.active.pop() {
             if self
                 .entries
                 .get(&key)
@@ -286,7 +293,9 @@ impl<T> Queue<T> {
 
     /// The pod fits nowhere: parked until an event in `interest`.
     pub fn unschedulable(&mut self, key: &Arc<str>, interest: Events, now: Time) {
-        let Some(e) = self.entries.get_mut(key) else { return };
+        let Some(e) = self.entries.get_mut(key) else {
+            return;
+        };
         e.attempts += 1;
         e.backoff_until = now.plus(backoff(e.attempts));
         e.interest = interest;
@@ -295,7 +304,9 @@ impl<T> Queue<T> {
 
     /// Try again after the pod's back-off (its binding failed).
     pub fn retry(&mut self, key: &Arc<str>, now: Time) {
-        let Some(e) = self.entries.get_mut(key) else { return };
+        let Some(e) = self.entries.get_mut(key) else {
+            return;
+        };
         e.attempts += 1;
         e.backoff_until = now.plus(backoff(e.attempts));
         self.set_state(key, State::Backoff, now);
@@ -337,7 +348,12 @@ mod tests {
     fn backoff_doubles_to_ten_seconds() {
         let want = [1, 2, 4, 8, 10, 10];
         for (i, w) in want.iter().enumerate() {
-            assert_eq!(backoff(i as u32 + 1), Duration::from_secs(*w), "attempt {}", i + 1);
+            assert_eq!(
+                backoff(u32::try_from(i).unwrap() + 1),
+                Duration::from_secs(*w),
+                "attempt {}",
+                i + 1
+            );
         }
     }
 
@@ -346,9 +362,16 @@ mod tests {
         let mut q: Queue<()> = Queue::default();
         let now = Time(1_000);
         for (name, prio, created) in [("a", 0, 5), ("b", 10, 9), ("c", 0, 1), ("d", 10, 3)] {
-            q.add(Arc::from(format!("default/{name}")), pod(name, prio, created), (), now);
+            q.add(
+                Arc::from(format!("default/{name}")),
+                pod(name, prio, created),
+                (),
+                now,
+            );
         }
-        let order: Vec<String> = std::iter::from_fn(|| q.pop()).map(|k| k.to_string()).collect();
+        let order: Vec<String> = std::iter::from_fn(|| q.pop())
+            .map(|k| k.to_string())
+            .collect();
         assert_eq!(order, ["default/d", "default/b", "default/c", "default/a"]);
     }
 
@@ -365,7 +388,11 @@ mod tests {
         q.on_events(0b01, Time(60_000));
         assert_eq!(q.pop(), None, "an event it has no interest in");
         q.on_events(0b10, Time(60_000));
-        assert_eq!(q.pop(), Some(k.clone()), "backoff long over: active at once");
+        assert_eq!(
+            q.pop(),
+            Some(k.clone()),
+            "backoff long over: active at once"
+        );
         // Within the back-off window an event moves it to backoff first.
         q.unschedulable(&k, 0b10, Time(60_000));
         q.on_events(0b10, Time(60_500));

@@ -126,7 +126,8 @@ pub fn score(cx: &Ctx<'_>, feasible: &[usize], strategy: Strategy, scratch: &mut
                 .filter(|t| t.effect == TaintEffect::PreferNoSchedule)
                 .filter(|t| {
                     !pod.spec.tolerations.iter().any(|tol| {
-                        tol.effect.is_none_or(|e| e == TaintEffect::PreferNoSchedule)
+                        tol.effect
+                            .is_none_or(|e| e == TaintEffect::PreferNoSchedule)
                             && tol.tolerates(t)
                     })
                 })
@@ -160,13 +161,18 @@ pub fn score(cx: &Ctx<'_>, feasible: &[usize], strategy: Strategy, scratch: &mut
                 .map(|t| i64::from(t.weight))
                 .sum::<i64>()
         }));
-        add(&mut scratch.total, raw, WEIGHT_NODE_AFFINITY, |r, _, max| {
-            if max <= 0 {
-                0
-            } else {
-                r * MAX_SCORE / max
-            }
-        });
+        add(
+            &mut scratch.total,
+            raw,
+            WEIGHT_NODE_AFFINITY,
+            |r, _, max| {
+                if max <= 0 {
+                    0
+                } else {
+                    r * MAX_SCORE / max
+                }
+            },
+        );
     }
 
     // PodTopologySpread (soft constraints).
@@ -212,13 +218,18 @@ pub fn score(cx: &Ctx<'_>, feasible: &[usize], strategy: Strategy, scratch: &mut
             }
             s
         }));
-        add(&mut scratch.total, raw, WEIGHT_POD_AFFINITY, |r, min, max| {
-            if max > min {
-                MAX_SCORE * (r - min) / (max - min)
-            } else {
-                0
-            }
-        });
+        add(
+            &mut scratch.total,
+            raw,
+            WEIGHT_POD_AFFINITY,
+            |r, min, max| {
+                if max > min {
+                    MAX_SCORE * (r - min) / (max - min)
+                } else {
+                    0
+                }
+            },
+        );
     }
 
     // NodeResourcesFit and BalancedAllocation (cpu and memory, with the
@@ -243,7 +254,9 @@ pub fn score(cx: &Ctx<'_>, feasible: &[usize], strategy: Strategy, scratch: &mut
     let mut most = 0u64;
     let mut varying: Vec<(u32, u64)> = Vec::new();
     for img in &plan.images {
-        let Some(id) = snap.images.id(img) else { continue };
+        let Some(id) = snap.images.id(img) else {
+            continue;
+        };
         let e = snap.images.entry(id);
         if e.nodes == 0 {
             continue;
@@ -326,8 +339,16 @@ mod tests {
             (5, 0, 0, 0),
         ];
         for (req, alloc, least, most) in cases {
-            assert_eq!(fraction_score(req, alloc, Strategy::LeastAllocated), least, "{req}/{alloc}");
-            assert_eq!(fraction_score(req, alloc, Strategy::MostAllocated), most, "{req}/{alloc}");
+            assert_eq!(
+                fraction_score(req, alloc, Strategy::LeastAllocated),
+                least,
+                "{req}/{alloc}"
+            );
+            assert_eq!(
+                fraction_score(req, alloc, Strategy::MostAllocated),
+                most,
+                "{req}/{alloc}"
+            );
         }
     }
 
@@ -335,7 +356,9 @@ mod tests {
     fn normalisation_and_choice() {
         let mut total = vec![0; 3];
         // Reverse normalisation (fewer taints is better).
-        add(&mut total, &[0, 1, 2], 3, |r, _, max| MAX_SCORE - r * MAX_SCORE / max);
+        add(&mut total, &[0, 1, 2], 3, |r, _, max| {
+            MAX_SCORE - r * MAX_SCORE / max
+        });
         assert_eq!(total, vec![300, 150, 0]);
         assert_eq!(best(&total), Some(0));
         assert_eq!(best(&[5, 7, 7]), Some(1), "first among equals");

@@ -14,7 +14,7 @@ use super::arch::{Images, NodeImage};
 use super::topology::{
     AntiTerm, DomainCounts, DomainId, KeyId, LabelIndex, PodSet, SetKey, Topology, NO_DOMAIN,
 };
-use crate::api::pod::{NodeSelectorTerm, Pod, Protocol, TaintEffect, Taint};
+use crate::api::pod::{NodeSelectorTerm, Pod, Protocol, Taint, TaintEffect};
 use crate::api::resources::{add, sub};
 use crate::cache::Cache;
 use crate::registry::NodeRecord;
@@ -32,8 +32,16 @@ pub const DEFAULT_MEMORY: u64 = 200 * 1024 * 1024;
 /// the defaults above for zero requests.
 pub fn non_zero(r: &Resources) -> (u64, u64) {
     (
-        if r.cpu_millis == 0 { DEFAULT_MILLI_CPU } else { r.cpu_millis },
-        if r.memory_bytes == 0 { DEFAULT_MEMORY } else { r.memory_bytes },
+        if r.cpu_millis == 0 {
+            DEFAULT_MILLI_CPU
+        } else {
+            r.cpu_millis
+        },
+        if r.memory_bytes == 0 {
+            DEFAULT_MEMORY
+        } else {
+            r.memory_bytes
+        },
     )
 }
 
@@ -304,7 +312,9 @@ impl Snapshot {
             None
         } else {
             ev |= Event::IMAGES;
-            Some(std::mem::take(&mut self.nodes[slot].as_mut().expect("node").images))
+            Some(std::mem::take(
+                &mut self.nodes[slot].as_mut().expect("node").images,
+            ))
         };
         if let Some(old_images) = old_images {
             self.images.remove_node(&old_images);
@@ -312,7 +322,9 @@ impl Snapshot {
             self.nodes[slot].as_mut().expect("node").images = new;
         }
         let n = self.nodes[slot].as_mut().expect("node");
-        let prefer = taints.iter().any(|t| t.effect == TaintEffect::PreferNoSchedule);
+        let prefer = taints
+            .iter()
+            .any(|t| t.effect == TaintEffect::PreferNoSchedule);
         if prefer != n.prefer_no_schedule {
             if prefer {
                 self.prefer_taint_nodes += 1;
@@ -375,7 +387,9 @@ impl Snapshot {
                 effect: effect(t.effect),
             })
             .collect();
-        let prefer = taints.iter().any(|t| t.effect == TaintEffect::PreferNoSchedule);
+        let prefer = taints
+            .iter()
+            .any(|t| t.effect == TaintEffect::PreferNoSchedule);
         if prefer {
             self.prefer_taint_nodes += 1;
         }
@@ -557,7 +571,11 @@ impl Snapshot {
         node.non_zero.1 += nz.1;
         node.pod_count += 1;
         for (port, proto) in pod.spec.host_ports() {
-            match node.ports.iter_mut().find(|(p, q, _)| *p == port && *q == proto) {
+            match node
+                .ports
+                .iter_mut()
+                .find(|(p, q, _)| *p == port && *q == proto)
+            {
                 Some(e) => e.2 += 1,
                 None => node.ports.push((port, proto, 1)),
             }
@@ -603,7 +621,11 @@ impl Snapshot {
         node.non_zero.1 = node.non_zero.1.saturating_sub(nz.1);
         node.pod_count = node.pod_count.saturating_sub(1);
         for (port, proto) in pod.spec.host_ports() {
-            if let Some(i) = node.ports.iter().position(|(p, q, _)| *p == port && *q == proto) {
+            if let Some(i) = node
+                .ports
+                .iter()
+                .position(|(p, q, _)| *p == port && *q == proto)
+            {
                 node.ports[i].2 -= 1;
                 if node.ports[i].2 == 0 {
                     node.ports.swap_remove(i);
@@ -783,7 +805,11 @@ impl Snapshot {
             .sets
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| s.as_ref().filter(|s| s.pins == 0).map(|s| (s.last_used, i as u32)))
+            .filter_map(|(i, s)| {
+                s.as_ref()
+                    .filter(|s| s.pins == 0)
+                    .map(|s| (s.last_used, u32::try_from(i).unwrap_or(u32::MAX)))
+            })
             .collect();
         if idle.len() <= IDLE_SETS {
             return;

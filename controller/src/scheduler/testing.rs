@@ -13,9 +13,7 @@ use crate::events::EventLog;
 use crate::registry::NodeRecord;
 use crate::store::mem::MemStore;
 use crate::store::{keys, Op, Store, Txn};
-use outpost_proto::{
-    Condition, ConditionStatus, ConditionType, ImageSummary, Resources,
-};
+use outpost_proto::{Condition, ConditionStatus, ConditionType, ImageSummary, Resources};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -162,16 +160,18 @@ pub fn affinity(mut p: Pod, k: &str, v: &str, topology: &str) -> Pod {
 }
 
 pub fn spread(mut p: Pod, k: &str, v: &str, topology: &str, max_skew: i32, hard: bool) -> Pod {
-    p.spec.topology_spread_constraints.push(TopologySpreadConstraint {
-        max_skew,
-        topology_key: topology.into(),
-        when_unsatisfiable: if hard {
-            UnsatisfiableConstraintAction::DoNotSchedule
-        } else {
-            UnsatisfiableConstraintAction::ScheduleAnyway
-        },
-        label_selector: Some(selector(k, v)),
-    });
+    p.spec
+        .topology_spread_constraints
+        .push(TopologySpreadConstraint {
+            max_skew,
+            topology_key: topology.into(),
+            when_unsatisfiable: if hard {
+                UnsatisfiableConstraintAction::DoNotSchedule
+            } else {
+                UnsatisfiableConstraintAction::ScheduleAnyway
+            },
+            label_selector: Some(selector(k, v)),
+        });
     p
 }
 
@@ -186,7 +186,10 @@ pub fn node_key(name: &str) -> String {
 
 pub fn put_node(store: &dyn Store, n: &NodeRecord) {
     store
-        .put(&node_key(&n.name), serde_json::to_vec(n).expect("node json"))
+        .put(
+            &node_key(&n.name),
+            serde_json::to_vec(n).expect("node json"),
+        )
         .expect("put node");
 }
 
@@ -276,10 +279,15 @@ impl Cluster {
 
     /// Removes pods being deleted, as their nodes would once stopped.
     pub fn purge_terminating(&mut self) -> usize {
-        let list = self.store.list(&crate::api::Kind::Pod.prefix(None)).expect("list");
+        let list = self
+            .store
+            .list(&crate::api::Kind::Pod.prefix(None))
+            .expect("list");
         let mut n = 0;
         for kv in list.kvs {
-            let Ok(Object::Pod(p)) = Object::decode(crate::api::Kind::Pod, &kv.value, kv.mod_revision) else {
+            let Ok(Object::Pod(p)) =
+                Object::decode(crate::api::Kind::Pod, &kv.value, kv.mod_revision)
+            else {
                 continue;
             };
             if p.metadata.is_deleting() {

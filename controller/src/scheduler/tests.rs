@@ -21,7 +21,12 @@ fn decide(nodes: &[NodeRecord], placed: &[Pod], pod: Pod) -> Result<String, Stri
     decide_with(nodes, placed, pod, SchedulerConfig::default())
 }
 
-fn decide_with(nodes: &[NodeRecord], placed: &[Pod], pod: Pod, cfg: SchedulerConfig) -> Result<String, String> {
+fn decide_with(
+    nodes: &[NodeRecord],
+    placed: &[Pod],
+    pod: Pod,
+    cfg: SchedulerConfig,
+) -> Result<String, String> {
     let mut c = Cluster::new(nodes, cfg);
     put_pods(c.store.as_ref(), placed);
     let name = pod.metadata.name.clone();
@@ -67,7 +72,16 @@ fn site(n: NodeRecord, s: &str) -> NodeRecord {
 
 #[test]
 fn feasible_node_sampling_follows_kubernetes() {
-    for (all, want) in [(0, 0), (50, 50), (100, 100), (200, 100), (1_000, 420), (3_000, 780), (5_000, 500), (20_000, 1_000)] {
+    for (all, want) in [
+        (0, 0),
+        (50, 50),
+        (100, 100),
+        (200, 100),
+        (1_000, 420),
+        (3_000, 780),
+        (5_000, 500),
+        (20_000, 1_000),
+    ] {
         assert_eq!(feasible_to_find(all, None), want, "{all} nodes");
     }
     assert_eq!(feasible_to_find(1_000, Some(100)), 1_000);
@@ -76,27 +90,179 @@ fn feasible_node_sampling_follows_kubernetes() {
 #[test]
 fn filters_pick_the_only_node_that_passes() {
     let web = |p: Pod| labelled(p, "app", "web");
-    let cases: Vec<(&str, Vec<NodeRecord>, Vec<Pod>, Pod, &str)> = vec![
-        ("cordoned node skipped", vec![cordoned(node("n1")), node("n2")], vec![], pod("p", 100, 64), "n2"),
-        ("cordon tolerated", vec![cordoned(node("n1"))], vec![], tolerate(pod("p", 100, 64), "node.kubernetes.io/unschedulable"), "n1"),
-        ("not ready skipped", vec![not_ready(node("n1")), node("n2")], vec![], pod("p", 100, 64), "n2"),
-        ("pressure taint", vec![with_pressure(node("n1"), ConditionType::DiskPressure), node("n2")], vec![], pod("p", 100, 64), "n2"),
-        ("pressure tolerated", vec![with_pressure(node("n1"), ConditionType::MemoryPressure)], vec![], tolerate(pod("p", 100, 64), "node.outpost.dev/memory-pressure"), "n1"),
-        ("node selector", vec![site(node("n1"), "b"), site(node("n2"), "a")], vec![], select(pod("p", 100, 64), SITE_LABEL, "a"), "n2"),
-        ("image arch inferred", vec![with_image(arch(node("n1"), "arm64"), "app:1", "arm64", 10 * MI), node("n2")], vec![], pod("p", 100, 64), "n1"),
-        ("explicit arch wins", vec![with_image(arch(node("n1"), "arm64"), "app:1", "arm64", 10 * MI), node("n2")], vec![], select(pod("p", 100, 64), ARCH_LABEL, "amd64"), "n2"),
-        ("unknown image runs anywhere", vec![arch(node("n1"), "arm64")], vec![], pod("p", 100, 64), "n1"),
-        ("host port taken", vec![node("n1"), node("n2")], vec![bound(host_port(pod("a", 10, 1), 80), "n1")], host_port(pod("p", 10, 1), 80), "n2"),
-        ("cpu", vec![node("n1"), node("n2")], vec![bound(pod("a", 3900, 1), "n1")], pod("p", 200, 1), "n2"),
-        ("memory", vec![node("n1"), node("n2")], vec![bound(pod("a", 1, 8000), "n2")], pod("p", 1, 500), "n1"),
-        ("terminal pods free their room", vec![node("n1")], vec![{ let mut a = bound(pod("a", 4000, 1), "n1"); a.status.phase = PodPhase::Succeeded; a }], pod("p", 1000, 1), "n1"),
-        ("anti-affinity per host", vec![node("n1"), node("n2")], vec![bound(web(pod("a", 1, 1)), "n1")], anti_affinity(web(pod("p", 1, 1)), "app", "web", HOSTNAME_LABEL), "n2"),
-        ("anti-affinity per site", vec![site(node("n1"), "a"), site(node("n2"), "a"), site(node("n3"), "b")], vec![bound(web(pod("a", 1, 1)), "n1")], anti_affinity(web(pod("p", 1, 1)), "app", "web", SITE_LABEL), "n3"),
-        ("existing pod's anti-affinity repels", vec![node("n1"), node("n2")], vec![bound(anti_affinity(pod("a", 1, 1), "app", "web", HOSTNAME_LABEL), "n1")], web(pod("p", 1, 1)), "n2"),
-        ("affinity", vec![node("n1"), node("n2")], vec![bound(labelled(pod("a", 1, 1), "app", "db"), "n2")], affinity(pod("p", 1, 1), "app", "db", HOSTNAME_LABEL), "n2"),
-        ("first of its group", vec![node("n1")], vec![], affinity(web(pod("p", 1, 1)), "app", "web", HOSTNAME_LABEL), "n1"),
-        ("spread DoNotSchedule", vec![site(node("n1"), "a"), site(node("n2"), "b")], vec![bound(web(pod("a", 1, 1)), "n1"), bound(web(pod("b", 1, 1)), "n1")], spread(web(pod("p", 1, 1)), "app", "web", SITE_LABEL, 1, true), "n2"),
-        ("spread within the selected nodes", vec![site(with_label(node("n1"), "disk", "ssd"), "a"), site(with_label(node("n2"), "disk", "ssd"), "b"), site(node("n3"), "c")], vec![bound(web(pod("a", 1, 1)), "n1")], select(spread(web(pod("p", 1, 1)), "app", "web", SITE_LABEL, 1, true), "disk", "ssd"), "n2"),
+    type Case = (&'static str, Vec<NodeRecord>, Vec<Pod>, Pod, &'static str);
+    let cases: Vec<Case> = vec![
+        (
+            "cordoned node skipped",
+            vec![cordoned(node("n1")), node("n2")],
+            vec![],
+            pod("p", 100, 64),
+            "n2",
+        ),
+        (
+            "cordon tolerated",
+            vec![cordoned(node("n1"))],
+            vec![],
+            tolerate(pod("p", 100, 64), "node.kubernetes.io/unschedulable"),
+            "n1",
+        ),
+        (
+            "not ready skipped",
+            vec![not_ready(node("n1")), node("n2")],
+            vec![],
+            pod("p", 100, 64),
+            "n2",
+        ),
+        (
+            "pressure taint",
+            vec![
+                with_pressure(node("n1"), ConditionType::DiskPressure),
+                node("n2"),
+            ],
+            vec![],
+            pod("p", 100, 64),
+            "n2",
+        ),
+        (
+            "pressure tolerated",
+            vec![with_pressure(node("n1"), ConditionType::MemoryPressure)],
+            vec![],
+            tolerate(pod("p", 100, 64), "node.outpost.dev/memory-pressure"),
+            "n1",
+        ),
+        (
+            "node selector",
+            vec![site(node("n1"), "b"), site(node("n2"), "a")],
+            vec![],
+            select(pod("p", 100, 64), SITE_LABEL, "a"),
+            "n2",
+        ),
+        (
+            "image arch inferred",
+            vec![
+                with_image(arch(node("n1"), "arm64"), "app:1", "arm64", 10 * MI),
+                node("n2"),
+            ],
+            vec![],
+            pod("p", 100, 64),
+            "n1",
+        ),
+        (
+            "explicit arch wins",
+            vec![
+                with_image(arch(node("n1"), "arm64"), "app:1", "arm64", 10 * MI),
+                node("n2"),
+            ],
+            vec![],
+            select(pod("p", 100, 64), ARCH_LABEL, "amd64"),
+            "n2",
+        ),
+        (
+            "unknown image runs anywhere",
+            vec![arch(node("n1"), "arm64")],
+            vec![],
+            pod("p", 100, 64),
+            "n1",
+        ),
+        (
+            "host port taken",
+            vec![node("n1"), node("n2")],
+            vec![bound(host_port(pod("a", 10, 1), 80), "n1")],
+            host_port(pod("p", 10, 1), 80),
+            "n2",
+        ),
+        (
+            "cpu",
+            vec![node("n1"), node("n2")],
+            vec![bound(pod("a", 3900, 1), "n1")],
+            pod("p", 200, 1),
+            "n2",
+        ),
+        (
+            "memory",
+            vec![node("n1"), node("n2")],
+            vec![bound(pod("a", 1, 8000), "n2")],
+            pod("p", 1, 500),
+            "n1",
+        ),
+        (
+            "terminal pods free their room",
+            vec![node("n1")],
+            vec![{
+                let mut a = bound(pod("a", 4000, 1), "n1");
+                a.status.phase = PodPhase::Succeeded;
+                a
+            }],
+            pod("p", 1000, 1),
+            "n1",
+        ),
+        (
+            "anti-affinity per host",
+            vec![node("n1"), node("n2")],
+            vec![bound(web(pod("a", 1, 1)), "n1")],
+            anti_affinity(web(pod("p", 1, 1)), "app", "web", HOSTNAME_LABEL),
+            "n2",
+        ),
+        (
+            "anti-affinity per site",
+            vec![
+                site(node("n1"), "a"),
+                site(node("n2"), "a"),
+                site(node("n3"), "b"),
+            ],
+            vec![bound(web(pod("a", 1, 1)), "n1")],
+            anti_affinity(web(pod("p", 1, 1)), "app", "web", SITE_LABEL),
+            "n3",
+        ),
+        (
+            "existing pod's anti-affinity repels",
+            vec![node("n1"), node("n2")],
+            vec![bound(
+                anti_affinity(pod("a", 1, 1), "app", "web", HOSTNAME_LABEL),
+                "n1",
+            )],
+            web(pod("p", 1, 1)),
+            "n2",
+        ),
+        (
+            "affinity",
+            vec![node("n1"), node("n2")],
+            vec![bound(labelled(pod("a", 1, 1), "app", "db"), "n2")],
+            affinity(pod("p", 1, 1), "app", "db", HOSTNAME_LABEL),
+            "n2",
+        ),
+        (
+            "first of its group",
+            vec![node("n1")],
+            vec![],
+            affinity(web(pod("p", 1, 1)), "app", "web", HOSTNAME_LABEL),
+            "n1",
+        ),
+        (
+            "spread DoNotSchedule",
+            vec![site(node("n1"), "a"), site(node("n2"), "b")],
+            vec![
+                bound(web(pod("a", 1, 1)), "n1"),
+                bound(web(pod("b", 1, 1)), "n1"),
+            ],
+            spread(web(pod("p", 1, 1)), "app", "web", SITE_LABEL, 1, true),
+            "n2",
+        ),
+        (
+            "spread within the selected nodes",
+            vec![
+                site(with_label(node("n1"), "disk", "ssd"), "a"),
+                site(with_label(node("n2"), "disk", "ssd"), "b"),
+                site(node("n3"), "c"),
+            ],
+            vec![bound(web(pod("a", 1, 1)), "n1")],
+            select(
+                spread(web(pod("p", 1, 1)), "app", "web", SITE_LABEL, 1, true),
+                "disk",
+                "ssd",
+            ),
+            "n2",
+        ),
     ];
     for (name, nodes, placed, p, want) in cases {
         assert_eq!(decide(&nodes, &placed, p), Ok(want.to_string()), "{name}");
@@ -129,12 +295,17 @@ fn failure_messages_name_the_first_filter_per_node() {
         nodes.push(site(node(&format!("mem{i}")), "a"));
     }
     for i in 0..4 {
-        nodes.push(site(with_pressure(node(&format!("disk{i}")), ConditionType::DiskPressure), "a"));
+        nodes.push(site(
+            with_pressure(node(&format!("disk{i}")), ConditionType::DiskPressure),
+            "a",
+        ));
     }
     for i in 0..5 {
         nodes.push(site(node(&format!("other{i}")), "b"));
     }
-    let placed: Vec<Pod> = (0..3).map(|i| bound(pod(&format!("big{i}"), 1, 8000), &format!("mem{i}"))).collect();
+    let placed: Vec<Pod> = (0..3)
+        .map(|i| bound(pod(&format!("big{i}"), 1, 8000), &format!("mem{i}")))
+        .collect();
     let got = decide(&nodes, &placed, select(pod("p", 1, 1000), SITE_LABEL, "a")).unwrap_err();
     assert_eq!(
         got,
@@ -146,14 +317,30 @@ fn failure_messages_name_the_first_filter_per_node() {
 fn scores_prefer_the_right_node() {
     let half = vec![bound(pod("a", 2000, 4096), "n1")];
     let two = [node("n1"), node("n2")];
-    assert_eq!(decide(&two, &half, pod("p", 500, 512)), Ok("n2".into()), "least allocated");
+    assert_eq!(
+        decide(&two, &half, pod("p", 500, 512)),
+        Ok("n2".into()),
+        "least allocated"
+    );
     let most = SchedulerConfig {
         strategy: Strategy::MostAllocated,
         ..SchedulerConfig::default()
     };
-    assert_eq!(decide_with(&two, &half, pod("p", 500, 512), most.clone()), Ok("n1".into()), "most allocated");
-    let image = [node("n1"), with_image(node("n2"), "app:1", "amd64", 800 * MI), node("n3")];
-    assert_eq!(decide(&image, &[], pod("p", 100, 64)), Ok("n2".into()), "image locality");
+    assert_eq!(
+        decide_with(&two, &half, pod("p", 500, 512), most.clone()),
+        Ok("n1".into()),
+        "most allocated"
+    );
+    let image = [
+        node("n1"),
+        with_image(node("n2"), "app:1", "amd64", 800 * MI),
+        node("n3"),
+    ];
+    assert_eq!(
+        decide(&image, &[], pod("p", 100, 64)),
+        Ok("n2".into()),
+        "image locality"
+    );
     let mut p = pod("p", 100, 64);
     p.spec.affinity = Some(Affinity {
         node_affinity: Some(NodeAffinity {
@@ -171,25 +358,49 @@ fn scores_prefer_the_right_node() {
         }),
         ..Affinity::default()
     });
-    assert_eq!(decide(&[site(node("n1"), "a"), site(node("n2"), "b")], &[], p), Ok("n2".into()), "preferred node affinity");
+    assert_eq!(
+        decide(&[site(node("n1"), "a"), site(node("n2"), "b")], &[], p),
+        Ok("n2".into()),
+        "preferred node affinity"
+    );
     // Soft spread beats packing: controlled pods spread over sites even
     // under MostAllocated, bare ones pile up.
     let sites = [site(node("n1"), "a"), site(node("n2"), "b")];
     let web = |n: &str| owned(labelled(pod(n, 1000, 1024), "app", "web"), "web-rs");
-    assert_eq!(decide_with(&sites, &[bound(web("a"), "n1")], web("p"), most.clone()), Ok("n2".into()), "default spread");
+    assert_eq!(
+        decide_with(&sites, &[bound(web("a"), "n1")], web("p"), most.clone()),
+        Ok("n2".into()),
+        "default spread"
+    );
     let bare = |n: &str| pod(n, 1000, 1024);
-    assert_eq!(decide_with(&sites, &[bound(bare("a"), "n1")], bare("p"), most), Ok("n1".into()), "bare pods pack");
+    assert_eq!(
+        decide_with(&sites, &[bound(bare("a"), "n1")], bare("p"), most),
+        Ok("n1".into()),
+        "bare pods pack"
+    );
 }
 
 #[test]
 fn decisions_in_one_call_see_each_other() {
     let mut c = Cluster::new(&[node("n1")], SchedulerConfig::default());
-    put_pods(c.store.as_ref(), &[pod("a", 1500, 1), pod("b", 1500, 1), pod("c", 1500, 1)]);
+    put_pods(
+        c.store.as_ref(),
+        &[pod("a", 1500, 1), pod("b", 1500, 1), pod("c", 1500, 1)],
+    );
     c.settle();
-    let placed = ["a", "b", "c"].iter().filter(|n| c.node_of(n).is_some()).count();
+    let placed = ["a", "b", "c"]
+        .iter()
+        .filter(|n| c.node_of(n).is_some())
+        .count();
     assert_eq!(placed, 2);
-    let left = ["a", "b", "c"].into_iter().find(|n| c.node_of(n).is_none()).unwrap();
-    assert_eq!(c.message(left), "0/1 nodes are available: 1 Insufficient cpu.");
+    let left = ["a", "b", "c"]
+        .into_iter()
+        .find(|n| c.node_of(n).is_none())
+        .unwrap();
+    assert_eq!(
+        c.message(left),
+        "0/1 nodes are available: 1 Insufficient cpu."
+    );
 }
 
 #[test]
@@ -203,25 +414,49 @@ fn control_plane_binds_parks_and_unparks_without_timers() {
         let p = c.pod(&format!("p{i}"));
         assert_eq!(p.node(), Some("n1"), "the cordoned node gets nothing");
         let cond = p.status.condition(crate::api::pod::POD_SCHEDULED).unwrap();
-        assert_eq!((cond.reason.as_str(), cond.status), ("Scheduled", crate::api::meta::ConditionStatus::True));
+        assert_eq!(
+            (cond.reason.as_str(), cond.status),
+            ("Scheduled", crate::api::meta::ConditionStatus::True)
+        );
     }
     let events = c.event_list();
-    assert!(events.iter().any(|(r, o, m)| r == "Scheduled" && o == "pod/p0" && m == "Successfully assigned default/p0 to n1"));
+    assert!(events.iter().any(|(r, o, m)| r == "Scheduled"
+        && o == "pod/p0"
+        && m == "Successfully assigned default/p0 to n1"));
     // n1 has 1000m left: an impossible request and one that waits for room.
-    put_pods(c.store.as_ref(), &[pod("huge", 64_000, 64), pod("later", 1500, 64)]);
+    put_pods(
+        c.store.as_ref(),
+        &[pod("huge", 64_000, 64), pod("later", 1500, 64)],
+    );
     c.settle();
-    assert_eq!(c.message("huge"), "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) were unschedulable.");
+    assert_eq!(
+        c.message("huge"),
+        "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) were unschedulable."
+    );
     assert_eq!(c.node_of("later"), None);
-    let failed = |c: &Cluster| c.event_list().iter().filter(|(r, o, _)| r == "FailedScheduling" && o == "pod/later").count();
+    let failed = |c: &Cluster| {
+        c.event_list()
+            .iter()
+            .filter(|(r, o, _)| r == "FailedScheduling" && o == "pod/later")
+            .count()
+    };
     assert_eq!(failed(&c), 1);
     // Time passes with nothing happening: no retries (the next wake-up is
     // the five-minute flush), no new writes.
     let rev = c.store.revision();
     c.now = c.now.plus(Duration::from_secs(30));
     c.settle();
-    assert_eq!(c.store.revision(), rev, "nothing written while nothing changed");
+    assert_eq!(
+        c.store.revision(),
+        rev,
+        "nothing written while nothing changed"
+    );
     let wake = c.plane.next_wakeup().unwrap();
-    assert!(wake >= c.now.plus(Duration::from_secs(200)), "no timer at a high rate: {wake:?} vs {:?}", c.now);
+    assert!(
+        wake >= c.now.plus(Duration::from_secs(200)),
+        "no timer at a high rate: {wake:?} vs {:?}",
+        c.now
+    );
     // Freeing room moves the parked pod at once, without the clock moving.
     let victim = c.pod("p0");
     c.store.delete(&victim.key()).unwrap();
@@ -252,17 +487,31 @@ fn a_failed_binding_is_undone_and_retried() {
     let now = crate::api::Time(10_000);
     s.resync(&cache, now);
     let writes = s.schedule(&cache, now);
-    let binding = writes.iter().find(|w| matches!(w, Write::Update(Object::Pod(p)) if p.node().is_some())).unwrap();
+    let binding = writes
+        .iter()
+        .find(|w| matches!(w, Write::Update(Object::Pod(p)) if p.node().is_some()))
+        .unwrap();
     let slot = s.snapshot().slot_of("n1").unwrap();
-    assert_eq!(s.snapshot().node(slot).unwrap().requested.cpu_millis, 3000, "assumed at once");
+    assert_eq!(
+        s.snapshot().node(slot).unwrap().requested.cpu_millis,
+        3000,
+        "assumed at once"
+    );
     s.written(binding, false, now);
-    assert_eq!(s.snapshot().node(slot).unwrap().requested.cpu_millis, 0, "assumption undone");
+    assert_eq!(
+        s.snapshot().node(slot).unwrap().requested.cpu_millis,
+        0,
+        "assumption undone"
+    );
     assert_eq!(s.pending(), 1);
     assert!(s.schedule(&cache, now).is_empty(), "backing off");
     let later = now.plus(Duration::from_secs(1));
     assert_eq!(s.next_wakeup(), Some(later));
     let again = s.schedule(&cache, later);
-    let binding = again.iter().find(|w| matches!(w, Write::Update(_))).unwrap();
+    let binding = again
+        .iter()
+        .find(|w| matches!(w, Write::Update(_)))
+        .unwrap();
     s.written(binding, true, later);
     assert_eq!(s.pending(), 0);
     assert_eq!(s.snapshot().node(slot).unwrap().requested.cpu_millis, 3000);
@@ -293,8 +542,12 @@ fn preemption_evicts_only_lower_priority_and_holds_the_room() {
     assert!(!c.pod("peer").metadata.is_deleting());
     assert_eq!(c.pod("vip").status.nominated_node_name, "n1");
     let events = c.event_list();
-    assert!(events.iter().any(|(r, o, m)| r == "Preempted" && o == "pod/mid" && m == "Preempted by default/vip on node n1"));
-    assert!(events.iter().any(|(r, o, _)| r == "Preempted" && o == "pod/vip"));
+    assert!(events.iter().any(|(r, o, m)| r == "Preempted"
+        && o == "pod/mid"
+        && m == "Preempted by default/vip on node n1"));
+    assert!(events
+        .iter()
+        .any(|(r, o, _)| r == "Preempted" && o == "pod/vip"));
     // While mid terminates, a low-priority newcomer cannot take vip's room.
     put_pods(c.store.as_ref(), &[prio(pod("sneak", 400, 1), 0)]);
     c.settle();
@@ -325,7 +578,10 @@ fn exec_format_errors_teach_the_architecture() {
     c.settle();
     put_pods(c.store.as_ref(), &[failed]);
     c.settle();
-    let warned = c.event_list().into_iter().find(|(r, o, _)| r == "ExecFormatError" && o == "pod/old");
+    let warned = c
+        .event_list()
+        .into_iter()
+        .find(|(r, o, _)| r == "ExecFormatError" && o == "pod/old");
     let (_, _, msg) = warned.expect("a warning on the failed pod");
     assert!(msg.contains("app:1") && msg.contains("amd64"), "{msg}");
     // The replacement (and every later pod of that image) avoids amd64,

@@ -151,7 +151,7 @@ pub struct SetKey {
 impl SetKey {
     pub fn matches(&self, pod: &Pod) -> bool {
         (self.terminating || !pod.metadata.is_deleting())
-            && self.namespaces.iter().any(|n| *n == pod.metadata.namespace)
+            && self.namespaces.contains(&pod.metadata.namespace)
             && self.selector.matches(&pod.metadata.labels)
     }
 }
