@@ -30,6 +30,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod pki;
 pub mod registry;
+pub mod scheduler;
 pub mod server;
 pub mod sim;
 pub mod store;

@@ -91,6 +91,11 @@ struct Tuning {
     /// Lifetime of node certificates; agents renew at two thirds of it.
     #[arg(long, default_value = "8760h", value_parser = parse_duration)]
     node_cert_ttl: Duration,
+    /// How the scheduler scores node resources: least-allocated spreads
+    /// load; most-allocated packs pods onto fewer boxes (frees whole boxes
+    /// for scale-in).
+    #[arg(long, default_value = "least-allocated")]
+    scheduler_strategy: outpost_controller::scheduler::Strategy,
     /// Range Services' cluster IPs are allocated from.
     #[arg(long, default_value = "10.43.0.0/16")]
     service_cidr: outpost_controller::api::admission::Ipv4Cidr,
@@ -102,7 +107,10 @@ struct Tuning {
 fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
     let bad = || format!("{s:?} is not a port range such as 30000-32767");
     let (a, b) = s.split_once('-').ok_or_else(bad)?;
-    let (a, b): (u16, u16) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+    let (a, b): (u16, u16) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
     if a == 0 || a > b {
         return Err(bad());
     }
@@ -283,6 +291,12 @@ async fn serve(
     for c in outpost_controller::controllers::standard(&Default::default()) {
         plane.add_controller(c);
     }
+    plane.set_scheduler(Box::new(outpost_controller::scheduler::Scheduler::new(
+        outpost_controller::scheduler::SchedulerConfig {
+            strategy: a.tuning.scheduler_strategy,
+            ..Default::default()
+        },
+    )));
     let ctrl = Arc::new(Controller::open(
         store,
         ca,

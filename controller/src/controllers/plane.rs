@@ -414,7 +414,7 @@ fn to_txn(w: &Write, cache: &Cache, events: &mut EventLog, now: Time) -> Option<
             let ns_name = crate::api::ns_name(&obj.meta().namespace, &obj.meta().name);
             let rev = obj.meta().revision();
             let mut obj = obj.clone();
-            // Gone meanwhile: the compare below fails.
+            // Gone meanwhile: nothing to carry over, the compare below fails.
             if let Some(old) = cache.object(obj.kind(), &ns_name) {
                 machinery::prepare_update(&old, &mut obj);
             }

@@ -102,12 +102,20 @@ impl std::fmt::Debug for Sim {
 const EPOCH_MS: u64 = 1_796_000_000_000;
 
 impl Sim {
-    /// A cluster with no nodes running the standard controllers (and the
-    /// scheduler, when there is one).
+    /// A cluster with no nodes running the standard controllers and the
+    /// scheduler.
     pub fn standard(cfg: SimConfig) -> Sim {
         Sim::new(
             cfg,
-            Box::new(|| (crate::controllers::standard(&Default::default()), None)),
+            Box::new(|| {
+                (
+                    crate::controllers::standard(&Default::default()),
+                    Some(
+                        Box::new(crate::scheduler::Scheduler::new(Default::default()))
+                            as Box<dyn Scheduling>,
+                    ),
+                )
+            }),
         )
     }
 
