@@ -4,6 +4,8 @@
 use super::node::NodeSpec;
 use super::*;
 use crate::api::pod::PodPhase;
+use outpost_proto::names::SITE_LABEL;
+use std::collections::BTreeMap;
 
 fn bare() -> Sim {
     Sim::new(SimConfig::default(), Box::new(|| (Vec::new(), None)))
@@ -105,4 +107,190 @@ fn a_controller_restart_writes_nothing_and_restarts_nothing() {
     for i in 0..3 {
         assert_eq!(sim.node(&format!("n{i}")).unwrap().pod_count(), 3);
     }
+}
+
+/// A cluster of `nodes` nodes over `sites` sites, standard controllers and
+/// scheduler.
+fn fleet(nodes: usize, sites: usize) -> Sim {
+    let mut sim = Sim::standard(SimConfig::default());
+    for i in 0..nodes {
+        sim.add_node(NodeSpec::new(
+            format!("n{i:04}"),
+            format!("site-{:02}", i % sites),
+        ));
+    }
+    sim.run_for(Duration::from_secs(1));
+    sim
+}
+
+fn deployment(name: &str, replicas: usize) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers:\n      - name: c\n        image: outpost/workload-http:dev\n        resources: {{requests: {{cpu: 100m, memory: 64Mi}}}}\n"
+    )
+}
+
+fn available(c: &Cache, name: &str) -> i32 {
+    c.deployment(&format!("default/{name}"))
+        .map_or(-1, |d| d.status.available_replicas)
+}
+
+/// Pods of `app` per site and per node.
+fn spread(sim: &Sim, app: &str) -> (BTreeMap<String, usize>, BTreeMap<String, usize>) {
+    let c = sim.cache();
+    let mut sites = BTreeMap::new();
+    let mut nodes = BTreeMap::new();
+    for p in c.pods() {
+        if p.metadata.labels.get("app").map(String::as_str) != Some(app) {
+            continue;
+        }
+        let Some(n) = p.node() else { continue };
+        *nodes.entry(n.to_string()).or_insert(0) += 1;
+        let site = c.node(n).unwrap().labels()[SITE_LABEL].clone();
+        *sites.entry(site).or_insert(0) += 1;
+    }
+    (sites, nodes)
+}
+
+#[test]
+fn a_thousand_replicas_over_500_nodes_in_20_sites_spread_evenly() {
+    let mut sim = fleet(500, 20);
+    let wall = std::time::Instant::now();
+    sim.apply_yaml(&deployment("web", 1000)).unwrap();
+    let took = sim
+        .run_until(Duration::from_secs(600), |c| available(c, "web") == 1000)
+        .unwrap();
+    let (sites, nodes) = spread(&sim, "web");
+    println!(
+        "1000 replicas available after {took:?} of cluster time ({:?} wall); per site {:?}; per node {}..{}",
+        wall.elapsed(),
+        sites.values().collect::<Vec<_>>(),
+        nodes.values().min().unwrap(),
+        nodes.values().max().unwrap()
+    );
+    assert_eq!(sites.len(), 20);
+    assert!(sites.values().all(|&n| n == 50), "{sites:?}");
+    assert_eq!(nodes.len(), 500);
+    assert!(nodes.values().all(|&n| n == 2), "{nodes:?}");
+    // Every pod runs on its node, none twice.
+    let running: usize = sim
+        .node_names()
+        .iter()
+        .map(|n| sim.node(n).unwrap().pod_count())
+        .sum();
+    assert_eq!(running, 1000);
+}
+
+#[test]
+fn scale_up_down_and_delete_remove_everything() {
+    let mut sim = fleet(40, 4);
+    sim.apply_yaml(&deployment("web", 10)).unwrap();
+    sim.run_until(Duration::from_secs(120), |c| available(c, "web") == 10)
+        .unwrap();
+    sim.scale(Kind::Deployment, "default", "web", 100).unwrap();
+    let up = sim
+        .run_until(Duration::from_secs(300), |c| available(c, "web") == 100)
+        .unwrap();
+    let (sites, _) = spread(&sim, "web");
+    println!("scaled to 100 in {up:?}: per site {sites:?}");
+    assert!(sites.values().all(|&n| n == 25), "{sites:?}");
+    sim.scale(Kind::Deployment, "default", "web", 3).unwrap();
+    let down = sim
+        .run_until(Duration::from_secs(300), |c| {
+            available(c, "web") == 3 && c.pods().count() == 3
+        })
+        .unwrap();
+    let (sites, _) = spread(&sim, "web");
+    println!("scaled to 3 in {down:?}: per site {sites:?}");
+    assert_eq!(sites.len(), 3, "the survivors stay spread: {sites:?}");
+    let running: usize = sim
+        .node_names()
+        .iter()
+        .map(|n| sim.node(n).unwrap().pod_count())
+        .sum();
+    assert_eq!(running, 3);
+    // A template change rolls out to a second ReplicaSet; then deleting the
+    // Deployment takes both ReplicaSets and every pod with it.
+    sim.apply_yaml(&deployment("web", 3).replace("workload-http:dev", "workload-http:v2"))
+        .unwrap();
+    sim.run_until(Duration::from_secs(300), |c| {
+        c.replicasets().count() == 2
+            && c.pods()
+                .filter(|p| p.spec.containers[0].image.ends_with(":v2") && p.status.is_ready())
+                .count()
+                == 3
+            && c.pods().count() == 3
+    })
+    .unwrap();
+    sim.delete(Kind::Deployment, "default", "web", Propagation::Background)
+        .unwrap();
+    let gone = sim
+        .run_until(Duration::from_secs(300), |c| {
+            c.replicasets().count() == 0 && c.pods().count() == 0
+        })
+        .unwrap();
+    println!("deployment, replicasets and pods gone {gone:?} after the delete");
+    let running: usize = sim
+        .node_names()
+        .iter()
+        .map(|n| sim.node(n).unwrap().pod_count())
+        .sum();
+    assert_eq!(running, 0);
+}
+
+#[test]
+fn a_controller_restart_under_deployments_changes_nothing() {
+    let mut sim = fleet(50, 5);
+    sim.apply_yaml(&deployment("web", 200)).unwrap();
+    sim.apply_yaml(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{port: 80}]\n",
+    )
+    .unwrap();
+    sim.run_until(Duration::from_secs(300), |c| {
+        available(c, "web") == 200
+            && c.endpoints("default/web")
+                .is_some_and(|e| e.subsets.iter().map(|s| s.addresses.len()).sum::<usize>() == 200)
+    })
+    .unwrap();
+    sim.run_for(Duration::from_secs(30));
+    let rev = sim.store().revision();
+    let objects = |sim: &Sim| -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = sim
+            .store()
+            .list("/registry/")
+            .unwrap()
+            .kvs
+            .iter()
+            .filter(|kv| !kv.key.starts_with("/registry/nodes/"))
+            .map(|kv| (kv.key.clone(), kv.mod_revision))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = objects(&sim);
+    sim.restart_controller();
+    sim.run_for(Duration::from_secs(3600));
+    assert_eq!(objects(&sim), before, "no object was rewritten");
+    let written: Vec<String> = sim
+        .store()
+        .list("/registry/")
+        .unwrap()
+        .kvs
+        .iter()
+        .filter(|kv| kv.mod_revision > rev)
+        .map(|kv| kv.key.clone())
+        .collect();
+    assert!(
+        written.iter().all(|k| k.starts_with("/registry/nodes/")),
+        "{written:?}"
+    );
+    let running: usize = sim
+        .node_names()
+        .iter()
+        .map(|n| sim.node(n).unwrap().pod_count())
+        .sum();
+    assert_eq!(running, 200);
+    println!(
+        "restart + 1h of cluster time: {} node writes, 0 object writes, 200 pods untouched",
+        written.len()
+    );
 }
