@@ -906,6 +906,7 @@ async fn watch(
                     }
                     let ctx = ctl::Context {
                         now_ms: now_ms(),
+                        wide: layout.wide,
                         nodes: &nodes,
                     };
                     let row = (printer.row)(&obj, &ctx)?;

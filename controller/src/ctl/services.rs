@@ -36,7 +36,8 @@ pub fn external_ip(s: &Service, wide: bool) -> String {
     match s.spec.kind {
         ServiceType::ClusterIP | ServiceType::NodePort => "<none>".into(),
         ServiceType::LoadBalancer => {
-            let ips: Vec<&str> = s
+            // A sorted set, as kubectl's loadBalancerStatusStringer.
+            let ips: BTreeSet<&str> = s
                 .status
                 .load_balancer
                 .ingress
@@ -44,7 +45,7 @@ pub fn external_ip(s: &Service, wide: bool) -> String {
                 .map(|i| i.ip.as_str())
                 .filter(|i| !i.is_empty())
                 .collect();
-            let text = ips.join(",");
+            let text = ips.into_iter().collect::<Vec<_>>().join(",");
             if text.is_empty() {
                 "<pending>".into()
             } else if !wide && text.len() > MAX_EXTERNAL_IP {
@@ -72,7 +73,7 @@ pub fn service_row(v: &Value, ctx: &Context<'_>) -> Result<Row, RenderError> {
         vec![
             s.spec.kind.name().to_string(),
             super::or_none(&s.spec.cluster_ip),
-            external_ip(&s, false),
+            external_ip(&s, ctx.wide),
             ports_text(&s),
             age_of(s.metadata.creation_timestamp, ctx.now_ms),
             selector_text(&s),
