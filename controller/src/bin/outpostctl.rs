@@ -223,6 +223,9 @@ struct ApplyArgs {
     /// Read directories' subdirectories too.
     #[arg(short = 'R', long)]
     recursive: bool,
+    /// Namespace for objects whose manifests name none (default: default).
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
     #[command(flatten)]
     dry_run: DryRunFlag,
 }
@@ -368,13 +371,13 @@ fn is_not_found(e: &anyhow::Error) -> bool {
 
 /// Writes to standard output; a closed pipe (`| head`) ends the program.
 fn emit(s: &str) {
+    emit_bytes(s.as_bytes());
+}
+
+fn emit_bytes(b: &[u8]) {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
-    if out
-        .write_all(s.as_bytes())
-        .and_then(|()| out.flush())
-        .is_err()
-    {
+    if out.write_all(b).and_then(|()| out.flush()).is_err() {
         std::process::exit(1);
     }
 }
@@ -449,7 +452,7 @@ async fn run(cli: Cli) -> Result<()> {
             });
             client::stream(&cfg, req, |r| {
                 if let AdminResponse::Data(bytes) = r {
-                    emit(&String::from_utf8_lossy(&bytes));
+                    emit_bytes(&bytes);
                 }
                 Ok(())
             })
@@ -609,9 +612,15 @@ impl Fetched {
 
     fn table(&self, layout: Layout, now: u64) -> Result<String> {
         Ok(match self {
-            Fetched::Objects { kind, items, nodes } => {
-                ctl::printer(*kind).table(items, &ctl::Context { now_ms: now, nodes }, layout)?
-            }
+            Fetched::Objects { kind, items, nodes } => ctl::printer(*kind).table(
+                items,
+                &ctl::Context {
+                    now_ms: now,
+                    wide: layout.wide,
+                    nodes,
+                },
+                layout,
+            )?,
             Fetched::Events(e) => ctl::events::events_table(e, now),
             Fetched::Tokens(t) => ctl::tokens::tokens_table(t, now),
         })
@@ -1119,7 +1128,17 @@ async fn apply(cfg: &ClientConfig, args: ApplyArgs, fmt: Format) -> Result<()> {
         .context("nothing was applied")?;
     let documents = docs
         .into_iter()
-        .map(|(source, v)| {
+        .map(|(source, mut v)| {
+            if let Some(ns) = &args.namespace {
+                let namespaced = Kind::of_manifest(
+                    v["apiVersion"].as_str().unwrap_or_default(),
+                    v["kind"].as_str().unwrap_or_default(),
+                )
+                .is_some_and(Kind::namespaced);
+                if namespaced && ctl::namespace_of(&v).is_empty() && v["metadata"].is_object() {
+                    v["metadata"]["namespace"] = ns.clone().into();
+                }
+            }
             Ok(Document {
                 source,
                 json: serde_json::to_vec(&v)?,
