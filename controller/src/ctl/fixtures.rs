@@ -248,7 +248,7 @@ fn names_of_several_kinds_are_qualified() {
     };
     let t = p
         .table(
-            &[v.clone()],
+            std::slice::from_ref(&v),
             &ctx,
             Layout {
                 qualified: true,
