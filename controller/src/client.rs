@@ -6,9 +6,16 @@
 use crate::clientconfig::{pem_der, ClientConfig};
 use anyhow::{anyhow, bail, Context, Result};
 use outpost_proto::link::{self, read_frame, write_frame};
-use outpost_proto::{close, AdminRequest, AdminResponse, Message, MAX_FRAME};
+use outpost_proto::{close, AdminRequest, AdminResponse, ErrorMsg, Message, MAX_FRAME};
 use std::net::SocketAddr;
 use std::time::Duration;
+
+/// An error the controller answered a call with. Its Display is the
+/// controller's message; the code tells callers what kind of failure it
+/// was (`outpostctl` prints `Error from server (NotFound): ...`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.message)]
+pub struct ServerError(pub ErrorMsg);
 
 /// Longest wait for one call, connect included.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -80,7 +87,7 @@ pub async fn call_on(
     })??;
     match reply {
         Some(Message::Response(r)) => Ok(r),
-        Some(Message::Error(e)) => bail!("{}", e.message),
+        Some(Message::Error(e)) => Err(ServerError(e).into()),
         Some(other) => bail!("unexpected {} from the controller", other.kind()),
         None => bail!("the controller closed the stream without answering"),
     }
@@ -129,6 +136,68 @@ fn frame_error(e: link::LinkError) -> anyhow::Error {
     }
 }
 
+/// A streamed call read one response at a time (`get -w`, `logs -f`):
+/// no overall timeout, it runs until the stream ends or the caller closes
+/// it.
+pub struct Stream {
+    endpoint: quinn::Endpoint,
+    conn: quinn::Connection,
+    recv: quinn::RecvStream,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("remote", &self.conn.remote_address())
+            .finish()
+    }
+}
+
+impl Stream {
+    /// Connects and sends `req`.
+    pub async fn open(cfg: &ClientConfig, req: AdminRequest) -> Result<Stream> {
+        let (endpoint, conn, _) = open_call(cfg).await?;
+        let opened = async {
+            let (mut send, recv) = conn.open_bi().await?;
+            write_frame(&mut send, &Message::Request(req)).await?;
+            send.finish()?;
+            Ok::<_, anyhow::Error>(recv)
+        }
+        .await;
+        match opened {
+            Ok(recv) => Ok(Stream {
+                endpoint,
+                conn,
+                recv,
+            }),
+            Err(e) => {
+                conn.close(close::DONE.into(), b"done");
+                endpoint.wait_idle().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The next response; `None` once the controller ended the stream.
+    pub async fn next(&mut self) -> Result<Option<AdminResponse>> {
+        match read_frame(&mut self.recv, MAX_FRAME)
+            .await
+            .map_err(frame_error)?
+        {
+            None => Ok(None),
+            Some(Message::Response(r)) => Ok(Some(r)),
+            Some(Message::Error(e)) => Err(ServerError(e).into()),
+            Some(other) => bail!("unexpected {} from the controller", other.kind()),
+        }
+    }
+
+    /// Hangs up (the controller stops sending) and waits for the close.
+    pub async fn close(self) {
+        self.conn.close(close::DONE.into(), b"done");
+        self.endpoint.wait_idle().await;
+    }
+}
+
 /// A streamed call (`logs`): sends `req` and hands every response frame to
 /// `each` until the stream ends. No overall timeout: `logs -f` runs until
 /// the container stops or the caller is interrupted.
@@ -137,26 +206,15 @@ pub async fn stream(
     req: AdminRequest,
     mut each: impl FnMut(AdminResponse) -> Result<()>,
 ) -> Result<()> {
-    let (endpoint, conn, _) = open_call(cfg).await?;
+    let mut s = Stream::open(cfg, req).await?;
     let result = async {
-        let (mut send, mut recv) = conn.open_bi().await?;
-        write_frame(&mut send, &Message::Request(req)).await?;
-        send.finish()?;
-        loop {
-            match read_frame(&mut recv, MAX_FRAME)
-                .await
-                .map_err(frame_error)?
-            {
-                None => return Ok(()),
-                Some(Message::Response(r)) => each(r)?,
-                Some(Message::Error(e)) => bail!("{}", e.message),
-                Some(other) => bail!("unexpected {} from the controller", other.kind()),
-            }
+        while let Some(r) = s.next().await? {
+            each(r)?;
         }
+        Ok(())
     }
     .await;
-    conn.close(close::DONE.into(), b"done");
-    endpoint.wait_idle().await;
+    s.close().await;
     result
 }
 
@@ -197,7 +255,7 @@ pub async fn push_image(
                         }
                         each(&p);
                     }
-                    Some(Message::Error(e)) => bail!("{}", e.message),
+                    Some(Message::Error(e)) => return Err(ServerError(e).into()),
                     Some(other) => bail!("unexpected {} from the controller", other.kind()),
                 }
             }

@@ -24,7 +24,6 @@ pub mod clientconfig;
 pub mod cluster;
 pub mod controllers;
 pub mod ctl;
-pub mod ctl_pods;
 pub mod events;
 pub mod manifest;
 pub mod metrics;

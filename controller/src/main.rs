@@ -275,7 +275,7 @@ async fn serve(
         grace: a.tuning.node_grace_period,
         node_cert_ttl: a.tuning.node_cert_ttl,
         admission: outpost_controller::api::admission::AdmissionConfig {
-            service_cidr: a.tuning.service_cidr.clone(),
+            service_cidr: a.tuning.service_cidr,
             node_ports: a.tuning.service_node_port_range.clone(),
         },
     };

@@ -1,18 +1,30 @@
-//! `outpostctl`: the operator's CLI. Every call is one request on one QUIC
-//! stream to the controller, authenticated with the admin certificate from
-//! the config file (`--config`, `OUTPOST_CONFIG`, or `~/.outpost/config`).
+//! `outpostctl`: the operator's CLI, with kubectl's habits. Every call is
+//! one request on one QUIC stream to the controller, authenticated with
+//! the admin certificate from the config file (`--config`,
+//! `OUTPOST_CONFIG`, or `~/.outpost/config`).
+//!
+//! Objects travel as Kubernetes JSON over the generic object API (apply,
+//! get, list, delete, watch, scale, cordon); `ctl` turns them into
+//! kubectl's tables and descriptions. Errors are printed once, as kubectl
+//! prints them (`Error from server (NotFound): ...`, `error: ...`), and
+//! every failure exits 1.
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use clap::{Parser, Subcommand};
+use outpost_controller::api::selector::Selector;
 use outpost_controller::api::{self, Kind};
-use outpost_controller::client;
+use outpost_controller::client::{self, ServerError};
 use outpost_controller::clientconfig::{self, ClientConfig};
 use outpost_controller::cluster::now_ms;
-use outpost_controller::ctl::{self, Format};
-use outpost_controller::{ctl_pods, manifest};
+use outpost_controller::ctl::input::{self, Target};
+use outpost_controller::ctl::{self, Format, Layout};
 use outpost_proto::units::parse_duration;
-use outpost_proto::{names, AdminRequest, AdminResponse, ObjectRef};
-use std::io::Read as _;
+use outpost_proto::{
+    names, AdminRequest, AdminResponse, ApplyResult, Document, ErrorCode, NodeView, ObjectRef,
+    Propagation,
+};
+use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -22,7 +34,8 @@ struct Cli {
     /// Config file (default: $OUTPOST_CONFIG, then ~/.outpost/config).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
-    /// Output format for listings.
+    /// Output format: kubectl's table, wide (more columns), json (the
+    /// stable machine form), yaml, or name (`deployment.apps/web`).
     #[arg(short = 'o', long, global = true, value_enum, default_value = "table")]
     output: Format,
     #[command(subcommand)]
@@ -31,39 +44,28 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// List objects of a kind (pods, deployments, replicasets, services,
-    /// endpoints, priorityclasses, nodes, events, tokens), or one by name.
-    Get {
-        kind: String,
-        name: Option<String>,
-        #[command(flatten)]
-        scope: Scope,
-        /// With pods: only those bound to this node.
-        #[arg(long)]
-        node: Option<String>,
-        /// With events: only those about this object (e.g. node/edge-1).
-        #[arg(long = "for")]
-        object: Option<String>,
-        /// With events: how many of the newest to show.
-        #[arg(long, default_value_t = 100)]
-        limit: u32,
-    },
-    /// Show one object in detail, with its events.
-    Describe {
-        kind: String,
-        name: String,
-        #[command(flatten)]
-        scope: Scope,
-    },
-    /// Create or update the objects in Kubernetes-style YAML manifests
-    /// (`-` reads standard input).
-    Apply {
-        #[arg(short = 'f', long = "filename")]
-        file: PathBuf,
-        /// Validate and say what would change; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-    },
+    /// List objects: `get TYPE[,TYPE...] [NAME...]` or `get TYPE/NAME...`.
+    /// Types: pods (po), deployments (deploy), replicasets (rs), services
+    /// (svc), endpoints (ep), priorityclasses (pc), nodes (no), events (ev),
+    /// tokens, all.
+    Get(GetArgs),
+    /// Show objects in detail, each with its events:
+    /// `describe TYPE [NAME...]` or `describe TYPE/NAME`.
+    Describe(DescribeArgs),
+    /// Create or update the objects of Kubernetes manifests (YAML or JSON).
+    /// Everything given is applied together: if any object is refused,
+    /// nothing changes.
+    Apply(ApplyArgs),
+    /// Delete objects by name, by label selector, or as manifests name them
+    /// (a node's certificates stop being accepted).
+    Delete(DeleteArgs),
+    /// Set the replica count of deployments or replicasets:
+    /// `scale deployment web --replicas 3`.
+    Scale(ScaleArgs),
+    /// Mark nodes unschedulable: nothing new is placed on them.
+    Cordon { nodes: Vec<String> },
+    /// Mark nodes schedulable again.
+    Uncordon { nodes: Vec<String> },
     /// Run a pod with one container (scheduled unless --node names one).
     Run(RunFlags),
     /// Print a container's log, streamed from its node.
@@ -81,6 +83,7 @@ enum Cmd {
         /// The previous run's log, after a restart.
         #[arg(short = 'p', long)]
         previous: bool,
+        /// Namespace of the pod (default: default).
         #[arg(short = 'n', long)]
         namespace: Option<String>,
     },
@@ -91,6 +94,12 @@ enum Cmd {
         /// With pods: only those on this node.
         #[arg(long)]
         node: Option<String>,
+        /// With pods: the namespace (default: default).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// With pods: every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
     },
     /// Images on the nodes.
     Image {
@@ -102,30 +111,10 @@ enum Cmd {
         #[command(subcommand)]
         cmd: TokenCmd,
     },
-    /// Delete an object (a node's certificates stop being accepted).
-    Delete {
-        kind: String,
-        name: String,
-        #[command(flatten)]
-        scope: Scope,
-    },
-    /// Set the replica count of a deployment or replicaset.
-    Scale {
-        kind: String,
-        name: String,
-        #[arg(long)]
-        replicas: u32,
-        #[command(flatten)]
-        scope: Scope,
-    },
-    /// Mark a node unschedulable: nothing new is placed on it.
-    Cordon { node: String },
-    /// Mark a node schedulable again.
-    Uncordon { node: String },
 }
 
-/// Namespace selection, as kubectl's `-n` / `-A`.
-#[derive(clap::Args, Debug, Clone)]
+/// Namespace and label selection, as kubectl's `-n`, `-A` and `-l`.
+#[derive(clap::Args, Debug, Clone, Default)]
 struct Scope {
     /// Namespace (default: default).
     #[arg(short = 'n', long)]
@@ -136,6 +125,157 @@ struct Scope {
     /// Label selector, e.g. app=web,tier!=db.
     #[arg(short = 'l', long, default_value = "")]
     selector: String,
+}
+
+impl Scope {
+    /// The one namespace named (`default` unless `-n`).
+    fn namespace(&self) -> String {
+        self.namespace
+            .clone()
+            .unwrap_or_else(|| api::DEFAULT_NAMESPACE.into())
+    }
+
+    /// What a listing asks for: one namespace, or every one with `-A`.
+    fn list_namespace(&self) -> Option<String> {
+        (!self.all_namespaces).then(|| self.namespace())
+    }
+}
+
+/// kubectl's `--dry-run[=server|client|none]`: both dry runs ask the
+/// controller, which validates and admits everything and writes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DryRun {
+    None,
+    Client,
+    Server,
+}
+
+#[derive(clap::Args, Debug, Clone, Default)]
+struct DryRunFlag {
+    /// Validate and say what would change; change nothing.
+    #[arg(
+        long = "dry-run",
+        value_enum,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "server"
+    )]
+    dry_run: Option<DryRun>,
+}
+
+impl DryRunFlag {
+    fn on(&self) -> bool {
+        matches!(self.dry_run, Some(DryRun::Client | DryRun::Server))
+    }
+
+    fn suffix(&self) -> &'static str {
+        if self.on() {
+            " (dry run)"
+        } else {
+            ""
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+struct GetArgs {
+    /// TYPE[,TYPE...] [NAME...], or TYPE/NAME...
+    #[arg(required = true)]
+    args: Vec<String>,
+    #[command(flatten)]
+    scope: Scope,
+    /// With pods: only those bound to this node.
+    #[arg(long)]
+    node: Option<String>,
+    /// After listing, print a row for every change, until interrupted.
+    #[arg(short = 'w', long)]
+    watch: bool,
+    /// Print only changes from now on, until interrupted.
+    #[arg(long)]
+    watch_only: bool,
+    /// With --watch and -o json|yaml: each change as
+    /// `{"type": "MODIFIED", "object": ...}`.
+    #[arg(long)]
+    output_watch_events: bool,
+    /// With events: only those about this object (e.g. node/edge-1).
+    #[arg(long = "for")]
+    object: Option<String>,
+    /// With events: how many of the newest to show.
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+}
+
+#[derive(clap::Args, Debug)]
+struct DescribeArgs {
+    /// TYPE [NAME...], or TYPE/NAME... (no name: every object of the type).
+    #[arg(required = true)]
+    args: Vec<String>,
+    #[command(flatten)]
+    scope: Scope,
+}
+
+#[derive(clap::Args, Debug)]
+struct ApplyArgs {
+    /// Manifest file, directory (its .yaml, .yml and .json files) or `-`
+    /// for standard input; repeatable.
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<PathBuf>,
+    /// Read directories' subdirectories too.
+    #[arg(short = 'R', long)]
+    recursive: bool,
+    /// Namespace for objects whose manifests name none (default: default).
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    #[command(flatten)]
+    dry_run: DryRunFlag,
+}
+
+/// kubectl's `--cascade`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Cascade {
+    /// Delete the object now and its dependents after it.
+    Background,
+    /// Keep the dependents (they lose their owner reference).
+    Orphan,
+}
+
+#[derive(clap::Args, Debug)]
+struct DeleteArgs {
+    /// TYPE [NAME...], or TYPE/NAME...
+    args: Vec<String>,
+    /// Delete the objects these manifests name (file, directory or `-`).
+    #[arg(short = 'f', long = "filename")]
+    files: Vec<PathBuf>,
+    /// With -f: read directories' subdirectories too.
+    #[arg(short = 'R', long)]
+    recursive: bool,
+    #[command(flatten)]
+    scope: Scope,
+    /// Every object of the type (in the namespace, or every one with -A).
+    #[arg(long)]
+    all: bool,
+    /// What happens to dependents (a Deployment's ReplicaSets, a
+    /// ReplicaSet's pods).
+    #[arg(long, value_enum, default_value = "background")]
+    cascade: Cascade,
+    #[command(flatten)]
+    dry_run: DryRunFlag,
+    /// An object that does not exist is not an error.
+    #[arg(long)]
+    ignore_not_found: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct ScaleArgs {
+    /// TYPE NAME... or TYPE/NAME... (deployments and replicasets).
+    #[arg(required = true)]
+    args: Vec<String>,
+    /// The new replica count.
+    #[arg(long, required = true)]
+    replicas: u32,
+    /// Namespace (default: default).
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -173,211 +313,123 @@ enum TokenCmd {
     Revoke { id: String },
 }
 
+/// A failure already printed (per object, as kubectl does): exit 1
+/// without printing anything more.
+#[derive(Debug, thiserror::Error)]
+#[error("failed")]
+struct Reported;
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            // Help and version are answers; every usage error exits 1 as
+            // kubectl's do.
+            std::process::exit(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match rt.block_on(run(cli)) {
-        Ok(out) => print!("{out}"),
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::exit(1);
+    if let Err(e) = rt.block_on(run(cli)) {
+        if !e.is::<Reported>() {
+            eprintln!("{}", report(&e));
         }
+        std::process::exit(1);
     }
+}
+
+/// kubectl's reason for a controller's error code.
+fn reason(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::NotFound => "NotFound",
+        ErrorCode::AlreadyExists => "AlreadyExists",
+        ErrorCode::Conflict => "Conflict",
+        ErrorCode::InvalidRequest | ErrorCode::VersionMismatch => "BadRequest",
+        ErrorCode::PermissionDenied => "Forbidden",
+        ErrorCode::Unauthenticated | ErrorCode::InvalidToken => "Unauthorized",
+        ErrorCode::Internal => "InternalError",
+    }
+}
+
+/// An error as kubectl prints it: `Error from server (NotFound): ...` for
+/// the controller's answers, `error: ...` for everything else.
+fn report(e: &anyhow::Error) -> String {
+    match e.chain().find_map(|c| c.downcast_ref::<ServerError>()) {
+        Some(s) => format!("Error from server ({}): {e:#}", reason(s.0.code)),
+        None => format!("error: {e:#}"),
+    }
+}
+
+fn is_not_found(e: &anyhow::Error) -> bool {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<ServerError>())
+        .is_some_and(|s| s.0.code == ErrorCode::NotFound)
+}
+
+/// Writes to standard output; a closed pipe (`| head`) ends the program.
+fn emit(s: &str) {
+    emit_bytes(s.as_bytes());
+}
+
+fn emit_bytes(b: &[u8]) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if out.write_all(b).and_then(|()| out.flush()).is_err() {
+        std::process::exit(1);
+    }
+}
+
+fn unexpected(what: &str, r: &AdminResponse) -> anyhow::Error {
+    let name = format!("{r:?}");
+    let name = name.split(['(', ' ', '{']).next().unwrap_or_default();
+    anyhow!(
+        "the controller answered {what} with {name} (is this outpostctl the controller's version?)"
+    )
 }
 
 async fn call(cfg: &ClientConfig, req: AdminRequest) -> Result<AdminResponse> {
     client::call(cfg, req).await
 }
 
-fn machine(v: serde_json::Value, format: Format) -> String {
-    ctl::render(&v, format)
+/// A call answered with `Done`: its message.
+async fn done(cfg: &ClientConfig, what: &str, req: AdminRequest) -> Result<String> {
+    match call(cfg, req).await? {
+        AdminResponse::Done { message } => Ok(message),
+        other => Err(unexpected(what, &other)),
+    }
 }
 
-async fn run(cli: Cli) -> Result<String> {
-    let path = clientconfig::resolve_path(cli.config.as_deref())
-        .ok_or_else(|| anyhow!("no config: pass --config or set OUTPOST_CONFIG"))?;
+async fn run(cli: Cli) -> Result<()> {
+    let path = clientconfig::resolve_path(cli.config.as_deref()).ok_or_else(|| {
+        anyhow!("no config: pass --config FILE or set OUTPOST_CONFIG (`outpost-controller init` writes one)")
+    })?;
     let cfg = ClientConfig::load(&path)?;
-    let now = now_ms();
     let fmt = cli.output;
-    Ok(match cli.cmd {
-        Cmd::Get {
-            kind,
-            name,
-            scope,
-            node,
-            object,
-            limit,
-        } => match kind.as_str() {
-            "events" | "event" | "ev" => {
-                let AdminResponse::Events(events) =
-                    call(&cfg, AdminRequest::ListEvents { object, limit }).await?
-                else {
-                    bail!("unexpected answer")
-                };
-                match fmt {
-                    Format::Table => ctl::events_table(&events, now),
-                    _ => machine(ctl::list(events.iter().map(ctl::event_json).collect()), fmt),
-                }
-            }
-            "tokens" | "token" => {
-                let AdminResponse::Tokens(tokens) = call(&cfg, AdminRequest::ListTokens).await?
-                else {
-                    bail!("unexpected answer")
-                };
-                match fmt {
-                    Format::Table => ctl::tokens_table(&tokens, now),
-                    _ => machine(ctl::list(tokens.iter().map(ctl::token_json).collect()), fmt),
-                }
-            }
-            _ => get(&cfg, &kind, name, &scope, node, fmt, now).await?,
-        },
-        Cmd::Describe { kind, name, scope } => {
-            let k = Kind::parse(&kind).ok_or_else(|| anyhow!("unknown kind {kind:?}"))?;
-            let ns = scope.namespace.clone().unwrap_or_default();
-            let obj = get_json(&cfg, &kind, &ns, &name).await?;
-            match fmt {
-                Format::Table => {
-                    let ev_ref = api::machinery::object_ref(k, &ns, &name);
-                    let events = match call(
-                        &cfg,
-                        AdminRequest::ListEvents {
-                            object: Some(ev_ref),
-                            limit: 20,
-                        },
-                    )
-                    .await?
-                    {
-                        AdminResponse::Events(e) => e,
-                        _ => Vec::new(),
-                    };
-                    match k {
-                        Kind::Node => {
-                            let AdminResponse::Node(node) =
-                                call(&cfg, AdminRequest::GetNode { name }).await?
-                            else {
-                                bail!("unexpected answer")
-                            };
-                            ctl::describe_node(&node, now)
-                        }
-                        Kind::Pod => {
-                            let pod: api::Pod = serde_json::from_value(obj)?;
-                            let usage = match call(&cfg, AdminRequest::PodUsage).await? {
-                                AdminResponse::PodUsage(u) => u
-                                    .into_iter()
-                                    .find(|(k, _)| {
-                                        *k == api::ns_name(
-                                            &pod.metadata.namespace,
-                                            &pod.metadata.name,
-                                        )
-                                    })
-                                    .map(|(_, u)| u),
-                                _ => None,
-                            };
-                            ctl_pods::describe_pod(&pod, usage.as_ref(), &events, now)
-                        }
-                        _ => {
-                            let mut o = ctl::render(&obj, Format::Yaml);
-                            ctl_pods::events_section(&mut o, &events, now);
-                            o
-                        }
-                    }
-                }
-                _ => machine(obj, fmt),
-            }
-        }
-        Cmd::Token { cmd } => match cmd {
-            TokenCmd::Create {
-                ttl,
-                uses,
-                labels,
-                description,
-            } => {
-                let labels = names::parse_labels(&labels).map_err(|e| anyhow!("--labels: {e}"))?;
-                let resp = call(
-                    &cfg,
-                    AdminRequest::CreateToken {
-                        ttl_secs: ttl.as_secs().max(1),
-                        uses,
-                        labels,
-                        description,
-                    },
-                )
-                .await?;
-                let AdminResponse::TokenCreated {
-                    token,
-                    info,
-                    ca_hash,
-                } = resp
-                else {
-                    bail!("unexpected answer")
-                };
-                match fmt {
-                    Format::Table => format!(
-                        "token:   {token}\nca-hash: {ca_hash}\nexpires: {}\n\nOn the edge box:\n  outpost-agent --controller {} --token {token} --ca-hash {ca_hash} --data-dir /var/lib/outpost\n",
-                        ctl::rfc3339(info.expires_ms),
-                        cfg.controller
-                    ),
-                    _ => machine(serde_json::json!({"token": token, "caHash": ca_hash, "info": ctl::token_json(&info)}), fmt),
-                }
-            }
-            TokenCmd::List => {
-                let AdminResponse::Tokens(tokens) = call(&cfg, AdminRequest::ListTokens).await?
-                else {
-                    bail!("unexpected answer")
-                };
-                match fmt {
-                    Format::Table => ctl::tokens_table(&tokens, now),
-                    _ => machine(ctl::list(tokens.iter().map(ctl::token_json).collect()), fmt),
-                }
-            }
-            TokenCmd::Revoke { id } => {
-                let AdminResponse::Done { message } =
-                    call(&cfg, AdminRequest::RevokeToken { id }).await?
-                else {
-                    bail!("unexpected answer")
-                };
-                message + "\n"
-            }
-        },
-        Cmd::Apply { file, dry_run } => {
-            let text = if file.as_os_str() == "-" {
-                let mut t = String::new();
-                std::io::Read::take(std::io::stdin(), manifest::MAX_MANIFEST as u64 + 1)
-                    .read_to_string(&mut t)
-                    .map_err(|e| anyhow!("reading standard input: {e}"))?;
-                t
-            } else {
-                outpost_proto::files::read_bounded(&file, manifest::MAX_MANIFEST as u64)
-                    .map_err(|e| anyhow!("reading {}: {e}", file.display()))?
-            };
-            let name = if file.as_os_str() == "-" {
-                "<stdin>".to_string()
-            } else {
-                file.display().to_string()
-            };
-            let docs = yaml_documents(&name, &text)
-                .map_err(|e| anyhow!("{name} was not applied; nothing changed:\n{e}"))?;
-            if docs.is_empty() {
-                bail!("{name} holds no objects");
-            }
-            apply(&cfg, docs, dry_run)
-                .await
-                .map_err(|e| anyhow!("{name} was not applied; nothing changed:\n{e}"))?
-        }
+    match cli.cmd {
+        Cmd::Get(args) => get(&cfg, args, fmt).await,
+        Cmd::Describe(args) => describe(&cfg, args, fmt).await,
+        Cmd::Apply(args) => apply(&cfg, args, fmt).await,
+        Cmd::Delete(args) => delete(&cfg, args, fmt).await,
+        Cmd::Scale(args) => scale(&cfg, args).await,
+        Cmd::Cordon { nodes } => cordon(&cfg, nodes, true).await,
+        Cmd::Uncordon { nodes } => cordon(&cfg, nodes, false).await,
         Cmd::Run(flags) => {
+            let dry = flags.dry_run.clone();
             let doc = run_doc(flags)?;
-            apply(
+            let results = apply_documents(
                 &cfg,
-                vec![outpost_proto::Document {
+                vec![Document {
                     source: "outpostctl run".into(),
                     json: serde_json::to_vec(&doc)?,
                 }],
-                false,
+                dry.on(),
             )
-            .await?
+            .await?;
+            print_applied(&results, &dry, fmt);
+            Ok(())
         }
         Cmd::Logs {
             pod,
@@ -387,7 +439,6 @@ async fn run(cli: Cli) -> Result<String> {
             previous,
             namespace,
         } => {
-            use std::io::Write as _;
             let pod = match namespace {
                 Some(ns) => format!("{ns}/{pod}"),
                 None => pod,
@@ -399,168 +450,63 @@ async fn run(cli: Cli) -> Result<String> {
                 tail,
                 previous,
             });
-            let mut stdout = std::io::stdout();
             client::stream(&cfg, req, |r| {
                 if let AdminResponse::Data(bytes) = r {
-                    stdout.write_all(&bytes)?;
-                    stdout.flush()?;
+                    emit_bytes(&bytes);
                 }
                 Ok(())
             })
-            .await?;
-            String::new()
+            .await
         }
-        Cmd::Top { kind, node } => {
-            if matches!(kind.as_str(), "pods" | "pod" | "po") {
-                let pods: Vec<api::Pod> = list_all(&cfg, "pods", None, "", node)
-                    .await?
-                    .into_iter()
-                    .map(serde_json::from_value)
-                    .collect::<Result<_, _>>()?;
-                let AdminResponse::PodUsage(usage) = call(&cfg, AdminRequest::PodUsage).await?
-                else {
-                    bail!("unexpected answer")
-                };
-                let usage: std::collections::HashMap<String, outpost_proto::pod::Usage> =
-                    usage.into_iter().collect();
-                let rows: Vec<(api::Pod, outpost_proto::pod::Usage)> = pods
-                    .into_iter()
-                    .filter_map(|p| {
-                        let u =
-                            *usage.get(&api::ns_name(&p.metadata.namespace, &p.metadata.name))?;
-                        Some((p, u))
-                    })
-                    .collect();
-                match fmt {
-                    Format::Table => ctl_pods::top_pods(&rows),
-                    _ => machine(ctl_pods::top_pods_json(&rows), fmt),
-                }
-            } else {
-                let AdminResponse::Nodes(nodes) = call(&cfg, AdminRequest::ListNodes).await? else {
-                    bail!("unexpected answer")
-                };
-                let usage = match call(&cfg, AdminRequest::NodeUsage).await? {
-                    AdminResponse::NodeUsage(u) => u,
-                    _ => Vec::new(),
-                };
-                let rows: Vec<_> = nodes
-                    .into_iter()
-                    .map(|n| {
-                        let u = usage
-                            .iter()
-                            .find(|(name, _)| *name == n.name)
-                            .map(|(_, u)| *u);
-                        (n, u)
-                    })
-                    .collect();
-                match fmt {
-                    Format::Table => ctl_pods::top_nodes(&rows),
-                    _ => machine(ctl_pods::top_nodes_json(&rows), fmt),
-                }
-            }
-        }
+        Cmd::Top {
+            kind,
+            node,
+            namespace,
+            all_namespaces,
+        } => top(&cfg, &kind, node, namespace, all_namespaces, fmt).await,
         Cmd::Image {
             cmd: ImageCmd::Push { file, node, site },
-        } => push(&cfg, file, node, site).await?,
-        Cmd::Delete { kind, name, scope } => {
-            let AdminResponse::Done { message } = call(
-                &cfg,
-                AdminRequest::Delete(outpost_proto::DeleteRequest {
-                    object: ObjectRef {
-                        kind,
-                        namespace: scope.namespace.unwrap_or_default(),
-                        name,
-                    },
-                    propagation: outpost_proto::Propagation::Background,
-                    dry_run: false,
-                }),
-            )
-            .await?
-            else {
-                bail!("unexpected answer")
-            };
-            message + "\n"
-        }
-        Cmd::Scale {
-            kind,
-            name,
-            replicas,
-            scope,
         } => {
-            let AdminResponse::Done { message } = call(
-                &cfg,
-                AdminRequest::Scale(outpost_proto::ScaleRequest {
-                    object: ObjectRef {
-                        kind,
-                        namespace: scope.namespace.unwrap_or_default(),
-                        name,
-                    },
-                    replicas,
-                }),
-            )
-            .await?
-            else {
-                bail!("unexpected answer")
-            };
-            message + "\n"
+            emit(&push(&cfg, file, node, site).await?);
+            Ok(())
         }
-        Cmd::Cordon { node } => cordon(&cfg, node, true).await?,
-        Cmd::Uncordon { node } => cordon(&cfg, node, false).await?,
-    })
+        Cmd::Token { cmd } => token(&cfg, cmd, fmt).await,
+    }
 }
 
-async fn cordon(cfg: &ClientConfig, node: String, on: bool) -> Result<String> {
-    let AdminResponse::Done { message } = call(
-        cfg,
-        AdminRequest::Cordon {
-            node,
-            unschedulable: on,
-        },
-    )
-    .await?
-    else {
-        bail!("unexpected answer")
-    };
-    Ok(message + "\n")
+// ---- reading objects ----
+
+fn object_ref(kind: Kind, namespace: &str, name: &str) -> ObjectRef {
+    ObjectRef {
+        kind: kind.resource().to_string(),
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    }
 }
 
 /// One object as JSON.
-async fn get_json(
-    cfg: &ClientConfig,
-    kind: &str,
-    namespace: &str,
-    name: &str,
-) -> Result<serde_json::Value> {
-    let AdminResponse::Object(bytes) = call(
-        cfg,
-        AdminRequest::Get(ObjectRef {
-            kind: kind.to_string(),
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-        }),
-    )
-    .await?
-    else {
-        bail!("unexpected answer")
-    };
-    Ok(serde_json::from_slice(&bytes)?)
+async fn get_json(cfg: &ClientConfig, kind: Kind, namespace: &str, name: &str) -> Result<Value> {
+    match call(cfg, AdminRequest::Get(object_ref(kind, namespace, name))).await? {
+        AdminResponse::Object(bytes) => Ok(serde_json::from_slice(&bytes)?),
+        other => Err(unexpected("a get", &other)),
+    }
 }
 
 /// Every object of a kind, page by page.
 async fn list_all(
     cfg: &ClientConfig,
-    kind: &str,
+    kind: Kind,
     namespace: Option<String>,
     selector: &str,
     node: Option<String>,
-) -> Result<Vec<serde_json::Value>> {
+) -> Result<Vec<Value>> {
     let mut out = Vec::new();
     let mut from = String::new();
     loop {
-        let AdminResponse::List(page) = call(
+        let page = match call(
             cfg,
             AdminRequest::List(outpost_proto::ListRequest {
-                kind: kind.to_string(),
+                kind: kind.resource().to_string(),
                 namespace: namespace.clone(),
                 selector: selector.to_string(),
                 node: node.clone(),
@@ -569,8 +515,9 @@ async fn list_all(
             }),
         )
         .await?
-        else {
-            bail!("unexpected answer")
+        {
+            AdminResponse::List(page) => page,
+            other => return Err(unexpected("a list", &other)),
         };
         for item in page.items {
             out.push(serde_json::from_slice(&item)?);
@@ -582,141 +529,942 @@ async fn list_all(
     }
 }
 
-async fn get(
-    cfg: &ClientConfig,
-    kind: &str,
-    name: Option<String>,
-    scope: &Scope,
-    node: Option<String>,
-    fmt: Format,
-    now: u64,
-) -> Result<String> {
-    let k = Kind::parse(kind).ok_or_else(|| {
-        anyhow!("the server doesn't have a resource type {kind:?}; try pods, deployments, replicasets, services, endpoints, priorityclasses, nodes, events or tokens")
-    })?;
-    let namespace = if scope.all_namespaces {
-        None
-    } else {
-        Some(
-            scope
-                .namespace
-                .clone()
-                .unwrap_or_else(|| api::DEFAULT_NAMESPACE.into()),
-        )
-    };
-    let items = match &name {
-        Some(n) => vec![get_json(cfg, kind, namespace.as_deref().unwrap_or(""), n).await?],
-        None => list_all(cfg, kind, namespace.clone(), &scope.selector, node).await?,
-    };
-    if fmt != Format::Table {
-        return Ok(match name {
-            Some(_) => machine(items.into_iter().next().unwrap_or_default(), fmt),
-            None => machine(ctl::list(items), fmt),
-        });
+async fn node_view(cfg: &ClientConfig, name: &str) -> Result<NodeView> {
+    match call(
+        cfg,
+        AdminRequest::GetNode {
+            name: name.to_string(),
+        },
+    )
+    .await?
+    {
+        AdminResponse::Node(n) => Ok(*n),
+        other => Err(unexpected("a node lookup", &other)),
     }
-    if items.is_empty() {
-        return Ok(match &namespace {
-            Some(ns) if k.namespaced() => format!("No resources found in {ns} namespace.\n"),
-            _ => "No resources found.\n".into(),
-        });
-    }
-    Ok(match k {
-        Kind::Node => {
-            let nodes: Vec<outpost_proto::NodeView> = match name {
-                Some(n) => {
-                    let AdminResponse::Node(node) =
-                        call(cfg, AdminRequest::GetNode { name: n }).await?
-                    else {
-                        bail!("unexpected answer")
-                    };
-                    vec![*node]
-                }
-                None => {
-                    let AdminResponse::Nodes(nodes) = call(cfg, AdminRequest::ListNodes).await?
-                    else {
-                        bail!("unexpected answer")
-                    };
-                    nodes
-                }
-            };
-            ctl::nodes_table(&nodes, now)
-        }
-        Kind::Pod => {
-            let pods: Vec<api::Pod> = items
-                .into_iter()
-                .map(serde_json::from_value)
-                .collect::<Result<_, _>>()?;
-            ctl_pods::pods_table(&pods, now, scope.all_namespaces, false)
-        }
-        _ => {
-            let rows: Vec<Vec<String>> = items
-                .iter()
-                .map(|v| {
-                    vec![
-                        v["metadata"]["name"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_string(),
-                        ctl::age(
-                            v["metadata"]["creationTimestamp"]
-                                .as_str()
-                                .and_then(|t| api::meta::parse_rfc3339(t).ok())
-                                .unwrap_or(0),
-                            now,
-                        ),
-                    ]
-                })
-                .collect();
-            ctl::table(&["NAME", "AGE"], &rows)
-        }
-    })
 }
 
-async fn apply(
+/// Every node the registry has whose labels match `selector`.
+async fn node_views(cfg: &ClientConfig, selector: &str) -> Result<Vec<NodeView>> {
+    let sel = Selector::parse(selector).map_err(|e| anyhow!("-l: {e}"))?;
+    match call(cfg, AdminRequest::ListNodes).await? {
+        AdminResponse::Nodes(nodes) => Ok(nodes
+            .into_iter()
+            .filter(|n| sel.matches(&n.labels))
+            .collect()),
+        other => Err(unexpected("a node listing", &other)),
+    }
+}
+
+/// Prints a per-object failure now (kubectl goes on with the others).
+fn print_failure(e: &anyhow::Error) {
+    eprintln!("{}", report(e));
+}
+
+/// What `get` fetched for one type.
+enum Fetched {
+    Objects {
+        kind: Kind,
+        items: Vec<Value>,
+        nodes: BTreeMap<String, NodeView>,
+    },
+    Events(Vec<outpost_proto::Event>),
+    Tokens(Vec<outpost_proto::TokenInfo>),
+}
+
+impl Fetched {
+    fn is_empty(&self) -> bool {
+        match self {
+            Fetched::Objects { items, .. } => items.is_empty(),
+            Fetched::Events(e) => e.is_empty(),
+            Fetched::Tokens(t) => t.is_empty(),
+        }
+    }
+
+    fn json(&self) -> Vec<Value> {
+        match self {
+            Fetched::Objects { items, .. } => items.clone(),
+            Fetched::Events(e) => e.iter().map(ctl::event_json).collect(),
+            Fetched::Tokens(t) => t.iter().map(ctl::token_json).collect(),
+        }
+    }
+
+    /// `-o name` lines.
+    fn names(&self) -> Vec<String> {
+        match self {
+            Fetched::Objects { kind, items, .. } => items
+                .iter()
+                .map(|v| ctl::qualified_name(*kind, v))
+                .collect(),
+            other => {
+                let q = match other {
+                    Fetched::Events(_) => Target::Events,
+                    _ => Target::Tokens,
+                }
+                .qualified();
+                other
+                    .json()
+                    .iter()
+                    .map(|v| format!("{q}/{}", ctl::name_of(v)))
+                    .collect()
+            }
+        }
+    }
+
+    fn table(&self, layout: Layout, now: u64) -> Result<String> {
+        Ok(match self {
+            Fetched::Objects { kind, items, nodes } => ctl::printer(*kind).table(
+                items,
+                &ctl::Context {
+                    now_ms: now,
+                    wide: layout.wide,
+                    nodes,
+                },
+                layout,
+            )?,
+            Fetched::Events(e) => ctl::events::events_table(e, now),
+            Fetched::Tokens(t) => ctl::tokens::tokens_table(t, now),
+        })
+    }
+}
+
+/// Fetches one type's objects (by name, or every one the scope selects).
+/// A name that is not found is reported and marks `failed`.
+async fn fetch(
     cfg: &ClientConfig,
-    documents: Vec<outpost_proto::Document>,
+    target: Target,
+    names: &[String],
+    args: &GetArgs,
+    failed: &mut bool,
+) -> Result<Fetched> {
+    let scope = &args.scope;
+    let mut found = |r: Result<Value>, items: &mut Vec<Value>| -> Result<()> {
+        match r {
+            Ok(v) => items.push(v),
+            Err(e) if is_not_found(&e) => {
+                print_failure(&e);
+                *failed = true;
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    };
+    match target {
+        Target::Object(Kind::Node) => {
+            let views = if names.is_empty() {
+                node_views(cfg, &scope.selector).await?
+            } else {
+                let mut views = Vec::new();
+                for n in names {
+                    match node_view(cfg, n).await {
+                        Ok(v) => views.push(v),
+                        Err(e) if is_not_found(&e) => {
+                            print_failure(&e);
+                            *failed = true;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                views
+            };
+            Ok(Fetched::Objects {
+                kind: Kind::Node,
+                items: views.iter().map(ctl::node_json).collect(),
+                nodes: views.into_iter().map(|v| (v.name.clone(), v)).collect(),
+            })
+        }
+        Target::Object(kind) => {
+            let items = if names.is_empty() {
+                let node = if kind == Kind::Pod {
+                    args.node.clone()
+                } else {
+                    None
+                };
+                list_all(cfg, kind, scope.list_namespace(), &scope.selector, node).await?
+            } else {
+                let mut items = Vec::new();
+                for n in names {
+                    found(get_json(cfg, kind, &scope.namespace(), n).await, &mut items)?;
+                }
+                items
+            };
+            Ok(Fetched::Objects {
+                kind,
+                items,
+                nodes: BTreeMap::new(),
+            })
+        }
+        Target::Events => {
+            let events = match call(
+                cfg,
+                AdminRequest::ListEvents {
+                    object: args.object.clone(),
+                    limit: args.limit,
+                },
+            )
+            .await?
+            {
+                AdminResponse::Events(e) => e,
+                other => return Err(unexpected("an event listing", &other)),
+            };
+            Ok(Fetched::Events(
+                events
+                    .into_iter()
+                    .filter(|e| names.is_empty() || names.contains(&format!("event-{}", e.seq)))
+                    .collect(),
+            ))
+        }
+        Target::Tokens => {
+            let tokens = match call(cfg, AdminRequest::ListTokens).await? {
+                AdminResponse::Tokens(t) => t,
+                other => return Err(unexpected("a token listing", &other)),
+            };
+            Ok(Fetched::Tokens(
+                tokens
+                    .into_iter()
+                    .filter(|t| names.is_empty() || names.contains(&t.id))
+                    .collect(),
+            ))
+        }
+    }
+}
+
+/// kubectl's message for an empty listing.
+fn no_resources(targets: &[(Target, Vec<String>)], scope: &Scope) -> String {
+    let namespaced = targets
+        .iter()
+        .any(|(t, _)| matches!(t, Target::Object(k) if k.namespaced()));
+    if namespaced && !scope.all_namespaces {
+        format!("No resources found in {} namespace.", scope.namespace())
+    } else {
+        "No resources found".into()
+    }
+}
+
+async fn get(cfg: &ClientConfig, args: GetArgs, fmt: Format) -> Result<()> {
+    let targets = input::parse_args(&args.args)?;
+    let named = targets.iter().any(|(_, n)| !n.is_empty());
+    if named && !args.scope.selector.is_empty() {
+        bail!("a name cannot be given together with a label selector (-l); use one or the other");
+    }
+    if named && args.scope.all_namespaces {
+        bail!(
+            "an object cannot be fetched by name across all namespaces; name its namespace with -n"
+        );
+    }
+    if args.node.is_some() && targets.iter().any(|(t, _)| *t != Target::Object(Kind::Pod)) {
+        bail!("--node only selects pods (e.g. `outpostctl get pods --node edge-1`)");
+    }
+    if args.watch || args.watch_only {
+        let [(Target::Object(kind), names)] = targets.as_slice() else {
+            bail!("--watch follows one object type (not events or tokens); e.g. `outpostctl get pods -w`");
+        };
+        return watch(cfg, *kind, names, &args, fmt).await;
+    }
+    let mut failed = false;
+    let mut fetched = Vec::new();
+    for (t, names) in &targets {
+        fetched.push(fetch(cfg, *t, names, &args, &mut failed).await?);
+    }
+    let now = now_ms();
+    match fmt {
+        Format::Json | Format::Yaml => {
+            let mut items: Vec<Value> = fetched.iter().flat_map(Fetched::json).collect();
+            let one = targets.len() == 1 && targets[0].1.len() == 1;
+            if one && items.len() == 1 {
+                emit(&ctl::render(&items.remove(0), fmt));
+            } else if !(one && failed) {
+                emit(&ctl::render(&ctl::list(items), fmt));
+            }
+        }
+        Format::Name => {
+            for f in &fetched {
+                for n in f.names() {
+                    emit(&format!("{n}\n"));
+                }
+            }
+        }
+        Format::Table | Format::Wide => {
+            let layout = Layout {
+                wide: fmt == Format::Wide,
+                namespaces: args.scope.all_namespaces,
+                qualified: targets.len() > 1,
+            };
+            let mut sections = Vec::new();
+            for f in fetched.iter().filter(|f| !f.is_empty()) {
+                sections.push(f.table(layout, now)?);
+            }
+            if !sections.is_empty() {
+                emit(&sections.join("\n"));
+            } else if !failed {
+                eprintln!("{}", no_resources(&targets, &args.scope));
+            }
+        }
+    }
+    if failed {
+        return Err(Reported.into());
+    }
+    Ok(())
+}
+
+/// `get -w`: the rows (or JSON lines) of every change as it arrives,
+/// until the operator interrupts or the controller ends the stream.
+async fn watch(
+    cfg: &ClientConfig,
+    kind: Kind,
+    names: &[String],
+    args: &GetArgs,
+    fmt: Format,
+) -> Result<()> {
+    let scope = &args.scope;
+    let namespace = if kind.namespaced() {
+        scope.list_namespace()
+    } else {
+        None
+    };
+    let resource_version = if args.watch_only {
+        let page = match call(
+            cfg,
+            AdminRequest::List(outpost_proto::ListRequest {
+                kind: kind.resource().to_string(),
+                namespace: namespace.clone(),
+                selector: scope.selector.clone(),
+                node: None,
+                limit: 1,
+                continue_from: String::new(),
+            }),
+        )
+        .await?
+        {
+            AdminResponse::List(page) => page,
+            other => return Err(unexpected("a list", &other)),
+        };
+        page.resource_version
+    } else {
+        0
+    };
+    let printer = ctl::printer(kind);
+    let layout = Layout {
+        wide: fmt == Format::Wide,
+        namespaces: scope.all_namespaces,
+        qualified: false,
+    };
+    let mut table = ctl::Table::new(printer.header(layout));
+    let mut header = true;
+    let mut nodes = BTreeMap::new();
+    let mut stream = client::Stream::open(
+        cfg,
+        AdminRequest::Watch(outpost_proto::WatchRequest {
+            kind: kind.resource().to_string(),
+            namespace,
+            selector: scope.selector.clone(),
+            resource_version,
+        }),
+    )
+    .await?;
+    let result = async {
+        loop {
+            let next = tokio::select! {
+                r = stream.next() => r?,
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+            };
+            let ev = match next {
+                None => return Ok(()),
+                Some(AdminResponse::WatchEvent(ev)) => ev,
+                Some(other) => return Err(unexpected("a watch", &other)),
+            };
+            let obj: Value = serde_json::from_slice(&ev.object)?;
+            let name = ctl::name_of(&obj).to_string();
+            if !names.is_empty() && !names.contains(&name) {
+                continue;
+            }
+            if let Some(node) = &args.node {
+                if obj["spec"]["nodeName"].as_str() != Some(node.as_str()) {
+                    continue;
+                }
+            }
+            let wrapped = || serde_json::json!({"type": ev.kind, "object": obj});
+            match fmt {
+                Format::Json => {
+                    let v = if args.output_watch_events {
+                        wrapped()
+                    } else {
+                        obj.clone()
+                    };
+                    emit(&format!("{v}\n"));
+                }
+                Format::Yaml => {
+                    let v = if args.output_watch_events {
+                        wrapped()
+                    } else {
+                        obj.clone()
+                    };
+                    emit(&format!("---\n{}", ctl::render(&v, Format::Yaml)));
+                }
+                Format::Name => emit(&format!("{}\n", ctl::qualified_name(kind, &obj))),
+                Format::Table | Format::Wide => {
+                    if kind == Kind::Node {
+                        // Rows of nodes come from the registry's live view;
+                        // a node deleted meanwhile has none left to show.
+                        match node_view(cfg, &name).await {
+                            Ok(v) => {
+                                nodes.insert(name.clone(), v);
+                            }
+                            Err(e) if is_not_found(&e) => continue,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    let ctx = ctl::Context {
+                        now_ms: now_ms(),
+                        wide: layout.wide,
+                        nodes: &nodes,
+                    };
+                    let row = (printer.row)(&obj, &ctx)?;
+                    emit(&table.render(&[printer.cells(&row, layout)], header));
+                    header = false;
+                }
+            }
+        }
+    }
+    .await;
+    stream.close().await;
+    result
+}
+
+// ---- describe ----
+
+/// The objects of `kind` in `namespace` whose owner references name `uid`.
+async fn owned(cfg: &ClientConfig, kind: Kind, namespace: &str, uid: &str) -> Result<Vec<Value>> {
+    let all = list_all(cfg, kind, Some(namespace.to_string()), "", None).await?;
+    Ok(all
+        .into_iter()
+        .filter(|v| {
+            v["metadata"]["ownerReferences"]
+                .as_array()
+                .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
+        })
+        .collect())
+}
+
+async fn describe_one(cfg: &ClientConfig, kind: Kind, obj: &Value, now: u64) -> Result<String> {
+    let printer = ctl::printer(kind);
+    let ns = ctl::namespace_of(obj).to_string();
+    let name = ctl::name_of(obj).to_string();
+    let events = match call(
+        cfg,
+        AdminRequest::ListEvents {
+            object: Some(api::machinery::object_ref(kind, &ns, &name)),
+            limit: 50,
+        },
+    )
+    .await?
+    {
+        AdminResponse::Events(e) => e,
+        other => return Err(unexpected("an event listing", &other)),
+    };
+    let mut related = Vec::new();
+    let mut usage = None;
+    let mut node = None;
+    match printer.extra {
+        ctl::Extra::Nothing => {}
+        ctl::Extra::Owned(k) => {
+            let uid = obj["metadata"]["uid"].as_str().unwrap_or_default();
+            related = owned(cfg, k, &ns, uid).await?;
+        }
+        ctl::Extra::Named(k) => match get_json(cfg, k, &ns, &name).await {
+            Ok(v) => related.push(v),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(e),
+        },
+        ctl::Extra::PodUsage => {
+            if let AdminResponse::PodUsage(u) = call(cfg, AdminRequest::PodUsage).await? {
+                let key = api::ns_name(&ns, &name);
+                usage = u.into_iter().find(|(k, _)| *k == key).map(|(_, u)| u);
+            }
+        }
+        ctl::Extra::NodeView => node = Some(node_view(cfg, &name).await?),
+    }
+    Ok((printer.describe)(&ctl::Subject {
+        object: obj,
+        related: &related,
+        events: &events,
+        usage: usage.as_ref(),
+        node: node.as_ref(),
+        now_ms: now,
+    })?)
+}
+
+async fn describe(cfg: &ClientConfig, args: DescribeArgs, fmt: Format) -> Result<()> {
+    let targets = input::parse_args(&args.args)?;
+    let scope = &args.scope;
+    let mut failed = false;
+    let mut texts = Vec::new();
+    for (t, names) in targets {
+        let Target::Object(kind) = t else {
+            bail!("events and tokens have no description; `outpostctl get events` and `outpostctl get tokens` list them");
+        };
+        let mut objects = Vec::new();
+        if names.is_empty() {
+            objects = if kind == Kind::Node {
+                node_views(cfg, &scope.selector)
+                    .await?
+                    .iter()
+                    .map(ctl::node_json)
+                    .collect()
+            } else {
+                list_all(cfg, kind, scope.list_namespace(), &scope.selector, None).await?
+            };
+        } else {
+            for n in &names {
+                match get_json(cfg, kind, &scope.namespace(), n).await {
+                    Ok(v) => objects.push(v),
+                    Err(e) if is_not_found(&e) => {
+                        print_failure(&e);
+                        failed = true;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        for obj in &objects {
+            match fmt {
+                Format::Json | Format::Yaml => texts.push(ctl::render(obj, fmt)),
+                Format::Name => texts.push(format!("{}\n", ctl::qualified_name(kind, obj))),
+                Format::Table | Format::Wide => {
+                    texts.push(describe_one(cfg, kind, obj, now_ms()).await?);
+                }
+            }
+        }
+    }
+    let sep = if fmt.is_table() { "\n" } else { "" };
+    if !texts.is_empty() {
+        emit(&texts.join(sep));
+    } else if !failed {
+        eprintln!("No resources found");
+    }
+    if failed {
+        return Err(Reported.into());
+    }
+    Ok(())
+}
+
+// ---- apply ----
+
+async fn apply_call(
+    cfg: &ClientConfig,
+    documents: Vec<Document>,
     dry_run: bool,
-) -> Result<String> {
-    let AdminResponse::Applied(results) = call(
+) -> Result<Vec<ApplyResult>> {
+    match call(
         cfg,
         AdminRequest::Apply(outpost_proto::ApplyRequest { documents, dry_run }),
     )
     .await?
-    else {
-        bail!("unexpected answer")
-    };
-    let mut out = String::new();
+    {
+        AdminResponse::Applied(r) => Ok(r),
+        other => Err(unexpected("an apply", &other)),
+    }
+}
+
+/// Applies documents as one: in one request when they fit in a frame;
+/// otherwise every part is dry-run first, so a refusal anywhere changes
+/// nothing, and then applied part by part.
+async fn apply_documents(
+    cfg: &ClientConfig,
+    docs: Vec<Document>,
+    dry_run: bool,
+) -> Result<Vec<ApplyResult>> {
+    let mut parts = input::chunks(docs, outpost_proto::MAX_FRAME)?;
+    if parts.len() == 1 {
+        let part = parts.remove(0);
+        return apply_call(cfg, part, dry_run)
+            .await
+            .context("nothing was applied");
+    }
+    let mut checked = Vec::new();
+    for p in &parts {
+        checked.extend(
+            apply_call(cfg, p.clone(), true)
+                .await
+                .context("nothing was applied")?,
+        );
+    }
+    if dry_run {
+        return Ok(checked);
+    }
+    let total = parts.len();
+    let mut results = Vec::new();
+    for (i, p) in parts.into_iter().enumerate() {
+        results.extend(apply_call(cfg, p, false).await.with_context(|| {
+            format!(
+                "the manifests were too large for one request; {i} of {total} parts were applied before this one failed"
+            )
+        })?);
+    }
+    Ok(results)
+}
+
+fn print_applied(results: &[ApplyResult], dry: &DryRunFlag, fmt: Format) {
     for r in results {
         for w in &r.warnings {
             eprintln!("Warning: {}/{}: {w}", r.kind, r.name);
         }
-        out.push_str(&format!(
-            "{}/{} {}{}\n",
-            r.kind,
-            r.name,
-            r.outcome,
-            if dry_run { " (dry run)" } else { "" }
-        ));
+        if fmt == Format::Name {
+            emit(&format!("{}/{}\n", r.kind, r.name));
+        } else {
+            emit(&format!(
+                "{}/{} {}{}\n",
+                r.kind,
+                r.name,
+                r.outcome,
+                dry.suffix()
+            ));
+        }
+    }
+}
+
+async fn apply(cfg: &ClientConfig, args: ApplyArgs, fmt: Format) -> Result<()> {
+    let sources = input::manifest_sources(&args.files, args.recursive)?;
+    let docs = input::read_documents(&sources, &mut std::io::stdin().lock())
+        .context("nothing was applied")?;
+    let documents = docs
+        .into_iter()
+        .map(|(source, mut v)| {
+            if let Some(ns) = &args.namespace {
+                let namespaced = Kind::of_manifest(
+                    v["apiVersion"].as_str().unwrap_or_default(),
+                    v["kind"].as_str().unwrap_or_default(),
+                )
+                .is_some_and(Kind::namespaced);
+                if namespaced && ctl::namespace_of(&v).is_empty() && v["metadata"].is_object() {
+                    v["metadata"]["namespace"] = ns.clone().into();
+                }
+            }
+            Ok(Document {
+                source,
+                json: serde_json::to_vec(&v)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let results = apply_documents(cfg, documents, args.dry_run.on()).await?;
+    print_applied(&results, &args.dry_run, fmt);
+    Ok(())
+}
+
+// ---- delete, scale, cordon ----
+
+/// What the manifests of `delete -f` name: (kind, namespace, name).
+fn manifest_objects(
+    docs: &[(String, Value)],
+    namespace: &str,
+) -> Result<Vec<(Kind, String, String)>> {
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for (source, v) in docs {
+        let api_version = v["apiVersion"].as_str().unwrap_or_default();
+        let kind_name = v["kind"].as_str().unwrap_or_default();
+        let Some(kind) = Kind::of_manifest(api_version, kind_name) else {
+            problems.push(format!(
+                "{source}: {api_version:?} {kind_name:?} is not a kind Outpost serves"
+            ));
+            continue;
+        };
+        let name = ctl::name_of(v);
+        if name.is_empty() {
+            problems.push(format!("{source}: metadata.name is missing"));
+            continue;
+        }
+        let ns = if !kind.namespaced() {
+            String::new()
+        } else {
+            match ctl::namespace_of(v) {
+                "" => namespace.to_string(),
+                ns => ns.to_string(),
+            }
+        };
+        out.push((kind, ns, name.to_string()));
+    }
+    if !problems.is_empty() {
+        bail!("nothing was deleted:\n{}", problems.join("\n"));
     }
     Ok(out)
 }
 
-/// TEMPORARY: YAML documents as JSON, until the manifest module's
-/// `documents` lands.
-fn yaml_documents(name: &str, text: &str) -> Result<Vec<outpost_proto::Document>> {
-    let mut out = Vec::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let v: serde_json::Value = serde::Deserialize::deserialize(doc)
-            .map_err(|e| anyhow!("document {}: not valid YAML: {e}", i + 1))?;
-        if v.is_null() {
-            continue;
+async fn delete(cfg: &ClientConfig, args: DeleteArgs, fmt: Format) -> Result<()> {
+    let scope = &args.scope;
+    let mut objects: Vec<(Kind, String, String)> = Vec::new();
+    if !args.files.is_empty() {
+        if !args.args.is_empty() {
+            bail!("with -f the manifests name what to delete; drop the TYPE and NAME arguments");
         }
-        out.push(outpost_proto::Document {
-            source: format!("{name}: document {}", i + 1),
-            json: serde_json::to_vec(&v)?,
+        let sources = input::manifest_sources(&args.files, args.recursive)?;
+        let docs = input::read_documents(&sources, &mut std::io::stdin().lock())
+            .context("nothing was deleted")?;
+        objects = manifest_objects(&docs, &scope.namespace())?;
+    } else {
+        if args.args.is_empty() {
+            bail!("say what to delete: `delete TYPE NAME...`, `delete TYPE -l SELECTOR`, `delete TYPE --all` or `delete -f FILE`");
+        }
+        for (t, names) in input::parse_args(&args.args)? {
+            let Target::Object(kind) = t else {
+                bail!("events cannot be deleted, and tokens are revoked: `outpostctl token revoke ID`");
+            };
+            if !names.is_empty() {
+                if !scope.selector.is_empty() || args.all {
+                    bail!("a name cannot be given together with -l or --all; use one or the other");
+                }
+                let ns = scope.namespace();
+                objects.extend(names.into_iter().map(|n| (kind, ns.clone(), n)));
+            } else if !scope.selector.is_empty() || args.all {
+                let found = if kind == Kind::Node {
+                    node_views(cfg, &scope.selector)
+                        .await?
+                        .into_iter()
+                        .map(|n| (String::new(), n.name))
+                        .collect::<Vec<_>>()
+                } else {
+                    list_all(cfg, kind, scope.list_namespace(), &scope.selector, None)
+                        .await?
+                        .iter()
+                        .map(|v| {
+                            (
+                                ctl::namespace_of(v).to_string(),
+                                ctl::name_of(v).to_string(),
+                            )
+                        })
+                        .collect()
+                };
+                objects.extend(found.into_iter().map(|(ns, n)| (kind, ns, n)));
+            } else {
+                bail!(
+                    "no {} named: give NAME..., a label selector (-l), or --all",
+                    kind.resource()
+                );
+            }
+        }
+        if objects.is_empty() {
+            eprintln!("No resources found");
+            return Ok(());
+        }
+    }
+    let propagation = match args.cascade {
+        Cascade::Background => Propagation::Background,
+        Cascade::Orphan => Propagation::Orphan,
+    };
+    let mut failed = false;
+    for (kind, ns, name) in objects {
+        let req = AdminRequest::Delete(outpost_proto::DeleteRequest {
+            object: object_ref(kind, &ns, &name),
+            propagation,
+            dry_run: args.dry_run.on(),
+        });
+        match done(cfg, "a delete", req).await {
+            Ok(_) if fmt == Format::Name => emit(&format!("{}/{name}\n", kind.qualified())),
+            Ok(_) => emit(&format!(
+                "{} \"{name}\" deleted{}\n",
+                kind.qualified(),
+                args.dry_run.suffix()
+            )),
+            Err(e) if is_not_found(&e) && args.ignore_not_found => {}
+            Err(e) => {
+                print_failure(&e);
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        return Err(Reported.into());
+    }
+    Ok(())
+}
+
+async fn scale(cfg: &ClientConfig, args: ScaleArgs) -> Result<()> {
+    let ns = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| api::DEFAULT_NAMESPACE.into());
+    let mut failed = false;
+    for (t, names) in input::parse_args(&args.args)? {
+        let kind = match t {
+            Target::Object(k @ (Kind::Deployment | Kind::ReplicaSet)) => k,
+            _ => bail!("only deployments and replicasets are scaled (e.g. `outpostctl scale deployment web --replicas 3`)"),
+        };
+        if names.is_empty() {
+            bail!("name the {} to scale", kind.resource());
+        }
+        for name in names {
+            let req = AdminRequest::Scale(outpost_proto::ScaleRequest {
+                object: object_ref(kind, &ns, &name),
+                replicas: args.replicas,
+            });
+            match done(cfg, "a scale", req).await {
+                Ok(_) => emit(&format!("{}/{name} scaled\n", kind.qualified())),
+                Err(e) => {
+                    print_failure(&e);
+                    failed = true;
+                }
+            }
+        }
+    }
+    if failed {
+        return Err(Reported.into());
+    }
+    Ok(())
+}
+
+async fn cordon(cfg: &ClientConfig, nodes: Vec<String>, on: bool) -> Result<()> {
+    if nodes.is_empty() {
+        bail!(
+            "name the node(s) to {}cordon, e.g. `outpostctl {}cordon edge-1`",
+            if on { "" } else { "un" },
+            if on { "" } else { "un" }
+        );
+    }
+    let mut failed = false;
+    for node in nodes {
+        let req = AdminRequest::Cordon {
+            node,
+            unschedulable: on,
+        };
+        match done(cfg, "a cordon", req).await {
+            Ok(message) => emit(&format!("{message}\n")),
+            Err(e) => {
+                print_failure(&e);
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        return Err(Reported.into());
+    }
+    Ok(())
+}
+
+// ---- top, token ----
+
+async fn top(
+    cfg: &ClientConfig,
+    kind: &str,
+    node: Option<String>,
+    namespace: Option<String>,
+    all_namespaces: bool,
+    fmt: Format,
+) -> Result<()> {
+    let machine = matches!(fmt, Format::Json | Format::Yaml);
+    if matches!(kind, "pods" | "pod" | "po") {
+        let ns =
+            (!all_namespaces).then(|| namespace.unwrap_or_else(|| api::DEFAULT_NAMESPACE.into()));
+        let pods: Vec<api::Pod> = list_all(cfg, Kind::Pod, ns, "", node)
+            .await?
+            .iter()
+            .map(|v| ctl::decode(Kind::Pod, v))
+            .collect::<Result<_, _>>()?;
+        let usage = match call(cfg, AdminRequest::PodUsage).await? {
+            AdminResponse::PodUsage(u) => u,
+            other => return Err(unexpected("a usage query", &other)),
+        };
+        let usage: std::collections::HashMap<String, outpost_proto::pod::Usage> =
+            usage.into_iter().collect();
+        let rows: Vec<(api::Pod, outpost_proto::pod::Usage)> = pods
+            .into_iter()
+            .filter_map(|p| {
+                let u = *usage.get(&api::ns_name(&p.metadata.namespace, &p.metadata.name))?;
+                Some((p, u))
+            })
+            .collect();
+        emit(&if machine {
+            ctl::render(&ctl::pods::top_pods_json(&rows), fmt)
+        } else {
+            ctl::pods::top_pods(&rows, all_namespaces)
+        });
+    } else {
+        let nodes = match call(cfg, AdminRequest::ListNodes).await? {
+            AdminResponse::Nodes(n) => n,
+            other => return Err(unexpected("a node listing", &other)),
+        };
+        let usage = match call(cfg, AdminRequest::NodeUsage).await? {
+            AdminResponse::NodeUsage(u) => u,
+            other => return Err(unexpected("a usage query", &other)),
+        };
+        let rows: Vec<_> = nodes
+            .into_iter()
+            .map(|n| {
+                let u = usage
+                    .iter()
+                    .find(|(name, _)| *name == n.name)
+                    .map(|(_, u)| *u);
+                (n, u)
+            })
+            .collect();
+        emit(&if machine {
+            ctl::render(&ctl::nodes::top_nodes_json(&rows), fmt)
+        } else {
+            ctl::nodes::top_nodes(&rows)
         });
     }
-    Ok(out)
+    Ok(())
+}
+
+async fn token(cfg: &ClientConfig, cmd: TokenCmd, fmt: Format) -> Result<()> {
+    let machine = matches!(fmt, Format::Json | Format::Yaml);
+    match cmd {
+        TokenCmd::Create {
+            ttl,
+            uses,
+            labels,
+            description,
+        } => {
+            let labels = names::parse_labels(&labels).map_err(|e| anyhow!("--labels: {e}"))?;
+            let resp = call(
+                cfg,
+                AdminRequest::CreateToken {
+                    ttl_secs: ttl.as_secs().max(1),
+                    uses,
+                    labels,
+                    description,
+                },
+            )
+            .await?;
+            let AdminResponse::TokenCreated {
+                token,
+                info,
+                ca_hash,
+            } = resp
+            else {
+                return Err(unexpected("a token request", &resp));
+            };
+            emit(&if machine {
+                ctl::render(
+                    &serde_json::json!({"token": token, "caHash": ca_hash, "info": ctl::token_json(&info)}),
+                    fmt,
+                )
+            } else {
+                format!(
+                    "token:   {token}\nca-hash: {ca_hash}\nexpires: {}\n\nOn the edge box:\n  outpost-agent --controller {} --token {token} --ca-hash {ca_hash} --data-dir /var/lib/outpost\n",
+                    ctl::rfc3339(info.expires_ms),
+                    cfg.controller
+                )
+            });
+        }
+        TokenCmd::List => {
+            let tokens = match call(cfg, AdminRequest::ListTokens).await? {
+                AdminResponse::Tokens(t) => t,
+                other => return Err(unexpected("a token listing", &other)),
+            };
+            emit(&if machine {
+                ctl::render(
+                    &ctl::list(tokens.iter().map(ctl::token_json).collect()),
+                    fmt,
+                )
+            } else {
+                ctl::tokens::tokens_table(&tokens, now_ms())
+            });
+        }
+        TokenCmd::Revoke { id } => {
+            let message = done(cfg, "a revoke", AdminRequest::RevokeToken { id }).await?;
+            emit(&format!("{message}\n"));
+        }
+    }
+    Ok(())
 }
 
 /// `outpostctl run` flags.
@@ -760,6 +1508,8 @@ struct RunFlags {
     /// Arguments (after `--`): the image's cmd, or with --command the whole command line.
     #[arg(last = true)]
     args: Vec<String>,
+    #[command(flatten)]
+    dry_run: DryRunFlag,
 }
 
 /// `outpostctl run` flags as the Pod manifest they stand for, so it goes

@@ -1,7 +1,7 @@
 //! Controllers: small reconcile loops in the style of kube-runtime.
 //!
 //! Each controller is pure. The control loop ([`plane`]) tells it which of
-//! its keys a cache [`Change`](crate::cache::Change) concerns
+//! its keys a cache [`Change`] concerns
 //! ([`Controller::keys_for`]); for each key taken off its de-duplicating
 //! work queue it calls [`Controller::reconcile`] with the cache and `now`,
 //! and gets back [`Write`]s and an optional re-check time. The loop commits

@@ -113,7 +113,7 @@ fn replica_view(p: &Pod) -> ReplicaView<'_> {
 }
 
 /// Whether a pod change matters to a workload controller: the pod came,
-/// went, or changed in what [`replica_view`] looks at.
+/// went, or changed in what `replica_view` looks at.
 pub fn replica_changed(change: &Change) -> bool {
     let pod = |c: &Option<crate::cache::Cached>| c.as_ref().and_then(|c| c.as_pod().cloned());
     match (pod(&change.old), pod(&change.new)) {

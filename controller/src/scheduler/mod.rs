@@ -17,7 +17,7 @@
 //! - [`queue`]: priority order, per-pod back-off (1 s doubling to 10 s),
 //!   unschedulable pods parked until a cluster event could help them or
 //!   five minutes pass.
-//! - [`filter`] and [`score`]: the plugins, in Kubernetes' order and with
+//! - [`mod@filter`] and [`score`]: the plugins, in Kubernetes' order and with
 //!   its default weights, plus Outpost's default spread of controlled pods
 //!   over hosts and sites.
 //! - [`arch`]: which architectures a pod's images run on, inferred from the

@@ -1081,7 +1081,7 @@ async fn deploy(
             json: serde_json::to_vec(d).unwrap_or_default(),
         })
         .collect();
-    let base = ctx.stats.pods_running.load(Ordering::Relaxed) as usize;
+    let base = ctx.stats.pods_running.load(Ordering::Relaxed);
     let start = Instant::now();
     if let Err(e) = admin_call(
         endpoint,
@@ -1104,7 +1104,13 @@ async fn deploy(
     );
     let mut last = Instant::now();
     while start.elapsed() < args.deploy_timeout {
-        let running = ctx.stats.pods_running.load(Ordering::Relaxed) as usize - base;
+        let running = usize::try_from(
+            ctx.stats
+                .pods_running
+                .load(Ordering::Relaxed)
+                .saturating_sub(base),
+        )
+        .unwrap_or(usize::MAX);
         if out.delivered.is_none() && running >= args.deploy {
             out.delivered = Some(start.elapsed());
             eprintln!(
@@ -1257,7 +1263,12 @@ impl FakeNode {
                 ),
                 (
                     "tier".to_string(),
-                    if index % 2 == 0 { "even" } else { "odd" }.to_string(),
+                    if index.is_multiple_of(2) {
+                        "even"
+                    } else {
+                        "odd"
+                    }
+                    .to_string(),
                 ),
             ]),
         }

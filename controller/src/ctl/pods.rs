@@ -1,13 +1,13 @@
-//! `outpostctl` output for pods: `get pods`, `describe pod`, `top pods`,
-//! `top nodes`, read from the pods' Kubernetes JSON.
+//! Pods: the `get pods` row, `describe pod` (and the pod template part
+//! of workload descriptions), `top pods`, read from the pods' Kubernetes
+//! JSON.
 
-use crate::api::pod::{ContainerState, Pod, Probe};
+use super::{age, age_of, decode, or_none, rfc3339, table, Context, RenderError, Row, Subject};
+use crate::api::pod::{ContainerState, PodSpec, PodTemplateSpec, Probe, POD_SCHEDULED};
 use crate::api::resources::ResourceList;
-use crate::api::Time;
-use crate::ctl::{age, rfc3339, table};
+use crate::api::{Kind, Pod, Time};
 use outpost_proto::pod::Usage;
 use outpost_proto::units::format_bytes;
-use outpost_proto::{Event, NodeView};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 
@@ -64,6 +64,7 @@ pub fn pod_status(p: &Pod) -> String {
     s.phase.name().to_string()
 }
 
+/// READY: ready containers of all.
 fn ready(p: &Pod) -> String {
     let total = p.spec.containers.len();
     let ready = p
@@ -75,44 +76,37 @@ fn ready(p: &Pod) -> String {
     format!("{ready}/{total}")
 }
 
-/// `get pods`; with `namespaces`, a NAMESPACE column first; `wide` adds
-/// the pod IP.
-pub fn pods_table(pods: &[Pod], now_ms: u64, namespaces: bool, wide: bool) -> String {
-    let rows: Vec<Vec<String>> = pods
+/// RESTARTS as kubectl prints it: the count, and how long ago the last
+/// restart was when a container's previous run has ended (`2 (5m ago)`).
+pub fn restarts(p: &Pod, now_ms: u64) -> String {
+    let n = p.status.restarts();
+    let last = p
+        .status
+        .container_statuses
         .iter()
-        .map(|p| {
-            let mut row = Vec::new();
-            if namespaces {
-                row.push(p.metadata.namespace.clone());
-            }
-            row.extend([
-                p.metadata.name.clone(),
-                ready(p),
-                pod_status(p),
-                p.status.restarts().to_string(),
-                age(ms(p.metadata.creation_timestamp), now_ms),
-            ]);
-            if wide {
-                row.push(if p.status.pod_ip.is_empty() {
-                    "<none>".into()
-                } else {
-                    p.status.pod_ip.clone()
-                });
-            }
-            row.push(p.node().unwrap_or("<none>").to_string());
-            row
-        })
-        .collect();
-    let mut header = Vec::new();
-    if namespaces {
-        header.push("NAMESPACE");
+        .filter_map(|c| c.last_state.terminated.as_ref()?.finished_at)
+        .max();
+    match last {
+        Some(t) if n > 0 => format!("{n} ({} ago)", age(t.ms(), now_ms)),
+        _ => n.to_string(),
     }
-    header.extend(["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
-    if wide {
-        header.push("IP");
-    }
-    header.push("NODE");
-    table(&header, &rows)
+}
+
+/// The `get pods` row.
+pub fn row(v: &Value, ctx: &Context<'_>) -> Result<Row, RenderError> {
+    let p: Pod = decode(Kind::Pod, v)?;
+    Ok(Row::of(
+        v,
+        vec![
+            ready(&p),
+            pod_status(&p),
+            restarts(&p, ctx.now_ms),
+            age_of(p.metadata.creation_timestamp, ctx.now_ms),
+            or_none(&p.status.pod_ip),
+            p.node().unwrap_or("<none>").to_string(),
+            or_none(&p.status.nominated_node_name),
+        ],
+    ))
 }
 
 fn state_lines(o: &mut String, label: &str, s: &ContainerState) {
@@ -165,37 +159,127 @@ fn resource_line(r: &ResourceList) -> String {
         .join(", ")
 }
 
-/// The events section every `describe` ends with.
-pub fn events_section(o: &mut String, events: &[Event], now_ms: u64) {
-    let _ = writeln!(o, "Events:");
-    if events.is_empty() {
-        let _ = writeln!(o, "  <none>");
-        return;
-    }
-    let rows: Vec<Vec<String>> = events
-        .iter()
-        .map(|e| {
-            vec![
-                format!("{:?}", e.kind),
-                e.reason.clone(),
-                age(e.time_ms, now_ms),
-                e.message.clone(),
-            ]
-        })
-        .collect();
-    for line in table(&["TYPE", "REASON", "AGE", "MESSAGE"], &rows).lines() {
-        let _ = writeln!(o, "  {line}");
-    }
+/// The `Pod Template:` part of a ReplicaSet's or Deployment's description.
+pub fn template_section(o: &mut String, t: &PodTemplateSpec) {
+    let _ = writeln!(o, "Pod Template:");
+    let labels = super::labels_text(&t.metadata.labels, "=");
+    let mut d = super::Describe::new(9);
+    d.list("  Labels", &labels);
+    o.push_str(&d.finish());
+    containers_section(o, &t.spec);
 }
 
-/// `outpostctl describe pod`.
-pub fn describe_pod(p: &Pod, usage: Option<&Usage>, events: &[Event], now_ms: u64) -> String {
+/// Containers of a pod spec as a template describes them (no statuses).
+fn containers_section(o: &mut String, s: &PodSpec) {
+    let _ = writeln!(o, "  Containers:");
+    for c in &s.containers {
+        let _ = writeln!(o, "   {}:", c.name);
+        let mut d = super::Describe::new(18);
+        d.field("    Image", &c.image);
+        let ports: Vec<String> = c
+            .ports
+            .iter()
+            .map(|p| format!("{}/{}", p.container_port, p.protocol.name()))
+            .collect();
+        d.field(
+            "    Port",
+            if ports.is_empty() {
+                "<none>".into()
+            } else {
+                ports.join(", ")
+            },
+        );
+        let host: Vec<String> = c
+            .ports
+            .iter()
+            .filter_map(|p| Some(format!("{}/{}", p.host_port?, p.protocol.name())))
+            .collect();
+        if !host.is_empty() {
+            d.field("    Host Port", host.join(", "));
+        }
+        if !c.command.is_empty() {
+            d.field("    Command", c.command.join(" "));
+        }
+        if !c.args.is_empty() {
+            d.field("    Args", c.args.join(" "));
+        }
+        if !c.resources.limits.is_empty() {
+            d.field("    Limits", resource_line(&c.resources.limits));
+        }
+        if !c.resources.requests.is_empty() {
+            d.field("    Requests", resource_line(&c.resources.requests));
+        }
+        if let Some(l) = &c.liveness_probe {
+            d.field("    Liveness", probe_line(l));
+        }
+        if let Some(r) = &c.readiness_probe {
+            d.field("    Readiness", probe_line(r));
+        }
+        let env: Vec<String> = c
+            .env
+            .iter()
+            .map(|e| format!("{}={}", e.name, e.value))
+            .collect();
+        d.list("    Environment", &env);
+        let mounts: Vec<String> = c
+            .volume_mounts
+            .iter()
+            .map(|m| {
+                format!(
+                    "{} from {}{}",
+                    m.mount_path,
+                    m.name,
+                    if m.read_only { " (ro)" } else { " (rw)" }
+                )
+            })
+            .collect();
+        d.list("    Mounts", &mounts);
+        o.push_str(&d.finish());
+    }
+    let vols: Vec<String> = s
+        .volumes
+        .iter()
+        .map(|v| match &v.host_path {
+            Some(h) => format!("{}: HostPath {}", v.name, h.path),
+            None => format!("{}: EmptyDir", v.name),
+        })
+        .collect();
+    let mut d = super::Describe::new(18);
+    d.list("  Volumes", &vols);
+    if !s.node_selector.is_empty() {
+        d.field(
+            "  Node-Selectors",
+            super::labels_text(&s.node_selector, "=").join(","),
+        );
+    }
+    if !s.priority_class_name.is_empty() {
+        d.field("  Priority Class", &s.priority_class_name);
+    }
+    o.push_str(&d.finish());
+}
+
+/// `describe pod`.
+pub fn describe(s: &Subject<'_>) -> Result<String, RenderError> {
+    let p: Pod = decode(Kind::Pod, s.object)?;
+    Ok(describe_pod(&p, s.usage, s.events, s.now_ms))
+}
+
+/// `describe pod` of a decoded pod.
+pub fn describe_pod(
+    p: &Pod,
+    usage: Option<&Usage>,
+    events: &[outpost_proto::Event],
+    now_ms: u64,
+) -> String {
     let s = &p.spec;
     let st = &p.status;
     let mut o = String::new();
     let _ = writeln!(o, "Name:             {}", p.metadata.name);
     let _ = writeln!(o, "Namespace:        {}", p.metadata.namespace);
     let _ = writeln!(o, "Node:             {}", p.node().unwrap_or("<none>"));
+    if !st.nominated_node_name.is_empty() {
+        let _ = writeln!(o, "NominatedNodeName: {}", st.nominated_node_name);
+    }
     let created = ms(p.metadata.creation_timestamp);
     let _ = writeln!(
         o,
@@ -221,12 +305,37 @@ pub fn describe_pod(p: &Pod, usage: Option<&Usage>, events: &[Event], now_ms: u6
     if let Some(c) = p.metadata.controller_ref() {
         let _ = writeln!(o, "Controlled By:    {}/{}", c.kind, c.name);
     }
-    let _ = writeln!(o, "Status:           {}", pod_status(p));
-    if !st.reason.is_empty() {
-        let _ = writeln!(o, "Reason:           {}", st.reason);
+    match p.metadata.deletion_timestamp {
+        Some(t) => {
+            let _ = writeln!(
+                o,
+                "Status:           Terminating (requested {} ago)",
+                age(t.ms(), now_ms)
+            );
+            if let Some(g) = p.metadata.deletion_grace_period_seconds {
+                let _ = writeln!(o, "Termination Grace Period: {g}s");
+            }
+        }
+        None => {
+            let _ = writeln!(o, "Status:           {}", pod_status(p));
+        }
     }
-    if !st.message.is_empty() {
-        let _ = writeln!(o, "Message:          {}", st.message);
+    // Why an unbound pod waits: the scheduler's verdict on every node
+    // (`0/3 nodes are available: ...`), kept in its PodScheduled condition.
+    let unschedulable = st
+        .condition(POD_SCHEDULED)
+        .filter(|c| p.node().is_none() && c.status != crate::api::meta::ConditionStatus::True);
+    let (reason, message) = match unschedulable {
+        Some(c) if st.reason.is_empty() && st.message.is_empty() => {
+            (c.reason.as_str(), c.message.as_str())
+        }
+        _ => (st.reason.as_str(), st.message.as_str()),
+    };
+    if !reason.is_empty() {
+        let _ = writeln!(o, "Reason:           {reason}");
+    }
+    if !message.is_empty() {
+        let _ = writeln!(o, "Message:          {message}");
     }
     let _ = writeln!(o, "Phase:            {}", st.phase.name());
     if !st.pod_ip.is_empty() {
@@ -375,30 +484,41 @@ pub fn describe_pod(p: &Pod, usage: Option<&Usage>, events: &[Event], now_ms: u6
     if !s.tolerations.is_empty() {
         let _ = writeln!(o, "Tolerations:      {}", s.tolerations.len());
     }
-    events_section(&mut o, events, now_ms);
+    super::events::section(&mut o, events, now_ms);
     o
 }
 
 /// `outpostctl top pods`.
-pub fn top_pods(pods: &[(Pod, Usage)]) -> String {
+pub fn top_pods(pods: &[(Pod, Usage)], namespaces: bool) -> String {
     if pods.is_empty() {
         return "No usage reported yet: pods report once their node has run them.\n".into();
     }
     let rows: Vec<Vec<String>> = pods
         .iter()
         .map(|(p, u)| {
-            vec![
+            let mut row = Vec::new();
+            if namespaces {
+                row.push(p.metadata.namespace.clone());
+            }
+            row.extend([
                 p.metadata.name.clone(),
                 cpu(u.cpu_millis),
                 format!("{}Mi", u.memory_bytes / (1024 * 1024)),
                 p.node().unwrap_or_default().to_string(),
-            ]
+            ]);
+            row
         })
         .collect();
-    table(&["NAME", "CPU(cores)", "MEMORY(bytes)", "NODE"], &rows)
+    let mut header = Vec::new();
+    if namespaces {
+        header.push("NAMESPACE");
+    }
+    header.extend(["NAME", "CPU(cores)", "MEMORY(bytes)", "NODE"]);
+    table(&header, &rows)
 }
 
-fn usage_json(u: &Usage) -> Value {
+/// A usage as `metrics.k8s.io` writes it.
+pub fn usage_json(u: &Usage) -> Value {
     json!({"cpu": cpu(u.cpu_millis), "memory": format!("{}Ki", u.memory_bytes / 1024)})
 }
 
@@ -412,53 +532,6 @@ pub fn top_pods_json(pods: &[(Pod, Usage)]) -> Value {
                     "metadata": {"name": p.metadata.name, "namespace": p.metadata.namespace},
                     "node": p.node(),
                     "usage": usage_json(u),
-                })
-            })
-            .collect(),
-    )
-}
-
-/// `outpostctl top nodes`: usage against allocatable.
-pub fn top_nodes(nodes: &[(NodeView, Option<Usage>)]) -> String {
-    let pct = |used: u64, of: u64| match used.saturating_mul(100).checked_div(of) {
-        Some(p) => format!("{p}%"),
-        None => "<unknown>".to_string(),
-    };
-    let rows: Vec<Vec<String>> = nodes
-        .iter()
-        .map(|(n, u)| match u {
-            Some(u) => vec![
-                n.name.clone(),
-                cpu(u.cpu_millis),
-                pct(u.cpu_millis, n.allocatable.cpu_millis),
-                format!("{}Mi", u.memory_bytes / (1024 * 1024)),
-                pct(u.memory_bytes, n.allocatable.memory_bytes),
-            ],
-            None => vec![
-                n.name.clone(),
-                "<unknown>".into(),
-                "<unknown>".into(),
-                "<unknown>".into(),
-                "<unknown>".into(),
-            ],
-        })
-        .collect();
-    table(
-        &["NAME", "CPU(cores)", "CPU%", "MEMORY(bytes)", "MEMORY%"],
-        &rows,
-    )
-}
-
-pub fn top_nodes_json(nodes: &[(NodeView, Option<Usage>)]) -> Value {
-    crate::ctl::list(
-        nodes
-            .iter()
-            .map(|(n, u)| {
-                json!({
-                    "apiVersion": "metrics.k8s.io/v1beta1",
-                    "kind": "NodeMetrics",
-                    "metadata": {"name": n.name},
-                    "usage": u.as_ref().map(usage_json),
                 })
             })
             .collect(),

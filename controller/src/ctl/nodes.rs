@@ -1,37 +1,17 @@
-//! `outpostctl` output: Kubernetes-shaped JSON/YAML views of our wire types
-//! and kubectl-like tables.
-//!
-//! JSON is the stable machine form: objects carry `apiVersion`, `kind`,
-//! `metadata`, `spec` and `status` as in Kubernetes, quantities are strings
-//! (`"2"`, `"1500m"`, `"8029172Ki"`), times RFC 3339.
+//! Nodes: their Kubernetes-shaped JSON (what `get nodes -o json` and the
+//! operator API serve), the `get nodes` row and `describe node`, all from
+//! the registry's live view ([`NodeView`]: lease, measurements,
+//! connection), plus `top nodes`.
 
+use super::{age, rfc3339, table, Context, RenderError, Row, Subject};
 use outpost_proto::names::SITE_LABEL;
-use outpost_proto::units::{format_bytes, format_duration};
+use outpost_proto::pod::Usage;
+use outpost_proto::units::format_bytes;
 use outpost_proto::{
-    ConditionStatus, ConditionType, Event, NodeView, Resources, Signal, SignalObservation,
-    ThresholdState, TokenInfo,
+    ConditionStatus, ConditionType, NodeView, Resources, Signal, SignalObservation, ThresholdState,
 };
 use serde_json::{json, Value};
 use std::fmt::Write as _;
-use std::time::Duration;
-
-/// Output format of a listing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Table,
-    Json,
-    Yaml,
-}
-
-pub use outpost_proto::units::rfc3339;
-
-/// Age like kubectl: `45s`, `3m12s`, `5h2m`, `12d`.
-pub fn age(since_ms: u64, now_ms: u64) -> String {
-    if since_ms == 0 {
-        return "<unknown>".into();
-    }
-    format_duration(Duration::from_millis(now_ms.saturating_sub(since_ms)))
-}
 
 fn cpu(m: u64) -> String {
     if m.is_multiple_of(1000) {
@@ -145,70 +125,6 @@ pub fn node_json(n: &NodeView) -> Value {
     })
 }
 
-pub fn event_json(e: &Event) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"name": format!("event-{}", e.seq)},
-        "type": format!("{:?}", e.kind),
-        "reason": e.reason,
-        "involvedObject": e.object,
-        "message": e.message,
-        "lastTimestamp": rfc3339(e.time_ms),
-    })
-}
-
-pub fn token_json(t: &TokenInfo) -> Value {
-    json!({
-        "apiVersion": "outpost.dev/v1",
-        "kind": "BootstrapToken",
-        "metadata": {"name": t.id, "creationTimestamp": rfc3339(t.created_ms)},
-        "spec": {"expires": rfc3339(t.expires_ms), "usesLeft": t.uses_left, "labels": t.labels, "description": t.description},
-        "status": {"used": t.used, "revoked": t.revoked},
-    })
-}
-
-/// Wraps items as a `List`.
-pub fn list(items: Vec<Value>) -> Value {
-    json!({"apiVersion": "v1", "kind": "List", "items": items})
-}
-
-/// Renders a JSON value in the chosen machine format.
-pub fn render(v: &Value, format: Format) -> String {
-    match format {
-        Format::Yaml => serde_yaml::to_string(v).unwrap_or_default(),
-        _ => serde_json::to_string_pretty(v).unwrap_or_default() + "\n",
-    }
-}
-
-/// Left-aligned columns separated by three spaces, as kubectl prints.
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: Vec<&str>| {
-        let mut l = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                l.push_str(c);
-            } else {
-                let _ = write!(l, "{c:<w$}   ", w = widths[i]);
-            }
-        }
-        out.push_str(l.trim_end());
-        out.push('\n');
-    };
-    line(header.to_vec());
-    for r in rows {
-        line(r.iter().map(String::as_str).collect());
-    }
-    out
-}
-
 /// STATUS column: Ready/NotReady plus qualifiers.
 pub fn node_status(n: &NodeView) -> String {
     let ready = n
@@ -241,40 +157,83 @@ pub fn pressure(n: &NodeView) -> String {
     }
 }
 
+fn or_unknown(s: &str) -> String {
+    if s.is_empty() {
+        "<unknown>".into()
+    } else {
+        s.to_string()
+    }
+}
+
+/// The `get nodes` row of a node (its cells from the live view in `ctx`).
+pub fn row(v: &Value, ctx: &Context<'_>) -> Result<Row, RenderError> {
+    let name = super::name_of(v);
+    let n = ctx
+        .nodes
+        .get(name)
+        .ok_or_else(|| RenderError::NodeGone(name.to_string()))?;
+    Ok(Row {
+        namespace: String::new(),
+        name: n.name.clone(),
+        cells: view_cells(n, ctx.now_ms),
+    })
+}
+
+fn view_cells(n: &NodeView, now_ms: u64) -> Vec<String> {
+    vec![
+        node_status(n),
+        pressure(n),
+        n.labels
+            .get(SITE_LABEL)
+            .cloned()
+            .unwrap_or_else(|| "<none>".into()),
+        or_unknown(&n.info.arch),
+        cpu(n.capacity.cpu_millis),
+        format_bytes(n.capacity.memory_bytes),
+        age(n.created_ms, now_ms),
+        or_unknown(&n.info.agent_version),
+        n.info
+            .addresses
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "<none>".into()),
+        or_unknown(&n.info.os_image),
+        or_unknown(&n.info.kernel_version),
+        if n.info.runtime.available {
+            format!("{}://{}", n.info.runtime.name, n.info.runtime.version)
+        } else {
+            "<none>".into()
+        },
+    ]
+}
+
+/// `get nodes` from live views, as the table has always looked.
 pub fn nodes_table(nodes: &[NodeView], now_ms: u64) -> String {
+    let p = super::printer(crate::api::Kind::Node);
     let rows: Vec<Vec<String>> = nodes
         .iter()
         .map(|n| {
-            vec![
-                n.name.clone(),
-                node_status(n),
-                pressure(n),
-                n.labels
-                    .get(SITE_LABEL)
-                    .cloned()
-                    .unwrap_or_else(|| "<none>".into()),
-                if n.info.arch.is_empty() {
-                    "<unknown>".into()
-                } else {
-                    n.info.arch.clone()
-                },
-                cpu(n.capacity.cpu_millis),
-                format_bytes(n.capacity.memory_bytes),
-                age(n.created_ms, now_ms),
-                if n.info.agent_version.is_empty() {
-                    "<unknown>".into()
-                } else {
-                    n.info.agent_version.clone()
-                },
-            ]
+            let row = Row {
+                namespace: String::new(),
+                name: n.name.clone(),
+                cells: view_cells(n, now_ms),
+            };
+            p.cells(&row, super::Layout::default())
         })
         .collect();
-    table(
-        &[
-            "NAME", "STATUS", "PRESSURE", "SITE", "ARCH", "CPU", "MEMORY", "AGE", "VERSION",
-        ],
-        &rows,
-    )
+    let header = p.header(super::Layout::default());
+    super::Table::new(header).render(&rows, true)
+}
+
+/// `describe node`: the live view, then the node's events.
+pub fn describe(s: &Subject<'_>) -> Result<String, RenderError> {
+    let name = super::name_of(s.object);
+    let n = s
+        .node
+        .ok_or_else(|| RenderError::NodeGone(name.to_string()))?;
+    let mut o = describe_node(n, s.now_ms);
+    super::events::section(&mut o, s.events, s.now_ms);
+    Ok(o)
 }
 
 fn amount(s: Signal, v: u64) -> String {
@@ -447,89 +406,49 @@ pub fn describe_node(n: &NodeView, now_ms: u64) -> String {
     o
 }
 
-pub fn events_table(events: &[Event], now_ms: u64) -> String {
-    let rows: Vec<Vec<String>> = events
+/// `outpostctl top nodes`: usage against allocatable.
+pub fn top_nodes(nodes: &[(NodeView, Option<Usage>)]) -> String {
+    let pct = |used: u64, of: u64| match used.saturating_mul(100).checked_div(of) {
+        Some(p) => format!("{p}%"),
+        None => "<unknown>".to_string(),
+    };
+    let rows: Vec<Vec<String>> = nodes
         .iter()
-        .map(|e| {
-            vec![
-                age(e.time_ms, now_ms),
-                format!("{:?}", e.kind),
-                e.reason.clone(),
-                e.object.clone(),
-                e.message.clone(),
-            ]
-        })
-        .collect();
-    table(&["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], &rows)
-}
-
-pub fn tokens_table(tokens: &[TokenInfo], now_ms: u64) -> String {
-    let rows: Vec<Vec<String>> = tokens
-        .iter()
-        .map(|t| {
-            let state = if t.revoked {
-                "Revoked".to_string()
-            } else if now_ms >= t.expires_ms {
-                "Expired".into()
-            } else if t.uses_left == Some(0) {
-                "UsedUp".into()
-            } else {
-                "Valid".into()
-            };
-            vec![
-                t.id.clone(),
-                state,
-                if now_ms >= t.expires_ms {
-                    "-".into()
-                } else {
-                    format_duration(Duration::from_millis(t.expires_ms - now_ms))
-                },
-                t.uses_left.map_or("unlimited".into(), |u| u.to_string()),
-                t.used.to_string(),
-                t.labels
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(","),
-                t.description.clone(),
-            ]
+        .map(|(n, u)| match u {
+            Some(u) => vec![
+                n.name.clone(),
+                format!("{}m", u.cpu_millis),
+                pct(u.cpu_millis, n.allocatable.cpu_millis),
+                format!("{}Mi", u.memory_bytes / (1024 * 1024)),
+                pct(u.memory_bytes, n.allocatable.memory_bytes),
+            ],
+            None => vec![
+                n.name.clone(),
+                "<unknown>".into(),
+                "<unknown>".into(),
+                "<unknown>".into(),
+                "<unknown>".into(),
+            ],
         })
         .collect();
     table(
-        &[
-            "ID",
-            "STATE",
-            "TTL",
-            "USES LEFT",
-            "USED",
-            "LABELS",
-            "DESCRIPTION",
-        ],
+        &["NAME", "CPU(cores)", "CPU%", "MEMORY(bytes)", "MEMORY%"],
         &rows,
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_aligns_and_trims() {
-        let t = table(
-            &["A", "BB"],
-            &[vec!["xyz".into(), "1".into()], vec!["q".into(), "".into()]],
-        );
-        assert_eq!(t, "A     BB\nxyz   1\nq\n");
-    }
-
-    #[test]
-    fn quantities_and_times() {
-        assert_eq!(cpu(2000), "2");
-        assert_eq!(cpu(1500), "1500m");
-        assert_eq!(bytes_quantity(2048), "2Ki");
-        assert_eq!(bytes_quantity(1000), "1000");
-        assert_eq!(rfc3339(0), "");
-        assert_eq!(rfc3339(1_700_000_000_000), "2023-11-14T22:13:20.000Z");
-        assert_eq!(age(1000, 61_000), "60s");
-    }
+pub fn top_nodes_json(nodes: &[(NodeView, Option<Usage>)]) -> Value {
+    super::list(
+        nodes
+            .iter()
+            .map(|(n, u)| {
+                json!({
+                    "apiVersion": "metrics.k8s.io/v1beta1",
+                    "kind": "NodeMetrics",
+                    "metadata": {"name": n.name},
+                    "usage": u.as_ref().map(super::pods::usage_json),
+                })
+            })
+            .collect(),
+    )
 }
