@@ -20,7 +20,10 @@
 # AGENT_IDLE_SECS (30; 0 skips the agent), UDP_BUFFER (loadgen --udp-buffer, default 4Mi; 0 =
 # OS default; capped by net.core.rmem_max), RMEM_MAX (if set and we are root, net.core.rmem_max/wmem_max are
 # raised to it for the run and restored afterwards), OUT (results dir),
-# SKIP_BUILD=1.
+# SKIP_BUILD=1, DEPLOY (0: none; N: once the fleet is up, the loadgen applies
+# Deployments with N replicas in all over agents spread across 20 sites,
+# acknowledges and runs them, and times placement end to end; the steady
+# window then holds N pods placed and heartbeating).
 #
 # Every wait is bounded; the EXIT trap stops every process this script
 # started (by PID) and restores any sysctl it changed.
@@ -181,15 +184,17 @@ for N in $SIZES; do
     result "n$N.controller_rss_idle_kib" "$(status_kib "$CTL_PID" VmRSS)"
     READY=$WORK/n$N/ready
     ts=$(now); cs=$(cpu_ticks "$CTL_PID")
+    deploy_args=()
+    if [ "${DEPLOY:-0}" -gt 0 ]; then deploy_args=(--deploy "$DEPLOY" --sites 20); fi
     "$BIN/outpost-loadgen" --config "$CTL_CONF" --agents "$N" --duration "$HOLD" \
-        --name-prefix "load$N" --udp-buffer "$UDP_BUFFER" \
+        --name-prefix "load$N" --udp-buffer "$UDP_BUFFER" "${deploy_args[@]}" \
         --ready-file "$READY" --summary-json "$OUT/n$N-loadgen.json" \
         >"$OUT/n$N-loadgen.txt" 2>"$OUT/n$N-loadgen.err" &
     LG_PID=$!
     PIDS+=("$LG_PID")
     # Enrolment and connection are bounded by the loadgen's --phase-timeout
     # (10m each); give up on our side a little later.
-    deadline=$((SECONDS + 1300))
+    deadline=$((SECONDS + 1900))  # plus the deploy phase (--deploy-timeout 10m)
     until [ -e "$READY" ]; do
         kill -0 "$LG_PID" 2>/dev/null || { echo "loadgen exited early:" >&2; tail -n 20 "$OUT/n$N-loadgen.err" >&2; exit 1; }
         [ $SECONDS -lt $deadline ] || { echo "loadgen never reached steady state" >&2; exit 1; }
@@ -231,7 +236,7 @@ for N in $SIZES; do
     kill -0 "$LG_PID" 2>/dev/null && { echo "loadgen did not finish; stopping it" >&2; stop "$LG_PID"; }
     wait "$LG_PID" || { echo "loadgen failed:" >&2; tail -n 20 "$OUT/n$N-loadgen.err" >&2; exit 1; }
     result "n$N.controller_rss_peak_kib" "$(status_kib "$CTL_PID" VmHWM)"
-    for k in enrolled connected enrolSeconds connectSeconds liveAtEnd dropped heartbeatsPerSecond loadgenPeakRssKiB tokenUsed; do
+    for k in enrolled connected enrolSeconds connectSeconds liveAtEnd dropped heartbeatsPerSecond loadgenPeakRssKiB tokenUsed deployReplicas deployDeliveredSeconds deployAvailableSeconds deployError; do
         result "n$N.loadgen_$k" "$(jget "$OUT/n$N-loadgen.json" "$k")"
     done
     # The operator's view at this size: does a full node listing still work?

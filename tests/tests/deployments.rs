@@ -19,14 +19,23 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-const NODES: [(&str, &str); 3] = [("dep-a1", "a"), ("dep-a2", "a"), ("dep-b1", "b")];
+/// The test's nodes and their sites: two in site a, one in site b, named
+/// after the test so tests running side by side never share a node name
+/// (containers are told apart by it).
+fn nodes(prefix: &str) -> Vec<(String, &'static str)> {
+    vec![
+        (format!("{prefix}-a1"), "a"),
+        (format!("{prefix}-a2"), "a"),
+        (format!("{prefix}-b1"), "b"),
+    ]
+}
 
 /// Removes every container of the test's nodes when it ends.
-struct Cleanup;
+struct Cleanup(&'static str);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        for (n, _) in NODES {
+        for (n, _) in nodes(self.0) {
             let (_, ids) = docker(&[
                 "ps",
                 "-aq",
@@ -40,20 +49,20 @@ impl Drop for Cleanup {
     }
 }
 
-fn cluster() -> Cluster {
+fn cluster(prefix: &str) -> Cluster {
     outpost_workloads::ensure_images().expect("building the workload images");
     let mut c = Cluster::start(Timing::default());
     let (token, hash) = c.token(&[]);
-    for (name, site) in NODES {
+    for (name, site) in nodes(prefix) {
         c.start_agent(
-            name,
+            &name,
             Some((&token, &hash)),
             &["--labels", &format!("site={site}")],
         );
     }
-    for (name, _) in NODES {
+    for (name, _) in nodes(prefix) {
         c.wait_for(&format!("{name} Ready"), Duration::from_secs(60), |c| {
-            c.is_ready(name)
+            c.is_ready(&name)
         });
     }
     c
@@ -154,8 +163,8 @@ spec:
 
 #[test]
 fn seed_deployment_and_service_run_spread_and_serve() {
-    let _cleanup = Cleanup;
-    let c = cluster();
+    let _cleanup = Cleanup("seed");
+    let c = cluster("seed");
     let (deployment, service) = seed();
     let out = apply(&c, "deployment.yaml", &deployment);
     assert_eq!(out.trim(), "deployment.apps/my-webapp created");
@@ -171,15 +180,15 @@ fn seed_deployment_and_service_run_spread_and_serve() {
     );
     println!("seed deployment: 2 replicas Running and Ready {took:.1?} after apply");
     let p = pods(&c, "app=web");
-    let nodes: BTreeSet<String> = p
+    let on: BTreeSet<String> = p
         .iter()
         .map(|p| p["spec"]["nodeName"].as_str().unwrap().to_string())
         .collect();
-    let sites: BTreeSet<&str> = nodes
+    let sites: BTreeSet<&str> = on
         .iter()
-        .map(|n| NODES.iter().find(|(m, _)| m == n).unwrap().1)
+        .map(|n| nodes("seed").into_iter().find(|(m, _)| m == n).unwrap().1)
         .collect();
-    println!("replicas on nodes {nodes:?}, sites {sites:?}");
+    println!("replicas on nodes {on:?}, sites {sites:?}");
     assert_eq!(
         sites.len(),
         2,
@@ -220,7 +229,7 @@ fn seed_deployment_and_service_run_spread_and_serve() {
     println!("endpoints complete {took:.1?} after the pods were ready");
     let ep = c.ctl_json(&["get", "endpoints", "web-service"]);
     for a in ep["subsets"][0]["addresses"].as_array().unwrap() {
-        assert!(nodes.contains(a["nodeName"].as_str().unwrap()), "{a}");
+        assert!(on.contains(a["nodeName"].as_str().unwrap()), "{a}");
         assert!(!a["nodeIP"].as_str().unwrap_or("").is_empty(), "{a}");
     }
     assert_eq!(ep["subsets"][0]["ports"][0]["port"], 80);
@@ -272,8 +281,8 @@ fn endpoint_ips(c: &Cluster, svc: &str) -> (BTreeSet<String>, BTreeSet<String>) 
 
 #[test]
 fn unschedulable_cordoned_and_readiness() {
-    let _cleanup = Cleanup;
-    let c = cluster();
+    let _cleanup = Cleanup("sched");
+    let c = cluster("sched");
     // An impossible request: Pending, with the message naming every node.
     apply(
         &c,
@@ -316,7 +325,7 @@ spec:
     assert!(c.ctl(&["delete", "pod", "huge"]).status.success());
 
     // A cordoned node gets nothing new.
-    let out = c.ctl(&["cordon", "dep-a1"]);
+    let out = c.ctl(&["cordon", "sched-a1"]);
     assert!(
         out.status.success(),
         "{}",
@@ -361,19 +370,19 @@ spec:
             .or_default() += 1;
         m
     });
-    println!("with dep-a1 cordoned: {on:?}");
+    println!("with sched-a1 cordoned: {on:?}");
     assert!(
-        !on.contains_key("dep-a1"),
+        !on.contains_key("sched-a1"),
         "nothing new on the cordoned node: {on:?}"
     );
     let nodes = String::from_utf8_lossy(&c.ctl(&["get", "nodes"]).stdout).to_string();
     assert!(
         nodes
             .lines()
-            .any(|l| l.starts_with("dep-a1") && l.contains("SchedulingDisabled")),
+            .any(|l| l.starts_with("sched-a1") && l.contains("SchedulingDisabled")),
         "{nodes}"
     );
-    assert!(c.ctl(&["uncordon", "dep-a1"]).status.success());
+    assert!(c.ctl(&["uncordon", "sched-a1"]).status.success());
 
     // Endpoints follow readiness: fail one pod's probe, it moves to
     // notReadyAddresses; heal it, it comes back.
@@ -403,9 +412,9 @@ spec:
 }
 
 /// (container id, started at) of every container of the test's nodes.
-fn containers() -> BTreeMap<String, String> {
+fn containers(prefix: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    for (n, _) in NODES {
+    for (n, _) in nodes(prefix) {
         let (_, ids) = docker(&[
             "ps",
             "-q",
@@ -423,8 +432,8 @@ fn containers() -> BTreeMap<String, String> {
 
 #[test]
 fn controller_kill_and_restart_leaves_every_container_alone() {
-    let _cleanup = Cleanup;
-    let mut c = cluster();
+    let _cleanup = Cleanup("restart");
+    let mut c = cluster("restart");
     apply(
         &c,
         "steady.yaml",
@@ -445,7 +454,7 @@ spec:
         let p = pods(c, "app=steady");
         p.len() == 5 && p.iter().all(running_ready)
     });
-    let before = containers();
+    let before = containers("restart");
     assert_eq!(before.len(), 5, "{before:?}");
     let pods_before: BTreeSet<String> = pods(&c, "app=steady")
         .iter()
@@ -455,7 +464,7 @@ spec:
     std::thread::sleep(Duration::from_secs(2));
     c.start_controller();
     let took = c.wait_for("every node Ready again", Duration::from_secs(60), |c| {
-        NODES.iter().all(|(n, _)| c.is_ready(n))
+        nodes("restart").iter().all(|(n, _)| c.is_ready(n))
     });
     println!("all nodes Ready {took:.1?} after the restart");
     // Statuses survived the restart: Running right away, not Pending.
@@ -464,7 +473,7 @@ spec:
     assert!(p.iter().all(|p| p["status"]["phase"] == "Running"), "{p:?}");
     // Give the controllers time to do anything they would do.
     std::thread::sleep(Duration::from_secs(10));
-    let after = containers();
+    let after = containers("restart");
     assert_eq!(before, after, "same containers, same start times");
     let pods_after: BTreeSet<String> = pods(&c, "app=steady")
         .iter()

@@ -1794,6 +1794,10 @@ impl Summary {
         let q = &self.quic_window;
         serde_json::json!({
             "agents": self.agents,
+            "deployReplicas": self.deployed.as_ref().map(|d| d.replicas),
+            "deployDeliveredSeconds": self.deployed.as_ref().and_then(|d| d.delivered).map(|t| t.as_secs_f64()),
+            "deployAvailableSeconds": self.deployed.as_ref().and_then(|d| d.available).map(|t| t.as_secs_f64()),
+            "deployError": self.deployed.as_ref().and_then(|d| d.error.clone()),
             "enrolled": self.enrolled,
             "enrolFailed": self.enrol_failed,
             "enrolSeconds": self.enrol_secs,
