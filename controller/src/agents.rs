@@ -15,7 +15,7 @@ use crate::api::{self, Time};
 use crate::cache::Cache;
 use crate::controllers::status::{Entry, Report, StatusInbox};
 use outpost_proto::pod::{DesiredPod, Usage};
-use outpost_proto::{PodStatusUpdate, PodsDesired, MAX_PODS_PER_NODE};
+use outpost_proto::{PodStatusUpdate, PodsDesired};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -107,46 +107,32 @@ impl Agents {
         inbox: &Mutex<StatusInbox>,
         now: Time,
     ) -> Result<(), String> {
-        if update.pods.len() > MAX_PODS_PER_NODE || update.gone.len() > MAX_PODS_PER_NODE {
-            return Err(format!(
-                "status update has {} pods and {} gone; at most {MAX_PODS_PER_NODE} each",
-                update.pods.len(),
-                update.gone.len()
-            ));
-        }
-        for s in &update.pods {
-            s.validate()
-                .map_err(|e| format!("status of pod {}: {e}", s.name))?;
-        }
+        update.validate()?;
         lock(&self.node_usage).insert(node.to_string(), update.node_usage);
+        let entry = |report| Entry {
+            node: node.to_string(),
+            report,
+            at: now,
+        };
         let mut entries: Vec<(String, Entry)> = Vec::new();
         let mut reported = std::collections::HashSet::new();
         {
+            // Usage is kept only for pods bound to this node, so a node
+            // naming pods that are not its own cannot grow the map.
+            let cache = cache.read().unwrap_or_else(|p| p.into_inner());
             let mut usage = lock(&self.pod_usage);
             for s in update.pods {
                 let key = pod_key(&s.name);
-                usage.insert(key.clone(), s.usage);
+                if cache.pod(&key).is_some_and(|p| p.node() == Some(node)) {
+                    usage.insert(key.clone(), s.usage);
+                }
                 reported.insert(key.clone());
-                entries.push((
-                    key,
-                    Entry {
-                        node: node.to_string(),
-                        report: Report::Status(Box::new(s)),
-                        at: now,
-                    },
-                ));
+                entries.push((key, entry(Report::Status(Box::new(s)))));
             }
             for g in update.gone {
                 let key = pod_key(&g);
                 usage.remove(&key);
-                entries.push((
-                    key,
-                    Entry {
-                        node: node.to_string(),
-                        report: Report::Gone,
-                        at: now,
-                    },
-                ));
+                entries.push((key, entry(Report::Gone)));
             }
         }
         if update.full {
@@ -155,14 +141,7 @@ impl Agents {
             for p in cache.pods_on(node) {
                 let key = crate::api::ns_name(&p.metadata.namespace, &p.metadata.name);
                 if !reported.contains(&key) {
-                    entries.push((
-                        key,
-                        Entry {
-                            node: node.to_string(),
-                            report: Report::Gone,
-                            at: now,
-                        },
-                    ));
+                    entries.push((key, entry(Report::Gone)));
                 }
             }
         }
@@ -195,8 +174,16 @@ impl Agents {
         v
     }
 
-    /// Forgets a deleted node's figures.
-    pub fn forget_node(&self, node: &str) {
+    /// Forgets a deleted node's figures and those of its pods.
+    pub fn forget_node(&self, node: &str, cache: &Cache) {
         lock(&self.node_usage).remove(node);
+        let gone: Vec<String> = cache
+            .pods_on(node)
+            .map(|p| crate::api::ns_name(&p.metadata.namespace, &p.metadata.name))
+            .collect();
+        let mut usage = lock(&self.pod_usage);
+        for k in gone {
+            usage.remove(&k);
+        }
     }
 }

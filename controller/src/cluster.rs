@@ -285,25 +285,7 @@ impl Controller {
 
     /// Turns registry changes into store ops and events.
     fn changes_to_ops(&self, changes: Vec<Change>, now_ms: u64) -> Vec<Op> {
-        let mut ops = Vec::new();
-        for c in changes {
-            match c {
-                Change::Persist(rec) => match serde_json::to_vec(&rec) {
-                    Ok(bytes) => ops.push(Op::put(node_key(&rec.name), bytes)),
-                    Err(e) => tracing::error!("encoding node {}: {e}", rec.name),
-                },
-                Change::Event {
-                    kind,
-                    reason,
-                    object,
-                    message,
-                } => ops.extend(
-                    self.events_lock()
-                        .record(kind, reason, object, message, now_ms),
-                ),
-            }
-        }
-        ops
+        registry_ops(changes, &mut self.events_lock(), now_ms)
     }
 
     fn events_lock(&self) -> MutexGuard<'_, EventLog> {
@@ -586,8 +568,8 @@ impl Controller {
             for p in cache.pods_on(name) {
                 ops.push(Op::delete(crate::api::Resource::key(p.as_ref())));
             }
+            self.agents.forget_node(name, &cache);
         }
-        self.agents.forget_node(name);
         ops.extend(self.events_lock().record(
             EventType::Normal,
             "NodeDeleted",

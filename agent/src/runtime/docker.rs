@@ -745,52 +745,7 @@ pub fn pull_progress_text(image: &str, current: u64, total: u64) -> String {
 /// or with a `+hh:mm` offset) into Unix milliseconds. The zero time
 /// (`0001-01-01T00:00:00Z`) and anything unparsable give `None`.
 pub fn parse_rfc3339_ms(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    if b.len() < 20 {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if year < 1970 || b[4] != b'-' || b[10] != b'T' {
-        return None;
-    }
-    let mut i = 19;
-    let mut millis = 0i64;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        let frac = &s[start..i];
-        let ms = format!("{:0<3}", &frac[..frac.len().min(3)]);
-        millis = ms.parse().ok()?;
-    }
-    let offset_secs = match b.get(i) {
-        Some(b'Z') => 0,
-        Some(sign @ (b'+' | b'-')) => {
-            let oh = num(i + 1..i + 3)?;
-            let om = num(i + 4..i + 6)?;
-            let o = oh * 3600 + om * 60;
-            if *sign == b'+' {
-                o
-            } else {
-                -o
-            }
-        }
-        _ => return None,
-    };
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hour * 3600 + min * 60 + sec - offset_secs;
-    u64::try_from(secs * 1000 + millis).ok()
+    outpost_proto::units::parse_rfc3339(s).ok()
 }
 
 #[cfg(test)]

@@ -59,72 +59,7 @@ impl<'de> Deserialize<'de> for Time {
     }
 }
 
-/// Parses an RFC 3339 UTC or offset time (`2026-12-02T06:36:18Z`,
-/// `...18.5+01:00`) into unix milliseconds. Times before 1970 are refused.
-pub fn parse_rfc3339(s: &str) -> Result<u64, String> {
-    let bad = || format!("{s:?} is not an RFC 3339 time (e.g. 2026-12-02T06:36:18Z)");
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return Err(bad());
-    }
-    let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
-        let part = s.get(r).ok_or_else(bad)?;
-        if !part.bytes().all(|c| c.is_ascii_digit()) {
-            return Err(bad());
-        }
-        part.parse::<i64>().map_err(|_| bad())
-    };
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if b[13] != b':' || b[16] != b':' {
-        return Err(bad());
-    }
-    let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
-        return Err(bad());
-    }
-    let mut i = 19;
-    let mut millis = 0i64;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i == start {
-            return Err(bad());
-        }
-        let frac = &s[start..i.min(start + 3)];
-        millis = format!("{frac:0<3}").parse().map_err(|_| bad())?;
-    }
-    let offset_secs = match &s[i..] {
-        "Z" | "z" => 0,
-        tz if tz.len() == 6
-            && matches!(tz.as_bytes()[0], b'+' | b'-')
-            && tz.as_bytes()[3] == b':' =>
-        {
-            let h = num(i + 1..i + 3)?;
-            let m = num(i + 4..i + 6)?;
-            let v = h * 3600 + m * 60;
-            if tz.starts_with('-') {
-                -v
-            } else {
-                v
-            }
-        }
-        _ => return Err(bad()),
-    };
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hour * 3600 + min * 60 + sec - offset_secs;
-    let ms = secs * 1000 + millis;
-    u64::try_from(ms).map_err(|_| format!("{s:?} is before 1970"))
-}
+pub use outpost_proto::units::parse_rfc3339;
 
 /// A reference from a dependent to its owner (a Pod to its ReplicaSet, a
 /// ReplicaSet to its Deployment). The garbage collector deletes dependents

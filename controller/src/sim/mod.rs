@@ -338,13 +338,17 @@ impl Sim {
         })
     }
 
-    pub fn apply(&mut self, req: ApplyRequest) -> Result<Vec<ApplyResult>, ErrorMsg> {
-        let cache = self.plane.cache();
-        let objects = Objects {
+    /// The objects API over this cluster's store and cache.
+    fn objects(&self) -> Objects<'_> {
+        Objects {
             store: self.store.as_ref(),
-            cache: &cache,
+            cache: self.plane.cache_lock(),
             admission: &self.admission,
-        };
+        }
+    }
+
+    pub fn apply(&mut self, req: ApplyRequest) -> Result<Vec<ApplyResult>, ErrorMsg> {
+        let objects = self.objects();
         let (results, writes) = objects.plan_apply(&req, self.now)?;
         self.commit(writes)?;
         Ok(results)
@@ -374,12 +378,7 @@ impl Sim {
         name: &str,
         propagation: Propagation,
     ) -> Result<(), ErrorMsg> {
-        let cache = self.plane.cache();
-        let objects = Objects {
-            store: self.store.as_ref(),
-            cache: &cache,
-            admission: &self.admission,
-        };
+        let objects = self.objects();
         let (_, planned) = objects.plan_delete(kind, ns, name, propagation, self.now)?;
         if let Some(p) = planned {
             self.commit(p)?;
@@ -395,12 +394,7 @@ impl Sim {
         name: &str,
         replicas: i32,
     ) -> Result<(), ErrorMsg> {
-        let cache = self.plane.cache();
-        let objects = Objects {
-            store: self.store.as_ref(),
-            cache: &cache,
-            admission: &self.admission,
-        };
+        let objects = self.objects();
         let p = objects.plan_scale(kind, ns, name, replicas)?;
         self.commit(vec![p])
     }

@@ -199,9 +199,12 @@ fn scale_up_down_and_delete_remove_everything() {
             available(c, "web") == 3 && c.pods().count() == 3
         })
         .unwrap();
-    let (sites, _) = spread(&sim, "web");
+    let (sites, nodes) = spread(&sim, "web");
     println!("scaled to 3 in {down:?}: per site {sites:?}");
-    assert_eq!(sites.len(), 3, "the survivors stay spread: {sites:?}");
+    // Scale-down removes pods from the most crowded nodes first (as
+    // Kubernetes ranks them), so the survivors are on three nodes; which
+    // sites they are in is not ranked.
+    assert_eq!(nodes.len(), 3, "{nodes:?}");
     let running: usize = sim
         .node_names()
         .iter()
