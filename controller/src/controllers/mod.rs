@@ -22,6 +22,7 @@ pub mod plane;
 pub mod queue;
 pub mod replicas;
 pub mod replicaset;
+pub mod sites;
 pub mod status;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -121,6 +122,7 @@ impl Outcome {
 #[derive(Debug, Clone, Default)]
 pub struct ControllersConfig {
     pub replicaset: replicaset::ReplicaSetConfig,
+    pub node_lifecycle: nodelifecycle::NodeLifecycleConfig,
 }
 
 /// Every workload controller, in the order the control loop runs them:
@@ -134,7 +136,9 @@ pub fn standard(cfg: &ControllersConfig) -> Vec<Box<dyn Controller>> {
         )),
         Box::new(gc::GarbageCollector),
         Box::new(endpoints::EndpointsController),
-        Box::new(nodelifecycle::NodeLifecycleController),
+        Box::new(nodelifecycle::NodeLifecycleController::new(
+            cfg.node_lifecycle.clone(),
+        )),
     ]
 }
 

@@ -20,6 +20,7 @@ pub mod nodes;
 pub mod pods;
 pub mod scheduling;
 pub mod services;
+pub mod sites;
 pub mod tokens;
 pub mod workloads;
 
