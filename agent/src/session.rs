@@ -28,7 +28,7 @@ use outpost_proto::{
     PodStatusUpdate, PodsAck, Progress, RenewRequest, MAX_AGENT_EVENTS, MAX_FRAME,
     PROTOCOL_VERSION,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -748,6 +748,11 @@ async fn session(
     )
     .await?;
     let mut extra_gone: Vec<String> = Vec::new();
+    // Pods the controller removed since the last status: each must be
+    // reported gone once nothing of it is left, even one this session never
+    // reported (bound and removed again within one status interval; the
+    // controller waits for that answer to forget a pod it deleted).
+    let mut removed_since: BTreeSet<String> = BTreeSet::new();
     let mut sent_status: BTreeMap<String, PodStatus> = {
         let snap = pods.status.borrow_and_update().clone();
         write_frame(
@@ -829,8 +834,15 @@ async fn session(
                     Some(Ok(Some(Message::PodsDesired(d)))) => {
                         let generation = d.generation;
                         let (full, n, r) = (d.full, d.pods.len(), d.removed.len());
+                        let before: Vec<String> = pods.pods.set().pods.keys().cloned().collect();
                         match pods.pods.apply(*d) {
                             Ok(outcome) => {
+                                let after = &pods.pods.set().pods;
+                                let was = removed_since.len();
+                                removed_since.extend(before.into_iter().filter(|k| !after.contains_key(k)));
+                                if removed_since.len() > was {
+                                    status_due.get_or_insert(last_status + STATUS_MIN_INTERVAL);
+                                }
                                 info!(generation, full, changed = n, removed = r, "desired pods updated");
                                 for (pod, why) in outcome.refused {
                                     warn!(%pod, "pod refused: {why}");
@@ -887,6 +899,18 @@ async fn session(
                     let snap = pods.status.borrow_and_update().clone();
                     let (changed, mut gone) = status_delta(&sent_status, &snap);
                     gone.append(&mut extra_gone);
+                    // Removed pods with nothing left that were never
+                    // reported (those that were are in `gone` already).
+                    let desired = &pods.pods.set().pods;
+                    removed_since.retain(|k| {
+                        if snap.pods.contains_key(k) || desired.contains_key(k) {
+                            return true;
+                        }
+                        if !sent_status.contains_key(k) && !gone.contains(k) {
+                            gone.push(k.clone());
+                        }
+                        false
+                    });
                     write_frame(&mut send, &Message::PodStatuses(Box::new(PodStatusUpdate {
                         full: false,
                         pods: changed,

@@ -353,6 +353,27 @@ impl Cluster {
         }
     }
 
+    /// Freezes an agent (SIGSTOP): its box and containers keep running, but
+    /// it says nothing, as when its site's uplink is cut. `resume_agent`
+    /// lets it go on from where it was.
+    pub fn pause_agent(&self, name: &str) {
+        self.signal_agent(name, "-STOP");
+    }
+
+    /// Thaws an agent frozen by [`Cluster::pause_agent`] (SIGCONT).
+    pub fn resume_agent(&self, name: &str) {
+        self.signal_agent(name, "-CONT");
+    }
+
+    fn signal_agent(&self, name: &str, signal: &str) {
+        let pid = self.agents.get(name).expect("known agent").child.id();
+        let ok = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {signal} {pid} ({name})");
+    }
+
     pub fn agent_log(&self, name: &str) -> String {
         self.agents
             .get(name)

@@ -33,7 +33,7 @@
 //!
 //! For a site: `SitePartitioned` (Warning) when every node of a site of
 //! two or more turned NotReady within the partition window of each other
-//! ([`sites`](super::sites)), `SiteReconnected` when one of them is Ready
+//! ([`sites`]), `SiteReconnected` when one of them is Ready
 //! again. A site already partitioned when this controller starts is not
 //! announced again.
 

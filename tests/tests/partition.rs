@@ -1,0 +1,283 @@
+//! A site partition on real agents and the real Docker engine: the two
+//! agents of site b are frozen (SIGSTOP: their containers keep running,
+//! nothing reaches the controller, as when the site's uplink is cut), then
+//! thawed.
+//! - the site shows Partitioned in `get sites`, with a `SitePartitioned`
+//!   event;
+//! - after the pods' toleration (5 s here, in the manifest), the spread
+//!   Deployment's pods of site b are replaced in site a; the Deployment
+//!   pinned to site b gets a Pending replacement that cannot run;
+//! - every container of site b keeps running throughout;
+//! - when the site is back, each Deployment is at its count again, the
+//!   replacements are the ones stopped, and every container of site b has
+//!   the same id and start time as before: nothing that was right
+//!   restarted.
+
+use outpost_tests::{docker, docker_ok, Cluster, Timing};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const NODES: [(&str, &str); 4] = [
+    ("part-a1", "a"),
+    ("part-a2", "a"),
+    ("part-b1", "b"),
+    ("part-b2", "b"),
+];
+
+struct Cleanup;
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for (n, _) in NODES {
+            let (_, ids) = docker(&[
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=dev.outpost.node={n}"),
+            ]);
+            for id in ids.lines() {
+                let _ = docker(&["rm", "-f", id]);
+            }
+        }
+    }
+}
+
+fn deployment(name: &str, replicas: u32, extra: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+{extra}      tolerations:
+      - {{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 5}}
+      containers:
+      - name: web
+        image: outpost/workload-web:dev
+"#
+    )
+}
+
+fn pods(c: &Cluster, app: &str) -> Vec<Value> {
+    let out = c.ctl(&["get", "pods", "-l", &format!("app={app}"), "-o", "json"]);
+    if !out.status.success() {
+        return Vec::new();
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn condition(p: &Value, kind: &str) -> Option<String> {
+    p["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
+        .and_then(|c| c["status"].as_str().map(String::from))
+}
+
+fn counted(p: &Value) -> bool {
+    p["metadata"]["deletionTimestamp"].is_null()
+        && condition(p, "DisruptionTarget").as_deref() != Some("True")
+}
+
+fn running_ready(p: &Value) -> bool {
+    p["status"]["phase"] == "Running" && condition(p, "Ready").as_deref() == Some("True")
+}
+
+fn node_of(p: &Value) -> &str {
+    p["spec"]["nodeName"].as_str().unwrap_or("")
+}
+
+/// Running app containers of the site-b nodes: id -> start time.
+fn site_b_containers() -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (n, site) in NODES {
+        if site != "b" {
+            continue;
+        }
+        let ids = docker_ok(&[
+            "ps",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            &format!("label=dev.outpost.node={n}"),
+            "--filter",
+            "status=running",
+        ]);
+        for id in ids.lines() {
+            let started = docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", id]);
+            out.insert(id.to_string(), started.trim().to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn a_partitioned_site_is_replaced_elsewhere_and_comes_back_untouched() {
+    let _cleanup = Cleanup;
+    outpost_workloads::ensure_images().expect("building the workload images");
+    let mut c = Cluster::start(Timing::default());
+    let (token, hash) = c.token(&[]);
+    for (name, site) in NODES {
+        c.start_agent(
+            name,
+            Some((&token, &hash)),
+            &["--labels", &format!("site={site}")],
+        );
+    }
+    for (name, _) in NODES {
+        c.wait_for(&format!("{name} Ready"), Duration::from_secs(60), |c| {
+            c.is_ready(name)
+        });
+    }
+    let dir = c.path("manifests.yaml");
+    let manifests = format!(
+        "{}---\n{}",
+        deployment("spread", 4, ""),
+        deployment(
+            "pinned",
+            1,
+            "      nodeSelector: {topology.outpost.dev/site: b}\n"
+        )
+    );
+    std::fs::write(&dir, manifests).unwrap();
+    let out = c.ctl(&["apply", "-f", dir.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.wait_for(
+        "every replica Running and Ready",
+        Duration::from_secs(120),
+        |c| {
+            let s = pods(c, "spread");
+            let p = pods(c, "pinned");
+            s.len() == 4
+                && s.iter().all(running_ready)
+                && p.len() == 1
+                && p.iter().all(running_ready)
+        },
+    );
+    let b_before = site_b_containers();
+    let in_b = pods(&c, "spread")
+        .iter()
+        .filter(|p| node_of(p).starts_with("part-b"))
+        .count();
+    assert_eq!(in_b, 2, "spread evenly: two in each site");
+    assert_eq!(
+        b_before.len(),
+        3,
+        "two spread replicas and the pinned one in site b"
+    );
+
+    // Cut site b off.
+    c.pause_agent("part-b1");
+    c.pause_agent("part-b2");
+    let took = c.wait_for(
+        "site b Partitioned and the spread replicas replaced in site a",
+        Duration::from_secs(90),
+        |c| {
+            let sites = String::from_utf8_lossy(&c.ctl(&["get", "sites"]).stdout).to_string();
+            let partitioned = sites
+                .lines()
+                .any(|l| l.starts_with("b ") && l.contains("Partitioned"));
+            let s = pods(c, "spread");
+            let counted_a = s
+                .iter()
+                .filter(|p| counted(p) && running_ready(p) && node_of(p).starts_with("part-a"))
+                .count();
+            partitioned && counted_a == 4
+        },
+    );
+    println!("site b cut off: replaced in site a after {took:.1?}");
+    let sites = String::from_utf8_lossy(&c.ctl(&["get", "sites"]).stdout).to_string();
+    println!("{sites}");
+    let events = String::from_utf8_lossy(&c.ctl(&["get", "events"]).stdout).to_string();
+    assert!(events.contains("SitePartitioned"), "{events}");
+    // The pinned Deployment's replacement has nowhere to go.
+    c.wait_for(
+        "a Pending replacement of the pinned pod",
+        Duration::from_secs(30),
+        |c| {
+            pods(c, "pinned")
+                .iter()
+                .any(|p| p["spec"]["nodeName"].is_null() && p["status"]["phase"] == "Pending")
+        },
+    );
+    let p = pods(&c, "pinned");
+    let original = p
+        .iter()
+        .find(|p| node_of(p) == "part-b1" || node_of(p) == "part-b2")
+        .expect("the pinned pod stays bound");
+    assert_eq!(original["status"]["phase"], "Unknown");
+    assert!(original["metadata"]["deletionTimestamp"].is_null());
+    assert_eq!(
+        site_b_containers(),
+        b_before,
+        "site b's containers keep running while cut off"
+    );
+
+    // Site b comes back.
+    c.resume_agent("part-b1");
+    c.resume_agent("part-b2");
+    let took = c.wait_for(
+        "each Deployment at its count, the replacements gone",
+        Duration::from_secs(90),
+        |c| {
+            let s = pods(c, "spread");
+            let p = pods(c, "pinned");
+            s.len() == 4
+                && s.iter().all(|p| counted(p) && running_ready(p))
+                && p.len() == 1
+                && p.iter().all(|p| counted(p) && running_ready(p))
+        },
+    );
+    println!("site b back: every Deployment at its count {took:.1?} after the thaw");
+    let s = pods(&c, "spread");
+    let in_b = s
+        .iter()
+        .filter(|p| node_of(p).starts_with("part-b"))
+        .count();
+    assert_eq!(
+        in_b, 2,
+        "the copies that ran through the partition are the ones kept"
+    );
+    assert_eq!(site_b_containers(), b_before, "nothing in site b restarted");
+    c.wait_for("site b Ready in get sites", Duration::from_secs(30), |c| {
+        String::from_utf8_lossy(&c.ctl(&["get", "sites"]).stdout)
+            .lines()
+            .any(|l| l.starts_with("b ") && l.contains("Ready") && !l.contains("NotReady"))
+    });
+    // The replacements' containers in site a are stopped.
+    c.wait_for(
+        "site a runs two spread containers again",
+        Duration::from_secs(60),
+        |_| {
+            let mut n = 0;
+            for (node, site) in NODES {
+                if site == "a" {
+                    n += docker_ok(&[
+                        "ps",
+                        "-q",
+                        "--filter",
+                        &format!("label=dev.outpost.node={node}"),
+                        "--filter",
+                        "label=dev.outpost.container=web",
+                    ])
+                    .lines()
+                    .count();
+                }
+            }
+            n == 2
+        },
+    );
+}
