@@ -14,17 +14,28 @@
 #    call, the controller, the push over QUIC, the agent's local save and its
 #    containers (the pod's network-namespace holder, then the app).
 #    Reported: medians and their ratio.
-# 2. Agent RSS with PODS pods running (outpost/workload-http:dev), sampled
+# 2. A 10-replica Deployment against 10 sequential `docker run`s of the same
+#    image, side by side, DEPLOY_RUNS rounds alternating which goes first:
+#      docker:  t0 = now; `docker run -d IMAGE` ten times, one after another;
+#               latency = the last container's State.StartedAt - t0
+#      outpost: t0 = now; `outpostctl apply -f` a Deployment of 10 replicas
+#               (no nodeName: the scheduler places them); latency = the
+#               latest StartedAt of the 10 app containers - t0
+#    Outpost's figure includes the apply, the Deployment and ReplicaSet
+#    controllers, the scheduler, the push over QUIC and the agent starting
+#    the ten containers. Reported: medians and their ratio.
+# 3. Agent RSS with PODS pods running (outpost/workload-http:dev), sampled
 #    from /proc/PID/status every second for SAMPLE_SECS once all are Running:
 #    VmRSS average and max, and VmHWM.
 #
-# Knobs: RUNS (10), PODS (20), SAMPLE_SECS (30), OUT (results dir),
-# SKIP_BUILD=1. Every wait is bounded; the EXIT trap stops what it started
+# Knobs: RUNS (10), DEPLOY_RUNS (5; 0 skips part 2), PODS (20), SAMPLE_SECS
+# (30), OUT (results dir), SKIP_BUILD=1. Every wait is bounded; the EXIT trap stops what it started
 # and removes its pods' containers.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RUNS=${RUNS:-10}
+DEPLOY_RUNS=${DEPLOY_RUNS:-5}
 PODS=${PODS:-20}
 SAMPLE_SECS=${SAMPLE_SECS:-30}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -122,6 +133,64 @@ O=$(awk '$1=="outpost"{print $2}' "$OUT/start.tsv" | median)
 RATIO=$(awk -v o="$O" -v d="$D" 'BEGIN{printf "%.2f", o/d}')
 log "start: docker run median ${D} ms, outpost run median ${O} ms, ratio ${RATIO}x (${RUNS} rounds)"
 
+# Part 2: a 10-replica Deployment against 10 sequential docker runs.
+cat >"$WORK/deploy.yaml" <<YAML
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: bench
+spec:
+  replicas: 10
+  selector:
+    matchLabels: {app: bench}
+  template:
+    metadata:
+      labels: {app: bench}
+    spec:
+      containers:
+      - name: app
+        image: $IMAGE
+YAML
+deploy_started() { # -> StartedAt (ms) of each running app container of the Deployment
+    local id
+    for id in $(docker ps -q --no-trunc --filter "label=dev.outpost.node=$NODE" \
+        --filter "label=dev.outpost.container=app" --filter status=running); do
+        started_ms "$id"
+    done
+}
+: >"$OUT/deploy.tsv"
+for i in $(seq "$DEPLOY_RUNS"); do
+    measure_docker10() {
+        local t0 id last
+        t0=$(now_ms)
+        for _ in $(seq 10); do id=$(docker run -d --label dev.outpost.bench=docker-run "$IMAGE"); done
+        last=$(started_ms "$id")
+        echo "docker $((last - t0))" >>"$OUT/deploy.tsv"
+        docker ps -aq --filter "label=dev.outpost.bench=docker-run" | xargs -r docker rm -f >/dev/null
+    }
+    measure_deploy() {
+        local t0 end latest
+        t0=$(now_ms)
+        ctl apply -f "$WORK/deploy.yaml" >/dev/null
+        end=$((SECONDS + 120))
+        until [ "$(deploy_started | wc -l)" -ge 10 ]; do
+            [ $SECONDS -lt $end ] || { log "the Deployment's 10 replicas did not start"; exit 1; }
+            sleep 0.05
+        done
+        latest=$(deploy_started | sort -n | tail -1)
+        echo "outpost $((latest - t0))" >>"$OUT/deploy.tsv"
+        ctl delete deployment bench >/dev/null
+        wait_until 120 "the Deployment's containers to go" bash -c "[ \"\$(docker ps -aq --filter label=dev.outpost.node=$NODE --filter label=dev.outpost.container=app | wc -l)\" -eq 0 ]"
+    }
+    if [ $((i % 2)) -eq 0 ]; then measure_docker10; measure_deploy; else measure_deploy; measure_docker10; fi
+done
+if [ "$DEPLOY_RUNS" -gt 0 ]; then
+    DD=$(awk '$1=="docker"{print $2}' "$OUT/deploy.tsv" | median)
+    DO=$(awk '$1=="outpost"{print $2}' "$OUT/deploy.tsv" | median)
+    DRATIO=$(awk -v o="$DO" -v d="$DD" 'BEGIN{printf "%.2f", o/d}')
+    log "deploy: 10 sequential docker runs median ${DD} ms, 10-replica Deployment median ${DO} ms, ratio ${DRATIO}x (${DEPLOY_RUNS} rounds)"
+fi
+
 log "starting $PODS pods"
 for i in $(seq "$PODS"); do ctl run "rss-$i" --image "$IMAGE" --node "$NODE" >/dev/null; done
 running() { [ "$(ctl get pods | grep -c ' Running ')" -ge "$PODS" ]; }
@@ -138,5 +207,6 @@ HWM=$(awk '/^VmHWM/{printf "%.1f", $2/1024}' "/proc/$AGENT_PID/status")
 log "agent with $PODS pods: VmRSS avg ${RSS_AVG} MiB, max ${RSS_MAX} MiB, VmHWM ${HWM} MiB"
 {
     echo "pod start (median of $RUNS): docker run ${D} ms, outpost ${O} ms, ratio ${RATIO}x"
+    [ "$DEPLOY_RUNS" -eq 0 ] || echo "10 replicas (median of $DEPLOY_RUNS): 10 sequential docker runs ${DD} ms, Deployment ${DO} ms, ratio ${DRATIO}x"
     echo "agent RSS with $PODS pods: avg ${RSS_AVG} MiB, max ${RSS_MAX} MiB, VmHWM ${HWM} MiB"
 } | tee "$OUT/summary.txt"

@@ -562,14 +562,11 @@ impl Controller {
         if self.lock().registry.remove(name).is_none() {
             return Err(err(ErrorCode::NotFound, format!("node {name:?} not found")));
         }
-        let mut ops = vec![Op::delete(node_key(name))];
-        {
+        let mut ops = {
             let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
-            for p in cache.pods_on(name) {
-                ops.push(Op::delete(crate::api::Resource::key(p.as_ref())));
-            }
             self.agents.forget_node(name, &cache);
-        }
+            node_deletion_ops(name, &cache)
+        };
         ops.extend(self.events_lock().record(
             EventType::Normal,
             "NodeDeleted",
@@ -655,4 +652,15 @@ impl Controller {
         self.writer.submit(ops);
         Ok(())
     }
+}
+
+/// What deleting node `name` writes: its record, and every pod bound to it,
+/// removed outright (nothing can stop them now), so their owners replace
+/// them at once.
+pub fn node_deletion_ops(name: &str, cache: &Cache) -> Vec<Op> {
+    let mut ops = vec![Op::delete(node_key(name))];
+    for p in cache.pods_on(name) {
+        ops.push(Op::delete(crate::api::Resource::key(p.as_ref())));
+    }
+    ops
 }

@@ -102,6 +102,17 @@ struct Tuning {
     /// Range node ports of NodePort and LoadBalancer Services are allocated from.
     #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
     service_node_port_range: std::ops::RangeInclusive<u16>,
+    /// Seconds a pod stays counted on a node whose agent reports it not
+    /// ready before its owner replaces it (the pod's own toleration of
+    /// node.kubernetes.io/not-ready wins).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(i64).range(0..=31_536_000))]
+    default_not_ready_toleration_seconds: i64,
+    /// Seconds a pod stays counted on a node nobody hears from (lease
+    /// expired) before its owner replaces it elsewhere; the pod keeps
+    /// running there, and only one copy is kept when the node is back (the
+    /// pod's own toleration of node.kubernetes.io/unreachable wins).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(i64).range(0..=31_536_000))]
+    default_unreachable_toleration_seconds: i64,
 }
 
 fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
@@ -270,6 +281,10 @@ async fn serve(
 ) -> Result<()> {
     let store = open_store(&a.data_dir)?;
     let (ca, ident) = state::load_pki(store.as_ref())?;
+    let default_tolerations = outpost_controller::api::admission::DefaultTolerations {
+        not_ready_seconds: a.tuning.default_not_ready_toleration_seconds,
+        unreachable_seconds: a.tuning.default_unreachable_toleration_seconds,
+    };
     let settings = Settings {
         heartbeat_interval: a.tuning.heartbeat_interval,
         grace: a.tuning.node_grace_period,
@@ -277,6 +292,7 @@ async fn serve(
         admission: outpost_controller::api::admission::AdmissionConfig {
             service_cidr: a.tuning.service_cidr,
             node_ports: a.tuning.service_node_port_range.clone(),
+            default_tolerations,
         },
     };
     if settings.grace <= settings.heartbeat_interval {
@@ -288,7 +304,10 @@ async fn serve(
     }
     let events = Arc::new(std::sync::Mutex::new(EventLog::load(store.as_ref())?));
     let mut plane = ControlPlane::new(store.clone(), events.clone())?;
-    for c in outpost_controller::controllers::standard(&Default::default()) {
+    let mut controllers = outpost_controller::controllers::ControllersConfig::default();
+    controllers.replicaset.default_tolerations = default_tolerations;
+    controllers.node_lifecycle.default_tolerations = default_tolerations;
+    for c in outpost_controller::controllers::standard(&controllers) {
         plane.add_controller(c);
     }
     plane.set_scheduler(Box::new(outpost_controller::scheduler::Scheduler::new(

@@ -24,6 +24,9 @@ use std::time::{Duration, Instant};
 /// Taint put on a node whose lease expired (Kubernetes' key, so pods'
 /// tolerations written for Kubernetes apply).
 pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
+/// Taint put on a node whose agent reports itself not ready (Kubernetes'
+/// key).
+pub const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
 /// Taint put on a cordoned node (Kubernetes' key).
 pub const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
 /// Taint put on a node whose agent cannot reach its container runtime.
@@ -92,11 +95,22 @@ impl NodeRecord {
         }
     }
 
-    /// Ready is True as of the last transition written.
+    /// Ready is True as of the last transition written, and the agent
+    /// does not say it is not ready.
     pub fn is_ready(&self) -> bool {
         self.ready
             .as_ref()
             .is_some_and(|c| c.status == ConditionStatus::True)
+            && self.reported_not_ready().is_none()
+    }
+
+    /// The agent's own `Ready=False`, if its last report carried one (a
+    /// node that heartbeats but cannot run pods, as a kubelet whose
+    /// runtime is down reports).
+    pub fn reported_not_ready(&self) -> Option<&Condition> {
+        self.conditions
+            .iter()
+            .find(|c| c.kind == ConditionType::Ready && c.status == ConditionStatus::False)
     }
 
     /// The node's taints: unreachable while not Ready, pressure while a
@@ -363,9 +377,16 @@ impl Registry {
             let old = node.rec.conditions.iter().find(|c| c.kind == new.kind);
             let was_true = old.is_some_and(|c| c.status == ConditionStatus::True);
             let is_true = new.status == ConditionStatus::True;
-            if was_true != is_true && (old.is_some() || is_true) {
+            // Pressure conditions are news when they turn on (or off again);
+            // the agent's Ready is news when it turns False.
+            let on = if new.kind == ConditionType::Ready {
+                !is_true
+            } else {
+                is_true
+            };
+            if was_true != is_true && (old.is_some() || on) {
                 changes.push(event(
-                    if is_true {
+                    if on {
                         EventType::Warning
                     } else {
                         EventType::Normal
@@ -559,6 +580,12 @@ fn taints_of(rec: &NodeRecord, ready: &Condition) -> Vec<Taint> {
             effect: TaintEffect::NoExecute,
             since_ms: ready.last_transition_ms,
         });
+    } else if let Some(c) = rec.reported_not_ready() {
+        taints.push(Taint {
+            key: NOT_READY_TAINT.into(),
+            effect: TaintEffect::NoExecute,
+            since_ms: c.last_transition_ms,
+        });
     }
     for c in &rec.conditions {
         if let (ConditionStatus::True, Some(key)) = (c.status, c.kind.taint_key()) {
@@ -587,8 +614,20 @@ fn taints_of(rec: &NodeRecord, ready: &Condition) -> Vec<Taint> {
 }
 
 fn view(n: &Node) -> NodeView {
-    let mut conditions = vec![n.ready.clone()];
-    conditions.extend(n.rec.conditions.iter().cloned());
+    // One Ready condition: the lease's, unless the node is heard from and
+    // its agent says it is not ready.
+    let ready = match n.rec.reported_not_ready() {
+        Some(c) if n.ready.status == ConditionStatus::True => c.clone(),
+        _ => n.ready.clone(),
+    };
+    let mut conditions = vec![ready];
+    conditions.extend(
+        n.rec
+            .conditions
+            .iter()
+            .filter(|c| c.kind != ConditionType::Ready)
+            .cloned(),
+    );
     let taints = taints_of(&n.rec, &n.ready);
     NodeView {
         name: n.rec.name.clone(),

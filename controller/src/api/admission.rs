@@ -125,6 +125,63 @@ pub struct AdmissionConfig {
     /// Node ports of NodePort and LoadBalancer Services (default
     /// 30000-32767, as Kubernetes).
     pub node_ports: RangeInclusive<u16>,
+    /// Tolerations every pod gets for the not-ready and unreachable taints.
+    pub default_tolerations: DefaultTolerations,
+}
+
+/// How long a pod stays on a node that is not ready or unreachable before
+/// its owner replaces it, unless the pod says otherwise: every pod without
+/// a toleration of its own for `node.kubernetes.io/not-ready` or
+/// `node.kubernetes.io/unreachable` (NoExecute) gets one with these
+/// seconds, as Kubernetes' `DefaultTolerationSeconds` admission plugin
+/// does (300 s there; 60 s here, DESIGN.md). `outpost-controller serve
+/// --default-not-ready-toleration-seconds`,
+/// `--default-unreachable-toleration-seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DefaultTolerations {
+    pub not_ready_seconds: i64,
+    pub unreachable_seconds: i64,
+}
+
+impl Default for DefaultTolerations {
+    fn default() -> DefaultTolerations {
+        DefaultTolerations {
+            not_ready_seconds: 60,
+            unreachable_seconds: 60,
+        }
+    }
+}
+
+impl DefaultTolerations {
+    /// The two taints and their default seconds.
+    pub fn taints(&self) -> [(&'static str, i64); 2] {
+        [
+            (crate::registry::NOT_READY_TAINT, self.not_ready_seconds),
+            (crate::registry::UNREACHABLE_TAINT, self.unreachable_seconds),
+        ]
+    }
+
+    /// Adds the default toleration for each of the two taints the spec
+    /// does not already tolerate (any toleration of that key, or of every
+    /// key, with effect NoExecute or every effect). Idempotent.
+    pub fn apply(&self, spec: &mut PodSpec) {
+        use crate::api::pod::{TaintEffect, Toleration, TolerationOperator};
+        for (key, seconds) in self.taints() {
+            let has = spec.tolerations.iter().any(|t| {
+                (t.key == key || (t.key.is_empty() && t.operator == TolerationOperator::Exists))
+                    && t.effect.is_none_or(|e| e == TaintEffect::NoExecute)
+            });
+            if !has {
+                spec.tolerations.push(Toleration {
+                    key: key.to_string(),
+                    operator: TolerationOperator::Exists,
+                    value: String::new(),
+                    effect: Some(TaintEffect::NoExecute),
+                    toleration_seconds: Some(seconds),
+                });
+            }
+        }
+    }
 }
 
 impl Default for AdmissionConfig {
@@ -135,6 +192,7 @@ impl Default for AdmissionConfig {
                 prefix: 16,
             },
             node_ports: DEFAULT_NODE_PORTS,
+            default_tolerations: DefaultTolerations::default(),
         }
     }
 }
@@ -217,7 +275,12 @@ pub fn admit_all(
 
 /// Resolves a new pod's priority, for the ReplicaSet controller to call on
 /// each pod it creates from a template (whose class may have gone since).
-pub fn admit_new_pod(pod: &mut Pod, cache: &Cache) -> Result<(), Vec<Problem>> {
+pub fn admit_new_pod(
+    pod: &mut Pod,
+    cache: &Cache,
+    defaults: &DefaultTolerations,
+) -> Result<(), Vec<Problem>> {
+    defaults.apply(&mut pod.spec);
     let mut problems = Vec::new();
     resolve_priority(
         &mut pod.spec,
@@ -333,6 +396,7 @@ fn admit_in(
                 Some(Object::Pod(o)) => Some(o),
                 _ => None,
             };
+            cfg.default_tolerations.apply(&mut p.spec);
             pod(p, old, view, &mut problems);
         }
         (Object::PriorityClass(c), old) => {

@@ -538,6 +538,15 @@ impl PodPhase {
 
 /// Pod condition types Outpost sets.
 pub const POD_SCHEDULED: &str = "PodScheduled";
+/// Condition of a pod its node's lifecycle controller evicted from a node
+/// that is unreachable or not ready (Kubernetes' `DisruptionTarget`, set
+/// by its taint manager). While True the pod is not a replica: its owner
+/// replaces it. It stays bound, and the node keeps running it until the
+/// node is back; the condition is dropped when the node reports the pod
+/// again, and the owner then keeps one copy (controllers/replicaset.rs).
+pub const DISRUPTION_TARGET: &str = "DisruptionTarget";
+/// Reason of [`DISRUPTION_TARGET`] for such an eviction (Kubernetes').
+pub const DELETION_BY_TAINT_MANAGER: &str = "DeletionByTaintManager";
 pub const POD_READY: &str = "Ready";
 pub const CONTAINERS_READY: &str = "ContainersReady";
 pub const POD_INITIALIZED: &str = "Initialized";
@@ -742,6 +751,15 @@ impl PodStatus {
                 true
             }
         }
+    }
+
+    /// Since when the node lifecycle controller has counted the pod gone
+    /// from a node that is unreachable or not ready (see
+    /// [`DISRUPTION_TARGET`]); `None` while it is not.
+    pub fn evicted_since(&self) -> Option<Time> {
+        self.condition(DISRUPTION_TARGET)
+            .filter(|c| c.status == ConditionStatus::True && c.reason == DELETION_BY_TAINT_MANAGER)
+            .map(|c| c.last_transition_time.unwrap_or_default())
     }
 
     /// The pod's Ready condition is True.

@@ -599,6 +599,7 @@ enum Fetched {
     },
     Events(Vec<outpost_proto::Event>),
     Tokens(Vec<outpost_proto::TokenInfo>),
+    Sites(Vec<outpost_controller::controllers::sites::SiteStatus>),
 }
 
 impl Fetched {
@@ -607,6 +608,7 @@ impl Fetched {
             Fetched::Objects { items, .. } => items.is_empty(),
             Fetched::Events(e) => e.is_empty(),
             Fetched::Tokens(t) => t.is_empty(),
+            Fetched::Sites(s) => s.is_empty(),
         }
     }
 
@@ -615,6 +617,7 @@ impl Fetched {
             Fetched::Objects { items, .. } => items.clone(),
             Fetched::Events(e) => e.iter().map(ctl::event_json).collect(),
             Fetched::Tokens(t) => t.iter().map(ctl::token_json).collect(),
+            Fetched::Sites(s) => s.iter().map(ctl::sites::site_json).collect(),
         }
     }
 
@@ -628,6 +631,7 @@ impl Fetched {
             other => {
                 let q = match other {
                     Fetched::Events(_) => Target::Events,
+                    Fetched::Sites(_) => Target::Sites,
                     _ => Target::Tokens,
                 }
                 .qualified();
@@ -653,6 +657,7 @@ impl Fetched {
             )?,
             Fetched::Events(e) => ctl::events::events_table(e, now),
             Fetched::Tokens(t) => ctl::tokens::tokens_table(t, now),
+            Fetched::Sites(s) => ctl::sites::sites_table(s, now),
         })
     }
 }
@@ -740,6 +745,15 @@ async fn fetch(
                 events
                     .into_iter()
                     .filter(|e| names.is_empty() || names.contains(&format!("event-{}", e.seq)))
+                    .collect(),
+            ))
+        }
+        Target::Sites => {
+            let views = node_views(cfg, &scope.selector).await?;
+            Ok(Fetched::Sites(
+                ctl::sites::sites_of(&views)
+                    .into_iter()
+                    .filter(|s| names.is_empty() || names.contains(&s.name))
                     .collect(),
             ))
         }

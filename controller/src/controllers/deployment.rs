@@ -946,8 +946,15 @@ impl<'a> Sync<'a> {
                 // Look again at the deadline while the rollout is stuck.
                 if let Some(c) = condition(&st.conditions, PROGRESSING) {
                     let stuck = !complete(&self.d, &st) && c.reason != TIMED_OUT;
+                    // Only a deadline still ahead: one already behind with
+                    // no timeout set (a complete rollout that lost pods,
+                    // which Kubernetes requeues rate-limited forever) would
+                    // wake this key at once, every step; the pod changes
+                    // that can change the answer requeue it anyway.
                     if let (true, Some(from)) = (stuck, c.last_update_time) {
-                        self.requeue_at(from.plus(deadline));
+                        if from.plus(deadline) > self.now {
+                            self.requeue_at(from.plus(deadline));
+                        }
                     }
                 }
             }

@@ -24,6 +24,7 @@ pub mod plane;
 pub mod queue;
 pub mod replicas;
 pub mod replicaset;
+pub mod sites;
 pub mod status;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -123,6 +124,7 @@ impl Outcome {
 #[derive(Debug, Clone, Default)]
 pub struct ControllersConfig {
     pub replicaset: replicaset::ReplicaSetConfig,
+    pub node_lifecycle: nodelifecycle::NodeLifecycleConfig,
 }
 
 /// Every workload controller, in the order the control loop runs them:
@@ -136,7 +138,9 @@ pub fn standard(cfg: &ControllersConfig) -> Vec<Box<dyn Controller>> {
         )),
         Box::new(gc::GarbageCollector),
         Box::new(endpoints::EndpointsController),
-        Box::new(nodelifecycle::NodeLifecycleController),
+        Box::new(nodelifecycle::NodeLifecycleController::new(
+            cfg.node_lifecycle.clone(),
+        )),
         Box::new(disruption::DisruptionController),
     ]
 }

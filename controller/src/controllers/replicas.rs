@@ -14,9 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A replica: neither finished (Succeeded, Failed) nor being deleted, as
-/// Kubernetes' `FilterActivePods`.
+/// Kubernetes' `FilterActivePods`, nor evicted from a node that is
+/// unreachable or not ready (`DisruptionTarget`; Kubernetes deletes such
+/// pods, Outpost leaves them on their node until it is back, so the owner
+/// must not count them).
 pub fn is_active(p: &Pod) -> bool {
-    !p.is_terminal() && !p.metadata.is_deleting()
+    !p.is_terminal() && !p.metadata.is_deleting() && p.status.evicted_since().is_none()
 }
 
 /// When a pod that is Ready becomes available (`None`: not Ready). With
@@ -93,6 +96,7 @@ pub fn controlled_pods<'a>(cache: &'a Cache, rs: &ReplicaSet) -> Vec<&'a Arc<Pod
 type ReplicaView<'a> = (
     crate::api::pod::PodPhase,
     bool,
+    bool,
     Option<Time>,
     Option<Time>,
     &'a String,
@@ -104,6 +108,7 @@ fn replica_view(p: &Pod) -> ReplicaView<'_> {
     (
         p.status.phase,
         p.status.is_ready(),
+        p.status.evicted_since().is_some(),
         p.status.ready_since(),
         p.metadata.deletion_timestamp,
         &p.spec.node_name,

@@ -44,6 +44,7 @@ use crate::api::meta::ConditionStatus;
 use crate::api::pod::PodPhase;
 use crate::api::{Kind, Object, ObjectMeta, OwnerReference, Pod, Time};
 use crate::cache::{Cache, Change};
+use outpost_proto::names::SITE_LABEL;
 use outpost_proto::EventType;
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -71,6 +72,8 @@ pub struct ReplicaSetConfig {
     pub failed_create_backoff: Duration,
     /// Longest of those delays (Kubernetes: 1000 s).
     pub failed_create_backoff_max: Duration,
+    /// The not-ready and unreachable tolerations every pod gets.
+    pub default_tolerations: crate::api::admission::DefaultTolerations,
 }
 
 impl Default for ReplicaSetConfig {
@@ -79,6 +82,7 @@ impl Default for ReplicaSetConfig {
             burst_replicas: 500,
             failed_create_backoff: Duration::from_millis(5),
             failed_create_backoff_max: Duration::from_secs(1000),
+            default_tolerations: Default::default(),
         }
     }
 }
@@ -93,8 +97,12 @@ pub struct AdmissionError(pub Vec<String>);
 /// which every such pod passes before it is written, as pods an operator
 /// creates pass the API's (`api::admission::admit_new_pod`: the priority
 /// from the pod's class, or from the global default class).
-pub fn admit_pod(pod: &mut Pod, cache: &Cache) -> Result<(), AdmissionError> {
-    crate::api::admission::admit_new_pod(pod, cache)
+pub fn admit_pod(
+    pod: &mut Pod,
+    cache: &Cache,
+    defaults: &crate::api::admission::DefaultTolerations,
+) -> Result<(), AdmissionError> {
+    crate::api::admission::admit_new_pod(pod, cache, defaults)
         .map_err(|ps| AdmissionError(ps.iter().map(ToString::to_string).collect()))
 }
 
@@ -187,13 +195,31 @@ fn max_restarts(p: &Pod) -> u32 {
         .unwrap_or(0)
 }
 
+/// Where a pod stands among its related pods (those of every ReplicaSet
+/// of its Deployment): how many of them run in its site, and on its node.
+pub type Rank = (usize, usize);
+
 /// Which of two active pods goes first on scale-down (`Less`: `a`), as
 /// Kubernetes' `ActivePodsWithRanks`: unscheduled before scheduled;
 /// Pending before Unknown before Running; not ready before ready; lower
-/// `pod-deletion-cost` first; more related pods on the same node
-/// (`rank`) first; ready for less time first; more container restarts
-/// first; newer first; then by name, so the order is total.
-pub fn deletion_order(a: &Pod, rank_a: usize, b: &Pod, rank_b: usize) -> Ordering {
+/// `pod-deletion-cost` first; then by [`Rank`]: more related pods in the
+/// same site first, then more on the same node (Kubernetes ranks by node
+/// only); among Ready pods, the one that started later first (Kubernetes:
+/// ready for less time; a pod whose node was cut off was marked not ready
+/// and is Ready again only since its node came back, but it has run all
+/// along), then ready for less time; more container restarts first; newer
+/// first; then by name, so the order is total.
+///
+/// This is the rule that decides which copy survives when a partitioned
+/// site comes back and a ReplicaSet has its evicted pods and their
+/// replacements at once: a Ready copy beats a not-ready one; among Ready
+/// copies the one whose removal leaves the workload spread most evenly
+/// over sites and nodes goes first (the spread scores are where the
+/// scheduler's scores of two copies of one template differ); ties keep
+/// the longest-running. The replacements went to the other sites, which
+/// now hold more than their share, so they go, and nothing that ran
+/// through the partition restarts.
+pub fn deletion_order(a: &Pod, rank_a: Rank, b: &Pod, rank_b: Rank) -> Ordering {
     a.node()
         .is_some()
         .cmp(&b.node().is_some())
@@ -203,7 +229,9 @@ pub fn deletion_order(a: &Pod, rank_a: usize, b: &Pod, rank_b: usize) -> Orderin
         .then(rank_b.cmp(&rank_a))
         .then_with(|| {
             if a.status.is_ready() && b.status.is_ready() {
-                empty_or_newer_first(a.status.ready_since(), b.status.ready_since())
+                empty_or_newer_first(a.status.start_time, b.status.start_time).then_with(|| {
+                    empty_or_newer_first(a.status.ready_since(), b.status.ready_since())
+                })
             } else {
                 Ordering::Equal
             }
@@ -215,65 +243,101 @@ pub fn deletion_order(a: &Pod, rank_a: usize, b: &Pod, rank_b: usize) -> Orderin
         .then_with(|| a.metadata.name.cmp(&b.metadata.name))
 }
 
-/// Active pods per node among the pods related to `rs`: those of every
-/// ReplicaSet of its controller (the Deployment's), or its own when it has
-/// none (Kubernetes' `getIndirectlyRelatedPods`).
-fn related_per_node<'a>(
-    rs: &ReplicaSet,
-    own: &[&'a Arc<Pod>],
-    cache: &'a Cache,
-) -> HashMap<&'a str, usize> {
-    let mut per_node: HashMap<&str, usize> = HashMap::new();
-    let mut add = |p: &'a Pod| {
-        if is_active(p) {
-            *per_node.entry(p.spec.node_name.as_str()).or_default() += 1;
-        }
-    };
+/// The pods related to `rs`: those of every ReplicaSet of its controller
+/// (the Deployment's), or its own when it has none (Kubernetes'
+/// `getIndirectlyRelatedPods`); active ones only.
+fn related<'a>(rs: &ReplicaSet, own: &[&'a Arc<Pod>], cache: &'a Cache) -> Vec<&'a Arc<Pod>> {
     match rs.metadata.controller_ref() {
-        Some(owner) => {
-            for sibling in cache.replicasets_owned_by(&owner.uid) {
-                if sibling
+        Some(owner) => cache
+            .replicasets_owned_by(&owner.uid)
+            .into_iter()
+            .filter(|sibling| {
+                sibling
                     .metadata
                     .controller_ref()
                     .is_some_and(|r| r.uid == owner.uid)
-                {
-                    for p in controlled_pods(cache, sibling) {
-                        add(p);
-                    }
-                }
-            }
-        }
-        None => {
-            for p in own {
-                add(p);
-            }
-        }
+            })
+            .flat_map(|sibling| controlled_pods(cache, sibling))
+            .filter(|p| is_active(p))
+            .collect(),
+        None => own.to_vec(),
     }
-    per_node
 }
 
-/// The `n` active pods to delete first.
+/// The `n` active pods to delete first, one at a time: each pick lowers
+/// the counts of its site and node before the next is ranked, so a
+/// surplus is taken evenly from the sites and nodes that hold too many.
 fn victims<'a>(
     rs: &ReplicaSet,
     active: &[&'a Arc<Pod>],
     cache: &'a Cache,
     n: usize,
 ) -> Vec<&'a Arc<Pod>> {
-    let per_node = related_per_node(rs, active, cache);
-    let mut ranked: Vec<(&Arc<Pod>, usize)> = active
+    if n >= active.len() {
+        return active.to_vec();
+    }
+    let mut site_of: HashMap<&str, String> = HashMap::new();
+    let mut per_node: HashMap<&str, usize> = HashMap::new();
+    let mut per_site: HashMap<String, usize> = HashMap::new();
+    let mut site = |node: &'a str| -> String {
+        site_of
+            .entry(node)
+            .or_insert_with(|| {
+                cache
+                    .node(node)
+                    .and_then(|r| r.labels().get(SITE_LABEL).cloned())
+                    .unwrap_or_default()
+            })
+            .clone()
+    };
+    for p in related(rs, active, cache) {
+        let node = p.spec.node_name.as_str();
+        *per_node.entry(node).or_default() += 1;
+        *per_site.entry(site(node)).or_default() += 1;
+    }
+    let mut left: Vec<(&'a Arc<Pod>, String)> = active
         .iter()
-        .map(|p| {
+        .map(|p| (*p, site(p.spec.node_name.as_str())))
+        .collect();
+    let rank =
+        |p: &Pod, s: &str, per_site: &HashMap<String, usize>, per_node: &HashMap<&str, usize>| {
+            if p.spec.node_name.is_empty() {
+                return (0, 0);
+            }
             (
-                *p,
+                per_site.get(s).copied().unwrap_or(0),
                 per_node
                     .get(p.spec.node_name.as_str())
                     .copied()
                     .unwrap_or(0),
             )
-        })
-        .collect();
-    ranked.sort_by(|(a, ra), (b, rb)| deletion_order(a, *ra, b, *rb));
-    ranked.into_iter().take(n).map(|(p, _)| p).collect()
+        };
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let Some(i) = (0..left.len()).min_by(|&i, &j| {
+            let (a, sa) = &left[i];
+            let (b, sb) = &left[j];
+            deletion_order(
+                a,
+                rank(a, sa, &per_site, &per_node),
+                b,
+                rank(b, sb, &per_site, &per_node),
+            )
+        }) else {
+            break;
+        };
+        let (p, s) = left.swap_remove(i);
+        if !p.spec.node_name.is_empty() {
+            if let Some(c) = per_node.get_mut(p.spec.node_name.as_str()) {
+                *c = c.saturating_sub(1);
+            }
+            if let Some(c) = per_site.get_mut(&s) {
+                *c = c.saturating_sub(1);
+            }
+        }
+        out.push(p);
+    }
+    out
 }
 
 /// Claims pods as Kubernetes' `ClaimPods` does: owned pods that still
@@ -457,7 +521,7 @@ impl Controller for ReplicaSetController {
             let room = (active.len() - starting + 1).saturating_sub(starting);
             let n = (want - active.len()).min(burst).min(room);
             let mut pod = pod_from_template(rs);
-            match admit_pod(&mut pod, cache) {
+            match admit_pod(&mut pod, cache, &self.cfg.default_tolerations) {
                 Ok(()) if n == 0 => {}
                 Ok(()) => {
                     for _ in 0..n {

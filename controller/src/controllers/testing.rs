@@ -180,12 +180,12 @@ impl Harness {
 
     // ---- nodes ----
 
-    fn node_record(&self, name: &str) -> Option<NodeRecord> {
+    pub fn node_record(&self, name: &str) -> Option<NodeRecord> {
         let kv = self.store.get(&Kind::Node.key("", name)).expect("read")?;
         Some(serde_json::from_slice(&kv.value).expect("node record"))
     }
 
-    fn put_node(&self, rec: &NodeRecord) {
+    pub fn put_node(&self, rec: &NodeRecord) {
         self.store
             .put(
                 &Kind::Node.key("", &rec.name),

@@ -473,7 +473,7 @@ fn objects_the_cli_cannot_read_are_errors_naming_them() {
     assert!(e.contains("deployment.apps/web"), "{e}");
 }
 
-fn node_view(name: &str, unschedulable: bool) -> NodeView {
+pub(super) fn node_view(name: &str, unschedulable: bool) -> NodeView {
     let res = outpost_proto::Resources {
         cpu_millis: 4000,
         memory_bytes: 8 << 30,

@@ -16,6 +16,8 @@ pub enum Target {
     Object(Kind),
     Events,
     Tokens,
+    /// Sites, from the nodes' site labels (`ctl::sites`).
+    Sites,
 }
 
 /// What `get all` lists, in kubectl's order.
@@ -26,6 +28,7 @@ impl Target {
         match s.to_ascii_lowercase().as_str() {
             "events" | "event" | "ev" => Some(Target::Events),
             "tokens" | "token" | "bootstraptokens" | "bootstraptoken" => Some(Target::Tokens),
+            "sites" | "site" => Some(Target::Sites),
             _ => Kind::parse(s).map(Target::Object),
         }
     }
@@ -37,6 +40,7 @@ impl Target {
             Target::Object(k) => k.qualified(),
             Target::Events => "event".into(),
             Target::Tokens => "bootstraptoken.outpost.dev".into(),
+            Target::Sites => "site.outpost.dev".into(),
         }
     }
 }
@@ -79,7 +83,12 @@ fn known_types() -> String {
         .iter()
         .map(|k| format!("{} ({})", k.resource(), k.short_names().join(", ")))
         .collect();
-    names.extend(["events (ev)".into(), "tokens".into(), "all".into()]);
+    names.extend([
+        "events (ev)".into(),
+        "tokens".into(),
+        "sites".into(),
+        "all".into(),
+    ]);
     names.join(", ")
 }
 

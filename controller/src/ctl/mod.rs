@@ -21,6 +21,7 @@ pub mod pods;
 pub mod policy;
 pub mod scheduling;
 pub mod services;
+pub mod sites;
 pub mod tokens;
 pub mod workloads;
 

@@ -320,9 +320,13 @@ fn check_placements(nodes: &[NodeRecord], apps: &[AppGen], c: &Cluster) -> Resul
             }
         }
         if apps[i].spread {
+            // Skew is measured over the sites with a Ready node: a site
+            // whose every node is not Ready takes no pods and does not
+            // hold the others back (scheduler/topology.rs).
             let mut counts: BTreeMap<String, usize> = BTreeMap::new();
             for n in nodes {
-                if !apps[i].ssd || n.labels().get("disk").is_some_and(|d| d == "ssd") {
+                let eligible = !apps[i].ssd || n.labels().get("disk").is_some_and(|d| d == "ssd");
+                if eligible && n.is_ready() {
                     counts.insert(n.labels()[SITE_LABEL].clone(), 0);
                 }
             }

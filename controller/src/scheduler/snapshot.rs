@@ -250,7 +250,7 @@ impl Snapshot {
                     Some(v) => {
                         let tk = &mut self.topo.keys[id];
                         let d = tk.domain(v);
-                        tk.node_added(d);
+                        tk.node_added(d, n.ready);
                         d
                     }
                     None => NO_DOMAIN,
@@ -292,6 +292,7 @@ impl Snapshot {
         if ready && !old.ready {
             ev |= Event::NODE_READY;
         }
+        let ready_flipped = ready != old.ready;
         if !rec.unschedulable && old.unschedulable {
             ev |= Event::NODE_SCHEDULABLE;
         }
@@ -338,7 +339,31 @@ impl Snapshot {
         n.unschedulable = rec.unschedulable;
         n.os = rec.info.os.clone();
         n.allocatable = rec.allocatable;
+        if ready_flipped {
+            self.readiness_changed(slot, ready);
+        }
         ev
+    }
+
+    /// A node's domains gain or lose a Ready node; domains that become or
+    /// stop being live are told to every counting set and term.
+    fn readiness_changed(&mut self, slot: usize, ready: bool) {
+        let domains = self.nodes[slot].as_ref().expect("node").domains.clone();
+        for (k, d) in domains.into_iter().enumerate() {
+            if d == NO_DOMAIN || !self.topo.keys[k].ready_changed(d, ready) {
+                continue;
+            }
+            for s in self.sets.iter_mut().flatten() {
+                if let Some(dc) = s.by_key.get_mut(k).and_then(Option::as_mut) {
+                    dc.domain_live(d, ready);
+                }
+            }
+            for a in self.anti.iter_mut().flatten() {
+                if a.topo == k {
+                    a.owners.domain_live(d, ready);
+                }
+            }
+        }
     }
 
     fn add_node(&mut self, rec: &NodeRecord, labels: BTreeMap<String, String>, cache: &Cache) {
@@ -351,7 +376,7 @@ impl Snapshot {
             let d = match labels.get(&tk.key) {
                 Some(v) => {
                     let d = tk.domain(v);
-                    if tk.node_added(d) {
+                    if tk.node_added(d, rec.is_ready()) {
                         for s in self.sets.iter_mut().flatten() {
                             if let Some(dc) = s.by_key.get_mut(k).and_then(Option::as_mut) {
                                 dc.domain_live(d, true);
@@ -453,7 +478,7 @@ impl Snapshot {
                 continue;
             }
             let tk = &mut self.topo.keys[k];
-            if tk.node_removed(*d) {
+            if tk.node_removed(*d, n.ready) {
                 for s in self.sets.iter_mut().flatten() {
                     if let Some(dc) = s.by_key.get_mut(k).and_then(Option::as_mut) {
                         dc.domain_live(*d, false);
@@ -597,7 +622,7 @@ impl Snapshot {
         });
         for id in &anti_ids {
             let a = self.anti[*id as usize].as_mut().expect("anti term");
-            a.owners.bump(node.domain(a.topo), 1, true);
+            a.owners.bump(node.domain(a.topo), 1);
             a.total += 1;
         }
         let c = self.pods.get_mut(key).expect("counted pod");
@@ -646,7 +671,7 @@ impl Snapshot {
         }
         for id in anti {
             let a = self.anti[id as usize].as_mut().expect("anti term");
-            a.owners.bump(node.domain(a.topo), -1, true);
+            a.owners.bump(node.domain(a.topo), -1);
             a.total -= 1;
             if a.total == 0 {
                 let a = self.anti[id as usize].take().expect("anti term");
@@ -787,7 +812,7 @@ impl Snapshot {
             let Some(n) = n else { continue };
             let c = s.on_node(slot);
             if c > 0 {
-                dc.bump(n.domain(k), i32::try_from(c).unwrap_or(i32::MAX), false);
+                dc.bump(n.domain(k), i32::try_from(c).unwrap_or(i32::MAX));
             }
         }
         for d in self.topo.keys[k].live_domains() {
@@ -900,7 +925,7 @@ fn add_member(s: &mut PodSet, slot: usize, node: &NodeInfo, delta: i32) {
     s.total = s.total.saturating_add_signed(delta);
     for (k, dc) in s.by_key.iter_mut().enumerate() {
         if let Some(dc) = dc {
-            dc.bump(node.domain(k), delta, true);
+            dc.bump(node.domain(k), delta);
         }
     }
 }

@@ -38,11 +38,17 @@ pub struct TopoKey {
     pub key: String,
     values: HashMap<String, DomainId>,
     pub names: Vec<String>,
-    /// Nodes per domain.
+    /// Ready nodes per domain.
     pub nodes_in: Vec<u32>,
-    /// Nodes that carry the key at all.
+    /// Nodes that carry the key at all, Ready or not.
     pub nodes_with: usize,
-    /// Domains with at least one node.
+    /// Domains with at least one Ready node: the "live" ones that topology
+    /// spread measures skew against. A domain whose every node is not
+    /// Ready (a site cut off) takes no pods, so it must not hold the
+    /// others back: with it counted, the replacements of its pods could
+    /// go nowhere under `maxSkew` (Kubernetes reaches the same through
+    /// `nodeTaintsPolicy: Honor` and the NoSchedule twin of the
+    /// unreachable taint).
     live: usize,
 }
 
@@ -70,26 +76,39 @@ impl TopoKey {
         self.live
     }
 
-    /// A node in domain `d` arrived; whether the domain just got its first.
-    pub fn node_added(&mut self, d: DomainId) -> bool {
-        let n = &mut self.nodes_in[d as usize];
-        *n += 1;
+    /// A node in domain `d` arrived; whether the domain just became live
+    /// (its first Ready node).
+    pub fn node_added(&mut self, d: DomainId, ready: bool) -> bool {
         self.nodes_with += 1;
-        if *n == 1 {
-            self.live += 1;
-        }
-        *n == 1
+        ready && self.ready_changed(d, true)
     }
 
-    /// A node in domain `d` left; whether the domain lost its last.
-    pub fn node_removed(&mut self, d: DomainId) -> bool {
-        let n = &mut self.nodes_in[d as usize];
-        *n -= 1;
+    /// A node in domain `d` left; whether the domain stopped being live
+    /// (it was its last Ready node).
+    pub fn node_removed(&mut self, d: DomainId, ready: bool) -> bool {
         self.nodes_with -= 1;
-        if *n == 0 {
-            self.live -= 1;
+        ready && self.ready_changed(d, false)
+    }
+
+    /// A node in domain `d` turned Ready (`true`) or stopped being Ready;
+    /// whether the domain's liveness changed.
+    pub fn ready_changed(&mut self, d: DomainId, ready: bool) -> bool {
+        let n = &mut self.nodes_in[d as usize];
+        if ready {
+            *n += 1;
+            if *n == 1 {
+                self.live += 1;
+                return true;
+            }
+            false
+        } else {
+            *n -= 1;
+            if *n == 0 {
+                self.live -= 1;
+                return true;
+            }
+            false
         }
-        *n == 0
     }
 }
 
@@ -160,8 +179,11 @@ impl SetKey {
 #[derive(Debug, Default, Clone)]
 pub struct DomainCounts {
     pub counts: Vec<u32>,
-    /// Count -> number of domains (with at least one node) at that count.
+    /// Count -> number of live domains (with at least one Ready node) at
+    /// that count.
     hist: BTreeMap<u32, u32>,
+    /// Which domains are live.
+    live: Vec<bool>,
 }
 
 impl DomainCounts {
@@ -193,9 +215,12 @@ impl DomainCounts {
         }
     }
 
-    /// A member was added (`+1`) or removed (`-1`) in domain `d`, which has
-    /// nodes (`live`).
-    pub fn bump(&mut self, d: DomainId, delta: i32, live: bool) {
+    fn is_live(&self, d: DomainId) -> bool {
+        self.live.get(d as usize).copied().unwrap_or(false)
+    }
+
+    /// A member was added (`+1`) or removed (`-1`) in domain `d`.
+    pub fn bump(&mut self, d: DomainId, delta: i32) {
         if d == NO_DOMAIN {
             return;
         }
@@ -203,14 +228,23 @@ impl DomainCounts {
         let old = *c;
         *c = old.saturating_add_signed(delta);
         let new = *c;
-        if live {
+        if self.is_live(d) {
             self.hist_add(old, -1);
             self.hist_add(new, 1);
         }
     }
 
-    /// Domain `d` gained its first node (`true`) or lost its last.
+    /// Domain `d` became live (`true`: its first Ready node) or stopped
+    /// being live. Idempotent.
     pub fn domain_live(&mut self, d: DomainId, live: bool) {
+        if d == NO_DOMAIN || self.is_live(d) == live {
+            return;
+        }
+        let i = d as usize;
+        if self.live.len() <= i {
+            self.live.resize(i + 1, false);
+        }
+        self.live[i] = live;
         let c = self.get(d);
         self.hist_add(c, if live { 1 } else { -1 });
     }

@@ -282,6 +282,21 @@ impl Sim {
         }
     }
 
+    /// Deletes a node as `outpostctl delete node` does (its record and its
+    /// pods, in one write); the simulated box is gone with it.
+    pub fn delete_node(&mut self, name: &str) {
+        self.registry.remove(name);
+        let ops = {
+            let cache = self.plane.cache();
+            let c = cache.read().unwrap_or_else(|p| p.into_inner());
+            self.agents.forget_node(name, &c);
+            crate::cluster::node_deletion_ops(name, &c)
+        };
+        self.store.txn(Txn::ops(ops)).expect("memory store writes");
+        self.nodes.remove(name);
+        self.set_timer(name, None);
+    }
+
     fn report(&mut self, name: &str, update: outpost_proto::PodStatusUpdate) {
         let cache = self.plane.cache();
         let inbox = self.plane.inbox();
@@ -593,5 +608,7 @@ impl Sim {
 
 #[cfg(test)]
 mod drain_tests;
+#[cfg(test)]
+mod failure_tests;
 #[cfg(test)]
 mod tests;

@@ -95,6 +95,12 @@ impl SimNode {
         self.pods.len()
     }
 
+    /// Each pod it holds (any state) and when it started: a pod whose start
+    /// time changes was restarted.
+    pub fn pods(&self) -> impl Iterator<Item = (&str, Time)> + '_ {
+        self.pods.iter().map(|(k, p)| (k.as_str(), p.started))
+    }
+
     fn next_ip(&mut self) -> String {
         self.ip_seq += 1;
         let n = self.index;

@@ -133,12 +133,12 @@ fn template_pods_are_resolved_by_the_replicaset_controller() {
     let Object::Pod(mut p) = pod(json!({"priorityClassName": "high"})) else {
         panic!()
     };
-    admit_new_pod(&mut p, &c).unwrap();
+    admit_new_pod(&mut p, &c, &Default::default()).unwrap();
     assert_eq!(p.spec.priority, Some(1000));
     let Object::Pod(mut gone) = pod(json!({"priorityClassName": "gone"})) else {
         panic!()
     };
-    let e = admit_new_pod(&mut gone, &c).unwrap_err();
+    let e = admit_new_pod(&mut gone, &c, &Default::default()).unwrap_err();
     assert_eq!(e[0].path, "spec.priorityClassName");
     // A Deployment naming a class not (yet) there is accepted with a warning.
     let mut d = deploy("web");
@@ -533,6 +533,7 @@ mod properties {
             let cfg = AdmissionConfig {
                 service_cidr: "10.9.0.0/29".parse().unwrap(),
                 node_ports: 30000..=30005,
+                default_tolerations: Default::default(),
             };
             let mut accepted: Vec<Object> = Vec::new();
             for (i, (ip, port, node)) in asks.iter().enumerate() {

@@ -63,3 +63,89 @@ fn pods_that_never_reported_or_finished_are_left_alone() {
     assert!(p.status.condition(POD_READY).is_none());
     assert!(h.events(NODE_NOT_READY).is_empty());
 }
+
+fn taint(key: &str, since_ms: u64) -> outpost_proto::Taint {
+    outpost_proto::Taint {
+        key: key.into(),
+        effect: outpost_proto::TaintEffect::NoExecute,
+        since_ms,
+    }
+}
+
+fn toleration(key: &str, seconds: Option<i64>) -> crate::api::pod::Toleration {
+    crate::api::pod::Toleration {
+        key: key.into(),
+        operator: crate::api::pod::TolerationOperator::Exists,
+        value: String::new(),
+        effect: Some(TaintEffect::NoExecute),
+        toleration_seconds: seconds,
+    }
+}
+
+#[test]
+fn eviction_time_follows_the_taint_manager() {
+    let d = DefaultTolerations::default();
+    let unreachable = [taint(UNREACHABLE_TAINT, 10_000)];
+    let mut p = Pod::default();
+    // No toleration at all (stored before defaults): the default 60 s.
+    assert_eq!(eviction_time(&p, &unreachable, &d), Some(Time(70_000)));
+    // Its own seconds win; the shortest of several matching.
+    p.spec.tolerations = vec![
+        toleration(UNREACHABLE_TAINT, Some(300)),
+        toleration("", Some(5)),
+    ];
+    assert_eq!(eviction_time(&p, &unreachable, &d), Some(Time(15_000)));
+    // Tolerated without seconds: never.
+    p.spec.tolerations = vec![toleration(UNREACHABLE_TAINT, None)];
+    assert_eq!(eviction_time(&p, &unreachable, &d), None);
+    // A NoExecute taint it does not tolerate: at once (when it appeared).
+    let other = [
+        taint(UNREACHABLE_TAINT, 10_000),
+        taint("example.com/broken", 12_000),
+    ];
+    assert_eq!(eviction_time(&p, &other, &d), Some(Time(12_000)));
+    // NoSchedule taints never evict.
+    let mut soft = taint("example.com/soft", 0);
+    soft.effect = outpost_proto::TaintEffect::NoSchedule;
+    assert_eq!(eviction_time(&Pod::default(), &[soft], &d), None);
+    // Negative seconds count as zero.
+    p.spec.tolerations = vec![toleration(UNREACHABLE_TAINT, Some(-5))];
+    assert_eq!(eviction_time(&p, &unreachable, &d), Some(Time(10_000)));
+}
+
+#[test]
+fn a_node_that_says_it_is_not_ready_has_its_pods_replaced_after_the_toleration() {
+    let mut h = cluster(2);
+    h.create(testing::replicaset("web", 2, "web:1"));
+    h.settle();
+    let mut rec = h.node_record("n1").expect("n1");
+    rec.conditions.push(outpost_proto::Condition {
+        kind: outpost_proto::ConditionType::Ready,
+        status: outpost_proto::ConditionStatus::False,
+        reason: "ContainerRuntimeDown".into(),
+        message: "the container runtime does not answer".into(),
+        last_transition_ms: h.now.ms(),
+    });
+    h.put_node(&rec);
+    h.settle();
+    assert!(rec
+        .taints()
+        .iter()
+        .any(|t| t.key == crate::registry::NOT_READY_TAINT));
+    assert_eq!(
+        h.cache().pods().count(),
+        2,
+        "nothing replaced before the toleration"
+    );
+    h.advance(Duration::from_secs(61));
+    h.settle();
+    let cache = h.cache();
+    let on_n1: Vec<_> = cache.pods_on("n1").collect();
+    assert_eq!(on_n1.len(), 1);
+    let p = on_n1[0];
+    assert!(p.status.evicted_since().is_some());
+    // Heard from, so not Unknown: only counted out.
+    assert_ne!(p.status.phase, PodPhase::Unknown);
+    assert_eq!(cache.pods().count(), 3, "a replacement on the other node");
+    assert_eq!(cache.pods_on("n2").count(), 2);
+}

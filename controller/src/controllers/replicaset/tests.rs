@@ -265,23 +265,29 @@ fn deletion_order_is_active_pods_with_ranks() {
         .annotations
         .insert(POD_DELETION_COST.into(), "-5".into());
     let cases = vec![
-        (ranked("unscheduled", "", Pending, None, 0, 1), 1),
-        (ranked("pending", "n1", Pending, None, 0, 1), 1),
-        (ranked("unknown", "n1", Unknown, None, 0, 1), 1),
-        (ranked("running-not-ready", "n1", Running, None, 0, 1), 1),
-        (cost, 1),
-        (ranked("doubled-up", "n1", Running, Some(10), 0, 1), 3),
-        (ranked("ready-recently", "n1", Running, Some(20), 0, 1), 1),
-        (ranked("restarting", "n1", Running, Some(10), 5, 1), 1),
-        (ranked("newer", "n1", Running, Some(10), 0, 9), 1),
-        (ranked("older-a", "n1", Running, Some(10), 0, 5), 1),
-        (ranked("older-b", "n1", Running, Some(10), 0, 5), 1),
+        (ranked("unscheduled", "", Pending, None, 0, 1), (0, 1)),
+        (ranked("pending", "n1", Pending, None, 0, 1), (0, 1)),
+        (ranked("unknown", "n1", Unknown, None, 0, 1), (0, 1)),
+        (
+            ranked("running-not-ready", "n1", Running, None, 0, 1),
+            (0, 1),
+        ),
+        (cost, (0, 1)),
+        (ranked("doubled-up", "n1", Running, Some(10), 0, 1), (0, 3)),
+        (
+            ranked("ready-recently", "n1", Running, Some(20), 0, 1),
+            (0, 1),
+        ),
+        (ranked("restarting", "n1", Running, Some(10), 5, 1), (0, 1)),
+        (ranked("newer", "n1", Running, Some(10), 0, 9), (0, 1)),
+        (ranked("older-a", "n1", Running, Some(10), 0, 5), (0, 1)),
+        (ranked("older-b", "n1", Running, Some(10), 0, 5), (0, 1)),
     ];
     let want: Vec<&str> = cases
         .iter()
         .map(|(p, _)| p.metadata.name.as_str())
         .collect();
-    let mut shuffled: Vec<&(Pod, usize)> = cases.iter().rev().collect();
+    let mut shuffled: Vec<&(Pod, Rank)> = cases.iter().rev().collect();
     shuffled.rotate_left(3);
     shuffled.sort_by(|(a, ra), (b, rb)| deletion_order(a, *ra, b, *rb));
     let got: Vec<&str> = shuffled
@@ -354,7 +360,8 @@ fn admission_resolves_priority_classes() {
         let mut p = pod_from_template(&rs);
         p.spec.priority_class_name = name.into();
         p.spec.priority = priority;
-        admit_pod(&mut p, &cache).map(|()| (p.spec.priority_class_name, p.spec.priority))
+        admit_pod(&mut p, &cache, &Default::default())
+            .map(|()| (p.spec.priority_class_name, p.spec.priority))
     };
     assert_eq!(admitted("high", None), Ok(("high".into(), Some(1000))));
     assert_eq!(
@@ -375,7 +382,9 @@ fn admission_resolves_priority_classes() {
     );
     let mut never = pod_from_template(&rs);
     never.spec.preemption_policy = Some(crate::api::pod::PreemptionPolicy::Never);
-    let e = admit_pod(&mut never, &cache).unwrap_err().to_string();
+    let e = admit_pod(&mut never, &cache, &Default::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("preemptionPolicy"), "{e}");
 }
 

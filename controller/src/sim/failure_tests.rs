@@ -1,0 +1,322 @@
+//! Node loss, site partitions, flapping and node deletion in the in-memory
+//! cluster, with the controller's default durations (heartbeat 5 s, grace
+//! 20 s, tolerations 60 s).
+
+use super::node::NodeSpec;
+use super::*;
+use crate::api::pod::{PodPhase, DISRUPTION_TARGET};
+use crate::api::Pod;
+use crate::controllers::nodelifecycle::{
+    SITE_PARTITIONED, SITE_RECONNECTED, TAINT_MANAGER_EVICTION,
+};
+use crate::controllers::replicas::is_active;
+use outpost_proto::names::SITE_LABEL;
+use std::collections::{BTreeMap, BTreeSet};
+
+const GRACE: Duration = Duration::from_secs(20);
+const TOLERATION: Duration = Duration::from_secs(60);
+
+fn fleet(nodes: usize, sites: usize) -> Sim {
+    let mut sim = Sim::standard(SimConfig::default());
+    for i in 0..nodes {
+        sim.add_node(NodeSpec::new(
+            format!("n{i:04}"),
+            format!("site-{:02}", i % sites),
+        ));
+    }
+    sim.run_for(Duration::from_secs(1));
+    sim
+}
+
+/// A Deployment of `replicas`; `extra` goes under the pod spec (indented
+/// six spaces).
+fn deployment(name: &str, replicas: usize, extra: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n{extra}      containers:\n      - name: c\n        image: outpost/workload-http:dev\n        resources: {{requests: {{cpu: 100m, memory: 64Mi}}}}\n"
+    )
+}
+
+fn app_pods<'a>(c: &'a Cache, app: &'a str) -> impl Iterator<Item = &'a Arc<Pod>> + 'a {
+    c.pods()
+        .filter(move |p| p.metadata.labels.get("app").map(String::as_str) == Some(app))
+}
+
+/// Active (counted) replicas of `app` that are Ready.
+fn ready_replicas(c: &Cache, app: &str) -> usize {
+    app_pods(c, app)
+        .filter(|p| is_active(p) && p.status.is_ready())
+        .count()
+}
+
+/// Every Deployment's active pods equal its replicas and all are Ready.
+fn all_at_count(c: &Cache) -> bool {
+    c.deployments().all(|d| {
+        let app = d.metadata.name.as_str();
+        let active = app_pods(c, app).filter(|p| is_active(p)).count();
+        let want = usize::try_from(d.spec.replicas).unwrap_or(0);
+        active == want && ready_replicas(c, app) == want
+    })
+}
+
+/// Active pods of `app` per site.
+fn per_site(c: &Cache, app: &str) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for p in app_pods(c, app).filter(|p| is_active(p)) {
+        let Some(n) = p.node() else { continue };
+        let site = c.node(n).unwrap().labels()[SITE_LABEL].clone();
+        *m.entry(site).or_insert(0) += 1;
+    }
+    m
+}
+
+/// (uid, node, start time on that node) of each pod of `app` bound to a
+/// node in `nodes`.
+fn running_on(sim: &Sim, app: &str, nodes: &BTreeSet<String>) -> BTreeSet<(String, String, Time)> {
+    let c = sim.cache();
+    let mut out = BTreeSet::new();
+    for p in app_pods(&c, app) {
+        let Some(n) = p.node() else { continue };
+        if !nodes.contains(n) {
+            continue;
+        }
+        let key = p.metadata.name.clone();
+        let started = sim
+            .node(n)
+            .and_then(|sn| sn.pods().find(|(k, _)| *k == key).map(|(_, t)| t))
+            .expect("the node runs its pod");
+        out.insert((p.metadata.uid.clone(), n.to_string(), started));
+    }
+    out
+}
+
+fn events(sim: &Sim, reason: &str) -> usize {
+    sim.events(None)
+        .iter()
+        .filter(|e| e.reason == reason)
+        .count()
+}
+
+#[test]
+fn a_dead_node_is_replaced_after_its_toleration_and_not_before() {
+    let mut sim = fleet(6, 2);
+    sim.apply_yaml(&deployment("web", 6, "")).unwrap();
+    sim.run_until(Duration::from_secs(60), all_at_count)
+        .unwrap();
+    let victim = "n0000";
+    let original: Vec<String> = sim
+        .cache()
+        .pods_on(victim)
+        .map(|p| p.metadata.uid.clone())
+        .collect();
+    assert_eq!(original.len(), 1, "one replica per node");
+    // The pods got the default tolerations at admission.
+    let tolerations = sim.cache().pods().next().unwrap().spec.tolerations.clone();
+    assert_eq!(tolerations.len(), 2, "{tolerations:?}");
+    assert!(tolerations.iter().all(|t| t.toleration_seconds == Some(60)));
+
+    sim.set_connected(victim, false);
+    let not_ready = sim
+        .run_until(Duration::from_secs(60), |c| {
+            c.node(victim).is_some_and(|n| !n.is_ready())
+        })
+        .unwrap();
+    // Counted from its last heartbeat, up to one interval before the cut.
+    assert!(
+        not_ready + sim.cfg.heartbeat >= GRACE && not_ready <= GRACE + sim.cfg.lease_tick,
+        "{not_ready:?}"
+    );
+    // One second before the toleration ends: nothing replaced.
+    sim.run_for(TOLERATION - Duration::from_secs(1));
+    {
+        let c = sim.cache();
+        assert_eq!(
+            c.pods().count(),
+            6,
+            "no replacement before the toleration ends"
+        );
+        let p = c.pods_on(victim).next().unwrap();
+        assert!(!p.status.is_ready(), "marked not ready at once");
+        assert!(p.status.evicted_since().is_none());
+    }
+    sim.run_until(Duration::from_secs(3), |c| c.pods().count() == 7)
+        .expect("a replacement right after the toleration");
+    sim.run_until(Duration::from_secs(30), all_at_count)
+        .unwrap();
+    {
+        let c = sim.cache();
+        let p = c.pods_on(victim).next().expect("still bound to its node");
+        assert_eq!(p.metadata.uid, original[0]);
+        assert_eq!(p.status.phase, PodPhase::Unknown);
+        assert!(p.status.evicted_since().is_some());
+        assert!(!p.metadata.is_deleting(), "not deleted: the node keeps it");
+    }
+    assert_eq!(events(&sim, TAINT_MANAGER_EVICTION), 1);
+
+    // An hour later the box comes back: one copy is kept, and it is the
+    // one that ran all along (its site holds one more than its share with
+    // both, the replacement shares a node).
+    sim.run_for(Duration::from_secs(3600));
+    sim.set_connected(victim, true);
+    let healed = sim
+        .run_until(Duration::from_secs(30), |c| {
+            all_at_count(c) && c.pods().count() == 6
+        })
+        .unwrap();
+    assert!(healed <= Duration::from_secs(5), "{healed:?}");
+    let c = sim.cache();
+    let p = c.pods_on(victim).next().expect("the original stays");
+    assert_eq!(p.metadata.uid, original[0]);
+    assert!(is_active(p) && p.status.is_ready());
+    assert_eq!(
+        p.status.condition(DISRUPTION_TARGET).map(|c| c.status),
+        Some(crate::api::meta::ConditionStatus::False)
+    );
+}
+
+#[test]
+fn a_site_partitioned_for_two_hours_heals_without_restarting_anything() {
+    // 4 sites of 50 nodes; `web` spread over all of them, `pinned` held to
+    // site-00 by its selector.
+    let mut sim = fleet(200, 4);
+    sim.apply_yaml(&deployment("web", 200, "")).unwrap();
+    sim.apply_yaml(&deployment(
+        "pinned",
+        10,
+        "      nodeSelector: {topology.outpost.dev/site: site-00}\n",
+    ))
+    .unwrap();
+    sim.run_until(Duration::from_secs(120), all_at_count)
+        .unwrap();
+    assert!(per_site(&sim.cache(), "web").values().all(|&n| n == 50));
+    let site0: BTreeSet<String> = sim
+        .node_names()
+        .into_iter()
+        .filter(|n| sim.cache().node(n).unwrap().labels()[SITE_LABEL] == "site-00")
+        .collect();
+    assert_eq!(site0.len(), 50);
+    let web_before = running_on(&sim, "web", &site0);
+    let pinned_before = running_on(&sim, "pinned", &site0);
+    assert_eq!((web_before.len(), pinned_before.len()), (50, 10));
+
+    for n in &site0 {
+        sim.set_connected(n, false);
+    }
+    sim.run_for(Duration::from_secs(2 * 3600));
+    {
+        let c = sim.cache();
+        // web: every replica counted and Ready, replacements spread over
+        // the three sites left, within maxSkew 1 of each other.
+        assert_eq!(ready_replicas(&c, "web"), 200);
+        let sites = per_site(&c, "web");
+        let others: Vec<usize> = sites
+            .iter()
+            .filter(|(s, _)| *s != "site-00")
+            .map(|(_, n)| *n)
+            .collect();
+        assert_eq!(others.iter().sum::<usize>(), 200);
+        let (lo, hi) = (others.iter().min().unwrap(), others.iter().max().unwrap());
+        assert!(hi - lo <= 1, "replacements piled up: {sites:?}");
+        // pinned: nowhere to go, so its replacements wait and its pods
+        // stay on their nodes.
+        let pending = app_pods(&c, "pinned")
+            .filter(|p| p.node().is_none())
+            .count();
+        assert_eq!(pending, 10);
+        // Nothing of site-00 was deleted.
+        for p in c
+            .pods()
+            .filter(|p| p.node().is_some_and(|n| site0.contains(n)))
+        {
+            assert!(!p.metadata.is_deleting());
+            assert_eq!(p.status.phase, PodPhase::Unknown);
+        }
+    }
+    assert_eq!(events(&sim, SITE_PARTITIONED), 1, "one event per partition");
+
+    let wall = std::time::Instant::now();
+    for n in &site0 {
+        sim.set_connected(n, true);
+    }
+    let healed = sim
+        .run_until(Duration::from_secs(60), |c| {
+            all_at_count(c) && c.pods().filter(|p| p.metadata.is_deleting()).count() == 0
+        })
+        .unwrap();
+    println!(
+        "site of 50 nodes healed after 2 h: every ReplicaSet at its count {healed:?} after the reconnect ({:?} wall)",
+        wall.elapsed()
+    );
+    // Counted within one heartbeat; the surplus then stops with its grace
+    // (the simulated stop takes 1 s).
+    assert!(
+        healed <= Duration::from_secs(5) + sim.cfg.pod_stop,
+        "{healed:?}"
+    );
+    assert_eq!(
+        running_on(&sim, "web", &site0),
+        web_before,
+        "nothing on site-00 restarted"
+    );
+    assert_eq!(
+        running_on(&sim, "pinned", &site0),
+        pinned_before,
+        "pinned pods untouched"
+    );
+    let c = sim.cache();
+    assert!(
+        per_site(&c, "web").values().all(|&n| n == 50),
+        "{:?}",
+        per_site(&c, "web")
+    );
+    assert_eq!(app_pods(&c, "pinned").count(), 10);
+    // Every node runs exactly what the controller counts.
+    let running: usize = sim
+        .node_names()
+        .iter()
+        .map(|n| sim.node(n).unwrap().pod_count())
+        .sum();
+    assert_eq!(running, 210);
+    drop(c);
+    assert_eq!(events(&sim, SITE_RECONNECTED), 1);
+}
+
+#[test]
+fn flapping_nodes_do_not_make_pods_thrash() {
+    let mut sim = fleet(6, 2);
+    sim.apply_yaml(&deployment("web", 6, "")).unwrap();
+    sim.run_until(Duration::from_secs(60), all_at_count)
+        .unwrap();
+    let uids: BTreeSet<String> = sim.cache().pods().map(|p| p.metadata.uid.clone()).collect();
+    let writes = sim.stats.writes;
+    // Silent for 25 s (NotReady after 20), back for 5 s, for 30 minutes.
+    for _ in 0..60 {
+        sim.set_connected("n0000", false);
+        sim.run_for(Duration::from_secs(25));
+        sim.set_connected("n0000", true);
+        sim.run_for(Duration::from_secs(5));
+    }
+    let now: BTreeSet<String> = sim.cache().pods().map(|p| p.metadata.uid.clone()).collect();
+    assert_eq!(uids, now, "no pod replaced");
+    assert_eq!(events(&sim, TAINT_MANAGER_EVICTION), 0);
+    println!(
+        "30 min of flapping: {} store writes",
+        sim.stats.writes - writes
+    );
+}
+
+#[test]
+fn pods_of_a_deleted_node_are_replaced_at_once() {
+    let mut sim = fleet(4, 2);
+    sim.apply_yaml(&deployment("web", 4, "")).unwrap();
+    sim.run_until(Duration::from_secs(60), all_at_count)
+        .unwrap();
+    sim.delete_node("n0000");
+    let took = sim
+        .run_until(Duration::from_secs(30), all_at_count)
+        .unwrap();
+    assert!(
+        took <= sim.cfg.pod_start + Duration::from_secs(1),
+        "{took:?}"
+    );
+    assert!(sim.cache().pods().all(|p| p.node() != Some("n0000")));
+}
