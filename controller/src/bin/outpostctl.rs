@@ -67,9 +67,9 @@ enum Cmd {
     Cordon { nodes: Vec<String> },
     /// Mark nodes schedulable again.
     Uncordon { nodes: Vec<String> },
-    /// Cordon a node and evict its pods, one eviction at a time through
-    /// their PodDisruptionBudgets (a refused eviction is retried every 5s),
-    /// waiting until each evicted pod is gone.
+    /// Cordon a node and evict its pods through the eviction API, which
+    /// honours PodDisruptionBudgets (a refused eviction is retried every
+    /// 5s); waits until every evicted pod is gone.
     Drain(DrainArgs),
     /// Run a pod with one container (scheduled unless --node names one).
     Run(RunFlags),
@@ -272,6 +272,7 @@ struct DeleteArgs {
 
 #[derive(clap::Args, Debug)]
 struct DrainArgs {
+    /// The node to drain.
     node: String,
     /// Give up after this long (0s: wait for ever).
     #[arg(long, default_value = "0s", value_parser = parse_duration)]

@@ -20,8 +20,9 @@
 //!    is deleted without looking at any budget (it is not keeping anything
 //!    available).
 //! 2. No budget selects the pod: it is deleted.
-//! 3. More than one budget selects it: refused ([`EvictionError::
-//!    MultipleBudgets`]); the eviction API does not support that.
+//! 3. More than one budget selects it: refused
+//!    ([`EvictionError::MultipleBudgets`]); the eviction API does not
+//!    support that.
 //! 4. The budget's status is for an older generation: refused for now
 //!    (the disruption controller has not caught up).
 //! 5. The pod is not Ready: under `unhealthyPodEvictionPolicy:
