@@ -11,6 +11,11 @@
 //! caught up with the caller's own writes. Nodes are the exception: their
 //! source is the registry (live lease and measurements), so they are read
 //! there and changed through it (cordon, delete).
+//!
+//! Evictions go through [`crate::controllers::eviction::check`] over a
+//! cache caught up with the store, and commit the pod's deletion and its
+//! budget's new status in one guarded transaction; a guard that fails
+//! (someone else changed either) is decided again.
 
 use crate::api::admission::AdmissionConfig;
 use crate::api::machinery::{self, object_ref, Deletion};
@@ -18,10 +23,11 @@ use crate::api::selector::Selector;
 use crate::api::{self, Kind, Object, Time};
 use crate::cache::Cache;
 use crate::cluster::{err, now_ms, Controller};
+use crate::controllers::eviction::{self, Allowed, Eviction, EvictionError};
 use crate::store::{Compare, Op, Store, Txn};
 use outpost_proto::{
-    ApplyRequest, ApplyResult, DeleteRequest, ErrorCode, ErrorMsg, ListRequest, ObjectList,
-    ObjectRef, Propagation, ScaleRequest,
+    ApplyRequest, ApplyResult, DeleteRequest, ErrorCode, ErrorMsg, EvictRequest, ListRequest,
+    ObjectList, ObjectRef, Propagation, ScaleRequest,
 };
 use std::sync::RwLock;
 use std::time::Duration;
@@ -117,6 +123,9 @@ fn merge(old: &Object, mut new: Object) -> Object {
         }
         (Object::ReplicaSet(o), Object::ReplicaSet(n)) => n.status = o.status.clone(),
         (Object::Deployment(o), Object::Deployment(n)) => n.status = o.status.clone(),
+        (Object::PodDisruptionBudget(o), Object::PodDisruptionBudget(n)) => {
+            n.status = o.status.clone();
+        }
         (Object::Service(o), Object::Service(n)) => {
             n.status = o.status.clone();
             if n.spec.cluster_ip.is_empty() {
@@ -522,6 +531,25 @@ impl Objects<'_> {
         Ok((obj, Some(planned)))
     }
 
+    /// The eviction of pod `ns/name`, decided from the cache, and the
+    /// write that carries it out (none when the pod is already being
+    /// deleted).
+    pub fn plan_evict(
+        &self,
+        ns: &str,
+        name: &str,
+        grace_seconds: Option<i64>,
+        now: Time,
+    ) -> Result<(Eviction, Option<Planned>), ErrorMsg> {
+        let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+        let ev = eviction::check(&cache, ns, name, grace_seconds, now).map_err(eviction_error)?;
+        let planned = ev.txn().map(|txn| Planned {
+            txn,
+            what: object_ref(Kind::Pod, ns, name),
+        });
+        Ok((ev, planned))
+    }
+
     /// The write that sets a Deployment's or ReplicaSet's replica count.
     pub fn plan_scale(
         &self,
@@ -626,5 +654,82 @@ pub async fn scale(ctrl: &Controller, req: &ScaleRequest) -> Result<String, Erro
     Err(err(
         ErrorCode::Conflict,
         format!("{} keeps changing; try again", object_ref(kind, &ns, name)),
+    ))
+}
+
+/// The operator API's answer for a refused eviction: `TooManyRequests`
+/// (Kubernetes' 429) when retrying later may succeed.
+pub fn eviction_error(e: EvictionError) -> ErrorMsg {
+    let code = match &e {
+        EvictionError::NotFound { namespace, name } => {
+            return not_found(Kind::Pod, namespace, name);
+        }
+        EvictionError::Budget { .. } => ErrorCode::TooManyRequests,
+        EvictionError::MultipleBudgets(_) => ErrorCode::InvalidRequest,
+        EvictionError::TooManyDisrupted(_) => ErrorCode::PermissionDenied,
+    };
+    err(code, e.to_string())
+}
+
+/// What an allowed eviction's event says.
+fn evicted_message(ev: &Eviction) -> String {
+    let why = match &ev.allowed {
+        Allowed::NotRunning(phase) => format!("the pod is {}", phase.name()),
+        Allowed::AlreadyDeleting => "the pod was already being deleted".into(),
+        Allowed::NoBudget => "no PodDisruptionBudget selects the pod".into(),
+        Allowed::Unhealthy { budget } => {
+            format!("the pod is not Ready and PodDisruptionBudget {budget} lets unhealthy pods go")
+        }
+        Allowed::Budget { budget } => format!("PodDisruptionBudget {budget} allowed it"),
+    };
+    match ev.pod.node() {
+        Some(n) => format!("evicted ({why}); node {n} stops its containers"),
+        None => format!("evicted ({why})"),
+    }
+}
+
+/// Most times an eviction is decided again when its guard fails.
+const EVICT_ATTEMPTS: usize = 5;
+
+/// Evicts a pod (Kubernetes' `pods/eviction`): refused with
+/// `TooManyRequests` while its budget allows no disruption.
+pub async fn evict(ctrl: &Controller, req: &EvictRequest) -> Result<String, ErrorMsg> {
+    outpost_proto::pod::validate_dns_label("pod name", &req.name)
+        .map_err(|e| err(ErrorCode::InvalidRequest, e))?;
+    if !req.namespace.is_empty() {
+        outpost_proto::pod::validate_dns_label("namespace", &req.namespace)
+            .map_err(|e| err(ErrorCode::InvalidRequest, e))?;
+    }
+    let ns = namespace_of(Kind::Pod, &req.namespace);
+    let name = &req.name;
+    let grace = req.grace_period_seconds.map(i64::from);
+    for _ in 0..EVICT_ATTEMPTS {
+        // Decide from a cache holding everything committed so far (a
+        // budget created a moment ago included).
+        ctrl.caught_up(ctrl.store().revision(), CATCH_UP).await;
+        let (ev, planned) = ctrl
+            .objects()
+            .plan_evict(&ns, name, grace, Time(now_ms()))?;
+        let what = object_ref(Kind::Pod, &ns, name);
+        let Some(planned) = planned else {
+            return Ok(format!("{what} is already being deleted"));
+        };
+        let (_, failed) = commit(ctrl, vec![planned]).await?;
+        if failed.is_empty() {
+            ctrl.event(
+                outpost_proto::EventType::Normal,
+                "Evicted",
+                what.clone(),
+                evicted_message(&ev),
+            );
+            return Ok(format!("{what} evicted"));
+        }
+    }
+    Err(err(
+        ErrorCode::Conflict,
+        format!(
+            "{} or its PodDisruptionBudget keeps changing; try again",
+            object_ref(Kind::Pod, &ns, name)
+        ),
     ))
 }

@@ -12,7 +12,9 @@
 //! - `apiserver`, `watch`: the operator API over objects; `agents`: each
 //!   node's desired pods and its reports; `cluster`: enrolment, tokens,
 //!   node leases (`registry`) and the handles everything shares;
-//! - `server`: QUIC to agents and operators; `metrics`: Prometheus text.
+//! - `server`: QUIC to agents and operators; `metrics`: Prometheus text;
+//! - `drain`: `outpostctl drain`'s decisions (which pods, retries,
+//!   timeouts, messages), without I/O.
 #![forbid(unsafe_code)]
 
 pub mod agents;
@@ -24,6 +26,7 @@ pub mod clientconfig;
 pub mod cluster;
 pub mod controllers;
 pub mod ctl;
+pub mod drain;
 pub mod events;
 pub mod manifest;
 pub mod metrics;

@@ -709,6 +709,9 @@ impl Server {
             AdminRequest::Cordon { node, unschedulable } => AdminResponse::Done {
                 message: self.ctrl.set_unschedulable(&node, unschedulable).await?,
             },
+            AdminRequest::Evict(req) => AdminResponse::Done {
+                message: crate::apiserver::evict(&self.ctrl, &req).await?,
+            },
             AdminRequest::Logs(_) | AdminRequest::PushImage { .. } | AdminRequest::Watch(_) => {
                 return Err(err(
                     ErrorCode::InvalidRequest,

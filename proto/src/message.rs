@@ -214,6 +214,10 @@ pub enum AdminRequest {
     },
     /// cpu and memory in use per pod (`namespace/name`), for `top pods`.
     PodUsage,
+    /// Evicts a pod through the disruption check (policy/v1 Eviction):
+    /// answered `Done`, or `Error` with [`ErrorCode::TooManyRequests`] when
+    /// a PodDisruptionBudget refuses it for now (retry later).
+    Evict(EvictRequest),
 }
 
 /// One manifest document, as Kubernetes JSON.
@@ -293,6 +297,17 @@ pub struct WatchRequest {
     /// Watch changes after this revision (from a list); 0: list first
     /// (every current object arrives as `ADDED`).
     pub resource_version: u64,
+}
+
+/// Kubernetes' `policy/v1 Eviction` of one pod.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct EvictRequest {
+    pub namespace: String,
+    pub name: String,
+    /// Seconds the pod's containers get to stop (`deleteOptions.
+    /// gracePeriodSeconds`); `None`: the pod's own
+    /// `terminationGracePeriodSeconds`.
+    pub grace_period_seconds: Option<u32>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -539,6 +554,9 @@ pub enum ErrorCode {
     Internal,
     /// The object changed since it was read (a stale resourceVersion).
     Conflict,
+    /// Refused for now, retry later (Kubernetes' 429): an eviction a
+    /// PodDisruptionBudget does not allow yet.
+    TooManyRequests,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

@@ -19,6 +19,9 @@
 //!   no class at all, an explicit `spec.priority` is kept (Outpost's
 //!   first manifests set it directly).
 //! - **PriorityClasses**: at most one is `globalDefault`.
+//! - **PodDisruptionBudgets**: an update keeps the status (the disruption
+//!   controller and evictions write it); the spec may change, as in
+//!   policy/v1.
 //! - **Services**: `spec.clusterIP` is allocated from
 //!   [`AdmissionConfig::service_cidr`], never one another Service holds;
 //!   a requested address must be in the range and free. NodePort and
@@ -425,6 +428,12 @@ fn admit_in(
             template_priority(&r.spec.template.spec, view, &mut warnings);
         }
         (Object::Endpoints(_), _) => {}
+        (Object::PodDisruptionBudget(b), old) => {
+            // The disruption controller and evictions keep the status.
+            if let Some(Object::PodDisruptionBudget(o)) = old {
+                b.status = o.status.clone();
+            }
+        }
     }
     if problems.is_empty() {
         Ok(Admitted {

@@ -12,6 +12,7 @@ pub mod apps;
 pub mod machinery;
 pub mod meta;
 pub mod pod;
+pub mod policy;
 pub mod resources;
 pub mod scheduling;
 pub mod selector;
@@ -21,6 +22,7 @@ pub mod validate;
 pub use apps::{Deployment, ReplicaSet};
 pub use meta::{ObjectMeta, OwnerReference, Time, DEFAULT_NAMESPACE};
 pub use pod::Pod;
+pub use policy::PodDisruptionBudget;
 pub use scheduling::PriorityClass;
 pub use service::{Endpoints, Service};
 
@@ -37,10 +39,11 @@ pub enum Kind {
     Endpoints,
     PriorityClass,
     Node,
+    PodDisruptionBudget,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Pod,
         Kind::ReplicaSet,
         Kind::Deployment,
@@ -48,6 +51,7 @@ impl Kind {
         Kind::Endpoints,
         Kind::PriorityClass,
         Kind::Node,
+        Kind::PodDisruptionBudget,
     ];
 
     /// `Pod`, `Deployment`, ...
@@ -60,6 +64,7 @@ impl Kind {
             Kind::Endpoints => "Endpoints",
             Kind::PriorityClass => "PriorityClass",
             Kind::Node => "Node",
+            Kind::PodDisruptionBudget => "PodDisruptionBudget",
         }
     }
 
@@ -68,6 +73,7 @@ impl Kind {
             Kind::Pod | Kind::Service | Kind::Endpoints | Kind::Node => "v1",
             Kind::ReplicaSet | Kind::Deployment => "apps/v1",
             Kind::PriorityClass => "scheduling.k8s.io/v1",
+            Kind::PodDisruptionBudget => "policy/v1",
         }
     }
 
@@ -81,6 +87,7 @@ impl Kind {
             Kind::Endpoints => "endpoints",
             Kind::PriorityClass => "priorityclasses",
             Kind::Node => "nodes",
+            Kind::PodDisruptionBudget => "poddisruptionbudgets",
         }
     }
 
@@ -102,6 +109,7 @@ impl Kind {
             Kind::Endpoints => &["ep"],
             Kind::PriorityClass => &["pc"],
             Kind::Node => &["no"],
+            Kind::PodDisruptionBudget => &["pdb"],
         }
     }
 
@@ -195,6 +203,7 @@ resource!(Deployment, Kind::Deployment);
 resource!(Service, Kind::Service);
 resource!(Endpoints, Kind::Endpoints);
 resource!(PriorityClass, Kind::PriorityClass);
+resource!(PodDisruptionBudget, Kind::PodDisruptionBudget);
 
 /// The cache key of an object: `namespace/name`, or `name` when
 /// cluster-scoped.
@@ -220,6 +229,7 @@ pub enum Object {
     Service(Service),
     Endpoints(Endpoints),
     PriorityClass(PriorityClass),
+    PodDisruptionBudget(PodDisruptionBudget),
 }
 
 macro_rules! each {
@@ -231,6 +241,7 @@ macro_rules! each {
             Object::Service($o) => $e,
             Object::Endpoints($o) => $e,
             Object::PriorityClass($o) => $e,
+            Object::PodDisruptionBudget($o) => $e,
         }
     };
 }
@@ -244,6 +255,7 @@ impl Object {
             Object::Service(_) => Kind::Service,
             Object::Endpoints(_) => Kind::Endpoints,
             Object::PriorityClass(_) => Kind::PriorityClass,
+            Object::PodDisruptionBudget(_) => Kind::PodDisruptionBudget,
         }
     }
 
@@ -285,6 +297,7 @@ impl Object {
             Kind::Service => Object::Service(de(bytes)?),
             Kind::Endpoints => Object::Endpoints(de(bytes)?),
             Kind::PriorityClass => Object::PriorityClass(de(bytes)?),
+            Kind::PodDisruptionBudget => Object::PodDisruptionBudget(de(bytes)?),
             Kind::Node => return Err("nodes are not decoded as objects".into()),
         };
         o.meta_mut().resource_version = mod_revision.to_string();
@@ -335,6 +348,9 @@ mod tests {
             ("endpoints", Kind::Endpoints),
             ("priorityclasses", Kind::PriorityClass),
             ("no", Kind::Node),
+            ("pdb", Kind::PodDisruptionBudget),
+            ("poddisruptionbudgets", Kind::PodDisruptionBudget),
+            ("poddisruptionbudget.policy", Kind::PodDisruptionBudget),
         ] {
             assert_eq!(Kind::parse(s), Some(k), "{s}");
         }
@@ -358,6 +374,14 @@ mod tests {
             Some(Kind::Deployment)
         );
         assert_eq!(Kind::of_manifest("v1", "Deployment"), None);
+        assert_eq!(
+            Kind::of_manifest("policy/v1", "PodDisruptionBudget"),
+            Some(Kind::PodDisruptionBudget)
+        );
+        assert_eq!(
+            Kind::PodDisruptionBudget.qualified(),
+            "poddisruptionbudget.policy"
+        );
     }
 
     #[test]

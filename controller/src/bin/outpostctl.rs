@@ -18,6 +18,7 @@ use outpost_controller::clientconfig::{self, ClientConfig};
 use outpost_controller::cluster::now_ms;
 use outpost_controller::ctl::input::{self, Target};
 use outpost_controller::ctl::{self, Format, Layout};
+use outpost_controller::drain;
 use outpost_proto::units::parse_duration;
 use outpost_proto::{
     names, AdminRequest, AdminResponse, ApplyResult, Document, ErrorCode, NodeView, ObjectRef,
@@ -46,8 +47,8 @@ struct Cli {
 enum Cmd {
     /// List objects: `get TYPE[,TYPE...] [NAME...]` or `get TYPE/NAME...`.
     /// Types: pods (po), deployments (deploy), replicasets (rs), services
-    /// (svc), endpoints (ep), priorityclasses (pc), nodes (no), events (ev),
-    /// tokens, all.
+    /// (svc), endpoints (ep), priorityclasses (pc), poddisruptionbudgets
+    /// (pdb), nodes (no), events (ev), tokens, all.
     Get(GetArgs),
     /// Show objects in detail, each with its events:
     /// `describe TYPE [NAME...]` or `describe TYPE/NAME`.
@@ -66,6 +67,10 @@ enum Cmd {
     Cordon { nodes: Vec<String> },
     /// Mark nodes schedulable again.
     Uncordon { nodes: Vec<String> },
+    /// Cordon a node and evict its pods through the eviction API, which
+    /// honours PodDisruptionBudgets (a refused eviction is retried every
+    /// 5s); waits until every evicted pod is gone.
+    Drain(DrainArgs),
     /// Run a pod with one container (scheduled unless --node names one).
     Run(RunFlags),
     /// Print a container's log, streamed from its node.
@@ -266,6 +271,30 @@ struct DeleteArgs {
 }
 
 #[derive(clap::Args, Debug)]
+struct DrainArgs {
+    /// The node to drain.
+    node: String,
+    /// Give up after this long (0s: wait for ever).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Evict pods that declare no controller too (nothing re-creates them).
+    #[arg(long)]
+    force: bool,
+    /// Seconds each pod gets to stop, recorded on the pod as
+    /// deletionGracePeriodSeconds (-1: the pod's own
+    /// terminationGracePeriodSeconds, which is what agents stop it with).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    grace_period: i64,
+    /// Evict pods with emptyDir volumes too (their data is lost).
+    #[arg(long)]
+    delete_emptydir_data: bool,
+    /// Accepted for kubectl's scripts: Outpost has no DaemonSets, so there
+    /// is nothing to ignore.
+    #[arg(long)]
+    ignore_daemonsets: bool,
+}
+
+#[derive(clap::Args, Debug)]
 struct ScaleArgs {
     /// TYPE NAME... or TYPE/NAME... (deployments and replicasets).
     #[arg(required = true)]
@@ -351,6 +380,7 @@ fn reason(code: ErrorCode) -> &'static str {
         ErrorCode::PermissionDenied => "Forbidden",
         ErrorCode::Unauthenticated | ErrorCode::InvalidToken => "Unauthorized",
         ErrorCode::Internal => "InternalError",
+        ErrorCode::TooManyRequests => "TooManyRequests",
     }
 }
 
@@ -416,6 +446,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Scale(args) => scale(&cfg, args).await,
         Cmd::Cordon { nodes } => cordon(&cfg, nodes, true).await,
         Cmd::Uncordon { nodes } => cordon(&cfg, nodes, false).await,
+        Cmd::Drain(args) => drain(&cfg, args).await,
         Cmd::Run(flags) => {
             let dry = flags.dry_run.clone();
             let doc = run_doc(flags)?;
@@ -1351,6 +1382,108 @@ async fn cordon(cfg: &ClientConfig, nodes: Vec<String>, on: bool) -> Result<()> 
         return Err(Reported.into());
     }
     Ok(())
+}
+
+// ---- drain ----
+
+/// The pods bound to `node`, every namespace.
+async fn pods_on(cfg: &ClientConfig, node: &str) -> Result<Vec<api::Pod>> {
+    list_all(cfg, Kind::Pod, None, "", Some(node.to_string()))
+        .await?
+        .iter()
+        .map(|v| Ok(ctl::decode::<api::Pod>(Kind::Pod, v)?))
+        .collect()
+}
+
+fn print_lines(lines: &mut Vec<drain::Line>) {
+    for l in lines.drain(..) {
+        match l {
+            drain::Line::Out(s) => emit(&format!("{s}\n")),
+            drain::Line::Err(s) => eprintln!("{s}"),
+        }
+    }
+}
+
+/// What an eviction's answer means to the drain.
+fn evict_result(r: Result<AdminResponse>) -> drain::EvictResult {
+    match r {
+        Ok(_) => drain::EvictResult::Evicted,
+        Err(e) => match e.chain().find_map(|c| c.downcast_ref::<ServerError>()) {
+            Some(s) if s.0.code == ErrorCode::TooManyRequests => {
+                drain::EvictResult::Retry(s.0.message.clone())
+            }
+            Some(s) if s.0.code == ErrorCode::NotFound => drain::EvictResult::NotFound,
+            Some(s) => drain::EvictResult::Failed(s.0.message.clone()),
+            None => drain::EvictResult::Failed(format!("{e:#}")),
+        },
+    }
+}
+
+async fn drain(cfg: &ClientConfig, args: DrainArgs) -> Result<()> {
+    let node = args.node;
+    let opts = drain::DrainOptions {
+        force: args.force,
+        delete_emptydir_data: args.delete_emptydir_data,
+        grace_period: u32::try_from(args.grace_period).ok(),
+        timeout: (!args.timeout.is_zero()).then_some(args.timeout),
+    };
+    let cordoned = done(
+        cfg,
+        "a cordon",
+        AdminRequest::Cordon {
+            node: node.clone(),
+            unschedulable: true,
+        },
+    )
+    .await?;
+    emit(&format!("{cordoned}\n"));
+    let mut out = Vec::new();
+    let selection = drain::select(&pods_on(cfg, &node).await?, &opts);
+    if !selection.errors.is_empty() {
+        drain::failure_summary(&node, &selection.errors, &mut out);
+        print_lines(&mut out);
+        return Err(Reported.into());
+    }
+    if !selection.warnings.is_empty() {
+        eprintln!("Warning: {}", selection.warnings.join("; "));
+    }
+    let mut d = drain::Drain::new(selection.pods, &opts, api::Time(now_ms()));
+    loop {
+        let now = api::Time(now_ms());
+        for id in d.due(now, &mut out) {
+            print_lines(&mut out);
+            let req = AdminRequest::Evict(outpost_proto::EvictRequest {
+                namespace: id.namespace.clone(),
+                name: id.name.clone(),
+                grace_period_seconds: opts.grace_period,
+            });
+            let r = evict_result(call(cfg, req).await);
+            d.evicted(&id, r, api::Time(now_ms()), &mut out);
+            print_lines(&mut out);
+        }
+        if d.waiting_for_deletion() {
+            let present: Vec<drain::PodId> = pods_on(cfg, &node)
+                .await?
+                .iter()
+                .map(drain::PodId::of)
+                .collect();
+            d.observe(&present, api::Time(now_ms()), &mut out);
+            print_lines(&mut out);
+        }
+        print_lines(&mut out);
+        let now = api::Time(now_ms());
+        let Some(wake) = d.next_wakeup(now) else {
+            break;
+        };
+        tokio::time::sleep(Duration::from_millis(wake.ms().saturating_sub(now.ms()))).await;
+    }
+    let ok = d.summary(&node, &mut out);
+    print_lines(&mut out);
+    if ok {
+        Ok(())
+    } else {
+        Err(Reported.into())
+    }
 }
 
 // ---- top, token ----

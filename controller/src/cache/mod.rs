@@ -27,6 +27,7 @@ pub enum Cached {
     Endpoints(Arc<api::Endpoints>),
     PriorityClass(Arc<api::PriorityClass>),
     Node(Arc<NodeRecord>),
+    PodDisruptionBudget(Arc<api::PodDisruptionBudget>),
 }
 
 impl Cached {
@@ -39,6 +40,7 @@ impl Cached {
             Cached::Endpoints(_) => Kind::Endpoints,
             Cached::PriorityClass(_) => Kind::PriorityClass,
             Cached::Node(_) => Kind::Node,
+            Cached::PodDisruptionBudget(_) => Kind::PodDisruptionBudget,
         }
     }
 
@@ -51,6 +53,7 @@ impl Cached {
             Cached::Service(o) => &o.metadata,
             Cached::Endpoints(o) => &o.metadata,
             Cached::PriorityClass(o) => &o.metadata,
+            Cached::PodDisruptionBudget(o) => &o.metadata,
             Cached::Node(_) => return None,
         })
     }
@@ -77,6 +80,7 @@ impl Cached {
             Object::Service(o) => Cached::Service(Arc::new(o)),
             Object::Endpoints(o) => Cached::Endpoints(Arc::new(o)),
             Object::PriorityClass(o) => Cached::PriorityClass(Arc::new(o)),
+            Object::PodDisruptionBudget(o) => Cached::PodDisruptionBudget(Arc::new(o)),
         }
     }
 }
@@ -123,6 +127,10 @@ pub struct Cache {
     endpoints: Map<api::Endpoints>,
     priority_classes: Map<api::PriorityClass>,
     nodes: Map<NodeRecord>,
+    pdbs: Map<api::PodDisruptionBudget>,
+    /// PodDisruptionBudgets by namespace (a pod change looks only at its
+    /// namespace's budgets).
+    pdbs_by_namespace: HashMap<String, BTreeSet<String>>,
     pods_by_node: HashMap<String, BTreeSet<String>>,
     /// Pods without a node, not being deleted: the scheduler's work.
     unbound: BTreeSet<String>,
@@ -343,6 +351,13 @@ impl Cache {
             Cached::Node(o) => {
                 self.nodes.insert(key.to_string(), o);
             }
+            Cached::PodDisruptionBudget(o) => {
+                self.pdbs_by_namespace
+                    .entry(o.metadata.namespace.clone())
+                    .or_default()
+                    .insert(key.to_string());
+                self.pdbs.insert(key.to_string(), o);
+            }
         }
     }
 
@@ -355,7 +370,17 @@ impl Cache {
             Kind::Endpoints => self.endpoints.remove(key).map(Cached::Endpoints),
             Kind::PriorityClass => self.priority_classes.remove(key).map(Cached::PriorityClass),
             Kind::Node => self.nodes.remove(key).map(Cached::Node),
+            Kind::PodDisruptionBudget => self.pdbs.remove(key).map(Cached::PodDisruptionBudget),
         }?;
+        if let Cached::PodDisruptionBudget(b) = &old {
+            let ns = &b.metadata.namespace;
+            if let Some(set) = self.pdbs_by_namespace.get_mut(ns) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.pdbs_by_namespace.remove(ns);
+                }
+            }
+        }
         if let Some(meta) = old.meta() {
             for uid in owner_uids(meta) {
                 let k = (kind, uid.to_string());
@@ -612,6 +637,33 @@ impl Cache {
         self.priority_classes.values()
     }
 
+    pub fn pdb(&self, key: &str) -> Option<&Arc<api::PodDisruptionBudget>> {
+        self.pdbs.get(key)
+    }
+
+    /// PodDisruptionBudgets of `namespace`, in name order.
+    pub fn pdbs_in<'a>(
+        &'a self,
+        namespace: &str,
+    ) -> impl Iterator<Item = &'a Arc<api::PodDisruptionBudget>> + 'a {
+        self.pdbs_by_namespace
+            .get(namespace)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.pdbs.get(k))
+    }
+
+    /// The budgets covering a pod with these labels in `namespace`.
+    pub fn pdbs_selecting<'a>(
+        &'a self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Vec<&'a Arc<api::PodDisruptionBudget>> {
+        self.pdbs_in(namespace)
+            .filter(|b| b.selects(labels))
+            .collect()
+    }
+
     pub fn node(&self, name: &str) -> Option<&Arc<NodeRecord>> {
         self.nodes.get(name)
     }
@@ -635,6 +687,9 @@ impl Cache {
             Kind::PriorityClass => {
                 Object::PriorityClass((**self.priority_classes.get(key)?).clone())
             }
+            Kind::PodDisruptionBudget => {
+                Object::PodDisruptionBudget((**self.pdbs.get(key)?).clone())
+            }
             Kind::Node => return None,
         })
     }
@@ -649,6 +704,7 @@ impl Cache {
             Kind::Endpoints => self.endpoints.len(),
             Kind::PriorityClass => self.priority_classes.len(),
             Kind::Node => self.nodes.len(),
+            Kind::PodDisruptionBudget => self.pdbs.len(),
         }
     }
 
@@ -662,6 +718,7 @@ impl Cache {
             Kind::Endpoints => self.endpoints.keys().cloned().collect(),
             Kind::PriorityClass => self.priority_classes.keys().cloned().collect(),
             Kind::Node => self.nodes.keys().cloned().collect(),
+            Kind::PodDisruptionBudget => self.pdbs.keys().cloned().collect(),
         };
         v.sort();
         v

@@ -67,6 +67,7 @@ fn cached_meta<'a>(cache: &'a Cache, kind: Kind, key: &str) -> Option<&'a Object
         Kind::Service => cache.service(key).map(|o| &o.metadata),
         Kind::Endpoints => cache.endpoints(key).map(|o| &o.metadata),
         Kind::PriorityClass => cache.priority_class(key).map(|o| &o.metadata),
+        Kind::PodDisruptionBudget => cache.pdb(key).map(|o| &o.metadata),
         Kind::Node => None,
     }
 }

@@ -15,7 +15,9 @@
 //! cluster on a virtual clock; only the loop around them differs.
 
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
+pub mod eviction;
 pub mod gc;
 pub mod nodelifecycle;
 pub mod plane;
@@ -127,7 +129,7 @@ pub struct ControllersConfig {
 
 /// Every workload controller, in the order the control loop runs them:
 /// Deployments, ReplicaSets, the garbage collector, Endpoints, node
-/// lifecycle.
+/// lifecycle, disruption budgets.
 pub fn standard(cfg: &ControllersConfig) -> Vec<Box<dyn Controller>> {
     vec![
         Box::new(deployment::DeploymentController),
@@ -139,6 +141,7 @@ pub fn standard(cfg: &ControllersConfig) -> Vec<Box<dyn Controller>> {
         Box::new(nodelifecycle::NodeLifecycleController::new(
             cfg.node_lifecycle.clone(),
         )),
+        Box::new(disruption::DisruptionController),
     ]
 }
 

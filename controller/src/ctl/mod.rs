@@ -18,6 +18,7 @@ pub mod events;
 pub mod input;
 pub mod nodes;
 pub mod pods;
+pub mod policy;
 pub mod scheduling;
 pub mod services;
 pub mod sites;
@@ -363,6 +364,12 @@ const PRIORITYCLASS_COLUMNS: &[Column] = &[
     col("AGE"),
     wide("PREEMPTIONPOLICY"),
 ];
+const PDB_COLUMNS: &[Column] = &[
+    col("MIN AVAILABLE"),
+    col("MAX UNAVAILABLE"),
+    col("ALLOWED DISRUPTIONS"),
+    col("AGE"),
+];
 const NODE_COLUMNS: &[Column] = &[
     col("STATUS"),
     col("PRESSURE"),
@@ -414,6 +421,7 @@ pub fn printer(kind: Kind) -> Printer {
             Extra::Nothing,
         ),
         Kind::Node => (NODE_COLUMNS, nodes::row, nodes::describe, Extra::NodeView),
+        Kind::PodDisruptionBudget => (PDB_COLUMNS, policy::row, policy::describe, Extra::Nothing),
     };
     Printer {
         kind,

@@ -414,6 +414,44 @@ impl Sim {
         self.commit(vec![p])
     }
 
+    /// Marks a node (un)schedulable, as `outpostctl cordon` does.
+    pub fn cordon(&mut self, name: &str, on: bool) {
+        let changes = self
+            .registry
+            .set_unschedulable(name, on)
+            .unwrap_or_else(|| panic!("no simulated node {name}"));
+        self.commit_registry(changes);
+    }
+
+    /// Evicts a pod through the eviction check, as the operator API's
+    /// `Evict` does: the pod's deletion and its budget's status in one
+    /// guarded transaction (a failed guard is decided again, as the API
+    /// does).
+    pub fn evict(
+        &mut self,
+        ns: &str,
+        name: &str,
+        grace_seconds: Option<i64>,
+    ) -> Result<crate::controllers::eviction::Allowed, ErrorMsg> {
+        for _ in 0..5 {
+            let (ev, planned) = self
+                .objects()
+                .plan_evict(ns, name, grace_seconds, self.now)?;
+            let Some(p) = planned else {
+                return Ok(ev.allowed);
+            };
+            match self.commit(vec![p]) {
+                Ok(()) => return Ok(ev.allowed),
+                Err(e) if e.code == outpost_proto::ErrorCode::Conflict => self.settle(),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(crate::cluster::err(
+            outpost_proto::ErrorCode::Conflict,
+            format!("pod {ns}/{name} kept changing"),
+        ))
+    }
+
     /// Throws the control loop away and starts a new one over the same
     /// store, as a controller restart does (nodes keep running).
     pub fn restart_controller(&mut self) {
@@ -568,6 +606,8 @@ impl Sim {
     }
 }
 
+#[cfg(test)]
+mod drain_tests;
 #[cfg(test)]
 mod failure_tests;
 #[cfg(test)]

@@ -156,7 +156,7 @@ fn is_zero(v: &IntOrString) -> bool {
 }
 
 /// A count (`1`) or a percentage (`25%`), at most `max_percent` percent.
-fn count_or_percent(
+pub(super) fn count_or_percent(
     w: &mut Walker,
     path: &str,
     v: &Value,

@@ -17,7 +17,8 @@
 //!
 //! Flow: [`validate`] reads `apiVersion` and `kind`, checks the top-level
 //! keys, and hands the document to its kind's file (`pod.rs`,
-//! `replicaset.rs`, `deployment.rs`, `service.rs`, `priorityclass.rs`),
+//! `replicaset.rs`, `deployment.rs`, `service.rs`, `priorityclass.rs`,
+//! `poddisruptionbudget.rs`),
 //! which walk it with the shared [`walk::Walker`] (`meta.rs`: metadata and
 //! selectors; `quantity.rs`: resources).
 //!
@@ -37,6 +38,7 @@
 //! | `apps/v1 Deployment` | a ReplicaSet's, and `strategy` (`RollingUpdate` with `maxSurge`/`maxUnavailable`, counts or percentages, default 25%/25%, not both 0; or `Recreate`), `revisionHistoryLimit` (default 10), `progressDeadlineSeconds` (default 600, above `minReadySeconds`), `paused` |
 //! | `v1 Service` | `spec`: `type` (ClusterIP, NodePort, LoadBalancer), `selector`, `clusterIP` (empty, `None` for headless ClusterIP, or IPv4), `ports[]` (`name`, required and unique with several; `protocol`; `port`; `targetPort` number or name, default `port`; `nodePort` for NodePort and LoadBalancer) |
 //! | `scheduling.k8s.io/v1 PriorityClass` | `value` (at most 1,000,000,000), `globalDefault`, `description`, `preemptionPolicy` |
+//! | `policy/v1 PodDisruptionBudget` | `spec`: exactly one of `minAvailable`/`maxUnavailable` (a count, or a percentage up to 100%), `selector` (none: selects no pods, with a warning; `{}`: every pod of the namespace), `unhealthyPodEvictionPolicy` (IfHealthyBudget, AlwaysAllow) |
 //!
 //! `v1 Endpoints` are refused: the endpoints controller keeps them from
 //! each Service's selector.
@@ -68,6 +70,7 @@
 mod deployment;
 mod meta;
 mod pod;
+mod poddisruptionbudget;
 mod priorityclass;
 mod quantity;
 mod replicaset;
@@ -121,12 +124,13 @@ pub struct Validated {
 }
 
 /// The kinds an operator may apply, as `apiVersion kind`.
-pub const SUPPORTED: [Kind; 5] = [
+pub const SUPPORTED: [Kind; 6] = [
     Kind::Pod,
     Kind::Deployment,
     Kind::ReplicaSet,
     Kind::Service,
     Kind::PriorityClass,
+    Kind::PodDisruptionBudget,
 ];
 
 const TOP_KEYS: &[(&str, Treat)] = &[
@@ -205,6 +209,9 @@ pub fn validate(doc: &Value) -> Result<Validated, Vec<Problem>> {
                 Kind::ReplicaSet => Object::ReplicaSet(replicaset::replicaset(&mut w, &top)),
                 Kind::Deployment => Object::Deployment(deployment::deployment(&mut w, &top)),
                 Kind::Service => Object::Service(service::service(&mut w, &top)),
+                Kind::PodDisruptionBudget => Object::PodDisruptionBudget(
+                    poddisruptionbudget::pod_disruption_budget(&mut w, &top),
+                ),
                 _ => Object::PriorityClass(priorityclass::priority_class(&mut w, &top)),
             }
         }

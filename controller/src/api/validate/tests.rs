@@ -731,7 +731,7 @@ fn kinds() {
     let ss = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"}});
     assert_eq!(
         problems(&ss),
-        ["kind: apps/v1 StatefulSet is not supported by Outpost (supported: v1 Pod, apps/v1 Deployment, apps/v1 ReplicaSet, v1 Service, scheduling.k8s.io/v1 PriorityClass)"]
+        ["kind: apps/v1 StatefulSet is not supported by Outpost (supported: v1 Pod, apps/v1 Deployment, apps/v1 ReplicaSet, v1 Service, scheduling.k8s.io/v1 PriorityClass, policy/v1 PodDisruptionBudget)"]
     );
     let old = json!({"apiVersion": "extensions/v1beta1", "kind": "Deployment", "metadata": {"name": "d"}});
     assert_eq!(problems(&old), ["apiVersion: extensions/v1beta1 Deployment is not supported by Outpost; use apiVersion apps/v1"]);
