@@ -18,6 +18,7 @@ pub mod events;
 pub mod input;
 pub mod nodes;
 pub mod pods;
+pub mod rollout;
 pub mod scheduling;
 pub mod services;
 pub mod tokens;
