@@ -231,6 +231,13 @@ fn rolling_update_status_history_undo_restart_pause() {
     // v3 never passes its readiness probe: the rollout stalls with at
     // least 3 of the v2 pods serving, and status fails at the deadline.
     apply(&c, &manifest(V1, "v3 broken probe", 9));
+    let (ok, out, err) = ctl(&c, &["rollout", "status", "deploy/roll", "-w=false"]);
+    assert!(ok, "-w=false prints the status once and succeeds: {err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.starts_with("Waiting for deployment"), "{out}");
+    let (ok, _, err) = ctl(&c, &["rollout", "status", "deploy/roll", "--timeout", "2s"]);
+    assert!(!ok);
+    assert_eq!(err.trim(), "error: timed out waiting for the condition");
     let (ok, out, err, took) = status(&c);
     assert!(!ok, "status of a stalled rollout succeeded: {out}");
     assert_eq!(

@@ -194,14 +194,18 @@ fn a_rollout_whose_new_version_never_gets_ready_stalls_times_out_and_undo_restor
     let Undo::Apply(doc) = rollout::undo(&v, &owned, 0).unwrap() else {
         panic!("an undo to apply")
     };
-    sim.apply(ApplyRequest {
+    let req = ApplyRequest {
         documents: vec![Document {
             source: "undo".into(),
             json: serde_json::to_vec(&doc).unwrap(),
         }],
         dry_run: false,
-    })
-    .unwrap();
+    };
+    sim.apply(req.clone()).unwrap();
+    // The same edit again is at a resourceVersion that is gone now: a
+    // Conflict, as any change made between a read and its apply is.
+    let again = sim.apply(req).unwrap_err();
+    assert_eq!(again.code, outpost_proto::ErrorCode::Conflict, "{again:?}");
     let back = sim
         .run_until(Duration::from_secs(600), |c| {
             let i = observe(c, V1);

@@ -638,6 +638,10 @@ enum Event {
     FailPod(usize),
     Unready(usize),
     Ready(usize),
+    /// Nodes start pulling `img:N` (its new pods say nothing) ...
+    Pulling(u8),
+    /// ... until it is there.
+    Pulled(u8),
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -647,6 +651,8 @@ fn event() -> impl Strategy<Value = Event> {
         any::<usize>().prop_map(Event::FailPod),
         any::<usize>().prop_map(Event::Unready),
         any::<usize>().prop_map(Event::Ready),
+        (0u8..3).prop_map(Event::Pulling),
+        (0u8..3).prop_map(Event::Pulled),
     ]
 }
 
@@ -710,6 +716,7 @@ fn run_events(
     );
     h.settle();
     let mut disrupted: BTreeMap<String, Behaviour> = BTreeMap::new();
+    let mut pulling = std::collections::BTreeSet::new();
     // The availability bound holds while a rollout started with the
     // minimum available and nothing disrupted it since.
     let mut guard_available = false;
@@ -752,6 +759,15 @@ fn run_events(
                     disrupted.insert(k, b);
                     guard_available = false;
                 }
+            }
+            Event::Pulling(i) => {
+                h.set_image(&format!("img:{i}"), Behaviour::Silent);
+                pulling.insert(i);
+                guard_available = false;
+            }
+            Event::Pulled(i) => {
+                h.set_image(&format!("img:{i}"), Behaviour::Ready);
+                pulling.remove(&i);
             }
             Event::Ready(i) => {
                 let unready: Vec<String> = disrupted
@@ -800,6 +816,9 @@ fn run_events(
     // all of the current template.
     for k in disrupted.keys() {
         h.set_pod(k, Behaviour::Ready);
+    }
+    for i in pulling {
+        h.set_image(&format!("img:{i}"), Behaviour::Ready);
     }
     h.settle();
     let d = h.deployment("web");
