@@ -8,7 +8,9 @@
 //!   `rollout undo` brings the previous version back;
 //! - `rollout history` lists the revisions with their change cause,
 //!   `undo --to-revision` goes to any of them and refuses one that does
-//!   not exist; `restart`, `pause` and `resume` do what kubectl's do.
+//!   not exist; `restart`, `pause` and `resume` do what kubectl's do;
+//! - a new image no node holds: the old pods all serve until
+//!   `outpostctl image push` brings it, then the rollout completes.
 //!
 //! The two tags are the workload HTTP image tagged twice: the same bytes,
 //! two templates, as a rollout from `:v1` to `:v2` of one program is.
@@ -21,6 +23,8 @@ use std::time::{Duration, Instant};
 
 const V1: &str = "outpost/workload-http:rollout-v1";
 const V2: &str = "outpost/workload-http:rollout-v2";
+/// Loaded onto the nodes only by `outpostctl image push`.
+const V3: &str = "outpost/workload-http:rollout-v3";
 
 fn nodes() -> Vec<(&'static str, &'static str)> {
     vec![("roll-a1", "a"), ("roll-a2", "a"), ("roll-b1", "b")]
@@ -42,6 +46,7 @@ impl Drop for Cleanup {
                 let _ = docker(&["rm", "-f", id]);
             }
         }
+        let _ = docker(&["rmi", V3]);
     }
 }
 
@@ -50,6 +55,7 @@ fn cluster() -> Cluster {
     for tag in [V1, V2] {
         docker_ok(&["tag", outpost_workloads::HTTP_IMAGE, tag]);
     }
+    let _ = docker(&["rmi", V3]);
     let mut c = Cluster::start(Timing::default());
     let (token, hash) = c.token(&[]);
     for (name, site) in nodes() {
@@ -379,4 +385,32 @@ fn rolling_update_status_history_undo_restart_pause() {
     assert_rolled_out(&c, V2, "resume");
     let (ok, _, err) = ctl(&c, &["rollout", "status", "pods", "x"]);
     assert!(!ok && err.contains("rollout works on deployments"), "{err}");
+
+    // A new image no node has (no registry here: its pull fails until it
+    // is pushed over the link): the surge pod waits for it while all four
+    // old pods serve (Kubernetes would stop one at once, maxUnavailable
+    // 1); `image push` brings it and the rollout completes.
+    let tar = c.path("v3.tar");
+    docker_ok(&["tag", outpost_workloads::HTTP_IMAGE, V3]);
+    docker_ok(&["save", "-o", tar.to_str().unwrap(), V3]);
+    docker_ok(&["rmi", V3]);
+    apply(&c, &manifest(V3, "v3 pushed", 8080));
+    // Well inside the 20 s progress deadline.
+    std::thread::sleep(Duration::from_secs(5));
+    let (ready_images, all) = pods(&c);
+    assert!(
+        ready_images.len() == 4 && ready_images.iter().all(|i| i == V2),
+        "every old pod serves while the image is missing: ready {ready_images:?} of {all:?}"
+    );
+    assert_eq!(
+        all.iter().filter(|i| *i == V3).count(),
+        1,
+        "only the surge pod waits for the image: {all:?}"
+    );
+    let (ok, out, err) = ctl(
+        &c,
+        &["image", "push", tar.to_str().unwrap(), "--node", "roll-a1"],
+    );
+    assert!(ok, "image push: {out}{err}");
+    assert_rolled_out(&c, V3, "image pushed");
 }
