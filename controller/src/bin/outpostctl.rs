@@ -29,6 +29,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+#[path = "outpostctl/rollout.rs"]
+mod rollout;
+
 #[derive(Parser, Debug)]
 #[command(name = "outpostctl", version, about = "Operate an Outpost cluster")]
 struct Cli {
@@ -115,6 +118,12 @@ enum Cmd {
     Token {
         #[command(subcommand)]
         cmd: TokenCmd,
+    },
+    /// Manage the rollout of a deployment: status, history, undo,
+    /// restart, pause, resume.
+    Rollout {
+        #[command(subcommand)]
+        cmd: rollout::RolloutCmd,
     },
 }
 
@@ -502,6 +511,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Token { cmd } => token(&cfg, cmd, fmt).await,
+        Cmd::Rollout { cmd } => rollout::run(&cfg, cmd).await,
     }
 }
 

@@ -20,7 +20,9 @@
 //!   `Available`, `Progressing`, `ReplicaFailure` copied from its
 //!   ReplicaSets), written only when they changed;
 //! - `ScalingReplicaSet` events and a Warning when the progress deadline
-//!   passes;
+//!   passes; from then on old ReplicaSets are held at their size (see
+//!   `Sync::held`) until the new pods are all available or the spec
+//!   changes (a new template, undo, restart, scale, pause or resume);
 //! - a re-check when the next ready pod becomes available and at the
 //!   progress deadline.
 //!
@@ -30,6 +32,15 @@
 //! ReplicaSets' status) and, for decisions, never above a ReplicaSet's
 //! `spec.replicas`: a ReplicaSet that is about to delete pods keeps only
 //! that many (its deletion order takes unavailable pods first).
+//!
+//! Images before old pods: with room to surge, an available old pod is
+//! scaled away only while a new pod that has its images (running, or on a
+//! node that reports them) stands in for it, so the surge pods pull while
+//! the old ones serve and a site on a slow link does not spend its
+//! maxUnavailable waiting for bytes (Kubernetes stops maxUnavailable old
+//! pods at once, before any new pod is even placed). Without surge room
+//! (`maxSurge: 0`, Recreate) an old pod must go first to make room, as in
+//! Kubernetes.
 //!
 //! Two departures from Kubernetes, both found by the property test in
 //! `tests.rs`: room for the new ReplicaSet counts the pods a scaled-down
@@ -50,9 +61,10 @@ use crate::api::apps::{
 };
 use crate::api::machinery::object_ref;
 use crate::api::meta::ConditionStatus;
-use crate::api::pod::PodTemplateSpec;
+use crate::api::pod::{PodPhase, PodTemplateSpec};
 use crate::api::{ns_name, Kind, Object, ObjectMeta, OwnerReference, Pod, Time};
 use crate::cache::{Cache, Change};
+use crate::scheduler::arch::normalize;
 use outpost_proto::EventType;
 use std::sync::Arc;
 use std::time::Duration;
@@ -709,11 +721,16 @@ impl<'a> Sync<'a> {
             self.scale_if_needed(i, spec - n);
             cleaned += n;
         }
-        // Then as many available ones as keep minAvailable.
+        // Then as many available ones as keep minAvailable and, with room
+        // to surge, as new pods that have their images stand in for (the
+        // surge pods pull while the old ones serve).
         let available: i32 = self.live().map(|i| self.available(i)).sum();
+        let mut total = available - min_available;
+        if max_surge(&self.d) > 0 {
+            total = total.min(available - self.replicas() + self.staged_unavailable(new));
+        }
         let mut scaled = 0;
-        if available > min_available {
-            let total = available - min_available;
+        if total > 0 {
             for &i in &old {
                 if scaled >= total {
                     break;
@@ -730,12 +747,53 @@ impl<'a> Sync<'a> {
         cleaned + scaled > 0
     }
 
+    /// Whether the old ReplicaSets are held where they are: the progress
+    /// deadline passed (and no spec change since, see
+    /// [`reset_deadline_on_spec_change`](Self::reset_deadline_on_spec_change))
+    /// and the new ReplicaSet has not proven itself (every pod it is sized
+    /// for available). Kubernetes only reports the deadline and goes on
+    /// scaling old pods down whenever a new one is briefly available; a
+    /// new version that flaps would then eat the old one a pod at a time.
+    fn held(&self, new: Option<usize>) -> bool {
+        let timed_out = condition(&self.d.status.conditions, PROGRESSING)
+            .is_some_and(|c| c.reason == TIMED_OUT);
+        let proven = new.is_some_and(|i| {
+            let spec = self.rss[i].spec();
+            spec > 0 && self.available(i) == spec
+        });
+        timed_out && !proven
+    }
+
+    /// A spec the controller has not observed yet (a new template, an
+    /// undo, a restart, a scale, a pause or resume) after the progress
+    /// deadline passed: the operator acted, so the deadline starts over
+    /// (the condition is dropped and set again as Kubernetes sets a
+    /// missing one) and old ReplicaSets may be scaled down again.
+    fn reset_deadline_on_spec_change(&mut self) {
+        let changed = self.d.metadata.generation != self.d.status.observed_generation;
+        let timed_out = condition(&self.d.status.conditions, PROGRESSING)
+            .is_some_and(|c| c.reason == TIMED_OUT);
+        if changed && timed_out {
+            self.d.status.conditions.retain(|c| c.kind != PROGRESSING);
+        }
+    }
+
+    /// New pods not yet available that have what they need to start where
+    /// they are bound (see [`staged`]): the ones whose image pull is over.
+    fn staged_unavailable(&self, new: usize) -> i32 {
+        let rs = &self.rss[new];
+        let n = rs.pods.iter().filter(|p| staged(self.cache, p)).count();
+        let n = i32::try_from(n).unwrap_or(i32::MAX);
+        (n - rs.counts.available).clamp(0, (rs.spec() - self.available(new)).max(0))
+    }
+
     fn rollout_rolling(&mut self) {
         let Some(new) = self.sync_revision(true) else {
             self.sync_rollout_status(None);
             return;
         };
-        if self.reconcile_new(new) || self.reconcile_old(new) {
+        let held = self.held(Some(new));
+        if self.reconcile_new(new) || (!held && self.reconcile_old(new)) {
             self.sync_rollout_status(Some(new));
             return;
         }
@@ -903,7 +961,7 @@ impl<'a> Sync<'a> {
                             &format!("{what} has successfully progressed."),
                             self.now,
                         );
-                    } else if progressing(&self.d.status, &st) {
+                    } else if progressing(&self.d.status, &st) && !self.held(new) {
                         let message = format!("{what} is progressing.");
                         let transition = cur
                             .as_ref()
@@ -936,8 +994,12 @@ impl<'a> Sync<'a> {
                                 TIMED_OUT,
                                 self.me.clone(),
                                 format!(
-                                    "{message} No progress for {}s (progressDeadlineSeconds).",
-                                    deadline.as_secs()
+                                    "{message} No progress for {}s (progressDeadlineSeconds); \
+                                     old replica sets are no longer scaled down until the \
+                                     new pods are all available or the spec changes \
+                                     (`outpostctl rollout undo deployment/{}` goes back).",
+                                    deadline.as_secs(),
+                                    self.d.metadata.name
                                 ),
                             ));
                         }
@@ -1033,6 +1095,29 @@ impl<'a> Sync<'a> {
     }
 }
 
+/// Whether an active pod has what it needs to start where it is bound:
+/// it runs (its images are there), or its node reports every image of
+/// it. A pod still pulling (or not yet bound) is not: the old pod it
+/// replaces keeps serving meanwhile.
+fn staged(cache: &Cache, p: &Pod) -> bool {
+    if !replicas::is_active(p) {
+        return false;
+    }
+    let Some(node) = p.node() else { return false };
+    if p.status.phase == PodPhase::Running {
+        return true;
+    }
+    let Some(node) = cache.node(node) else {
+        return false;
+    };
+    p.spec.images().all(|image| {
+        let want = normalize(image);
+        node.images
+            .iter()
+            .any(|i| i.names.iter().any(|n| normalize(n) == want))
+    })
+}
+
 /// Kubernetes' `DeploymentTimedOut`, at the deadline itself included.
 fn timed_out(st: &DeploymentStatus, deadline: Duration, now: Time) -> bool {
     let Some(c) = condition(&st.conditions, PROGRESSING) else {
@@ -1122,6 +1207,7 @@ impl Controller for DeploymentController {
             }
             return s.finish();
         }
+        s.reset_deadline_on_spec_change();
         s.check_paused_conditions();
         // While paused only scaling happens; a scaling event is handled
         // before any rollout step, as Kubernetes does.

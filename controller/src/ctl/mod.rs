@@ -19,6 +19,7 @@ pub mod input;
 pub mod nodes;
 pub mod pods;
 pub mod policy;
+pub mod rollout;
 pub mod scheduling;
 pub mod services;
 pub mod sites;

@@ -165,6 +165,12 @@ pub fn template_section(o: &mut String, t: &PodTemplateSpec) {
     let labels = super::labels_text(&t.metadata.labels, "=");
     let mut d = super::Describe::new(9);
     d.list("  Labels", &labels);
+    if !t.metadata.annotations.is_empty() {
+        d.list(
+            "  Annotations",
+            &super::labels_text(&t.metadata.annotations, ": "),
+        );
+    }
     o.push_str(&d.finish());
     containers_section(o, &t.spec);
 }

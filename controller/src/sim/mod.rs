@@ -86,6 +86,8 @@ pub struct Sim {
     next_heartbeat: Time,
     next_tick: Time,
     admission: AdmissionConfig,
+    /// See [`Sim::set_image_never_ready`].
+    unready_images: BTreeSet<String>,
     pub stats: SimStats,
 }
 
@@ -146,6 +148,7 @@ impl Sim {
             timers: BTreeSet::new(),
             due: BTreeMap::new(),
             admission: AdmissionConfig::default(),
+            unready_images: BTreeSet::new(),
             stats: SimStats::default(),
         }
     }
@@ -251,7 +254,18 @@ impl Sim {
         };
         changes.extend(self.registry.report(&name, report, now, self.now.ms()));
         self.commit_registry(changes);
-        self.nodes.insert(name, SimNode::new(spec, index));
+        let mut node = SimNode::new(spec, index);
+        node.unready_images = self.unready_images.clone();
+        self.nodes.insert(name, node);
+    }
+
+    /// Makes pods started from now on with `image` (on every node, those
+    /// added later too) run but never pass their readiness probe.
+    pub fn set_image_never_ready(&mut self, image: &str) {
+        self.unready_images.insert(image.to_string());
+        for n in self.nodes.values_mut() {
+            n.unready_images.insert(image.to_string());
+        }
     }
 
     /// Names of the simulated nodes.
@@ -610,5 +624,7 @@ impl Sim {
 mod drain_tests;
 #[cfg(test)]
 mod failure_tests;
+#[cfg(test)]
+mod rollout_tests;
 #[cfg(test)]
 mod tests;

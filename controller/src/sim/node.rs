@@ -3,7 +3,9 @@
 //! real session sends (`agents::desired_for` against its acknowledged
 //! revision), starts a pod after a start delay (Running and Ready, with an
 //! IP), stops a removed one after a stop delay and reports it gone, and
-//! answers with the same `PodStatusUpdate`s a real agent sends.
+//! answers with the same `PodStatusUpdate`s a real agent sends. A pod with
+//! a container whose image is in [`SimNode::unready_images`] runs but never
+//! gets Ready, as a pod whose readiness probe always fails.
 
 use crate::api::Time;
 use crate::cache::Cache;
@@ -58,6 +60,8 @@ struct SimPod {
     state: State,
     ip: String,
     started: Time,
+    /// Whether its readiness probe passes once it runs.
+    passes_readiness: bool,
 }
 
 /// One simulated agent.
@@ -74,6 +78,9 @@ pub struct SimNode {
     gone: Vec<String>,
     ip_seq: u32,
     index: u32,
+    /// Images whose containers never pass their readiness probe: pods
+    /// started with one of them from now on run but stay not Ready.
+    pub unready_images: BTreeSet<String>,
 }
 
 impl SimNode {
@@ -87,6 +94,7 @@ impl SimNode {
             gone: Vec::new(),
             ip_seq: 0,
             index,
+            unready_images: BTreeSet::new(),
         }
     }
 
@@ -146,6 +154,11 @@ impl SimNode {
                 continue;
             }
             let ip = self.next_ip();
+            let passes_readiness = !d
+                .spec
+                .containers
+                .iter()
+                .any(|c| self.unready_images.contains(&c.image));
             self.pods.insert(
                 key.clone(),
                 SimPod {
@@ -154,6 +167,7 @@ impl SimNode {
                     state: State::Starting(now.plus(start)),
                     ip,
                     started: now,
+                    passes_readiness,
                 },
             );
             self.dirty.insert(key);
@@ -228,6 +242,7 @@ impl SimNode {
 
 fn status(key: &str, p: &SimPod) -> PodStatus {
     let running = p.state == State::Running;
+    let ready = running && p.passes_readiness;
     let state = if running {
         ContainerState::Running {
             started_ms: p.started.ms(),
@@ -248,7 +263,7 @@ fn status(key: &str, p: &SimPod) -> PodStatus {
         },
         reason: String::new(),
         message: String::new(),
-        ready: running,
+        ready,
         started_ms: if running { p.started.ms() } else { 0 },
         pod_ip: if running { p.ip.clone() } else { String::new() },
         containers: p
@@ -260,7 +275,7 @@ fn status(key: &str, p: &SimPod) -> PodStatus {
                 container_id: String::new(),
                 state: state.clone(),
                 last_state: None,
-                ready: running,
+                ready,
                 restart_count: 0,
                 usage: Usage::default(),
             })

@@ -400,6 +400,155 @@ fn progress_deadline_passes_after_exactly_its_seconds() {
     );
 }
 
+/// `spec.replicas` of the ReplicaSets of `name` running each image.
+/// The images of [`stalled_past_deadline`] and the other tests below.
+const OLD_NEW: [&str; 2] = ["web:1", "web:flaky"];
+
+fn sizes<const N: usize>(h: &Harness, name: &str, images: [&str; N]) -> [i32; N] {
+    let rss = h.replicasets_of(name);
+    images.map(|image| {
+        rss.iter()
+            .find(|rs| rs.spec.template.spec.containers[0].image == image)
+            .map_or(-1, |rs| rs.spec.replicas)
+    })
+}
+
+/// Keys of the active pods of app `name` running `image`.
+fn pods_with_image(h: &Harness, name: &str, image: &str) -> Vec<String> {
+    h.active_pods(name)
+        .iter()
+        .filter(|p| image_of(p) == image)
+        .map(|p| format!("default/{}", p.metadata.name))
+        .collect()
+}
+
+/// A rollout of 4 replicas (surge 1, unavailable 1, deadline 60 s) to an
+/// image that never gets ready, past its deadline: old 3, new 2.
+fn stalled_past_deadline() -> Harness {
+    let mut h = cluster(3);
+    let mut d = testing::deployment("web", 4, "web:1", int(1), int(1));
+    d.spec.progress_deadline_seconds = 60;
+    create(&mut h, d);
+    h.settle();
+    h.set_image("web:flaky", Behaviour::NotReady);
+    set_image(&mut h, "web", "web:flaky");
+    h.settle();
+    assert_eq!(sizes(&h, "web", OLD_NEW), [3, 2]);
+    h.advance(Duration::from_secs(61));
+    assert_eq!(cond(&h.deployment("web"), PROGRESSING).reason, TIMED_OUT);
+    h
+}
+
+#[test]
+fn past_the_deadline_old_replicasets_are_held_until_the_spec_changes() {
+    let mut h = stalled_past_deadline();
+    // A new pod ready for a moment: Kubernetes would scale an old one
+    // away now; here the old ReplicaSet keeps its size.
+    let flaky = pods_with_image(&h, "web", "web:flaky");
+    assert_eq!(flaky.len(), 2);
+    h.set_pod(&flaky[0], Behaviour::Ready);
+    h.settle();
+    assert_eq!(active_and_available(&h, "web"), (5, 4));
+    assert_eq!(sizes(&h, "web", OLD_NEW), [3, 2]);
+    assert_eq!(cond(&h.deployment("web"), PROGRESSING).reason, TIMED_OUT);
+    h.set_pod(&flaky[0], Behaviour::NotReady);
+    h.advance(Duration::from_secs(3600));
+    assert_eq!(sizes(&h, "web", OLD_NEW), [3, 2]);
+    assert_eq!(active_and_available(&h, "web"), (5, 3));
+    let events = h.events(TIMED_OUT);
+    assert_eq!(events.len(), 1, "said once");
+    assert!(
+        events[0].message.contains("rollout undo deployment/web"),
+        "{}",
+        events[0].message
+    );
+    // Undo (the old template again): the deadline starts over and the
+    // first ReplicaSet takes every replica back.
+    set_image(&mut h, "web", "web:1");
+    h.settle();
+    assert_eq!(sizes(&h, "web", OLD_NEW), [4, 0]);
+    let d = h.deployment("web");
+    assert_eq!(cond(&d, PROGRESSING).reason, NEW_RS_AVAILABLE);
+    assert_eq!(d.status.available_replicas, 4);
+    assert!(h.active_pods("web").iter().all(|p| image_of(p) == "web:1"));
+}
+
+#[test]
+fn past_the_deadline_a_scale_or_pause_starts_the_deadline_over() {
+    let mut h = stalled_past_deadline();
+    let at = h.now;
+    h.update_deployment("web", |d| d.spec.paused = true);
+    h.settle();
+    let c = cond(&h.deployment("web"), PROGRESSING).clone();
+    assert_eq!(
+        (c.status, c.reason.as_str()),
+        (ConditionStatus::Unknown, PAUSED)
+    );
+    h.update_deployment("web", |d| d.spec.paused = false);
+    h.settle();
+    let c = cond(&h.deployment("web"), PROGRESSING).clone();
+    assert_ne!(c.reason, TIMED_OUT, "{c:?}");
+    assert!(c.last_update_time >= Some(at), "{c:?}");
+    // Still stuck: the deadline passes again 60 s on, with a second event.
+    h.advance(Duration::from_secs(61));
+    assert_eq!(cond(&h.deployment("web"), PROGRESSING).reason, TIMED_OUT);
+    assert_eq!(h.events(TIMED_OUT).len(), 2);
+    assert_eq!(sizes(&h, "web", OLD_NEW), [3, 2]);
+}
+
+#[test]
+fn past_the_deadline_a_new_version_that_proves_itself_rolls_on() {
+    let mut h = stalled_past_deadline();
+    // Late, but every new pod gets ready: the rollout goes on and ends.
+    h.set_image("web:flaky", Behaviour::Ready);
+    for k in pods_with_image(&h, "web", "web:flaky") {
+        h.set_pod(&k, Behaviour::Ready);
+    }
+    h.settle();
+    assert_eq!(sizes(&h, "web", OLD_NEW), [0, 4]);
+    let d = h.deployment("web");
+    assert_eq!(cond(&d, PROGRESSING).reason, NEW_RS_AVAILABLE);
+    assert!(h
+        .active_pods("web")
+        .iter()
+        .all(|p| image_of(p) == "web:flaky" && p.status.is_ready()));
+}
+
+#[test]
+fn old_pods_serve_until_new_ones_have_their_images() {
+    // The agent says nothing of the new pods (pulling): Kubernetes would
+    // stop one old pod at once (maxUnavailable 1) and start two new ones;
+    // here the surge pod pulls while all four old ones serve.
+    let mut h = cluster(3);
+    create(
+        &mut h,
+        testing::deployment("web", 4, "web:1", int(1), int(1)),
+    );
+    h.settle();
+    h.set_image("web:2", Behaviour::Silent);
+    set_image(&mut h, "web", "web:2");
+    h.settle();
+    assert_eq!(sizes(&h, "web", ["web:1", "web:2"]), [4, 1]);
+    assert_eq!(pods_with_image(&h, "web", "web:1").len(), 4);
+    // Pulled: the pod runs (not ready yet); now one old pod may go.
+    h.set_image("web:2", Behaviour::NotReady);
+    h.settle();
+    assert_eq!(sizes(&h, "web", ["web:1", "web:2"]), [3, 2]);
+    // Ready: the rollout goes on and ends, never below 3 available.
+    h.set_image("web:2", Behaviour::Ready);
+    for k in pods_with_image(&h, "web", "web:2") {
+        h.set_pod(&k, Behaviour::Ready);
+    }
+    h.settle_checking(|h| {
+        let (active, available) = active_and_available(h, "web");
+        assert!(
+            active <= 5 && available >= 3,
+            "{active} active, {available} available"
+        );
+    });
+    assert_eq!(sizes(&h, "web", ["web:1", "web:2"]), [0, 4]);
+}
+
 #[test]
 fn revision_history_limit_deletes_the_oldest_idle_replicasets() {
     let mut h = cluster(2);
@@ -489,6 +638,10 @@ enum Event {
     FailPod(usize),
     Unready(usize),
     Ready(usize),
+    /// Nodes start pulling `img:N` (its new pods say nothing) ...
+    Pulling(u8),
+    /// ... until it is there.
+    Pulled(u8),
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -498,6 +651,8 @@ fn event() -> impl Strategy<Value = Event> {
         any::<usize>().prop_map(Event::FailPod),
         any::<usize>().prop_map(Event::Unready),
         any::<usize>().prop_map(Event::Ready),
+        (0u8..3).prop_map(Event::Pulling),
+        (0u8..3).prop_map(Event::Pulled),
     ]
 }
 
@@ -561,6 +716,7 @@ fn run_events(
     );
     h.settle();
     let mut disrupted: BTreeMap<String, Behaviour> = BTreeMap::new();
+    let mut pulling = std::collections::BTreeSet::new();
     // The availability bound holds while a rollout started with the
     // minimum available and nothing disrupted it since.
     let mut guard_available = false;
@@ -603,6 +759,15 @@ fn run_events(
                     disrupted.insert(k, b);
                     guard_available = false;
                 }
+            }
+            Event::Pulling(i) => {
+                h.set_image(&format!("img:{i}"), Behaviour::Silent);
+                pulling.insert(i);
+                guard_available = false;
+            }
+            Event::Pulled(i) => {
+                h.set_image(&format!("img:{i}"), Behaviour::Ready);
+                pulling.remove(&i);
             }
             Event::Ready(i) => {
                 let unready: Vec<String> = disrupted
@@ -651,6 +816,9 @@ fn run_events(
     // all of the current template.
     for k in disrupted.keys() {
         h.set_pod(k, Behaviour::Ready);
+    }
+    for i in pulling {
+        h.set_image(&format!("img:{i}"), Behaviour::Ready);
     }
     h.settle();
     let d = h.deployment("web");
