@@ -281,3 +281,86 @@ fn a_partitioned_site_is_replaced_elsewhere_and_comes_back_untouched() {
         },
     );
 }
+
+/// Failover, for the figure in docs/BENCHMARKS.md: heartbeat 1 s, grace
+/// 3 s and a toleration of 0 s, an agent killed (SIGKILL), timed from the
+/// kill to its pods Running and Ready on the other node. Printed, not
+/// asserted against a time (the box is shared).
+#[test]
+fn an_agent_killed_has_its_pods_running_elsewhere() {
+    const FAIL: [(&str, &str); 2] = [("fail-a1", "a"), ("fail-b1", "b")];
+    struct Gone;
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            for (n, _) in FAIL {
+                let (_, ids) = docker(&[
+                    "ps",
+                    "-aq",
+                    "--filter",
+                    &format!("label=dev.outpost.node={n}"),
+                ]);
+                for id in ids.lines() {
+                    let _ = docker(&["rm", "-f", id]);
+                }
+            }
+        }
+    }
+    let _cleanup = Gone;
+    outpost_workloads::ensure_images().expect("building the workload images");
+    let mut c = Cluster::start(Timing {
+        heartbeat: "1s",
+        grace: "3s",
+        idle: "6s",
+        cert_ttl: "8760h",
+    });
+    let (token, hash) = c.token(&[]);
+    for (name, site) in FAIL {
+        c.start_agent(
+            name,
+            Some((&token, &hash)),
+            &["--labels", &format!("site={site}")],
+        );
+    }
+    for (name, _) in FAIL {
+        c.wait_for(&format!("{name} Ready"), Duration::from_secs(60), |c| {
+            c.is_ready(name)
+        });
+    }
+    let path = c.path("failover.yaml");
+    std::fs::write(
+        &path,
+        deployment("failover", 2, "").replace("tolerationSeconds: 5", "tolerationSeconds: 0"),
+    )
+    .unwrap();
+    let out = c.ctl(&["apply", "-f", path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.wait_for(
+        "two replicas Running and Ready, one per node",
+        Duration::from_secs(90),
+        |c| {
+            let p = pods(c, "failover");
+            p.len() == 2 && p.iter().all(running_ready) && p.iter().any(|p| node_of(p) == "fail-b1")
+        },
+    );
+    let t0 = std::time::Instant::now();
+    c.kill_agent("fail-b1");
+    c.wait_for(
+        "both replicas Running and Ready on fail-a1",
+        Duration::from_secs(60),
+        |c| {
+            pods(c, "failover")
+                .iter()
+                .filter(|p| counted(p) && running_ready(p) && node_of(p) == "fail-a1")
+                .count()
+                == 2
+        },
+    );
+    println!(
+        "failover (heartbeat 1s, grace 3s, toleration 0s): agent killed -> its pod Running and Ready elsewhere in {:.1?}",
+        t0.elapsed()
+    );
+}

@@ -175,10 +175,10 @@ fn a_dead_node_is_replaced_after_its_toleration_and_not_before() {
 
 #[test]
 fn a_site_partitioned_for_two_hours_heals_without_restarting_anything() {
-    // 4 sites of 50 nodes; `web` spread over all of them, `pinned` held to
-    // site-00 by its selector.
-    let mut sim = fleet(200, 4);
-    sim.apply_yaml(&deployment("web", 200, "")).unwrap();
+    // 20 sites of 50 nodes; `web` spread over all of them, `pinned` held
+    // to site-00 by its selector.
+    let mut sim = fleet(1000, 20);
+    sim.apply_yaml(&deployment("web", 1000, "")).unwrap();
     sim.apply_yaml(&deployment(
         "pinned",
         10,
@@ -188,6 +188,7 @@ fn a_site_partitioned_for_two_hours_heals_without_restarting_anything() {
     sim.run_until(Duration::from_secs(120), all_at_count)
         .unwrap();
     assert!(per_site(&sim.cache(), "web").values().all(|&n| n == 50));
+    assert_eq!(per_site(&sim.cache(), "web").len(), 20);
     let site0: BTreeSet<String> = sim
         .node_names()
         .into_iter()
@@ -205,15 +206,15 @@ fn a_site_partitioned_for_two_hours_heals_without_restarting_anything() {
     {
         let c = sim.cache();
         // web: every replica counted and Ready, replacements spread over
-        // the three sites left, within maxSkew 1 of each other.
-        assert_eq!(ready_replicas(&c, "web"), 200);
+        // the 19 sites left, within maxSkew 1 of each other.
+        assert_eq!(ready_replicas(&c, "web"), 1000);
         let sites = per_site(&c, "web");
         let others: Vec<usize> = sites
             .iter()
             .filter(|(s, _)| *s != "site-00")
             .map(|(_, n)| *n)
             .collect();
-        assert_eq!(others.iter().sum::<usize>(), 200);
+        assert_eq!(others.iter().sum::<usize>(), 1000);
         let (lo, hi) = (others.iter().min().unwrap(), others.iter().max().unwrap());
         assert!(hi - lo <= 1, "replacements piled up: {sites:?}");
         // pinned: nowhere to go, so its replacements wait and its pods
@@ -243,7 +244,7 @@ fn a_site_partitioned_for_two_hours_heals_without_restarting_anything() {
         })
         .unwrap();
     println!(
-        "site of 50 nodes healed after 2 h: every ReplicaSet at its count {healed:?} after the reconnect ({:?} wall)",
+        "site of 50 nodes (of 1,000) healed after 2 h: every ReplicaSet at its count {healed:?} after the reconnect ({:?} wall)",
         wall.elapsed()
     );
     // Counted within one heartbeat; the surplus then stops with its grace
@@ -275,7 +276,7 @@ fn a_site_partitioned_for_two_hours_heals_without_restarting_anything() {
         .iter()
         .map(|n| sim.node(n).unwrap().pod_count())
         .sum();
-    assert_eq!(running, 210);
+    assert_eq!(running, 1010);
     drop(c);
     assert_eq!(events(&sim, SITE_RECONNECTED), 1);
 }
@@ -319,4 +320,125 @@ fn pods_of_a_deleted_node_are_replaced_at_once() {
         "{took:?}"
     );
     assert!(sim.cache().pods().all(|p| p.node() != Some("n0000")));
+}
+
+mod properties {
+    //! Random sequences of node deaths, site partitions, heals, scale
+    //! changes and template changes over one Deployment (maxSurge and
+    //! maxUnavailable 25 %): once every node is reachable again, what the
+    //! boxes run never exceeds replicas + maxSurge after the controller has
+    //! had a heartbeat to notice and the surplus its stop time; and after
+    //! quiet time the Deployment converges to exactly its replicas, all
+    //! Ready, on the current template, with each box running exactly what
+    //! the controller counts.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Kill(usize),
+        Partition(usize),
+        HealAll,
+        Scale(i32),
+        Template(u8),
+        Wait(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0usize..6).prop_map(Op::Kill),
+            (0usize..3).prop_map(Op::Partition),
+            Just(Op::HealAll),
+            (0i32..9).prop_map(Op::Scale),
+            (0u8..3).prop_map(Op::Template),
+            (1u64..200).prop_map(Op::Wait),
+        ]
+    }
+
+    fn manifest(replicas: i32, tag: u8) -> String {
+        deployment("web", usize::try_from(replicas).unwrap_or(0), "").replace(
+            "outpost/workload-http:dev",
+            &format!("outpost/workload-http:v{tag}"),
+        )
+    }
+
+    /// Pods of `web` the boxes run (any state).
+    fn on_boxes(sim: &Sim) -> usize {
+        sim.node_names()
+            .iter()
+            .map(|n| {
+                sim.node(n)
+                    .unwrap()
+                    .pods()
+                    .filter(|(k, _)| k.starts_with("web-"))
+                    .count()
+            })
+            .sum()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        #[test]
+        fn counts_hold_through_failures_and_converge(ops in prop::collection::vec(op(), 1..14)) {
+            let mut sim = fleet(6, 3);
+            let (mut replicas, mut tag) = (4i32, 0u8);
+            sim.apply_yaml(&manifest(replicas, tag)).unwrap();
+            sim.run_for(Duration::from_secs(30));
+            let names = sim.node_names();
+            let mut down: BTreeSet<String> = BTreeSet::new();
+            for op in ops {
+                match op {
+                    Op::Kill(i) => {
+                        sim.set_connected(&names[i], false);
+                        down.insert(names[i].clone());
+                    }
+                    Op::Partition(site) => {
+                        for (i, n) in names.iter().enumerate() {
+                            if i % 3 == site {
+                                sim.set_connected(n, false);
+                                down.insert(n.clone());
+                            }
+                        }
+                    }
+                    Op::HealAll => {
+                        for n in std::mem::take(&mut down) {
+                            sim.set_connected(&n, true);
+                        }
+                        // A heartbeat to notice, the surplus's stop time.
+                        sim.run_for(sim.cfg.heartbeat + sim.cfg.pod_stop + Duration::from_secs(1));
+                        let surge = (replicas + 3) / 4; // 25 %, rounded up
+                        let running = on_boxes(&sim);
+                        prop_assert!(
+                            running <= usize::try_from(replicas + surge).unwrap_or(0),
+                            "{running} pods on the boxes for {replicas} replicas (+{surge} surge) once all are reachable"
+                        );
+                    }
+                    Op::Scale(n) => {
+                        replicas = n;
+                        sim.scale(Kind::Deployment, "default", "web", n).unwrap();
+                    }
+                    Op::Template(t) => {
+                        tag = t;
+                        sim.apply_yaml(&manifest(replicas, tag)).unwrap();
+                    }
+                    Op::Wait(s) => sim.run_for(Duration::from_secs(s)),
+                }
+            }
+            for n in std::mem::take(&mut down) {
+                sim.set_connected(&n, true);
+            }
+            sim.run_for(Duration::from_secs(600));
+            let want = usize::try_from(replicas).unwrap_or(0);
+            let c = sim.cache();
+            let image = format!("outpost/workload-http:v{tag}");
+            let active: Vec<&Arc<Pod>> = app_pods(&c, "web").filter(|p| is_active(p)).collect();
+            prop_assert_eq!(active.len(), want);
+            prop_assert!(active.iter().all(|p| p.status.is_ready() && p.spec.containers[0].image == image));
+            prop_assert_eq!(app_pods(&c, "web").count(), want, "nothing left over");
+            drop(c);
+            prop_assert_eq!(on_boxes(&sim), want, "the boxes run what the controller counts");
+        }
+    }
 }
