@@ -95,6 +95,53 @@ pub fn docker_ok(args: &[&str]) -> String {
     text
 }
 
+/// Removes every container of these nodes (by the agent's
+/// `dev.outpost.node` label) when dropped: a scenario's cleanup, which runs
+/// even when the scenario fails.
+pub struct NodeContainers(pub Vec<String>);
+
+impl NodeContainers {
+    pub fn of<S: Into<String>>(nodes: impl IntoIterator<Item = S>) -> NodeContainers {
+        NodeContainers(nodes.into_iter().map(Into::into).collect())
+    }
+}
+
+impl Drop for NodeContainers {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let (_, ids) = docker(&[
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=dev.outpost.node={n}"),
+            ]);
+            for id in ids.lines() {
+                let _ = docker(&["rm", "-f", id]);
+            }
+        }
+    }
+}
+
+/// The node a pod (as `get pods -o json` serves it) is bound to; empty
+/// when unbound.
+pub fn node_of(p: &Value) -> &str {
+    p["spec"]["nodeName"].as_str().unwrap_or_default()
+}
+
+/// Running with its Ready condition True.
+pub fn running_ready(p: &Value) -> bool {
+    p["status"]["phase"] == "Running" && pod_condition(p, "Ready") == Some("True")
+}
+
+/// The status of a pod's condition of type `kind`.
+pub fn pod_condition<'a>(p: &'a Value, kind: &str) -> Option<&'a str> {
+    p["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
+        .and_then(|c| c["status"].as_str())
+}
+
 /// A client for the local engine, speaking its API version.
 pub async fn engine() -> bollard::Docker {
     bollard::Docker::connect_with_unix_defaults()
@@ -255,6 +302,17 @@ impl Cluster {
     }
 
     /// Runs outpostctl with `-o json` and parses the answer; panics on failure.
+    /// Pods matching a label selector, as `outpostctl get pods -l SELECTOR
+    /// -o json` lists them (none when the call fails).
+    pub fn pods(&self, selector: &str) -> Vec<Value> {
+        let out = self.ctl(&["get", "pods", "-l", selector, "-o", "json"]);
+        if !out.status.success() {
+            return Vec::new();
+        }
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["items"].as_array().cloned().unwrap_or_default()
+    }
+
     pub fn ctl_json(&self, args: &[&str]) -> Value {
         let mut a = args.to_vec();
         a.extend(["-o", "json"]);

@@ -12,7 +12,7 @@
 //! - a controller killed with SIGKILL and restarted leaves every container
 //!   as it was (same ids, same start times).
 
-use outpost_tests::{docker, Cluster, Timing};
+use outpost_tests::{docker, running_ready, Cluster, NodeContainers, Timing};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -28,25 +28,6 @@ fn nodes(prefix: &str) -> Vec<(String, &'static str)> {
         (format!("{prefix}-a2"), "a"),
         (format!("{prefix}-b1"), "b"),
     ]
-}
-
-/// Removes every container of the test's nodes when it ends.
-struct Cleanup(&'static str);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for (n, _) in nodes(self.0) {
-            let (_, ids) = docker(&[
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=dev.outpost.node={n}"),
-            ]);
-            for id in ids.lines() {
-                let _ = docker(&["rm", "-f", id]);
-            }
-        }
-    }
 }
 
 fn cluster(prefix: &str) -> Cluster {
@@ -69,20 +50,7 @@ fn cluster(prefix: &str) -> Cluster {
 }
 
 fn pods(c: &Cluster, selector: &str) -> Vec<Value> {
-    let out = c.ctl(&["get", "pods", "-l", selector, "-o", "json"]);
-    if !out.status.success() {
-        return Vec::new();
-    }
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    v["items"].as_array().cloned().unwrap_or_default()
-}
-
-fn running_ready(p: &Value) -> bool {
-    p["status"]["phase"] == "Running"
-        && p["status"]["conditions"].as_array().is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
+    c.pods(selector)
 }
 
 fn http_get(addr: &str, path: &str) -> Option<String> {
@@ -163,7 +131,7 @@ spec:
 
 #[test]
 fn seed_deployment_and_service_run_spread_and_serve() {
-    let _cleanup = Cleanup("seed");
+    let _cleanup = NodeContainers::of(nodes("seed").into_iter().map(|(n, _)| n));
     let c = cluster("seed");
     let (deployment, service) = seed();
     let out = apply(&c, "deployment.yaml", &deployment);
@@ -281,7 +249,7 @@ fn endpoint_ips(c: &Cluster, svc: &str) -> (BTreeSet<String>, BTreeSet<String>) 
 
 #[test]
 fn unschedulable_cordoned_and_readiness() {
-    let _cleanup = Cleanup("sched");
+    let _cleanup = NodeContainers::of(nodes("sched").into_iter().map(|(n, _)| n));
     let c = cluster("sched");
     // An impossible request: Pending, with the message naming every node.
     apply(
@@ -432,7 +400,7 @@ fn containers(prefix: &str) -> BTreeMap<String, String> {
 
 #[test]
 fn controller_kill_and_restart_leaves_every_container_alone() {
-    let _cleanup = Cleanup("restart");
+    let _cleanup = NodeContainers::of(nodes("restart").into_iter().map(|(n, _)| n));
     let mut c = cluster("restart");
     apply(
         &c,

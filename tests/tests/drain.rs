@@ -5,7 +5,7 @@
 //! moves every pod to the other one, one eviction at a time, never more
 //! than one pod unavailable, and nothing new lands on the drained node.
 
-use outpost_tests::{bins, docker, Cluster, Timing};
+use outpost_tests::{bins, docker, node_of, Cluster, NodeContainers, Timing};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
@@ -17,32 +17,8 @@ fn nodes() -> [(&'static str, &'static str); 2] {
     [("drain-a1", "a"), ("drain-b1", "b")]
 }
 
-/// Removes every container of the test's nodes when it ends.
-struct Cleanup;
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for (n, _) in nodes() {
-            let (_, ids) = docker(&[
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=dev.outpost.node={n}"),
-            ]);
-            for id in ids.lines() {
-                let _ = docker(&["rm", "-f", id]);
-            }
-        }
-    }
-}
-
 fn pods(c: &Cluster) -> Vec<Value> {
-    let out = c.ctl(&["get", "pods", "-l", "app=web", "-o", "json"]);
-    if !out.status.success() {
-        return Vec::new();
-    }
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    v["items"].as_array().cloned().unwrap_or_default()
+    c.pods("app=web")
 }
 
 fn running_ready(p: &Value) -> bool {
@@ -52,10 +28,6 @@ fn running_ready(p: &Value) -> bool {
             cs.iter()
                 .any(|c| c["type"] == "Ready" && c["status"] == "True")
         })
-}
-
-fn node_of(p: &Value) -> &str {
-    p["spec"]["nodeName"].as_str().unwrap_or_default()
 }
 
 fn uid_of(p: &Value) -> String {
@@ -94,7 +66,7 @@ spec:
 
 #[test]
 fn drain_honours_the_disruption_budget() {
-    let _cleanup = Cleanup;
+    let _cleanup = NodeContainers::of(nodes().map(|(n, _)| n));
     outpost_workloads::ensure_images().expect("building the workload images");
     let mut c = Cluster::start(Timing::default());
     let (token, hash) = c.token(&[]);

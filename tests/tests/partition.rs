@@ -13,7 +13,9 @@
 //!   the same id and start time as before: nothing that was right
 //!   restarted.
 
-use outpost_tests::{docker, docker_ok, Cluster, Timing};
+use outpost_tests::{
+    docker_ok, node_of, pod_condition, running_ready, Cluster, NodeContainers, Timing,
+};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -24,24 +26,6 @@ const NODES: [(&str, &str); 4] = [
     ("part-b1", "b"),
     ("part-b2", "b"),
 ];
-
-struct Cleanup;
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for (n, _) in NODES {
-            let (_, ids) = docker(&[
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=dev.outpost.node={n}"),
-            ]);
-            for id in ids.lines() {
-                let _ = docker(&["rm", "-f", id]);
-            }
-        }
-    }
-}
 
 fn deployment(name: &str, replicas: u32, extra: &str) -> String {
     format!(
@@ -66,34 +50,45 @@ spec:
     )
 }
 
-fn pods(c: &Cluster, app: &str) -> Vec<Value> {
-    let out = c.ctl(&["get", "pods", "-l", &format!("app={app}"), "-o", "json"]);
-    if !out.status.success() {
-        return Vec::new();
-    }
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    v["items"].as_array().cloned().unwrap_or_default()
-}
-
-fn condition(p: &Value, kind: &str) -> Option<String> {
-    p["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == kind)
-        .and_then(|c| c["status"].as_str().map(String::from))
-}
-
+/// Counted as a replica: not being deleted, not evicted.
 fn counted(p: &Value) -> bool {
     p["metadata"]["deletionTimestamp"].is_null()
-        && condition(p, "DisruptionTarget").as_deref() != Some("True")
+        && pod_condition(p, "DisruptionTarget") != Some("True")
 }
 
-fn running_ready(p: &Value) -> bool {
-    p["status"]["phase"] == "Running" && condition(p, "Ready").as_deref() == Some("True")
+fn pods(c: &Cluster, app: &str) -> Vec<Value> {
+    c.pods(&format!("app={app}"))
 }
 
-fn node_of(p: &Value) -> &str {
-    p["spec"]["nodeName"].as_str().unwrap_or("")
+/// A controller with `timing` and one agent per `(node, site)`, all Ready.
+fn cluster(timing: Timing, nodes: &[(&str, &str)]) -> Cluster {
+    outpost_workloads::ensure_images().expect("building the workload images");
+    let mut c = Cluster::start(timing);
+    let (token, hash) = c.token(&[]);
+    for (name, site) in nodes {
+        c.start_agent(
+            name,
+            Some((&token, &hash)),
+            &["--labels", &format!("site={site}")],
+        );
+    }
+    for (name, _) in nodes {
+        c.wait_for(&format!("{name} Ready"), Duration::from_secs(60), |c| {
+            c.is_ready(name)
+        });
+    }
+    c
+}
+
+fn apply(c: &Cluster, file: &str, yaml: &str) {
+    let path = c.path(file);
+    std::fs::write(&path, yaml).unwrap();
+    let out = c.ctl(&["apply", "-f", path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Running app containers of the site-b nodes: id -> start time.
@@ -122,38 +117,20 @@ fn site_b_containers() -> BTreeMap<String, String> {
 
 #[test]
 fn a_partitioned_site_is_replaced_elsewhere_and_comes_back_untouched() {
-    let _cleanup = Cleanup;
-    outpost_workloads::ensure_images().expect("building the workload images");
-    let mut c = Cluster::start(Timing::default());
-    let (token, hash) = c.token(&[]);
-    for (name, site) in NODES {
-        c.start_agent(
-            name,
-            Some((&token, &hash)),
-            &["--labels", &format!("site={site}")],
-        );
-    }
-    for (name, _) in NODES {
-        c.wait_for(&format!("{name} Ready"), Duration::from_secs(60), |c| {
-            c.is_ready(name)
-        });
-    }
-    let dir = c.path("manifests.yaml");
-    let manifests = format!(
-        "{}---\n{}",
-        deployment("spread", 4, ""),
-        deployment(
-            "pinned",
-            1,
-            "      nodeSelector: {topology.outpost.dev/site: b}\n"
-        )
-    );
-    std::fs::write(&dir, manifests).unwrap();
-    let out = c.ctl(&["apply", "-f", dir.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let _cleanup = NodeContainers::of(NODES.map(|(n, _)| n));
+    let c = cluster(Timing::default(), &NODES);
+    apply(
+        &c,
+        "manifests.yaml",
+        &format!(
+            "{}---\n{}",
+            deployment("spread", 4, ""),
+            deployment(
+                "pinned",
+                1,
+                "      nodeSelector: {topology.outpost.dev/site: b}\n"
+            )
+        ),
     );
     c.wait_for(
         "every replica Running and Ready",
@@ -289,54 +266,20 @@ fn a_partitioned_site_is_replaced_elsewhere_and_comes_back_untouched() {
 #[test]
 fn an_agent_killed_has_its_pods_running_elsewhere() {
     const FAIL: [(&str, &str); 2] = [("fail-a1", "a"), ("fail-b1", "b")];
-    struct Gone;
-    impl Drop for Gone {
-        fn drop(&mut self) {
-            for (n, _) in FAIL {
-                let (_, ids) = docker(&[
-                    "ps",
-                    "-aq",
-                    "--filter",
-                    &format!("label=dev.outpost.node={n}"),
-                ]);
-                for id in ids.lines() {
-                    let _ = docker(&["rm", "-f", id]);
-                }
-            }
-        }
-    }
-    let _cleanup = Gone;
-    outpost_workloads::ensure_images().expect("building the workload images");
-    let mut c = Cluster::start(Timing {
-        heartbeat: "1s",
-        grace: "3s",
-        idle: "6s",
-        cert_ttl: "8760h",
-    });
-    let (token, hash) = c.token(&[]);
-    for (name, site) in FAIL {
-        c.start_agent(
-            name,
-            Some((&token, &hash)),
-            &["--labels", &format!("site={site}")],
-        );
-    }
-    for (name, _) in FAIL {
-        c.wait_for(&format!("{name} Ready"), Duration::from_secs(60), |c| {
-            c.is_ready(name)
-        });
-    }
-    let path = c.path("failover.yaml");
-    std::fs::write(
-        &path,
-        deployment("failover", 2, "").replace("tolerationSeconds: 5", "tolerationSeconds: 0"),
-    )
-    .unwrap();
-    let out = c.ctl(&["apply", "-f", path.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let _cleanup = NodeContainers::of(FAIL.map(|(n, _)| n));
+    let mut c = cluster(
+        Timing {
+            heartbeat: "1s",
+            grace: "3s",
+            idle: "6s",
+            cert_ttl: "8760h",
+        },
+        &FAIL,
+    );
+    apply(
+        &c,
+        "failover.yaml",
+        &deployment("failover", 2, "").replace("tolerationSeconds: 5", "tolerationSeconds: 0"),
     );
     c.wait_for(
         "two replicas Running and Ready, one per node",

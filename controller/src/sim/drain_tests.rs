@@ -4,16 +4,11 @@
 //! operator API uses.
 
 use super::node::NodeSpec;
+use super::testing::deployment;
 use super::*;
 use crate::api::pod::PodPhase;
 use crate::drain::{self, Drain, DrainOptions, EvictResult, Line, PodId};
 use outpost_proto::ErrorCode;
-
-fn deployment(name: &str, replicas: usize) -> String {
-    format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers:\n      - name: c\n        image: outpost/workload-http:dev\n        resources: {{requests: {{cpu: 100m, memory: 64Mi}}}}\n"
-    )
-}
 
 fn budget(name: &str, app: &str, min_available: usize) -> String {
     format!(

@@ -2,7 +2,7 @@
 //! cluster, with the controller's default durations (heartbeat 5 s, grace
 //! 20 s, tolerations 60 s).
 
-use super::node::NodeSpec;
+use super::testing::{deployment_with as deployment, fleet};
 use super::*;
 use crate::api::pod::{PodPhase, DISRUPTION_TARGET};
 use crate::api::Pod;
@@ -15,26 +15,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 const GRACE: Duration = Duration::from_secs(20);
 const TOLERATION: Duration = Duration::from_secs(60);
-
-fn fleet(nodes: usize, sites: usize) -> Sim {
-    let mut sim = Sim::standard(SimConfig::default());
-    for i in 0..nodes {
-        sim.add_node(NodeSpec::new(
-            format!("n{i:04}"),
-            format!("site-{:02}", i % sites),
-        ));
-    }
-    sim.run_for(Duration::from_secs(1));
-    sim
-}
-
-/// A Deployment of `replicas`; `extra` goes under the pod spec (indented
-/// six spaces).
-fn deployment(name: &str, replicas: usize, extra: &str) -> String {
-    format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n{extra}      containers:\n      - name: c\n        image: outpost/workload-http:dev\n        resources: {{requests: {{cpu: 100m, memory: 64Mi}}}}\n"
-    )
-}
 
 fn app_pods<'a>(c: &'a Cache, app: &'a str) -> impl Iterator<Item = &'a Arc<Pod>> + 'a {
     c.pods()

@@ -627,4 +627,6 @@ mod failure_tests;
 #[cfg(test)]
 mod rollout_tests;
 #[cfg(test)]
+mod testing;
+#[cfg(test)]
 mod tests;

@@ -2,6 +2,7 @@
 //! deletions wait for the node, a controller restart changes nothing.
 
 use super::node::NodeSpec;
+use super::testing::{deployment, fleet};
 use super::*;
 use crate::api::pod::PodPhase;
 use outpost_proto::names::SITE_LABEL;
@@ -107,26 +108,6 @@ fn a_controller_restart_writes_nothing_and_restarts_nothing() {
     for i in 0..3 {
         assert_eq!(sim.node(&format!("n{i}")).unwrap().pod_count(), 3);
     }
-}
-
-/// A cluster of `nodes` nodes over `sites` sites, standard controllers and
-/// scheduler.
-fn fleet(nodes: usize, sites: usize) -> Sim {
-    let mut sim = Sim::standard(SimConfig::default());
-    for i in 0..nodes {
-        sim.add_node(NodeSpec::new(
-            format!("n{i:04}"),
-            format!("site-{:02}", i % sites),
-        ));
-    }
-    sim.run_for(Duration::from_secs(1));
-    sim
-}
-
-fn deployment(name: &str, replicas: usize) -> String {
-    format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers:\n      - name: c\n        image: outpost/workload-http:dev\n        resources: {{requests: {{cpu: 100m, memory: 64Mi}}}}\n"
-    )
 }
 
 fn available(c: &Cache, name: &str) -> i32 {
