@@ -15,7 +15,7 @@
 //! The two tags are the workload HTTP image tagged twice: the same bytes,
 //! two templates, as a rollout from `:v1` to `:v2` of one program is.
 
-use outpost_tests::{docker, docker_ok, Cluster, Timing};
+use outpost_tests::{docker, docker_ok, Cluster, NodeContainers, Timing};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::process::Output;
@@ -35,17 +35,8 @@ struct Cleanup;
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        for (n, _) in nodes() {
-            let (_, ids) = docker(&[
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=dev.outpost.node={n}"),
-            ]);
-            for id in ids.lines() {
-                let _ = docker(&["rm", "-f", id]);
-            }
-        }
+        // The containers first: an image a container uses cannot go.
+        drop(NodeContainers::of(nodes().into_iter().map(|(n, _)| n)));
         let _ = docker(&["rmi", V3]);
     }
 }

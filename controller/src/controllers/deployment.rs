@@ -85,8 +85,9 @@ pub const RESUMED: &str = "DeploymentResumed";
 pub const SCALING_REPLICA_SET: &str = "ScalingReplicaSet";
 
 /// Deployment annotations not copied to its ReplicaSets (Kubernetes'
-/// `skipCopyAnnotation`).
-const NOT_COPIED: [&str; 6] = [
+/// `skipCopyAnnotation`), and kept on the Deployment by a rollback
+/// (kubectl's `annotationsToSkip`, the same list).
+pub const NOT_COPIED: [&str; 6] = [
     "kubectl.kubernetes.io/last-applied-configuration",
     REVISION_ANNOTATION,
     "deployment.kubernetes.io/revision-history",

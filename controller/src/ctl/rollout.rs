@@ -13,8 +13,8 @@
 
 use super::RenderError;
 use crate::api::apps::{
-    condition, Deployment, ReplicaSet, CHANGE_CAUSE_ANNOTATION, DESIRED_REPLICAS_ANNOTATION,
-    MAX_REPLICAS_ANNOTATION, POD_TEMPLATE_HASH, REVISION_ANNOTATION,
+    condition, Deployment, ReplicaSet, CHANGE_CAUSE_ANNOTATION, POD_TEMPLATE_HASH,
+    REVISION_ANNOTATION,
 };
 use crate::api::pod::PodTemplateSpec;
 use crate::api::{Kind, Time};
@@ -27,15 +27,9 @@ use std::fmt::Write as _;
 pub const RESTARTED_AT_ANNOTATION: &str = "kubectl.kubernetes.io/restartedAt";
 
 /// Deployment annotations an undo keeps from the Deployment instead of
-/// taking them from the ReplicaSet (kubectl's `annotationsToSkip`).
-const KEPT_ON_UNDO: [&str; 6] = [
-    "kubectl.kubernetes.io/last-applied-configuration",
-    REVISION_ANNOTATION,
-    "deployment.kubernetes.io/revision-history",
-    DESIRED_REPLICAS_ANNOTATION,
-    MAX_REPLICAS_ANNOTATION,
-    "deprecated.deployment.rollback.to",
-];
+/// taking them from the ReplicaSet (kubectl's `annotationsToSkip`: the
+/// ones the Deployment controller never copies to its ReplicaSets).
+const KEPT_ON_UNDO: [&str; 6] = crate::controllers::deployment::NOT_COPIED;
 
 /// Why a rollout command cannot do what was asked (kubectl's messages).
 #[derive(Debug, thiserror::Error)]

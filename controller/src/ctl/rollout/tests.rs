@@ -1,5 +1,6 @@
 use super::*;
 use crate::api::apps::DeploymentStatus;
+use crate::api::apps::DESIRED_REPLICAS_ANNOTATION;
 use crate::api::meta::{ConditionStatus, IntOrString};
 use crate::api::Object;
 use crate::controllers::testing::{self, cluster, Harness};
