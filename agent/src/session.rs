@@ -21,6 +21,7 @@ use crate::runtime::{self, DesiredSet, RuntimeConfig, Snapshot};
 use anyhow::{anyhow, bail, Context, Result};
 use outpost_proto::clock::now_ms;
 use outpost_proto::link::{self, read_frame, write_frame, LinkError};
+use outpost_proto::pod::DesiredPod;
 use outpost_proto::pod::PodStatus;
 use outpost_proto::units::rfc3339;
 use outpost_proto::{
@@ -432,10 +433,18 @@ struct PodLink<'a> {
     reports: watch::Receiver<Option<NodeReport>>,
 }
 
-/// Statuses that differ from what was last sent, and pods no longer there.
-fn status_delta(
+/// What the next status message says: the statuses that differ from what
+/// was last `sent`, and the pods gone. Gone are the pods reported before
+/// and absent now, and the pods the controller removed (`removed`, kept
+/// across messages) of which nothing is left, reported or not: one bound
+/// and removed again within one status interval was never reported, and
+/// the controller waits for this answer to forget a pod it deleted.
+/// `removed` keeps the ones still present or desired again.
+fn status_update(
     sent: &BTreeMap<String, PodStatus>,
     now: &Snapshot,
+    desired: &BTreeMap<String, DesiredPod>,
+    removed: &mut BTreeSet<String>,
 ) -> (Vec<PodStatus>, Vec<String>) {
     let changed = now
         .pods
@@ -443,11 +452,20 @@ fn status_delta(
         .filter(|s| sent.get(&s.name) != Some(*s))
         .cloned()
         .collect();
-    let gone = sent
+    let mut gone: Vec<String> = sent
         .keys()
         .filter(|n| !now.pods.contains_key(*n))
         .cloned()
         .collect();
+    removed.retain(|k| {
+        if now.pods.contains_key(k) || desired.contains_key(k) {
+            return true;
+        }
+        if !sent.contains_key(k) {
+            gone.push(k.clone());
+        }
+        false
+    });
     (changed, gone)
 }
 
@@ -747,11 +765,7 @@ async fn session(
         }),
     )
     .await?;
-    let mut extra_gone: Vec<String> = Vec::new();
-    // Pods the controller removed since the last status: each must be
-    // reported gone once nothing of it is left, even one this session never
-    // reported (bound and removed again within one status interval; the
-    // controller waits for that answer to forget a pod it deleted).
+    // Pods the controller removed, until reported gone (`status_update`).
     let mut removed_since: BTreeSet<String> = BTreeSet::new();
     let mut sent_status: BTreeMap<String, PodStatus> = {
         let snap = pods.status.borrow_and_update().clone();
@@ -840,6 +854,10 @@ async fn session(
                                 let after = &pods.pods.set().pods;
                                 let was = removed_since.len();
                                 removed_since.extend(before.into_iter().filter(|k| !after.contains_key(k)));
+                                // Removals of pods never started here too:
+                                // say they are gone, so the controller
+                                // forgets them.
+                                removed_since.extend(outcome.unknown_removals);
                                 if removed_since.len() > was {
                                     status_due.get_or_insert(last_status + STATUS_MIN_INTERVAL);
                                 }
@@ -852,12 +870,6 @@ async fn session(
                                         pod,
                                         message: format!("the agent refused the pod: {why}"),
                                     });
-                                }
-                                // Removals of pods never started here: say
-                                // they are gone, so the controller forgets them.
-                                if !outcome.unknown_removals.is_empty() {
-                                    extra_gone.extend(outcome.unknown_removals);
-                                    status_due.get_or_insert(last_status + STATUS_MIN_INTERVAL);
                                 }
                                 pods.desired.send_replace(Arc::new(pods.pods.set().clone()));
                                 write_frame(&mut send, &Message::PodsAck(PodsAck { generation })).await?;
@@ -897,20 +909,8 @@ async fn session(
                     status_due = None;
                     last_status = tokio::time::Instant::now();
                     let snap = pods.status.borrow_and_update().clone();
-                    let (changed, mut gone) = status_delta(&sent_status, &snap);
-                    gone.append(&mut extra_gone);
-                    // Removed pods with nothing left that were never
-                    // reported (those that were are in `gone` already).
-                    let desired = &pods.pods.set().pods;
-                    removed_since.retain(|k| {
-                        if snap.pods.contains_key(k) || desired.contains_key(k) {
-                            return true;
-                        }
-                        if !sent_status.contains_key(k) && !gone.contains(k) {
-                            gone.push(k.clone());
-                        }
-                        false
-                    });
+                    let (changed, gone) =
+                        status_update(&sent_status, &snap, &pods.pods.set().pods, &mut removed_since);
                     write_frame(&mut send, &Message::PodStatuses(Box::new(PodStatusUpdate {
                         full: false,
                         pods: changed,
@@ -951,4 +951,88 @@ async fn session(
     conn.close(close::DONE.into(), reason);
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outpost_proto::pod::{PodPhase, PodSpec};
+
+    fn status(key: &str) -> PodStatus {
+        PodStatus {
+            name: key.into(),
+            generation: 1,
+            phase: PodPhase::Running,
+            reason: String::new(),
+            message: String::new(),
+            ready: true,
+            started_ms: 1,
+            pod_ip: String::new(),
+            containers: Vec::new(),
+            usage: Default::default(),
+        }
+    }
+
+    fn snapshot(keys: &[&str]) -> Snapshot {
+        Snapshot {
+            pods: keys.iter().map(|k| (k.to_string(), status(k))).collect(),
+            node_usage: Default::default(),
+        }
+    }
+
+    fn desired(keys: &[&str]) -> BTreeMap<String, DesiredPod> {
+        keys.iter()
+            .map(|k| {
+                (
+                    k.to_string(),
+                    DesiredPod {
+                        generation: 1,
+                        spec: PodSpec::new(k.to_string(), Vec::new()),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_pod_removed_before_it_was_ever_reported_is_reported_gone() {
+        // Bound and removed again within one status interval: never sent.
+        let sent = snapshot(&["a"]).pods;
+        let mut removed: BTreeSet<String> = ["quick".to_string()].into();
+        let (changed, gone) =
+            status_update(&sent, &snapshot(&["a"]), &desired(&["a"]), &mut removed);
+        assert!(changed.is_empty());
+        assert_eq!(gone, vec!["quick".to_string()]);
+        assert!(removed.is_empty(), "said once");
+    }
+
+    #[test]
+    fn a_removed_pod_is_gone_only_once_nothing_of_it_is_left() {
+        let mut removed: BTreeSet<String> = ["b".to_string()].into();
+        // Still stopping (in the snapshot), never reported: not yet.
+        let (changed, gone) = status_update(
+            &BTreeMap::new(),
+            &snapshot(&["b"]),
+            &desired(&[]),
+            &mut removed,
+        );
+        assert_eq!(changed.len(), 1);
+        assert!(gone.is_empty());
+        assert!(removed.contains("b"));
+        // Reported, then gone from the snapshot: gone once, through `sent`.
+        let sent = snapshot(&["b"]).pods;
+        let (_, gone) = status_update(&sent, &snapshot(&[]), &desired(&[]), &mut removed);
+        assert_eq!(gone, vec!["b".to_string()]);
+        assert!(removed.is_empty());
+        // Desired again before it went: kept, not gone.
+        let mut removed: BTreeSet<String> = ["c".to_string()].into();
+        let (_, gone) = status_update(
+            &BTreeMap::new(),
+            &snapshot(&[]),
+            &desired(&["c"]),
+            &mut removed,
+        );
+        assert!(gone.is_empty());
+        assert!(removed.contains("c"));
+    }
 }

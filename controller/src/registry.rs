@@ -127,6 +127,17 @@ impl NodeRecord {
         taints_of(self, self.ready.as_ref().unwrap_or(&unknown))
     }
 
+    /// One effective label (as [`NodeRecord::labels`] has it) without
+    /// building the whole map: the token's value wins over the agent's.
+    /// For agent- or token-set keys such as the site; well-known keys
+    /// (hostname, arch, os) come from [`NodeRecord::labels`].
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.token_labels
+            .get(key)
+            .or_else(|| self.agent_labels.get(key))
+            .map(String::as_str)
+    }
+
     /// Effective labels: well-known ones, then the agent's, then the token's.
     pub fn labels(&self) -> BTreeMap<String, String> {
         let mut l = BTreeMap::new();
@@ -663,6 +674,29 @@ mod tests {
         let rec = NodeRecord::new(name, BTreeMap::new(), BTreeMap::new(), "s1".into(), 0, 0);
         r.register(rec, t0, 0);
         r
+    }
+
+    #[test]
+    fn one_label_is_the_one_the_map_has() {
+        let mut rec = NodeRecord::new(
+            "a",
+            BTreeMap::from([("site".to_string(), "from-token".to_string())]),
+            BTreeMap::from([
+                ("site".to_string(), "from-agent".to_string()),
+                ("tier".to_string(), "edge".to_string()),
+            ]),
+            "s1".into(),
+            0,
+            0,
+        );
+        rec.info.arch = "arm64".into();
+        for key in ["site", "tier", "missing"] {
+            assert_eq!(
+                rec.label(key),
+                rec.labels().get(key).map(String::as_str),
+                "{key}"
+            );
+        }
     }
 
     fn ready(r: &Registry, name: &str) -> ConditionStatus {

@@ -247,6 +247,42 @@ impl Cluster {
         c
     }
 
+    /// A controller with `timing` and one agent per `(node, site)`
+    /// (labelled `site=SITE`), once every node is Ready.
+    pub fn with_sites<S: AsRef<str>>(timing: Timing, nodes: &[(S, &str)]) -> Cluster {
+        let mut c = Cluster::start(timing);
+        let (token, hash) = c.token(&[]);
+        for (name, site) in nodes {
+            c.start_agent(
+                name.as_ref(),
+                Some((&token, &hash)),
+                &["--labels", &format!("site={site}")],
+            );
+        }
+        for (name, _) in nodes {
+            let name = name.as_ref();
+            c.wait_for(&format!("{name} Ready"), Duration::from_secs(60), |c| {
+                c.is_ready(name)
+            });
+        }
+        c
+    }
+
+    /// Writes `yaml` to `file` in the test's directory and applies it with
+    /// `outpostctl apply -f`; panics with its stderr unless it succeeds.
+    /// Returns what it printed.
+    pub fn apply(&self, file: &str, yaml: &str) -> String {
+        let path = self.path(file);
+        std::fs::write(&path, yaml).unwrap();
+        let out = self.ctl(&["apply", "-f", path.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "apply {file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.root.path().join(name)
     }

@@ -32,21 +32,7 @@ fn nodes(prefix: &str) -> Vec<(String, &'static str)> {
 
 fn cluster(prefix: &str) -> Cluster {
     outpost_workloads::ensure_images().expect("building the workload images");
-    let mut c = Cluster::start(Timing::default());
-    let (token, hash) = c.token(&[]);
-    for (name, site) in nodes(prefix) {
-        c.start_agent(
-            &name,
-            Some((&token, &hash)),
-            &["--labels", &format!("site={site}")],
-        );
-    }
-    for (name, _) in nodes(prefix) {
-        c.wait_for(&format!("{name} Ready"), Duration::from_secs(60), |c| {
-            c.is_ready(&name)
-        });
-    }
-    c
+    Cluster::with_sites(Timing::default(), &nodes(prefix))
 }
 
 fn pods(c: &Cluster, selector: &str) -> Vec<Value> {
@@ -60,18 +46,6 @@ fn http_get(addr: &str, path: &str) -> Option<String> {
     let mut body = String::new();
     s.read_to_string(&mut body).ok()?;
     Some(body)
-}
-
-fn apply(c: &Cluster, name: &str, yaml: &str) -> String {
-    let path = c.path(name);
-    std::fs::write(&path, yaml).unwrap();
-    let out = c.ctl(&["apply", "-f", path.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "apply {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 /// The seed's manifests, with only the image name changed.
@@ -134,9 +108,9 @@ fn seed_deployment_and_service_run_spread_and_serve() {
     let _cleanup = NodeContainers::of(nodes("seed").into_iter().map(|(n, _)| n));
     let c = cluster("seed");
     let (deployment, service) = seed();
-    let out = apply(&c, "deployment.yaml", &deployment);
+    let out = c.apply("deployment.yaml", &deployment);
     assert_eq!(out.trim(), "deployment.apps/my-webapp created");
-    let out = apply(&c, "service.yaml", &service);
+    let out = c.apply("service.yaml", &service);
     assert_eq!(out.trim(), "service/web-service created");
     let took = c.wait_for(
         "two web replicas Running and Ready",
@@ -252,8 +226,7 @@ fn unschedulable_cordoned_and_readiness() {
     let _cleanup = NodeContainers::of(nodes("sched").into_iter().map(|(n, _)| n));
     let c = cluster("sched");
     // An impossible request: Pending, with the message naming every node.
-    apply(
-        &c,
+    c.apply(
         "huge.yaml",
         r#"apiVersion: v1
 kind: Pod
@@ -299,8 +272,7 @@ spec:
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    apply(
-        &c,
+    c.apply(
         "ready.yaml",
         r#"apiVersion: apps/v1
 kind: Deployment
@@ -402,8 +374,7 @@ fn containers(prefix: &str) -> BTreeMap<String, String> {
 fn controller_kill_and_restart_leaves_every_container_alone() {
     let _cleanup = NodeContainers::of(nodes("restart").into_iter().map(|(n, _)| n));
     let mut c = cluster("restart");
-    apply(
-        &c,
+    c.apply(
         "steady.yaml",
         r#"apiVersion: apps/v1
 kind: Deployment

@@ -60,37 +60,6 @@ fn pods(c: &Cluster, app: &str) -> Vec<Value> {
     c.pods(&format!("app={app}"))
 }
 
-/// A controller with `timing` and one agent per `(node, site)`, all Ready.
-fn cluster(timing: Timing, nodes: &[(&str, &str)]) -> Cluster {
-    outpost_workloads::ensure_images().expect("building the workload images");
-    let mut c = Cluster::start(timing);
-    let (token, hash) = c.token(&[]);
-    for (name, site) in nodes {
-        c.start_agent(
-            name,
-            Some((&token, &hash)),
-            &["--labels", &format!("site={site}")],
-        );
-    }
-    for (name, _) in nodes {
-        c.wait_for(&format!("{name} Ready"), Duration::from_secs(60), |c| {
-            c.is_ready(name)
-        });
-    }
-    c
-}
-
-fn apply(c: &Cluster, file: &str, yaml: &str) {
-    let path = c.path(file);
-    std::fs::write(&path, yaml).unwrap();
-    let out = c.ctl(&["apply", "-f", path.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Running app containers of the site-b nodes: id -> start time.
 fn site_b_containers() -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
@@ -118,9 +87,9 @@ fn site_b_containers() -> BTreeMap<String, String> {
 #[test]
 fn a_partitioned_site_is_replaced_elsewhere_and_comes_back_untouched() {
     let _cleanup = NodeContainers::of(NODES.map(|(n, _)| n));
-    let c = cluster(Timing::default(), &NODES);
-    apply(
-        &c,
+    outpost_workloads::ensure_images().expect("building the workload images");
+    let c = Cluster::with_sites(Timing::default(), &NODES);
+    c.apply(
         "manifests.yaml",
         &format!(
             "{}---\n{}",
@@ -267,7 +236,8 @@ fn a_partitioned_site_is_replaced_elsewhere_and_comes_back_untouched() {
 fn an_agent_killed_has_its_pods_running_elsewhere() {
     const FAIL: [(&str, &str); 2] = [("fail-a1", "a"), ("fail-b1", "b")];
     let _cleanup = NodeContainers::of(FAIL.map(|(n, _)| n));
-    let mut c = cluster(
+    outpost_workloads::ensure_images().expect("building the workload images");
+    let mut c = Cluster::with_sites(
         Timing {
             heartbeat: "1s",
             grace: "3s",
@@ -276,8 +246,7 @@ fn an_agent_killed_has_its_pods_running_elsewhere() {
         },
         &FAIL,
     );
-    apply(
-        &c,
+    c.apply(
         "failover.yaml",
         &deployment("failover", 2, "").replace("tolerationSeconds: 5", "tolerationSeconds: 0"),
     );

@@ -66,17 +66,6 @@ fn reason(p: &Value) -> &str {
     p["status"]["reason"].as_str().unwrap_or("")
 }
 
-fn apply(c: &Cluster, file: &str, yaml: &str) {
-    let path = c.path(file);
-    std::fs::write(&path, yaml).unwrap();
-    let out = c.ctl(&["apply", "-f", path.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "apply {file}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A one-container pod manifest; `extra` goes under the container.
 fn manifest(name: &str, node: &str, image: &str, args: &[&str], extra: &str) -> String {
     let args = args
@@ -166,8 +155,7 @@ fn position(events: &[(String, String, String)], object: &str, reason: &str) -> 
 fn start(node: &str, quiet: &str, quiet_requests: &str) -> Cluster {
     outpost_workloads::ensure_images().expect("building the workload images");
     let c = Cluster::with_ready_agent(node, &[]);
-    apply(
-        &c,
+    c.apply(
         "quiet.yaml",
         &manifest(
             quiet,
@@ -247,8 +235,7 @@ fn refuses_then_clears_after_transition(
         Some("True"),
         "{condition} still on right after the eviction"
     );
-    apply(
-        c,
+    c.apply(
         "late.yaml",
         &manifest(late, node, "outpost/workload-http:dev", &[], ""),
     );
@@ -336,8 +323,7 @@ fn memory_hog_is_evicted_and_pressure_clears_after_transition() {
     );
 
     // 800 MiB at 100 MiB/s: crosses the threshold within a few seconds.
-    apply(
-        &c,
+    c.apply(
         "hog.yaml",
         &manifest(
             hog,
@@ -373,8 +359,7 @@ fn pid_hog_is_evicted_and_pressure_clears_after_transition() {
     arm_threshold(&mut c, node, "pid.available", 300, 1);
     assert_eq!(c.condition(node, "PIDPressure").as_deref(), Some("False"));
 
-    apply(
-        &c,
+    c.apply(
         "hog.yaml",
         &manifest(
             hog,
@@ -444,8 +429,7 @@ fn disk_reclaims_unused_images_before_evicting_the_hog() {
         let (ok, out) = docker(&["build", "-q", "-t", image, ctx.to_str().unwrap()]);
         assert!(ok, "building {image}: {out}");
     }
-    apply(
-        &c,
+    c.apply(
         "ballast.yaml",
         &manifest(ballast_pod, node, ballast, &["--code", "0"], "")
             .replace("  containers:", "  restartPolicy: Never\n  containers:"),
@@ -464,8 +448,7 @@ fn disk_reclaims_unused_images_before_evicting_the_hog() {
     // 1500 MiB at 60 MiB/s into its writable layer: the first 250 MiB
     // raise DiskPressure, the ballast's removal clears it, and the hog then
     // crosses the threshold again with nothing left to reclaim.
-    apply(
-        &c,
+    c.apply(
         "hog.yaml",
         &manifest(
             hog,

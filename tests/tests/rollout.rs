@@ -47,21 +47,7 @@ fn cluster() -> Cluster {
         docker_ok(&["tag", outpost_workloads::HTTP_IMAGE, tag]);
     }
     let _ = docker(&["rmi", V3]);
-    let mut c = Cluster::start(Timing::default());
-    let (token, hash) = c.token(&[]);
-    for (name, site) in nodes() {
-        c.start_agent(
-            name,
-            Some((&token, &hash)),
-            &["--labels", &format!("site={site}")],
-        );
-    }
-    for (name, _) in nodes() {
-        c.wait_for(&format!("{name} Ready"), Duration::from_secs(60), |c| {
-            c.is_ready(name)
-        });
-    }
-    c
+    Cluster::with_sites(Timing::default(), &nodes())
 }
 
 /// Deployment `roll`: 4 replicas, one surge, one unavailable, a readiness
@@ -97,10 +83,7 @@ spec:
 }
 
 fn apply(c: &Cluster, yaml: &str) {
-    let path = c.path("roll.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    let out = c.ctl(&["apply", "-f", path.to_str().unwrap()]);
-    assert!(out.status.success(), "apply: {}", text(&out.stderr));
+    c.apply("roll.yaml", yaml);
 }
 
 fn text(b: &[u8]) -> String {

@@ -98,8 +98,8 @@ pub const NODE_RETURNED: &str = "NodeReturned";
 
 const SITE_PREFIX: &str = "site:";
 
-fn site_of(n: &NodeRecord) -> Option<String> {
-    n.labels().get(SITE_LABEL).cloned()
+fn site_of(n: &NodeRecord) -> Option<&str> {
+    n.label(SITE_LABEL)
 }
 
 fn api_effect(e: outpost_proto::TaintEffect) -> TaintEffect {
@@ -304,7 +304,7 @@ impl NodeLifecycleController {
     fn reconcile_site(&mut self, site: &str, cache: &Cache, now: Time) -> Outcome {
         let nodes = cache
             .nodes()
-            .filter(|n| site_of(n).as_deref() == Some(site))
+            .filter(|n| site_of(n) == Some(site))
             .map(|n| NodeReadiness {
                 site: site.to_string(),
                 ready: n.is_ready(),

@@ -285,7 +285,7 @@ fn victims<'a>(
             .or_insert_with(|| {
                 cache
                     .node(node)
-                    .and_then(|r| r.labels().get(SITE_LABEL).cloned())
+                    .and_then(|r| r.label(SITE_LABEL).map(str::to_string))
                     .unwrap_or_default()
             })
             .clone()
