@@ -811,7 +811,7 @@ async fn get(cfg: &ClientConfig, args: GetArgs, fmt: Format) -> Result<()> {
     }
     if args.watch || args.watch_only {
         let [(Target::Object(kind), names)] = targets.as_slice() else {
-            bail!("--watch follows one object type (not events or tokens); e.g. `outpostctl get pods -w`");
+            bail!("--watch follows one object type (not events, tokens or sites); e.g. `outpostctl get pods -w`");
         };
         return watch(cfg, *kind, names, &args, fmt).await;
     }
