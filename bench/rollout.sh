@@ -96,7 +96,7 @@ EVICTION="memory.available<1Mi,nodefs.available<1%,nodefs.inodesFree<1%,imagefs.
 log "starting $AGENTS agents"
 for i in $(seq "$AGENTS"); do
     "$BIN/outpost-agent" --controller "$LISTEN" --data-dir "$WORK/agent-$i" --name "$PREFIX-$i" \
-        --token "$TOKEN" --ca-hash "$CA_HASH" --labels "site=s$((i % 2))" \
+        --token "$TOKEN" --ca-hash "$CA_HASH" --labels "site=s$((i % 2))" --no-service-routing \
         --eviction-hard "$EVICTION" >"$OUT/agent-$i.log" 2>&1 &
     PIDS+=($!)
 done

@@ -76,6 +76,20 @@ pub struct Flags {
     /// Longest wait before restarting a crashed container (kubelet: 5m).
     #[arg(long)]
     pub max_restart_backoff: Option<String>,
+    /// Do not serve Services to this node's pods (no proxy on cluster IPs,
+    /// no claim of the Service range in this network namespace).
+    #[arg(long)]
+    pub no_service_routing: bool,
+    /// Serve `/metrics` (Services through this agent, the pods' resolver)
+    /// on this address, e.g. 127.0.0.1:9100. Default: off.
+    #[arg(long)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Docker network the pods join (their pause containers, and
+    /// one-container pods that hold their own network); pod IPs are their
+    /// addresses on it. Must exist on the engine (`docker network create
+    /// NAME`). Default: the engine's default bridge.
+    #[arg(long)]
+    pub pod_network: Option<String>,
 }
 
 /// The config file; same names as the flags.
@@ -99,6 +113,9 @@ struct FileConfig {
     max_backoff: Option<String>,
     restart_backoff: Option<String>,
     max_restart_backoff: Option<String>,
+    service_routing: Option<bool>,
+    metrics_listen: Option<std::net::SocketAddr>,
+    pod_network: Option<String>,
 }
 
 /// Validated agent settings.
@@ -117,6 +134,50 @@ pub struct AgentConfig {
     pub max_backoff: Duration,
     pub restart_backoff: Duration,
     pub max_restart_backoff: Duration,
+    /// Proxy Services for this node's pods (`--no-service-routing` turns
+    /// it off).
+    pub service_routing: bool,
+    /// `--metrics-listen`: where `/metrics` is served, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The Docker network pods join; `None`: the engine's default bridge.
+    pub pod_network: Option<String>,
+}
+
+/// Longest `--pod-network` accepted. Docker itself sets no bound; 128 keeps
+/// the name well inside the engine's messages and our pod events.
+pub const MAX_POD_NETWORK: usize = 128;
+
+/// Checks a `--pod-network` name: Docker's charset for object names
+/// (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`), at most [`MAX_POD_NETWORK`] bytes, and
+/// not one of the engine's special networks, which are not a network pods
+/// can share with their site (`host`: the box's own stack, ports clash
+/// with the agent's; `none`: no address at all).
+pub fn validate_pod_network(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty (leave it unset for the engine's default bridge)".into());
+    }
+    if name.len() > MAX_POD_NETWORK {
+        return Err(format!(
+            "must be at most {MAX_POD_NETWORK} characters, not {}",
+            name.len()
+        ));
+    }
+    let bytes = name.as_bytes();
+    if !bytes[0].is_ascii_alphanumeric()
+        || !bytes
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        return Err(format!(
+            "{name:?} is not a Docker network name: letters, digits, '_', '.' and '-', starting with a letter or digit"
+        ));
+    }
+    if matches!(name, "host" | "none") {
+        return Err(format!(
+            "{name:?} is not a network pods can join here: name a bridge network (`docker network create NAME`) or leave it unset for the default bridge"
+        ));
+    }
+    Ok(())
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, String> {
@@ -288,6 +349,12 @@ impl Flags {
             }),
             None => Resources::default(),
         };
+        let pod_network = self.pod_network.or(file.pod_network);
+        if let Some(n) = &pod_network {
+            if let Err(e) = validate_pod_network(n) {
+                problems.push(format!("--pod-network: {e}"));
+            }
+        }
         if !problems.is_empty() {
             return Err(problems.join("\n"));
         }
@@ -305,7 +372,17 @@ impl Flags {
             max_backoff,
             restart_backoff,
             max_restart_backoff,
+            service_routing: !self.no_service_routing && file.service_routing.unwrap_or(true),
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
+            pod_network,
         })
+    }
+}
+
+impl AgentConfig {
+    /// The Docker network pod sandboxes join.
+    pub fn pod_network_name(&self) -> &str {
+        self.pod_network.as_deref().unwrap_or("bridge")
     }
 }
 
@@ -367,6 +444,70 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert!(err.contains("controler"), "{err}");
+    }
+
+    #[test]
+    fn pod_network_names() {
+        for ok in ["outpost-t-1f-a", "site_a.pods", "bridge", "N3t"] {
+            assert_eq!(validate_pod_network(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("", "must not be empty"),
+            ("-net", "not a Docker network name"),
+            ("net/a", "not a Docker network name"),
+            ("container:abc", "not a Docker network name"),
+            ("site a", "not a Docker network name"),
+            ("host", "bridge network"),
+            ("none", "bridge network"),
+        ] {
+            let err = validate_pod_network(bad).unwrap_err();
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
+        let long = "n".repeat(MAX_POD_NETWORK + 1);
+        assert!(validate_pod_network(&long)
+            .unwrap_err()
+            .contains("at most 128"));
+        assert_eq!(validate_pod_network(&long[1..]), Ok(()));
+    }
+
+    #[test]
+    fn pod_network_from_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            "controller = \"10.0.0.5:7443\"\npod_network = \"site-a\"\n",
+        )
+        .unwrap();
+        let from_file = Flags {
+            config: Some(path.clone()),
+            ..Flags::default()
+        };
+        assert_eq!(
+            from_file.resolve().unwrap().pod_network.as_deref(),
+            Some("site-a")
+        );
+        let flag = Flags {
+            config: Some(path.clone()),
+            pod_network: Some("site-b".into()),
+            ..Flags::default()
+        };
+        assert_eq!(
+            flag.resolve().unwrap().pod_network.as_deref(),
+            Some("site-b")
+        );
+        let bad = Flags {
+            config: Some(path.clone()),
+            pod_network: Some("host".into()),
+            ..Flags::default()
+        };
+        assert!(bad.resolve().unwrap_err().contains("--pod-network"));
+        std::fs::write(&path, "controller = \"10.0.0.5:7443\"\n").unwrap();
+        let unset = Flags {
+            config: Some(path),
+            ..Flags::default()
+        };
+        assert_eq!(unset.resolve().unwrap().pod_network, None, "default bridge");
     }
 
     #[test]

@@ -2,18 +2,30 @@
 //!
 //! `probe` measures this box (memory, filesystems, pids, Docker) and
 //! `pressure` turns those measurements into kubelet-style node conditions and
-//! eviction decisions, without I/O. `report` decides when a report is worth
+//! eviction decisions, without I/O; `readiness` says Ready=False when the
+//! container runtime was lost. `report` decides when a report is worth
 //! sending; `session` enrols (`identity` keeps key and certificate on disk)
 //! and keeps the QUIC session alive, reconnecting with `backoff`; `config`
-//! merges flags over the config file.
+//! merges flags over the config file. `services` is the agent's snapshot of
+//! the cluster's Services; `dns` serves it to pods as a resolver and
+//! `service_env` turns it into the kubelet's service environment variables.
 #![forbid(unsafe_code)]
 
 pub mod backoff;
 pub mod config;
+pub mod dns;
 pub mod identity;
+pub mod metrics;
+pub mod netlink;
+pub mod podnet;
 pub mod podstate;
 pub mod pressure;
 pub mod probe;
+pub mod proxy;
+pub mod readiness;
 pub mod report;
+pub mod routes;
 pub mod runtime;
+pub mod service_env;
+pub mod services;
 pub mod session;

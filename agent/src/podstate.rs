@@ -11,7 +11,7 @@
 use crate::runtime::DesiredSet;
 use outpost_proto::files::{read_bounded, write_private};
 use outpost_proto::pod::DesiredPod;
-use outpost_proto::{PodsDesired, MAX_PODS_PER_NODE};
+use outpost_proto::{NodeDesired, MAX_PODS_PER_NODE};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -81,16 +81,21 @@ impl PodState {
     }
 
     /// Applies a controller message and saves the result before returning.
-    pub fn apply(&mut self, msg: PodsDesired) -> Result<ApplyOutcome, String> {
+    pub fn apply(&mut self, msg: NodeDesired) -> Result<ApplyOutcome, String> {
         let mut out = ApplyOutcome::default();
         let mut next = if msg.full {
             DesiredSet::default()
         } else {
             self.set.clone()
         };
-        for key in msg.removed {
-            if next.pods.remove(&key).is_none() {
-                out.unknown_removals.push(key);
+        for r in msg.removed {
+            match next.pods.remove(&r.key) {
+                None => out.unknown_removals.push(r.key),
+                Some(_) => {
+                    if let Some(g) = r.grace_period_seconds {
+                        next.removal_grace.insert(r.key, u64::from(g));
+                    }
+                }
             }
         }
         for pod in msg.pods {
@@ -109,7 +114,13 @@ impl PodState {
                 ));
                 continue;
             }
+            next.removal_grace.remove(&name);
             next.pods.insert(name, pod);
+        }
+        // Bounded: a removal's grace matters while its pod stops; the
+        // oldest keys go first when more pods were removed than a node runs.
+        while next.removal_grace.len() > MAX_PODS_PER_NODE {
+            next.removal_grace.pop_first();
         }
         if next.pods.len() > MAX_PODS_PER_NODE {
             return Err(format!(
@@ -117,6 +128,8 @@ impl PodState {
                 next.pods.len()
             ));
         }
+        // The whole wanted set comes with every message.
+        next.images = msg.images;
         next.generation = msg.generation;
         self.save(&next)?;
         self.set = next;
@@ -150,13 +163,52 @@ mod tests {
         }
     }
 
-    fn msg(generation: u64, full: bool, pods: Vec<DesiredPod>, removed: &[&str]) -> PodsDesired {
-        PodsDesired {
+    fn msg(generation: u64, full: bool, pods: Vec<DesiredPod>, removed: &[&str]) -> NodeDesired {
+        NodeDesired::from(outpost_proto::PodsDesired {
             generation,
             full,
             pods,
             removed: removed.iter().map(|s| s.to_string()).collect(),
-        }
+        })
+    }
+
+    #[test]
+    fn a_removals_grace_period_is_kept_until_the_pod_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = PodState::load(dir.path(), "edge-1").unwrap();
+        s.apply(msg(
+            1,
+            true,
+            vec![pod("a", "edge-1", 1), pod("b", "edge-1", 1)],
+            &[],
+        ))
+        .unwrap();
+        let mut removal = msg(2, false, vec![], &[]);
+        removal.removed = vec![
+            outpost_proto::Removal {
+                key: "a".into(),
+                grace_period_seconds: Some(2),
+            },
+            outpost_proto::Removal {
+                key: "b".into(),
+                grace_period_seconds: None,
+            },
+            outpost_proto::Removal {
+                key: "never-here".into(),
+                grace_period_seconds: Some(0),
+            },
+        ];
+        let out = s.apply(removal).unwrap();
+        assert_eq!(out.unknown_removals, vec!["never-here".to_string()]);
+        assert!(s.set().pods.is_empty());
+        assert_eq!(
+            s.set().removal_grace.iter().collect::<Vec<_>>(),
+            vec![(&"a".to_string(), &2)],
+            "only a pod that was here, and only with a grace of its deletion"
+        );
+        s.apply(msg(3, false, vec![pod("a", "edge-1", 2)], &[]))
+            .unwrap();
+        assert!(s.set().removal_grace.is_empty(), "the pod is desired again");
     }
 
     #[test]

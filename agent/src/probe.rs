@@ -516,10 +516,15 @@ fn count_nvidia_gpus(dev: &Path) -> u32 {
         .fold(0u32, |n, _| n.saturating_add(1))
 }
 
-fn local_addresses() -> Vec<String> {
-    let v4 = read_bounded(Path::new("/proc/net/fib_trie"), MAX_FIB_TRIE_READ)
+/// This host's own IPv4 addresses (loopback left out).
+pub fn local_ipv4() -> Vec<Ipv4Addr> {
+    read_bounded(Path::new("/proc/net/fib_trie"), MAX_FIB_TRIE_READ)
         .map(|s| parse_fib_trie_local(&s))
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+fn local_addresses() -> Vec<String> {
+    let v4 = local_ipv4();
     let v6 = read_bounded(Path::new("/proc/net/if_inet6"), MAX_READ)
         .map(|s| parse_if_inet6(&s))
         .unwrap_or_default();

@@ -6,7 +6,10 @@
 //! on a watch channel; the session task
 //! sends it when it is worth sending (`report::worth_sending`) and heartbeats
 //! otherwise, and renews the node certificate over the live session at two
-//! thirds of its lifetime.
+//! thirds of its lifetime. The hello names the newest protocol version; a
+//! controller that refuses it (`VersionMismatch`) is greeted again one
+//! version lower at once, and what the session's version lacks is left out
+//! of what is sent (`NodeReport::for_protocol`: the agent's Ready).
 
 use crate::backoff::Backoff;
 use crate::config::AgentConfig;
@@ -15,6 +18,7 @@ use crate::podstate::PodState;
 use crate::pressure::PressureTracker;
 use crate::probe::{self, Prober};
 use crate::report::worth_sending;
+use crate::routes::RouteTable;
 use crate::runtime::docker::Engine;
 use crate::runtime::images::ImageCatalog;
 use crate::runtime::{self, DesiredSet, RuntimeConfig, Snapshot};
@@ -23,10 +27,11 @@ use outpost_proto::clock::now_ms;
 use outpost_proto::link::{self, read_frame, write_frame, LinkError};
 use outpost_proto::pod::DesiredPod;
 use outpost_proto::pod::PodStatus;
+use outpost_proto::route::Ipv4Net;
 use outpost_proto::units::rfc3339;
 use outpost_proto::{
-    close, AgentEvent, EnrolRequest, ErrorCode, EventType, Heartbeat, Hello, Message, NodeReport,
-    PodStatusUpdate, PodsAck, Progress, RenewRequest, MAX_AGENT_EVENTS, MAX_FRAME,
+    close, AgentEvent, EnrolRequest, ErrorCode, EventType, Heartbeat, Hello, Message, NodeDesired,
+    NodeReport, PodStatusUpdate, PodsAck, Progress, RenewRequest, MAX_AGENT_EVENTS, MAX_FRAME,
     PROTOCOL_VERSION,
 };
 use std::collections::{BTreeMap, BTreeSet};
@@ -225,9 +230,11 @@ pub async fn housekeeping(cfg: AgentConfig, node: String, tx: watch::Sender<Opti
     let mut tick = tokio::time::interval(cfg.housekeeping_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut runtime_was: Option<bool> = None;
+    let mut readiness = crate::readiness::Readiness::default();
     loop {
         tick.tick().await;
         let (runtime, docker_root) = probe::docker_runtime().await;
+        let not_ready = readiness.observe(&runtime, now_ms());
         if runtime_was != Some(runtime.available) {
             if runtime.available {
                 info!(version = %runtime.version, "container runtime available");
@@ -254,11 +261,13 @@ pub async fn housekeeping(cfg: AgentConfig, node: String, tx: watch::Sender<Opti
         }
         let mut info = prober.node_info();
         info.runtime = runtime;
+        let mut conditions = outcome.conditions;
+        conditions.extend(not_ready);
         let report = NodeReport {
             info,
             capacity,
             allocatable,
-            conditions: outcome.conditions,
+            conditions,
             signals: outcome.signals,
             labels: cfg.labels.clone(),
             images: images.current().to_vec(),
@@ -296,6 +305,22 @@ enum Ended {
     Shutdown,
     /// The link dropped or the controller refused; reconnect.
     Lost(String),
+    /// The controller does not speak this protocol version; say hello again
+    /// at once in the one below.
+    VersionRefused(String),
+}
+
+/// How the next connection is made: its back-off, and the protocol
+/// version its hello names.
+struct Dial {
+    backoff: Backoff,
+    /// Starts at [`PROTOCOL_VERSION`]; a refusal steps it down.
+    protocol: u32,
+}
+
+/// The version to say hello in after `tried` was refused, if any is left.
+fn older_protocol(tried: u32) -> Option<u32> {
+    (tried > outpost_proto::MIN_PROTOCOL_VERSION).then(|| tried - 1)
 }
 
 /// Runs the agent until `shutdown` resolves.
@@ -339,13 +364,25 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
     let (status_tx, status_rx) = watch::channel(Arc::new(Snapshot::default()));
     let (events_tx, mut events_rx) = mpsc::channel::<AgentEvent>(EVENT_QUEUE);
     let (docker_tx, docker_rx) = watch::channel::<Option<bollard::Docker>>(None);
+    let routing = cfg.service_routing;
+    let (svc_tx, svc_rx) = watch::channel(Arc::new(crate::services::ServiceTable::default()));
+    let (address_tx, address_rx) = watch::channel(None);
+    let host_search =
+        crate::dns::read_host_resolvers(std::path::Path::new(crate::dns::HOST_RESOLV_CONF), None)
+            .search;
     let runtime_cfg = RuntimeConfig {
+        services: routing.then(|| runtime::PodServices {
+            table: svc_rx.clone(),
+            resolver: address_rx.clone(),
+            host_search,
+        }),
         node: id.node.clone(),
         data_dir: data.0.clone(),
         sync_interval: cfg.housekeeping_interval,
         restart_backoff: cfg.restart_backoff,
         max_restart_backoff: cfg.max_restart_backoff,
         cgroup_root: runtime::CGROUP_ROOT.into(),
+        pod_network: cfg.pod_network.clone(),
     };
     let (reports_for_runtime, runtime_events) = (report_rx.clone(), events_tx.clone());
     let reconciler = tokio::spawn(async move {
@@ -362,6 +399,51 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         )
         .await;
     });
+    let (routes_tx, routes_rx) = watch::channel(Arc::new(RouteTable::default()));
+    let (service_net_tx, service_net_rx) = watch::channel(None);
+    let (reach_tx, reach_rx) = watch::channel(Arc::default());
+    let (relay_tx, relay_rx) = watch::channel(None);
+    let dns_stats = Arc::new(crate::dns::DnsStats::default());
+    let resolver = tokio::spawn(crate::dns::serve_pods(
+        address_rx,
+        svc_rx,
+        dns_stats.clone(),
+    ));
+    let proxy_metrics = Arc::new(crate::proxy::ProxyMetrics::default());
+    if !routing {
+        info!("Service routing is off (--no-service-routing): pods of this node cannot reach Services through the agent");
+    }
+    let proxy = tokio::spawn(crate::proxy::run(
+        crate::proxy::Locality {
+            node: id.node.clone(),
+        },
+        routes_rx.clone(),
+        reach_rx,
+        relay_rx,
+        proxy_metrics.clone(),
+    ));
+    let metrics_server = match cfg.metrics_listen {
+        Some(at) => {
+            let l = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("binding --metrics-listen {at}"))?;
+            info!(%at, "metrics on http://{at}/metrics");
+            Some(tokio::spawn(crate::metrics::serve(
+                l,
+                proxy_metrics,
+                dns_stats,
+            )))
+        }
+        None => None,
+    };
+    let podnet = tokio::spawn(crate::podnet::run(
+        id.node.clone(),
+        cfg.pod_network_name().to_string(),
+        docker_rx.clone(),
+        service_net_rx,
+        reach_tx,
+        address_tx,
+    ));
     let mut pod_link = PodLink {
         pods: &mut pods,
         desired: desired_tx,
@@ -370,10 +452,24 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         events_tx,
         docker: docker_rx,
         reports: report_rx.clone(),
+        routes: RoutesLink {
+            table: RouteTable::default(),
+            tx: routes_tx,
+            network: service_net_tx,
+            claimed: None,
+            enabled: routing,
+            relay: relay_tx,
+            routes_rx,
+            services: svc_tx,
+        },
     };
     tokio::pin!(shutdown);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut backoff = Backoff::new(Duration::from_millis(500), cfg.max_backoff);
+    // Each connection starts with the newest version; a refusal steps down.
+    let mut dial = Dial {
+        backoff: Backoff::new(Duration::from_millis(500), cfg.max_backoff),
+        protocol: PROTOCOL_VERSION,
+    };
     let result = loop {
         if id.expired() {
             error!(
@@ -388,7 +484,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
                 &ca,
                 &mut id,
                 stop_rx.clone(),
-                &mut backoff,
+                &mut dial,
                 &mut pod_link,
             );
             tokio::pin!(attempt);
@@ -404,10 +500,30 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         };
         match ended {
             Ok(Ended::Shutdown) => break Ok(()),
-            Ok(Ended::Lost(why)) => warn!("connection to {} lost: {why}", cfg.controller),
-            Err(e) => warn!("cannot connect to {}: {e:#}", cfg.controller),
+            Ok(Ended::VersionRefused(why)) => match older_protocol(dial.protocol) {
+                Some(older) => {
+                    info!(
+                        "the controller does not speak protocol {} ({why}); trying {older}",
+                        dial.protocol
+                    );
+                    dial.protocol = older;
+                    continue;
+                }
+                None => {
+                    warn!("the controller speaks none of this agent's protocol versions: {why}");
+                    dial.protocol = PROTOCOL_VERSION;
+                }
+            },
+            Ok(Ended::Lost(why)) => {
+                warn!("connection to {} lost: {why}", cfg.controller);
+                dial.protocol = PROTOCOL_VERSION;
+            }
+            Err(e) => {
+                warn!("cannot connect to {}: {e:#}", cfg.controller);
+                dial.protocol = PROTOCOL_VERSION;
+            }
         }
-        let delay = backoff.next_delay(rand::random());
+        let delay = dial.backoff.next_delay(rand::random());
         info!("reconnecting in {delay:.1?}");
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
@@ -415,6 +531,12 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         }
     };
     housekeeping.abort();
+    proxy.abort();
+    podnet.abort();
+    resolver.abort();
+    if let Some(m) = metrics_server {
+        m.abort();
+    }
     // Pods keep running when the agent stops: they are the box's work, and
     // the next agent start adopts them.
     reconciler.abort();
@@ -431,6 +553,54 @@ struct PodLink<'a> {
     /// The engine client, once the engine's socket exists.
     docker: watch::Receiver<Option<bollard::Docker>>,
     reports: watch::Receiver<Option<NodeReport>>,
+    routes: RoutesLink,
+}
+
+/// The Service routes as the controller sends them, and where they go.
+struct RoutesLink {
+    table: RouteTable,
+    /// Complete tables, for the proxy (and the resolver).
+    tx: watch::Sender<Arc<RouteTable>>,
+    /// The Service range, once a welcome said it (for the pod routes).
+    network: watch::Sender<Option<Ipv4Net>>,
+    /// The range claimed as local in this namespace, if any.
+    claimed: Option<Ipv4Net>,
+    /// `--no-service-routing` clears it: nothing is claimed or proxied.
+    enabled: bool,
+    /// The relay connection of the current session, for the proxy.
+    relay: watch::Sender<crate::proxy::RelayLink>,
+    /// The published table, for serving relayed connections.
+    routes_rx: watch::Receiver<Arc<RouteTable>>,
+    /// The resolver's view of the same table.
+    services: watch::Sender<Arc<crate::services::ServiceTable>>,
+}
+
+impl RoutesLink {
+    /// Takes the Service range and site of a full update: claims the range as
+    /// local (once per range) so the proxy can listen on cluster IPs.
+    fn welcome(&mut self, net: Ipv4Net, site: &str) {
+        if !self.enabled {
+            return;
+        }
+        if let Err(e) = net.validate() {
+            warn!("the controller's Service range is unusable: {e}; Services are not routed");
+            return;
+        }
+        if self.claimed != Some(net) {
+            match crate::netlink::claim_local(net) {
+                Ok(()) => {
+                    info!(%net, "Service range claimed: the proxy listens on cluster IPs");
+                    self.claimed = Some(net);
+                }
+                Err(e) => {
+                    warn!(%net, "cannot claim the Service range, so pods cannot reach Services through this agent: {e}")
+                }
+            }
+        }
+        self.table.network = Some(net);
+        self.table.site = site.to_string();
+        self.network.send_replace(Some(net));
+    }
 }
 
 /// What the next status message says: the statuses that differ from what
@@ -691,6 +861,50 @@ async fn load_image(
     result
 }
 
+/// Streams the controller may open on the relay connection at once: one
+/// per relayed connection this node serves.
+const RELAY_STREAMS: u32 = 1024;
+
+/// Opens the relay connection (see `crate::proxy::relay`): same
+/// certificate, first message `RelayHello`, answered `RelayReady`.
+async fn open_relay(
+    endpoint: &quinn::Endpoint,
+    ca: &[u8],
+    id: &Identity,
+    remote: SocketAddr,
+    server_name: &str,
+) -> Result<quinn::Connection> {
+    let client = link::client_config(
+        ca.to_vec().into(),
+        Some(id.tls()),
+        link::transport(IDLE_TIMEOUT, RELAY_STREAMS),
+    )?;
+    let conn = endpoint
+        .connect_with(client, remote, server_name)?
+        .await
+        .map_err(|e| anyhow!(explain(&e)))?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| anyhow!(explain(&e)))?;
+    write_frame(
+        &mut send,
+        &Message::RelayHello(outpost_proto::route::RelayHello {
+            node: id.node.clone(),
+        }),
+    )
+    .await?;
+    match tokio::time::timeout(ANSWER_TIMEOUT, read_frame(&mut recv, MAX_FRAME)).await {
+        Ok(Ok(Some(Message::RelayReady))) => Ok(conn),
+        Ok(Ok(Some(Message::Error(e)))) => {
+            bail!("the controller refused the relay connection: {}", e.message)
+        }
+        Ok(Ok(other)) => bail!(
+            "unexpected {:?} in answer to the relay hello",
+            other.map(|m| m.kind())
+        ),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => bail!("no answer to the relay hello within {ANSWER_TIMEOUT:?}"),
+    }
+}
+
 /// One connection: hello, then heartbeats, reports and renewal until it ends.
 async fn session(
     cfg: &AgentConfig,
@@ -698,9 +912,10 @@ async fn session(
     ca: &[u8],
     id: &mut Identity,
     mut stop: watch::Receiver<bool>,
-    backoff: &mut Backoff,
+    dial: &mut Dial,
     pods: &mut PodLink<'_>,
 ) -> Result<Ended> {
+    let protocol = dial.protocol;
     let mut reports = pods.reports.clone();
     let remote = resolve(&cfg.controller).await?;
     let endpoint = link::client_endpoint(remote).context("opening a UDP socket")?;
@@ -717,7 +932,7 @@ async fn session(
     write_frame(
         &mut send,
         &Message::Hello(Hello {
-            protocol_version: PROTOCOL_VERSION,
+            protocol_version: protocol,
             node: id.node.clone(),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
         }),
@@ -727,6 +942,13 @@ async fn session(
     {
         Err(_) => bail!("the controller did not answer the hello within {ANSWER_TIMEOUT:?}"),
         Ok(Ok(Some(Message::Welcome(w)))) => w,
+        Ok(Ok(Some(Message::Error(e)))) if e.code == ErrorCode::VersionMismatch => {
+            conn.close(
+                close::DONE.into(),
+                b"saying hello again in an older version",
+            );
+            return Ok(Ended::VersionRefused(e.message));
+        }
         Ok(Ok(Some(Message::Error(e)))) => bail!("controller refused the session: {}", e.message),
         Ok(Ok(Some(other))) => bail!("unexpected {} in answer to hello", other.kind()),
         Ok(Ok(None)) => bail!("the controller closed the stream during the hello"),
@@ -736,14 +958,40 @@ async fn session(
         | Ok(Err(LinkError::Connection(e))) => bail!("{}", explain(&e)),
         Ok(Err(e)) => return Err(e.into()),
     };
-    backoff.reset();
+    dial.backoff.reset();
     let skew_ms =
         i64::try_from(welcome.server_time_ms).unwrap_or(0) - i64::try_from(now_ms()).unwrap_or(0);
     if skew_ms.abs() > 60_000 {
         warn!("this box's clock is {}s off the controller's; fix NTP (certificate renewal follows the controller's clock)", skew_ms / 1000);
     }
     let heartbeat = Duration::from_millis(welcome.heartbeat_interval_ms.clamp(100, 3_600_000));
-    info!(node = %id.node, controller = %cfg.controller, version = %welcome.controller_version, "connected");
+    // The relay connection: a second one, so relayed bytes never hold up
+    // this session's frames. Without it the session still runs; Services
+    // then reach only endpoints this box reaches itself.
+    let relay_task = if pods.routes.enabled
+        && outpost_proto::version::has(protocol, outpost_proto::version::ROUTES)
+    {
+        match open_relay(&endpoint, ca, id, remote, &cfg.server_name).await {
+            Ok(rc) => {
+                pods.routes.relay.send_replace(Some(rc.clone()));
+                Some((
+                    rc.clone(),
+                    tokio::spawn(crate::proxy::relay::serve(
+                        rc,
+                        id.node.clone(),
+                        pods.routes.routes_rx.clone(),
+                    )),
+                ))
+            }
+            Err(e) => {
+                warn!("no relay connection ({e:#}); Services reach only endpoints this box reaches directly");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    info!(node = %id.node, controller = %cfg.controller, version = %welcome.controller_version, protocol, "connected");
 
     // The reader runs on its own task: a frame read must never be cut in
     // half by the select below.
@@ -803,6 +1051,9 @@ async fn session(
                     }
                     let next = reports.borrow_and_update().clone();
                     if let Some(next) = next {
+                        // What this controller's version can take (an
+                        // older one refuses the agent's Ready).
+                        let next = next.for_protocol(protocol).into_owned();
                         if worth_sending(sent.as_ref(), &next) {
                             write_frame(&mut send, &Message::Report(Box::new(next.clone()))).await?;
                             sent = Some(next);
@@ -845,11 +1096,19 @@ async fn session(
                             return Ok(Ended::Lost(e.message));
                         }
                     }
-                    Some(Ok(Some(Message::PodsDesired(d)))) => {
+                    Some(Ok(Some(m @ (Message::PodsDesired(_) | Message::NodeDesired(_))))) => {
+                        let d = match m {
+                            Message::NodeDesired(d) => *d,
+                            Message::PodsDesired(d) => NodeDesired::from(*d),
+                            _ => bail!("unexpected {} from the controller", m.kind()),
+                        };
+                        if let Err(e) = d.validate() {
+                            bail!("the controller sent desired state out of bounds: {e}");
+                        }
                         let generation = d.generation;
                         let (full, n, r) = (d.full, d.pods.len(), d.removed.len());
                         let before: Vec<String> = pods.pods.set().pods.keys().cloned().collect();
-                        match pods.pods.apply(*d) {
+                        match pods.pods.apply(d) {
                             Ok(outcome) => {
                                 let after = &pods.pods.set().pods;
                                 let was = removed_since.len();
@@ -890,6 +1149,24 @@ async fn session(
                                 });
                                 return Ok(Ended::Lost(format!("desired pods not applied: {e}")));
                             }
+                        }
+                    }
+                    Some(Ok(Some(Message::Routes(u)))) => {
+                        let (full, n, r) = (u.full, u.upsert.len(), u.removed.len());
+                        if let (true, Some(net)) = (u.full, u.service_network) {
+                            pods.routes.welcome(net, &u.site);
+                        }
+                        match pods.routes.table.apply(*u) {
+                            Ok(true) if !pods.routes.enabled => {}
+                            Ok(true) => {
+                                debug!(full, changed = n, removed = r, routes = pods.routes.table.len(), "service routes updated");
+                                pods.routes.tx.send_replace(Arc::new(pods.routes.table.clone()));
+                                pods.routes.services.send_replace(Arc::new(pods.routes.table.service_table()));
+                            }
+                            Ok(false) => {}
+                            // Deltas follow this one: without it the table
+                            // would drift, so start over with a whole one.
+                            Err(e) => return Ok(Ended::Lost(format!("service routes refused: {e}"))),
                         }
                     }
                     Some(Ok(Some(other))) => bail!("unexpected {} from the controller", other.kind()),
@@ -944,6 +1221,11 @@ async fn session(
     }
     .await;
     reader.abort();
+    pods.routes.relay.send_replace(None);
+    if let Some((rc, task)) = relay_task {
+        task.abort();
+        rc.close(close::DONE.into(), b"session ended");
+    }
     let reason: &[u8] = match &result {
         Ok(Ended::Shutdown) => b"agent shutting down",
         _ => b"agent reconnecting",
@@ -992,6 +1274,19 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn a_refused_hello_steps_down_to_the_oldest_version_and_no_further() {
+        let mut tried = vec![PROTOCOL_VERSION];
+        while let Some(older) = older_protocol(*tried.last().unwrap()) {
+            tried.push(older);
+        }
+        assert_eq!(tried.last(), Some(&outpost_proto::MIN_PROTOCOL_VERSION));
+        assert_eq!(
+            tried.len(),
+            usize::try_from(PROTOCOL_VERSION - outpost_proto::MIN_PROTOCOL_VERSION).unwrap() + 1
+        );
     }
 
     #[test]

@@ -5,7 +5,12 @@
 //! changes since the revision the agent acknowledged (the revision at which
 //! each pod's runnable part last changed, so status writes never resend a
 //! pod), or whole when the agent has nothing. A pod being deleted is sent as
-//! a removal until its node confirms it gone.
+//! a removal, with its deletion's grace period (`deletionGracePeriodSeconds`:
+//! a drain's `--grace-period`), until its node confirms it gone. Agents
+//! speaking protocol 3 get the same without grace periods
+//! ([`NodeDesired::to_pods_desired`]). Every message also carries the
+//! images the node is asked to fetch ahead of a rollout
+//! (`controllers::prefetch`).
 //!
 //! Up: statuses go to the control loop's inbox (latest per pod, written in
 //! batches), usage stays in memory for `top` (it changes every measurement
@@ -15,7 +20,7 @@ use crate::api::{self, Time};
 use crate::cache::Cache;
 use crate::controllers::status::{Entry, Report, StatusInbox};
 use outpost_proto::pod::{DesiredPod, Usage};
-use outpost_proto::{PodStatusUpdate, PodsDesired};
+use outpost_proto::{NodeDesired, PodStatusUpdate, Removal};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -36,7 +41,7 @@ pub fn wire_key(pod: &api::Pod) -> String {
 /// What `node` must be told, given the revision it acknowledged:
 /// everything when it has nothing (0) or a revision this store never
 /// reached (restored from a backup), else only what changed since.
-pub fn desired_for(cache: &Cache, node: &str, acked: u64) -> PodsDesired {
+pub fn desired_for(cache: &Cache, node: &str, acked: u64) -> NodeDesired {
     let full = acked == 0 || acked > cache.revision();
     let mut pods = Vec::new();
     let mut removed = Vec::new();
@@ -48,7 +53,13 @@ pub fn desired_for(cache: &Cache, node: &str, acked: u64) -> PodsDesired {
         }
         if p.metadata.is_deleting() {
             if !full {
-                removed.push(wire_key(p));
+                removed.push(Removal {
+                    key: wire_key(p),
+                    grace_period_seconds: p
+                        .metadata
+                        .deletion_grace_period_seconds
+                        .map(removal_grace),
+                });
             }
         } else {
             pods.push(DesiredPod {
@@ -57,12 +68,21 @@ pub fn desired_for(cache: &Cache, node: &str, acked: u64) -> PodsDesired {
             });
         }
     }
-    PodsDesired {
+    NodeDesired {
         generation: cache.revision(),
         full,
         pods,
         removed,
+        images: crate::controllers::prefetch::wanted_images(cache, node),
     }
+}
+
+/// A deletion's grace period as a removal carries it: never negative, at
+/// most [`outpost_proto::MAX_REMOVAL_GRACE_SECS`].
+fn removal_grace(seconds: i64) -> u32 {
+    u32::try_from(seconds.max(0))
+        .unwrap_or(u32::MAX)
+        .min(outpost_proto::MAX_REMOVAL_GRACE_SECS)
 }
 
 /// Per-node wake-ups for the sessions and the live usage figures.

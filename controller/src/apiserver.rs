@@ -491,13 +491,14 @@ impl Objects<'_> {
         ns: &str,
         name: &str,
         propagation: Propagation,
+        grace_seconds: Option<i64>,
         now: Time,
     ) -> Result<(Object, Option<Vec<Planned>>), ErrorMsg> {
         let key = kind.key(ns, name);
         let obj = stored(self.store, kind, &key)?.ok_or_else(|| not_found(kind, ns, name))?;
         let what = object_ref(kind, ns, name);
         let guard = vec![Compare::mod_revision(key.clone(), obj.meta().revision())];
-        let txn = match machinery::deletion(&obj, now) {
+        let txn = match machinery::deletion_with_grace(&obj, now, grace_seconds) {
             Deletion::Now => Txn::guarded(guard, vec![Op::delete(key.clone())]),
             Deletion::Graceful(g) => Txn::guarded(guard, vec![Op::put(key.clone(), g.to_stored())]),
             Deletion::AlreadyDeleting => return Ok((obj, None)),
@@ -588,7 +589,14 @@ impl Objects<'_> {
 }
 
 /// Deletes an object (dependents are garbage-collected, or orphaned).
-pub async fn delete(ctrl: &Controller, req: &DeleteRequest) -> Result<String, ErrorMsg> {
+/// Deletes an object; a pod bound to a node is stopped with
+/// `grace_seconds` (`delete --grace-period`) when given, else with its own
+/// `terminationGracePeriodSeconds`.
+pub async fn delete(
+    ctrl: &Controller,
+    req: &DeleteRequest,
+    grace_seconds: Option<u32>,
+) -> Result<String, ErrorMsg> {
     let kind = kind_of(&req.object.kind)?;
     let name = &req.object.name;
     if kind == Kind::Node {
@@ -600,9 +608,14 @@ pub async fn delete(ctrl: &Controller, req: &DeleteRequest) -> Result<String, Er
     }
     let ns = namespace_of(kind, &req.object.namespace);
     let done = format!("{} \"{name}\" deleted", kind.qualified());
-    let (obj, planned) =
-        ctrl.objects()
-            .plan_delete(kind, &ns, name, req.propagation, Time(now_ms()))?;
+    let (obj, planned) = ctrl.objects().plan_delete(
+        kind,
+        &ns,
+        name,
+        req.propagation,
+        grace_seconds.map(i64::from),
+        Time(now_ms()),
+    )?;
     if req.dry_run {
         return Ok(format!("{done} (dry run)"));
     }

@@ -150,6 +150,8 @@ pub struct Metrics {
     pub protocol_errors: AtomicU64,
     pub admin_calls: AtomicU64,
     pub admin_denied: AtomicU64,
+    /// Relayed Service connections, per Service.
+    pub relay: crate::relay::RelayMetrics,
 }
 
 /// The controller.
@@ -176,6 +178,9 @@ pub struct Controller {
     pub agents: Agents,
     /// The revision the cache has reached, for read-your-writes.
     pub cache_revision: tokio::sync::watch::Sender<u64>,
+    /// Bumped whenever a Service or Endpoints changed: agent sessions send
+    /// the routes that changed ([`crate::routes`]).
+    pub routes_changed: tokio::sync::watch::Sender<u64>,
     /// Serialises applies (admission allocates from what the cache shows).
     pub apply_lock: tokio::sync::Mutex<()>,
 }
@@ -241,6 +246,7 @@ impl Controller {
             inbox_notify: Arc::new(tokio::sync::Notify::new()),
             agents: Agents::default(),
             cache_revision: tokio::sync::watch::Sender::new(revision),
+            routes_changed: tokio::sync::watch::Sender::new(0),
             apply_lock: tokio::sync::Mutex::new(()),
         })
     }
@@ -424,10 +430,14 @@ impl Controller {
         self.lock().registry.disconnect(node, conn_id);
     }
 
-    /// A session was accepted: renews the lease like a heartbeat, without
-    /// counting one.
-    pub fn session_started(&self, node: &str) {
-        self.apply(|r, now, ms| r.heartbeat(node, now, ms));
+    /// A session of protocol `version` was accepted: renews the lease like
+    /// a heartbeat, without counting one, and notes the version.
+    pub fn session_started(&self, node: &str, version: u32) {
+        self.apply(|r, now, ms| {
+            let mut changes = r.session_protocol(node, version);
+            changes.extend(r.heartbeat(node, now, ms));
+            changes
+        });
     }
 
     pub fn heartbeat(&self, node: &str) {

@@ -32,6 +32,8 @@ pub mod manifest;
 pub mod metrics;
 pub mod pki;
 pub mod registry;
+pub mod relay;
+pub mod routes;
 pub mod scheduler;
 pub mod server;
 pub mod sim;

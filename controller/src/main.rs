@@ -334,6 +334,9 @@ async fn serve(
             stop.clone(),
             move |report, cache| {
                 ctrl.agents.wake(&report.nodes_touched);
+                if report.routes_changed {
+                    ctrl.routes_changed.send_modify(|n| *n += 1);
+                }
                 ctrl.cache_revision.send_replace(cache.revision());
             },
         )

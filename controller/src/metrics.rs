@@ -252,6 +252,40 @@ fn render(ctrl: &Controller) -> String {
             );
         }
     }
+    {
+        let relayed = m.relay.snapshot();
+        let _ = writeln!(
+            out,
+            "# HELP outpost_service_relay_refused_total Relay requests refused (no such Service, port or ready endpoint; node offline).\n# TYPE outpost_service_relay_refused_total counter\noutpost_service_relay_refused_total {}",
+            m.relay.refused.load(Ordering::Relaxed)
+        );
+        for (name, help, kind, pick) in [
+            (
+                "outpost_service_relayed_connections_total",
+                "Connections to a Service relayed between agents by the controller.",
+                "counter",
+                (|c: &crate::relay::ServiceCounters| c.connections)
+                    as fn(&crate::relay::ServiceCounters) -> u64,
+            ),
+            (
+                "outpost_service_relayed_connections_active",
+                "Relayed connections open now.",
+                "gauge",
+                |c| c.active,
+            ),
+            (
+                "outpost_service_relayed_bytes_total",
+                "Bytes relayed for a Service, both directions, counted when a connection ends.",
+                "counter",
+                |c| c.bytes,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (service, c) in &relayed {
+                let _ = writeln!(out, "{name}{{service=\"{service}\"}} {}", pick(c));
+            }
+        }
+    }
     if let Some(cpu) = cpu_seconds() {
         let _ = writeln!(
             out,

@@ -65,6 +65,10 @@ pub struct NodeRecord {
     /// Images the node holds, as last reported.
     #[serde(default)]
     pub images: Vec<ImageSummary>,
+    /// Protocol version of the agent's last session (0: none yet), so
+    /// controllers ask a node only for what its agent understands.
+    #[serde(default)]
+    pub protocol: u32,
 }
 
 impl NodeRecord {
@@ -92,6 +96,7 @@ impl NodeRecord {
             uid: crate::api::new_uid(),
             ready: None,
             images: Vec::new(),
+            protocol: 0,
         }
     }
 
@@ -440,6 +445,19 @@ impl Registry {
         changes
     }
 
+    /// A session of protocol `version` began: kept on the record (written
+    /// when it changed, so once per agent upgrade).
+    pub fn session_protocol(&mut self, name: &str, version: u32) -> Vec<Change> {
+        let Some(node) = self.nodes.get_mut(name) else {
+            return Vec::new();
+        };
+        if node.rec.protocol == version {
+            return Vec::new();
+        }
+        node.rec.protocol = version;
+        vec![Change::Persist(Box::new(node.rec.clone()))]
+    }
+
     /// Cordons (`true`) or uncordons a node; `None` if it is not enrolled.
     pub fn set_unschedulable(&mut self, name: &str, on: bool) -> Option<Vec<Change>> {
         let node = self.nodes.get_mut(name)?;
@@ -697,6 +715,31 @@ mod tests {
                 "{key}"
             );
         }
+    }
+
+    #[test]
+    fn the_sessions_protocol_is_written_when_it_changes() {
+        let t0 = Instant::now();
+        let mut r = reg_with("a", t0);
+        let persisted = |c: &[Change]| {
+            c.iter()
+                .filter_map(|c| match c {
+                    Change::Persist(rec) => Some(rec.protocol),
+                    Change::Event { .. } => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(persisted(&r.session_protocol("a", 4)), vec![4]);
+        assert!(
+            r.session_protocol("a", 4).is_empty(),
+            "a reconnect writes nothing"
+        );
+        assert_eq!(
+            persisted(&r.session_protocol("a", 3)),
+            vec![3],
+            "a downgrade"
+        );
+        assert!(r.session_protocol("unknown", 4).is_empty());
     }
 
     fn ready(r: &Registry, name: &str) -> ConditionStatus {

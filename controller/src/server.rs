@@ -18,7 +18,7 @@ use crate::tokens::NewToken;
 use outpost_proto::link::{read_frame, write_frame, LinkError};
 use outpost_proto::{
     close, AdminRequest, AdminResponse, EnrolResponse, ErrorCode, ErrorMsg, Message, Welcome,
-    MAX_FRAME, PROTOCOL_VERSION,
+    MAX_FRAME, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use rustls::pki_types::CertificateDer;
 use std::collections::HashMap;
@@ -38,11 +38,36 @@ const MAX_ENROL_FRAME: usize = 64 * 1024;
 const ENROL_SLOTS: usize = 64;
 /// Most events returned by one call.
 const MAX_EVENTS: u32 = 1000;
+/// How long a session waits after a Service or Endpoints change before it
+/// sends the routes that changed, so a rollout's burst of endpoint writes
+/// goes out as one update. Well inside the heartbeat interval, which is
+/// the bound the issue sets for endpoint changes to reach every node.
+const ROUTES_COALESCE: Duration = Duration::from_millis(200);
+/// Connections of one kind by node.
+type ConnsByNode = Mutex<HashMap<String, (u64, quinn::Connection)>>;
+
+/// Records `conn` as `node`'s, closing the one it replaces with `why`.
+fn register(map: &ConnsByNode, node: &str, conn_id: u64, conn: &quinn::Connection, why: &[u8]) {
+    let old = map
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(node.to_string(), (conn_id, conn.clone()));
+    if let Some((_, old)) = old {
+        old.close(close::REPLACED.into(), why);
+    }
+}
+
+/// Largest relay handshake frame (names and a port).
+const MAX_RELAY_FRAME: usize = 4 * 1024;
+/// How long the endpoint's agent has to connect to its pod and say so.
+const RELAY_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The network side of the controller.
 pub struct Server {
     ctrl: Arc<Controller>,
-    sessions: Mutex<HashMap<String, (u64, quinn::Connection)>>,
+    sessions: ConnsByNode,
+    /// Each connected agent's relay connection ([`crate::relay`]).
+    relays: ConnsByNode,
     enrol_slots: Semaphore,
 }
 
@@ -64,6 +89,30 @@ impl From<LinkError> for Reject {
             code: close::PROTOCOL_ERROR,
             msg: err(ErrorCode::InvalidRequest, e.to_string()),
         }
+    }
+}
+
+/// The desired-state message for an agent speaking protocol `version`.
+/// Whether a change since `since` tells the agent anything: pods to run or
+/// remove, a different prefetch list, or the whole set. A revision that
+/// moved only through writes the agent does not act on (its own pods'
+/// statuses, mostly) is not sent, so a status report is never echoed back
+/// over a slow uplink as an empty delta; the agent's acknowledged
+/// generation stays a valid resume point, as nothing it would be told
+/// changed after it.
+fn worth_sending(desired: &outpost_proto::NodeDesired, since: u64, sent_images: &[String]) -> bool {
+    desired.full
+        || (desired.generation != since
+            && (!desired.pods.is_empty()
+                || !desired.removed.is_empty()
+                || desired.images != sent_images))
+}
+
+fn desired_message(desired: outpost_proto::NodeDesired, version: u32) -> Message {
+    if outpost_proto::version::has(version, outpost_proto::version::NODE_DESIRED) {
+        Message::NodeDesired(Box::new(desired))
+    } else {
+        Message::PodsDesired(Box::new(desired.to_pods_desired()))
     }
 }
 
@@ -122,6 +171,7 @@ impl Server {
         Arc::new(Server {
             ctrl,
             sessions: Mutex::new(HashMap::new()),
+            relays: Mutex::new(HashMap::new()),
             enrol_slots: Semaphore::new(ENROL_SLOTS),
         })
     }
@@ -302,9 +352,17 @@ impl Server {
         serial: String,
     ) -> Result<(), Reject> {
         let (mut send, recv, msg) = Self::first_stream(conn, MAX_FRAME).await?;
-        let result = self
-            .session(conn, remote, &cert_node, &serial, msg, &mut send, recv)
-            .await;
+        let result = match msg {
+            Message::RelayHello(hello) => {
+                self.clone()
+                    .relay_connection(conn, &cert_node, &serial, hello, &mut send)
+                    .await
+            }
+            msg => {
+                self.session(conn, remote, &cert_node, &serial, msg, &mut send, recv)
+                    .await
+            }
+        };
         match result {
             Ok(()) => Ok(()),
             // The agent went away; `session` already logged it.
@@ -341,15 +399,18 @@ impl Server {
             }
             other => return Err(protocol(format!("expected Hello, got {}", other.kind()))),
         };
-        if hello.protocol_version != PROTOCOL_VERSION {
+        // An older agent is spoken to in its version; a newer one is
+        // refused by name, and says hello again in an older version.
+        if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&hello.protocol_version) {
             return Err(deny(
                 ErrorCode::VersionMismatch,
                 format!(
-                    "agent speaks protocol {} but this controller speaks {PROTOCOL_VERSION}; upgrade the older side",
+                    "agent speaks protocol {} but this controller speaks {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}; upgrade the older side",
                     hello.protocol_version
                 ),
             ));
         }
+        let version = hello.protocol_version;
         if hello.node != cert_node {
             return Err(deny(
                 ErrorCode::PermissionDenied,
@@ -370,18 +431,14 @@ impl Server {
         if let Some(old) = self.ctrl.connect(cert_node, conn_id, remote.to_string()) {
             debug!(node = cert_node, old, "replacing older session");
         }
-        if let Some((_, old)) = self
-            .sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(cert_node.to_string(), (conn_id, conn.clone()))
-        {
-            old.close(
-                close::REPLACED.into(),
-                b"replaced by a newer connection of the same node",
-            );
-        }
-        info!(node = cert_node, %remote, agent = %hello.agent_version, "agent connected");
+        register(
+            &self.sessions,
+            cert_node,
+            conn_id,
+            conn,
+            b"replaced by a newer connection of the same node",
+        );
+        info!(node = cert_node, %remote, agent = %hello.agent_version, protocol = version, "agent connected");
         let welcome = Message::Welcome(Welcome {
             controller_version: env!("CARGO_PKG_VERSION").to_string(),
             heartbeat_interval_ms: u64::try_from(self.ctrl.settings.heartbeat_interval.as_millis())
@@ -390,8 +447,8 @@ impl Server {
         });
         let result = async {
             write_frame(send, &welcome).await?;
-            self.ctrl.session_started(cert_node);
-            self.session_loop(cert_node, send, recv).await
+            self.ctrl.session_started(cert_node, version);
+            self.session_loop(cert_node, version, send, recv).await
         }
         .await;
         self.ctrl.disconnect(cert_node, conn_id);
@@ -417,6 +474,7 @@ impl Server {
     async fn session_loop(
         &self,
         node: &str,
+        version: u32,
         send: &mut quinn::SendStream,
         mut recv: quinn::RecvStream,
     ) -> Result<(), Reject> {
@@ -433,7 +491,7 @@ impl Server {
                 }
             }
         });
-        let result = self.session_frames(node, send, &mut inbox).await;
+        let result = self.session_frames(node, version, send, &mut inbox).await;
         reader.abort();
         result
     }
@@ -441,14 +499,63 @@ impl Server {
     async fn session_frames(
         &self,
         node: &str,
+        version: u32,
         send: &mut quinn::SendStream,
         inbox: &mut tokio::sync::mpsc::Receiver<Result<Option<Message>, LinkError>>,
     ) -> Result<(), Reject> {
         let waker = self.ctrl.agents.waker(node);
         // Generation last sent; None until the agent said where it stands.
         let mut sent: Option<u64> = None;
+        // The prefetch list in the last desired-state message sent.
+        let mut sent_images: Vec<String> = Vec::new();
+        let mut routes = crate::routes::RoutesSent::default();
+        let mut routes_rx = self.ctrl.routes_changed.subscribe();
+        // Agents older than the routes get none (their pods reach no
+        // Service through them).
+        let routes_on = outpost_proto::version::has(version, outpost_proto::version::ROUTES);
+        // When to send the routes that changed (the whole table first, right
+        // after the desired pods).
+        let mut routes_due: Option<tokio::time::Instant> = None;
         loop {
             let msg = tokio::select! {
+                () = async {
+                    match routes_due {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    routes_due = None;
+                    routes_rx.borrow_and_update();
+                    let mut frames = {
+                        let cache = self.ctrl.cache.read().unwrap_or_else(|p| p.into_inner());
+                        routes.diff(&cache)
+                    };
+                    if let Some(first) = frames.first_mut().filter(|f| f.full) {
+                        let cidr = self.ctrl.settings.admission.service_cidr;
+                        first.service_network = Some(outpost_proto::route::Ipv4Net {
+                            addr: cidr.network(),
+                            prefix: cidr.prefix(),
+                        });
+                        let cache = self.ctrl.cache.read().unwrap_or_else(|p| p.into_inner());
+                        first.site = cache
+                            .node(node)
+                            .and_then(|n| n.label(outpost_proto::names::SITE_LABEL))
+                            .unwrap_or_default()
+                            .to_string();
+                    }
+                    for f in frames {
+                        debug!(node, full = f.full, routes = f.upsert.len(), removed = f.removed.len(), "sending service routes");
+                        write_frame(send, &Message::Routes(Box::new(f))).await?;
+                    }
+                    continue;
+                }
+                changed = routes_rx.changed(), if routes_on && sent.is_some() && routes_due.is_none() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    routes_due = Some(tokio::time::Instant::now() + ROUTES_COALESCE);
+                    continue;
+                }
                 frame = inbox.recv() => match frame {
                     Some(Ok(Some(m))) => m,
                     Some(Ok(None)) | None => return Ok(()),
@@ -466,10 +573,11 @@ impl Server {
                 () = waker.notified(), if sent.is_some() => {
                     let since = sent.unwrap_or(0);
                     let desired = self.desired_for(node, since);
-                    if desired.generation != since || desired.full {
+                    if worth_sending(&desired, since, &sent_images) {
                         debug!(node, generation = desired.generation, pods = desired.pods.len(), removed = desired.removed.len(), "sending desired pods");
                         sent = Some(desired.generation);
-                        write_frame(send, &Message::PodsDesired(Box::new(desired))).await?;
+                        sent_images.clone_from(&desired.images);
+                        write_frame(send, &desired_message(desired, version)).await?;
                     }
                     continue;
                 }
@@ -507,7 +615,11 @@ impl Server {
                             "resuming desired pods"
                         );
                         sent = Some(desired.generation);
-                        write_frame(send, &Message::PodsDesired(Box::new(desired))).await?;
+                        sent_images.clone_from(&desired.images);
+                        write_frame(send, &desired_message(desired, version)).await?;
+                        if outpost_proto::version::has(version, outpost_proto::version::ROUTES) {
+                            routes_due = Some(tokio::time::Instant::now());
+                        }
                     }
                 }
                 Message::PodStatuses(update) => {
@@ -545,7 +657,7 @@ impl Server {
         }
     }
 
-    fn desired_for(&self, node: &str, acked: u64) -> outpost_proto::PodsDesired {
+    fn desired_for(&self, node: &str, acked: u64) -> outpost_proto::NodeDesired {
         let cache = self.ctrl.cache.read().unwrap_or_else(|p| p.into_inner());
         crate::agents::desired_for(&cache, node, acked)
     }
@@ -636,6 +748,19 @@ impl Server {
         }
     }
 
+    async fn delete(
+        &self,
+        req: &outpost_proto::DeleteRequest,
+        grace: Option<u32>,
+    ) -> Result<AdminResponse, ErrorMsg> {
+        let message = crate::apiserver::delete(&self.ctrl, req, grace).await?;
+        if crate::api::Kind::parse(&req.object.kind) == Some(crate::api::Kind::Node) && !req.dry_run
+        {
+            self.close_session(&req.object.name);
+        }
+        Ok(AdminResponse::Done { message })
+    }
+
     async fn admin_call(&self, req: AdminRequest) -> Result<AdminResponse, ErrorMsg> {
         Ok(match req {
             AdminRequest::ListNodes => AdminResponse::Nodes(self.ctrl.nodes()),
@@ -696,13 +821,11 @@ impl Server {
                     .map_err(|e| err(ErrorCode::Internal, e.to_string()))?,
             ),
             AdminRequest::List(req) => AdminResponse::List(crate::apiserver::list(&self.ctrl, &req)?),
-            AdminRequest::Delete(req) => {
-                let message = crate::apiserver::delete(&self.ctrl, &req).await?;
-                if crate::api::Kind::parse(&req.object.kind) == Some(crate::api::Kind::Node) && !req.dry_run {
-                    self.close_session(&req.object.name);
-                }
-                AdminResponse::Done { message }
-            }
+            AdminRequest::Delete(req) => self.delete(&req, None).await?,
+            AdminRequest::DeleteWithGrace {
+                request,
+                grace_period_seconds,
+            } => self.delete(&request, Some(grace_period_seconds)).await?,
             AdminRequest::Scale(req) => AdminResponse::Done {
                 message: crate::apiserver::scale(&self.ctrl, &req).await?,
             },
@@ -746,6 +869,162 @@ impl Server {
                     format!("node {node} is not connected; its agent must be online for this"),
                 )
             })
+    }
+
+    /// An agent's relay connection: registered under its node, then every
+    /// stream it opens is a relayed connection ([`crate::relay`]).
+    async fn relay_connection(
+        self: Arc<Self>,
+        conn: &quinn::Connection,
+        cert_node: &str,
+        serial: &str,
+        hello: outpost_proto::route::RelayHello,
+        send: &mut quinn::SendStream,
+    ) -> Result<(), Reject> {
+        if hello.node != cert_node {
+            return Err(deny(
+                ErrorCode::PermissionDenied,
+                format!("certificate is for node {cert_node}, but the relay hello names another node; a node may only speak for itself"),
+            ));
+        }
+        self.ctrl
+            .authorize(cert_node, serial)
+            .map_err(|msg| Reject {
+                code: close::DENIED,
+                msg,
+            })?;
+        let conn_id = self.ctrl.next_conn_id();
+        register(
+            &self.relays,
+            cert_node,
+            conn_id,
+            conn,
+            b"replaced by a newer relay connection",
+        );
+        write_frame(send, &Message::RelayReady).await?;
+        debug!(node = cert_node, "relay connection up");
+        loop {
+            let Ok((s, r)) = conn.accept_bi().await else {
+                break;
+            };
+            let me = self.clone();
+            let from = cert_node.to_string();
+            tokio::spawn(async move { me.relay_stream(&from, s, r).await });
+        }
+        let mut relays = self.relays.lock().unwrap_or_else(|p| p.into_inner());
+        if relays.get(cert_node).is_some_and(|(id, _)| *id == conn_id) {
+            relays.remove(cert_node);
+        }
+        Ok(())
+    }
+
+    /// One relayed connection from `from`'s agent: check, reach the
+    /// endpoint's agent, then copy bytes both ways until either side ends.
+    async fn relay_stream(
+        &self,
+        from: &str,
+        mut client_send: quinn::SendStream,
+        mut client_recv: quinn::RecvStream,
+    ) {
+        let opened = async {
+            let open = match tokio::time::timeout(
+                FIRST_MESSAGE_TIMEOUT,
+                read_frame(&mut client_recv, MAX_RELAY_FRAME),
+            )
+            .await
+            {
+                Ok(Ok(Some(Message::RelayOpen(o)))) => o,
+                Ok(Ok(Some(other))) => {
+                    return Err(err(
+                        ErrorCode::InvalidRequest,
+                        format!("expected RelayOpen, got {}", other.kind()),
+                    ))
+                }
+                _ => return Err(err(ErrorCode::InvalidRequest, "no relay request")),
+            };
+            let target = {
+                let cache = self.ctrl.cache.read().unwrap_or_else(|p| p.into_inner());
+                crate::relay::resolve(&cache, from, &open)?
+            };
+            let conn = self
+                .relays
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&target.node)
+                .map(|(_, c)| c.clone())
+                .ok_or_else(|| {
+                    err(
+                        ErrorCode::Unavailable,
+                        format!(
+                            "node {} (running {}) has no relay link now",
+                            target.node, open.pod
+                        ),
+                    )
+                })?;
+            let (mut to_send, mut to_recv) = conn.open_bi().await.map_err(|e| {
+                err(
+                    ErrorCode::Unavailable,
+                    format!("opening a relay stream to {}: {e}", target.node),
+                )
+            })?;
+            write_frame(&mut to_send, &Message::RelayConnect(target.connect.clone()))
+                .await
+                .map_err(|e| err(ErrorCode::Unavailable, e.to_string()))?;
+            match tokio::time::timeout(
+                RELAY_ANSWER_TIMEOUT,
+                read_frame(&mut to_recv, MAX_RELAY_FRAME),
+            )
+            .await
+            {
+                Ok(Ok(Some(Message::RelayReady))) => Ok((open.service, to_send, to_recv)),
+                Ok(Ok(Some(Message::Error(e)))) => Err(e),
+                Ok(Ok(_)) | Ok(Err(_)) => Err(err(
+                    ErrorCode::Unavailable,
+                    format!("node {} did not take the relay", target.node),
+                )),
+                Err(_) => Err(err(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "node {} did not answer the relay within {RELAY_ANSWER_TIMEOUT:?}",
+                        target.node
+                    ),
+                )),
+            }
+        }
+        .await;
+        let (service, mut to_send, mut to_recv) = match opened {
+            Ok(o) => o,
+            Err(e) => {
+                self.ctrl.metrics.relay.refused();
+                debug!(node = from, "relay refused: {}", e.message);
+                let _ = write_frame(&mut client_send, &Message::Error(e)).await;
+                let _ = client_send.finish();
+                return;
+            }
+        };
+        if write_frame(&mut client_send, &Message::RelayReady)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        self.ctrl.metrics.relay.opened(&service);
+        let up = async {
+            let n = tokio::io::copy(&mut client_recv, &mut to_send)
+                .await
+                .unwrap_or(0);
+            let _ = to_send.finish();
+            n
+        };
+        let down = async {
+            let n = tokio::io::copy(&mut to_recv, &mut client_send)
+                .await
+                .unwrap_or(0);
+            let _ = client_send.finish();
+            n
+        };
+        let (a, b) = tokio::join!(up, down);
+        self.ctrl.metrics.relay.closed(&service, a + b);
     }
 
     /// `outpostctl logs`: asks the pod's agent for the log on a stream of
@@ -1027,5 +1306,43 @@ impl Server {
             let _ = write_frame(out, &frame).await;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worth_sending;
+    use outpost_proto::{NodeDesired, Removal};
+
+    fn delta(generation: u64) -> NodeDesired {
+        NodeDesired {
+            generation,
+            full: false,
+            pods: Vec::new(),
+            removed: Vec::new(),
+            images: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn empty_deltas_are_not_sent() {
+        // A revision moved by status writes alone: nothing to tell.
+        assert!(!worth_sending(&delta(12), 11, &[]));
+        assert!(!worth_sending(&delta(11), 11, &[]));
+        // The whole set always goes (the agent has nothing, or must drop).
+        let mut full = delta(12);
+        full.full = true;
+        assert!(worth_sending(&full, 12, &[]));
+        // A removal, or a prefetch list that changed (also to empty).
+        let mut removal = delta(12);
+        removal.removed.push(Removal {
+            key: "web".into(),
+            grace_period_seconds: Some(2),
+        });
+        assert!(worth_sending(&removal, 11, &[]));
+        assert!(worth_sending(&delta(12), 11, &["img:v2".to_string()]));
+        let mut same = delta(12);
+        same.images = vec!["img:v2".to_string()];
+        assert!(!worth_sending(&same, 11, &["img:v2".to_string()]));
     }
 }

@@ -2,7 +2,8 @@
 # Builds the test workload images into the local Docker engine (no registry is
 # needed or used):
 #
-#   outpost/workload-http:dev   outpost-http  (answers with its pod name)
+#   outpost/workload-http:dev   outpost-http  (answers with its pod name, or
+#                               calls --upstream and names both)
 #   outpost/workload-burn:dev   outpost-burn  (CPU burner)
 #   outpost/workload-hog:dev    outpost-hog   (memory/disk/process hog)
 #   outpost/workload-exit:dev   outpost-exit  (exits with a chosen code)
@@ -31,7 +32,7 @@ WORKLOADS=(http burn hog exit web)
 SUM_LABEL=dev.outpost.workload.sha256
 
 case "${1:-}" in
-  -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
   "") ;;
   *) echo "build-images.sh: unknown argument $1 (it takes none; see --help)" >&2; exit 2 ;;
 esac

@@ -10,6 +10,14 @@
 //! Compatibility rule: [`Message`] and every enum inside it only ever gain
 //! variants at the end, and structs only change together with
 //! [`PROTOCOL_VERSION`].
+//!
+//! Versions: the agent's hello names the newest version it speaks; a
+//! controller accepts any version from [`MIN_PROTOCOL_VERSION`] to its own
+//! and speaks the agent's for the session. A controller older than the
+//! agent refuses the hello with `VersionMismatch`; the agent then says hello
+//! again with the version below, down to [`MIN_PROTOCOL_VERSION`]. What a
+//! version adds is only sent when the session's version has it (see
+//! [`version`]), so mixed fleets keep working through an upgrade.
 #![forbid(unsafe_code)]
 
 pub mod frame;
@@ -17,6 +25,7 @@ pub mod message;
 pub mod names;
 pub mod node;
 pub mod pod;
+pub mod route;
 pub mod units;
 
 #[cfg(feature = "link")]
@@ -36,4 +45,26 @@ pub const ALPN: &[u8] = b"outpost/1";
 /// Version of the message structures; bumped on any incompatible change.
 /// The hello carries it so a mismatch is reported by name, not as a decode error.
 /// 3: pod namespaces and keys, pod IPs, the images a node holds.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// 4: agents report `Ready=False` (runtime lost); desired state as
+/// [`NodeDesired`] (removals with their grace period, images to fetch ahead);
+/// Service routes (`Routes`) and the relay (`Relay*`).
+pub const PROTOCOL_VERSION: u32 = 4;
+
+/// Oldest version still spoken, by either side.
+pub const MIN_PROTOCOL_VERSION: u32 = 3;
+
+/// The version that brought each feature a session may use.
+pub mod version {
+    /// The agent's `Ready=False` in its report.
+    pub const AGENT_READY: u32 = 4;
+    /// `Message::NodeDesired` in place of `Message::PodsDesired`.
+    pub const NODE_DESIRED: u32 = 4;
+    /// `Message::Routes` and the relay connection (`Relay*`).
+    pub const ROUTES: u32 = 4;
+
+    /// True when a peer speaking `session` understands what came with
+    /// `feature`.
+    pub fn has(session: u32, feature: u32) -> bool {
+        session >= feature
+    }
+}

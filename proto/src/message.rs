@@ -49,6 +49,20 @@ pub enum Message {
     ImageLoad(ImageLoad),
     /// Progress of a long transfer (image push), and its end.
     Progress(Progress),
+    /// Controller, protocol 4 on: the node's desired state, whole or
+    /// changed since the agent's acknowledged generation (in place of
+    /// `PodsDesired`, which older agents get).
+    NodeDesired(Box<NodeDesired>),
+    /// Controller: Service routes, whole or changed (see [`crate::route`]).
+    Routes(Box<crate::route::RoutesUpdate>),
+    /// Agent: first message of its relay connection.
+    RelayHello(crate::route::RelayHello),
+    /// Agent: carry a connection to a Service endpoint on another node.
+    RelayOpen(crate::route::RelayOpen),
+    /// Controller, to the endpoint's agent: connect to your pod.
+    RelayConnect(crate::route::RelayConnect),
+    /// Either side: the relay (or relay connection) is up; raw bytes follow.
+    RelayReady,
 }
 
 impl Message {
@@ -74,6 +88,12 @@ impl Message {
             Message::Data(_) => "Data",
             Message::ImageLoad(_) => "ImageLoad",
             Message::Progress(_) => "Progress",
+            Message::NodeDesired(_) => "NodeDesired",
+            Message::Routes(_) => "Routes",
+            Message::RelayHello(_) => "RelayHello",
+            Message::RelayOpen(_) => "RelayOpen",
+            Message::RelayConnect(_) => "RelayConnect",
+            Message::RelayReady => "RelayReady",
         }
     }
 }
@@ -218,6 +238,14 @@ pub enum AdminRequest {
     /// answered `Done`, or `Error` with [`ErrorCode::TooManyRequests`] when
     /// a PodDisruptionBudget refuses it for now (retry later).
     Evict(EvictRequest),
+    /// `Delete` with Kubernetes' `deleteOptions.gracePeriodSeconds`: a pod
+    /// bound to a node is stopped with this grace period in place of its
+    /// own (`delete --grace-period`, `--now`). Sent only when a grace period
+    /// is asked for, so plain deletes still reach older controllers.
+    DeleteWithGrace {
+        request: DeleteRequest,
+        grace_period_seconds: u32,
+    },
 }
 
 /// One manifest document, as Kubernetes JSON.
@@ -385,6 +413,124 @@ pub struct PodsDesired {
 
 /// Most pods in one desired-state message, and most statuses per update.
 pub const MAX_PODS_PER_NODE: usize = 110;
+
+/// Most images one node is asked to fetch ahead of its pods (a rollout
+/// asks for its template's images, at most 16 containers' worth, so this
+/// leaves room for two rollouts touching the node at once).
+pub const MAX_WANTED_IMAGES: usize = 32;
+
+/// Longest grace period a removal carries (a day; Kubernetes has no bound,
+/// but an edge box waiting longer for a pod to stop is a mistake).
+pub const MAX_REMOVAL_GRACE_SECS: u32 = 86_400;
+
+/// Controller -> agent (protocol 4 on): desired state of one node.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct NodeDesired {
+    /// Generation the agent acknowledges once applied.
+    pub generation: u64,
+    /// `pods` is the whole set: drop every pod not in it.
+    pub full: bool,
+    /// Pods added or changed (all pods when `full`).
+    pub pods: Vec<DesiredPod>,
+    /// Pods to stop and remove, each with the grace period of its deletion.
+    pub removed: Vec<Removal>,
+    /// Images the node should fetch ahead of pods that will need them
+    /// (a Recreate rollout waits for them before stopping the old pods);
+    /// the whole set in every message. References as pod specs write them.
+    pub images: Vec<String>,
+}
+
+/// A pod to stop and remove.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    /// Key of the pod ([`crate::pod::PodSpec::key`]).
+    pub key: String,
+    /// Seconds its containers get between SIGTERM and SIGKILL
+    /// (`metadata.deletionGracePeriodSeconds`: an eviction's or a delete's
+    /// grace period); `None`: the pod's own `terminationGracePeriodSeconds`.
+    pub grace_period_seconds: Option<u32>,
+}
+
+impl NodeDesired {
+    /// What an agent speaking protocol 3 is told: the same pods and
+    /// removals, without the grace periods and images it cannot take.
+    pub fn to_pods_desired(&self) -> PodsDesired {
+        PodsDesired {
+            generation: self.generation,
+            full: self.full,
+            pods: self.pods.clone(),
+            removed: self.removed.iter().map(|r| r.key.clone()).collect(),
+        }
+    }
+
+    /// Checks the parts an agent cannot check elsewhere (pod specs are
+    /// validated one by one as they are applied): bounds, removal keys and
+    /// grace periods, image references; every problem at once.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut p = Vec::new();
+        for (what, n, max) in [
+            ("pods", self.pods.len(), MAX_PODS_PER_NODE),
+            ("removals", self.removed.len(), MAX_PODS_PER_NODE),
+            ("wanted images", self.images.len(), MAX_WANTED_IMAGES),
+        ] {
+            if n > max {
+                p.push(format!("{n} {what}; at most {max}"));
+            }
+        }
+        for r in &self.removed {
+            if let Err(e) = validate_pod_key("removed pod", &r.key) {
+                p.push(e);
+            }
+            if r.grace_period_seconds
+                .is_some_and(|g| g > MAX_REMOVAL_GRACE_SECS)
+            {
+                p.push(format!(
+                    "removal of {:?}: a grace period of {}s; at most {MAX_REMOVAL_GRACE_SECS}s",
+                    r.key.chars().take(140).collect::<String>(),
+                    r.grace_period_seconds.unwrap_or(0)
+                ));
+            }
+        }
+        for i in &self.images {
+            if i.is_empty()
+                || i.len() > crate::node::MAX_IMAGE_NAME
+                || i.chars().any(char::is_whitespace)
+            {
+                p.push(format!(
+                    "wanted image {:?}: references are 1 to {} bytes without spaces",
+                    i.chars().take(64).collect::<String>(),
+                    crate::node::MAX_IMAGE_NAME
+                ));
+            }
+        }
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(p.join("; "))
+        }
+    }
+}
+
+impl From<PodsDesired> for NodeDesired {
+    /// A protocol 3 controller's message: removals with the pods' own grace
+    /// periods, no images wanted.
+    fn from(d: PodsDesired) -> NodeDesired {
+        NodeDesired {
+            generation: d.generation,
+            full: d.full,
+            pods: d.pods,
+            removed: d
+                .removed
+                .into_iter()
+                .map(|key| Removal {
+                    key,
+                    grace_period_seconds: None,
+                })
+                .collect(),
+            images: Vec::new(),
+        }
+    }
+}
 
 /// Agent -> controller: pod statuses.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -557,6 +703,9 @@ pub enum ErrorCode {
     /// Refused for now, retry later (Kubernetes' 429): an eviction a
     /// PodDisruptionBudget does not allow yet.
     TooManyRequests,
+    /// What is asked for is not reachable now (a relay to a node that is
+    /// offline, a Service with no ready endpoint): Kubernetes' 503.
+    Unavailable,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -590,6 +739,100 @@ pub mod close {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn removal(key: &str, grace: Option<u32>) -> Removal {
+        Removal {
+            key: key.into(),
+            grace_period_seconds: grace,
+        }
+    }
+
+    #[test]
+    fn node_desired_bounds() {
+        let desired = |removed: Vec<Removal>, images: Vec<String>| NodeDesired {
+            generation: 7,
+            full: false,
+            pods: vec![],
+            removed,
+            images,
+        };
+        let ok = desired(
+            vec![removal("web", Some(2)), removal("team-a.web", None)],
+            vec!["outpost/workload-http:v2".into()],
+        );
+        assert!(ok.validate().is_ok(), "{:?}", ok.validate());
+        let table: Vec<(NodeDesired, &str)> = vec![
+            (desired(vec![removal("a..b", None)], vec![]), "removed pod"),
+            (
+                desired(
+                    vec![removal("web", Some(MAX_REMOVAL_GRACE_SECS + 1))],
+                    vec![],
+                ),
+                "a grace period of 86401s",
+            ),
+            (
+                desired(vec![], vec!["img:1".into(); MAX_WANTED_IMAGES + 1]),
+                "33 wanted images",
+            ),
+            (desired(vec![], vec![String::new()]), "wanted image \"\""),
+            (desired(vec![], vec!["a b".into()]), "without spaces"),
+            (
+                desired(vec![removal("web", None); MAX_PODS_PER_NODE + 1], vec![]),
+                "111 removals",
+            ),
+        ];
+        for (d, want) in table {
+            let e = d.validate().unwrap_err();
+            assert!(e.contains(want), "{want}: {e}");
+        }
+    }
+
+    #[test]
+    fn protocol_3_desired_state_converts_both_ways() {
+        let v4 = NodeDesired {
+            generation: 9,
+            full: true,
+            pods: vec![],
+            removed: vec![removal("web", Some(2))],
+            images: vec!["img:2".into()],
+        };
+        let v3 = v4.to_pods_desired();
+        assert_eq!(v3.removed, vec!["web".to_string()]);
+        assert_eq!((v3.generation, v3.full), (9, true));
+        let back = NodeDesired::from(v3);
+        assert_eq!(
+            back.removed,
+            vec![removal("web", None)],
+            "the pod's own grace"
+        );
+        assert!(back.images.is_empty());
+    }
+
+    #[test]
+    fn existing_variants_keep_their_encoding() {
+        // An agent or controller speaking protocol 3 decodes these; the new
+        // variant went at the end and left every older index alone.
+        let hello = Message::Hello(Hello {
+            protocol_version: 4,
+            node: "n".into(),
+            agent_version: "v".into(),
+        });
+        assert_eq!(postcard::to_allocvec(&hello).unwrap()[0], 2);
+        let pods = Message::PodsDesired(Box::new(PodsDesired {
+            generation: 1,
+            full: true,
+            pods: vec![],
+            removed: vec![],
+        }));
+        assert_eq!(postcard::to_allocvec(&pods).unwrap(), vec![12, 1, 1, 0, 0]);
+        let next = Message::NodeDesired(Box::new(NodeDesired::from(PodsDesired {
+            generation: 1,
+            full: true,
+            pods: vec![],
+            removed: vec![],
+        })));
+        assert_eq!(postcard::to_allocvec(&next).unwrap()[0], 19);
+    }
 
     #[test]
     fn keys_from_peers_are_checked() {

@@ -123,7 +123,8 @@ pub struct SignalObservation {
     pub window_min: u64,
 }
 
-/// Node condition types (kubelet's, plus Ready which the controller owns).
+/// Node condition types (kubelet's, plus Ready: the controller owns
+/// Ready=True from the lease; the agent may only say Ready=False).
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ConditionType {
     Ready,
@@ -238,8 +239,9 @@ pub struct NodeReport {
     pub info: NodeInfo,
     pub capacity: Resources,
     pub allocatable: Resources,
-    /// Pressure conditions (the agent does not report Ready; the controller
-    /// derives it from the lease).
+    /// Pressure conditions, and from protocol 4 on `Ready=False` when the
+    /// agent cannot run pods (its runtime was lost). The agent never says
+    /// Ready=True: the controller derives that from the lease.
     pub conditions: Vec<Condition>,
     pub signals: Vec<SignalObservation>,
     /// Labels the agent asserts (from its flags or config file).
@@ -328,6 +330,16 @@ pub mod limits {
     pub const MAX_TEXT: usize = 512;
 }
 
+/// Longest reason of an agent's Ready=False (kubelet's are under 32).
+pub const MAX_READY_REASON: usize = 64;
+
+fn is_camel_case(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_READY_REASON
+        && s.bytes().all(|b| b.is_ascii_alphanumeric())
+        && s.as_bytes()[0].is_ascii_uppercase()
+}
+
 fn check_text(field: &str, s: &str) -> Result<(), String> {
     if s.len() > limits::MAX_TEXT {
         return Err(format!(
@@ -340,6 +352,23 @@ fn check_text(field: &str, s: &str) -> Result<(), String> {
 }
 
 impl NodeReport {
+    /// The report as a controller speaking protocol `version` may be sent
+    /// it: before [`crate::version::AGENT_READY`] without the agent's
+    /// Ready (such a controller refuses a report that has one).
+    pub fn for_protocol(&self, version: u32) -> std::borrow::Cow<'_, NodeReport> {
+        if crate::version::has(version, crate::version::AGENT_READY)
+            || !self
+                .conditions
+                .iter()
+                .any(|c| c.kind == ConditionType::Ready)
+        {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let mut r = self.clone();
+        r.conditions.retain(|c| c.kind != ConditionType::Ready);
+        std::borrow::Cow::Owned(r)
+    }
+
     /// Checks every bound; returns all problems at once.
     pub fn validate(&self) -> Result<(), String> {
         let mut problems = Vec::new();
@@ -381,9 +410,22 @@ impl NodeReport {
                 limits::MAX_CONDITIONS
             ));
         }
+        let mut ready = 0;
         for c in &self.conditions {
             if c.kind == ConditionType::Ready {
-                problems.push("agents do not report Ready; the controller owns it".into());
+                ready += 1;
+                if c.status != ConditionStatus::False {
+                    problems.push(format!(
+                        "an agent reports Ready only as False (it cannot run pods), not {}; the controller owns Ready=True",
+                        c.status.name()
+                    ));
+                }
+                if !is_camel_case(&c.reason) {
+                    problems.push(format!(
+                        "Ready=False needs a CamelCase reason of 1 to {MAX_READY_REASON} letters and digits, not {:?}",
+                        c.reason.chars().take(64).collect::<String>()
+                    ));
+                }
             }
             for (field, s) in [
                 ("condition reason", &c.reason),
@@ -393,6 +435,9 @@ impl NodeReport {
                     problems.push(e);
                 }
             }
+        }
+        if ready > 1 {
+            problems.push(format!("{ready} Ready conditions, at most one"));
         }
         if self.signals.len() > limits::MAX_SIGNALS {
             problems.push(format!(
@@ -495,6 +540,94 @@ mod tests {
             let e = r.validate().unwrap_err();
             assert!(e.contains(want), "{want}: {e}");
         }
+    }
+
+    fn ready(status: ConditionStatus, reason: &str) -> Condition {
+        Condition {
+            kind: ConditionType::Ready,
+            status,
+            reason: reason.into(),
+            message: "container runtime is down".into(),
+            last_transition_ms: 1,
+        }
+    }
+
+    #[test]
+    fn agent_ready_is_false_only_once_with_a_reason() {
+        let with = |conditions: Vec<Condition>| NodeReport {
+            conditions,
+            ..NodeReport::default()
+        };
+        let ok = with(vec![ready(ConditionStatus::False, "KubeletNotReady")]);
+        assert!(ok.validate().is_ok(), "{:?}", ok.validate());
+        let table: Vec<(Vec<Condition>, &str)> = vec![
+            (
+                vec![ready(ConditionStatus::True, "KubeletReady")],
+                "not True; the controller owns Ready=True",
+            ),
+            (
+                vec![ready(ConditionStatus::Unknown, "KubeletNotReady")],
+                "not Unknown",
+            ),
+            (
+                vec![ready(ConditionStatus::False, "")],
+                "needs a CamelCase reason",
+            ),
+            (
+                vec![ready(ConditionStatus::False, "not ready")],
+                "needs a CamelCase reason",
+            ),
+            (
+                vec![ready(
+                    ConditionStatus::False,
+                    &"R".repeat(MAX_READY_REASON + 1),
+                )],
+                "needs a CamelCase reason",
+            ),
+            (
+                vec![
+                    ready(ConditionStatus::False, "KubeletNotReady"),
+                    ready(ConditionStatus::False, "KubeletNotReady"),
+                ],
+                "2 Ready conditions, at most one",
+            ),
+        ];
+        for (conditions, want) in table {
+            let e = with(conditions).validate().unwrap_err();
+            assert!(e.contains(want), "{want}: {e}");
+        }
+        let mut long = ready(ConditionStatus::False, "KubeletNotReady");
+        long.message = "m".repeat(limits::MAX_TEXT + 1);
+        assert!(with(vec![long]).validate().is_err(), "message bounded");
+    }
+
+    #[test]
+    fn an_older_controller_is_not_sent_the_agents_ready() {
+        let pressure = Condition {
+            kind: ConditionType::MemoryPressure,
+            status: ConditionStatus::False,
+            reason: "NodeHasSufficientMemory".into(),
+            message: String::new(),
+            last_transition_ms: 1,
+        };
+        let r = NodeReport {
+            conditions: vec![
+                ready(ConditionStatus::False, "KubeletNotReady"),
+                pressure.clone(),
+            ],
+            ..NodeReport::default()
+        };
+        assert_eq!(r.for_protocol(crate::PROTOCOL_VERSION).as_ref(), &r);
+        let old = r.for_protocol(crate::MIN_PROTOCOL_VERSION);
+        assert_eq!(
+            old.conditions,
+            vec![pressure],
+            "Ready left out, the rest kept"
+        );
+        assert!(matches!(
+            NodeReport::default().for_protocol(3),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]

@@ -38,7 +38,9 @@ impl RestartPolicy {
     }
 }
 
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(
+    Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default, Hash, PartialOrd, Ord,
+)]
 pub enum Protocol {
     #[default]
     Tcp,

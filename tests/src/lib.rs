@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -22,6 +22,33 @@ pub struct Bins {
     pub ctl: PathBuf,
 }
 
+/// A `cargo` command (the one running the tests) without the variables
+/// cargo sets for a test process (`CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR`,
+/// `OUT_DIR`, ...). Build scripts such as ring's rerun when those change,
+/// so a build run with them would rebuild those crates, and the next
+/// `cargo test` outside would rebuild them back.
+pub fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for (k, _) in std::env::vars_os() {
+        let Some(k) = k.to_str() else { continue };
+        let set_for_tests = k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_BIN_")
+            || k.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                k,
+                "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+                    | "OUT_DIR"
+            );
+        if set_for_tests {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
 /// Builds the binaries (once per test process) and returns their paths.
 pub fn bins() -> &'static Bins {
     static BINS: OnceLock<Bins> = OnceLock::new();
@@ -29,8 +56,7 @@ pub fn bins() -> &'static Bins {
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()
             .expect("workspace root");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
+        let mut cmd = cargo();
         cmd.current_dir(workspace)
             .args(["build", "--workspace", "--bins"]);
         if !cfg!(debug_assertions) {
@@ -38,13 +64,13 @@ pub fn bins() -> &'static Bins {
         }
         let status = cmd.status().expect("running cargo build");
         assert!(status.success(), "building the outpost binaries failed");
-        // target/<profile>/deps/<test> -> target/<profile>
+        // target/<profile>/deps/<test> -> target/<profile>; a bench
+        // binary runs from target/<profile> itself.
         let exe = std::env::current_exe().expect("current exe");
-        let dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target profile dir")
-            .to_path_buf();
+        let mut dir = exe.parent().expect("target profile dir").to_path_buf();
+        if dir.ends_with("deps") {
+            dir.pop();
+        }
         let b = Bins {
             controller: dir.join("outpost-controller"),
             agent: dir.join("outpost-agent"),
@@ -57,8 +83,9 @@ pub fn bins() -> &'static Bins {
     })
 }
 
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
+/// A UDP port nobody has bound on `ip` right now.
+fn free_udp_port(ip: IpAddr) -> u16 {
+    UdpSocket::bind((ip, 0))
         .unwrap()
         .local_addr()
         .unwrap()
@@ -86,6 +113,22 @@ pub fn docker(args: &[&str]) -> (bool, String) {
         text.push_str(&String::from_utf8_lossy(&out.stderr));
     }
     (out.status.success(), text)
+}
+
+/// The last `lines` lines a container wrote (its stdout and stderr, as
+/// `docker logs` shows them; the agent logs to stderr).
+pub fn container_logs(container: &str, lines: u32) -> String {
+    match Command::new("docker")
+        .args(["logs", "--tail", &lines.to_string(), container])
+        .output()
+    {
+        Ok(out) => format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => format!("docker logs {container}: {e}"),
+    }
 }
 
 /// [`docker`] that must succeed; returns its trimmed stdout.
@@ -189,22 +232,50 @@ pub struct AgentProc {
 pub struct Cluster {
     pub root: tempfile::TempDir,
     pub data_dir: PathBuf,
+    /// Where agents on this host and `outpostctl` reach the controller
+    /// (loopback).
     pub listen: SocketAddr,
+    /// What the controller binds: `listen`, or the same port on another
+    /// address ([`Cluster::start_on`]).
+    bind: SocketAddr,
+    /// Agents that run in containers (node -> container): their
+    /// `docker logs` are part of [`Cluster::logs`].
+    pub agent_containers: BTreeMap<String, String>,
     pub metrics: SocketAddr,
     pub config: PathBuf,
     pub timing: Timing,
+    /// More `serve` flags, kept across controller restarts.
+    pub serve_flags: Vec<String>,
     controller: Option<Child>,
     controller_runs: u32,
     pub agents: BTreeMap<String, AgentProc>,
 }
 
 impl Cluster {
-    /// `init` + `serve` a fresh controller and wait until it answers.
+    /// `init` + `serve` a fresh controller on loopback and wait until it
+    /// answers.
     pub fn start(timing: Timing) -> Cluster {
+        Cluster::start_on(timing, IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    /// [`Cluster::start`] with the controller bound to `bind` (port chosen
+    /// here), e.g. `0.0.0.0` for agents in containers that reach the host
+    /// at their network's gateway. `outpostctl` still goes over loopback;
+    /// the certificate names `localhost` and `127.0.0.1` (agents elsewhere
+    /// pass `--server-name localhost`).
+    pub fn start_on(timing: Timing, bind: IpAddr) -> Cluster {
+        Cluster::start_on_with(timing, bind, Vec::new())
+    }
+
+    /// [`Cluster::start_on`] with more `outpost-controller serve` flags
+    /// (kept for restarts).
+    pub fn start_on_with(timing: Timing, bind: IpAddr, serve_flags: Vec<String>) -> Cluster {
         let bins = bins();
         let root = tempfile::tempdir().expect("tempdir");
         let data_dir = root.path().join("controller");
-        let listen: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+        let port = free_udp_port(bind);
+        let listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+        let bind = SocketAddr::new(bind, port);
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
         let out = Command::new(&bins.controller)
             .args(["init", "--data-dir"])
@@ -225,8 +296,11 @@ impl Cluster {
             root,
             data_dir,
             listen,
+            bind,
+            agent_containers: BTreeMap::new(),
             metrics,
             timing,
+            serve_flags,
             controller: None,
             controller_runs: 0,
             agents: BTreeMap::new(),
@@ -296,12 +370,13 @@ impl Cluster {
             .arg("serve")
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .args(["--listen", &self.listen.to_string()])
+            .args(["--listen", &self.bind.to_string()])
             .args(["--metrics-listen", &self.metrics.to_string()])
             .args(["--heartbeat-interval", self.timing.heartbeat])
             .args(["--node-grace-period", self.timing.grace])
             .args(["--idle-timeout", self.timing.idle])
             .args(["--node-cert-ttl", self.timing.cert_ttl])
+            .args(&self.serve_flags)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -409,6 +484,10 @@ impl Cluster {
                 "--max-backoff",
                 "2s",
             ])
+            // Host-process agents share the host's network namespace, whose
+            // routes tests never touch: Service routing is tested with
+            // agents in containers (their own namespaces).
+            .arg("--no-service-routing")
             .args(extra)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
@@ -445,27 +524,6 @@ impl Cluster {
             let _ = a.child.kill();
             let _ = a.child.wait();
         }
-    }
-
-    /// Freezes an agent (SIGSTOP): its box and containers keep running, but
-    /// it says nothing, as when its site's uplink is cut. `resume_agent`
-    /// lets it go on from where it was.
-    pub fn pause_agent(&self, name: &str) {
-        self.signal_agent(name, "-STOP");
-    }
-
-    /// Thaws an agent frozen by [`Cluster::pause_agent`] (SIGCONT).
-    pub fn resume_agent(&self, name: &str) {
-        self.signal_agent(name, "-CONT");
-    }
-
-    fn signal_agent(&self, name: &str, signal: &str) {
-        let pid = self.agents.get(name).expect("known agent").child.id();
-        let ok = Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill {signal} {pid} ({name})");
     }
 
     pub fn agent_log(&self, name: &str) -> String {
@@ -534,6 +592,35 @@ impl Cluster {
         }
     }
 
+    /// Waits until no node has reported `image` for longer than an image
+    /// listing (housekeeping 1 s) plus a heartbeat. Every test node shares
+    /// this one engine, so a node may have listed an image a test tagged
+    /// for a moment (to `docker save` it) and report it a heartbeat after
+    /// the `rmi`; the controller would then take the image for present.
+    pub fn wait_image_unreported(&self, image: &str) {
+        let mut clear_since: Option<Instant> = None;
+        self.wait_for(
+            &format!("no node to report {image} for 4s"),
+            Duration::from_secs(40),
+            |c| {
+                let nodes = c.ctl_json(&["get", "nodes"]);
+                let reported = nodes["items"].as_array().into_iter().flatten().any(|n| {
+                    n["status"]["images"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .flat_map(|i| i["names"].as_array().into_iter().flatten())
+                        .any(|name| name.as_str().is_some_and(|s| s.ends_with(image)))
+                });
+                if reported {
+                    clear_since = None;
+                    return false;
+                }
+                clear_since.get_or_insert_with(Instant::now).elapsed() >= Duration::from_secs(4)
+            },
+        );
+    }
+
     /// Tails of all logs, for failure messages.
     pub fn logs(&self) -> String {
         let mut out = String::new();
@@ -543,6 +630,12 @@ impl Cluster {
             .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
             .collect();
         entries.sort_by_key(|e| e.file_name());
+        for (node, container) in &self.agent_containers {
+            let text = container_logs(container, 30);
+            out.push_str(&format!(
+                "---- agent {node} (container {container}) ----\n{text}\n"
+            ));
+        }
         for e in entries {
             let text = std::fs::read_to_string(e.path()).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
@@ -580,8 +673,106 @@ impl Drop for Cluster {
     }
 }
 
+/// A one-replica Deployment `name` of `outpost-http` (label app=`name`,
+/// port `http` 8080, a readiness probe on `/healthz`) on the nodes with
+/// label `selector`, started with `args`.
+pub fn http_deployment(name: &str, selector: (&str, &str), args: &[&str], replicas: u32) -> String {
+    let args = if args.is_empty() {
+        String::new()
+    } else {
+        let quoted: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
+        format!("        args: [{}]\n", quoted.join(", "))
+    };
+    let (key, value) = selector;
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      nodeSelector: {{{key}: {value}}}
+      containers:
+      - name: http
+        image: outpost/workload-http:dev
+{args}        ports:
+        - {{name: http, containerPort: 8080}}
+        readinessProbe:
+          httpGet: {{path: /healthz, port: 8080}}
+          periodSeconds: 1
+---
+"#
+    )
+}
+
+/// A Service `name` of `kind` for app=`app`, port `port` (named `web`) to
+/// the pods' `http` port.
+pub fn http_service(name: &str, app: &str, port: u16, kind: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+spec:
+  type: {kind}
+  selector: {{app: {app}}}
+  ports:
+  - {{name: web, port: {port}, targetPort: http}}
+---
+"#
+    )
+}
+
+/// The first Running and Ready pod of app=`app` that is not being deleted,
+/// once there is one (`timeout` at most).
+pub fn ready_pod(c: &Cluster, app: &str, timeout: Duration) -> Value {
+    let mut found = None;
+    c.wait_for(&format!("{app} Running and Ready"), timeout, |c| {
+        found = c
+            .pods(&format!("app={app}"))
+            .into_iter()
+            .find(|p| running_ready(p) && p["metadata"]["deletionTimestamp"].is_null());
+        found.is_some()
+    });
+    found.expect("waited for")
+}
+
+/// `GET path` over HTTP/1.0 to `addr`: the status and the body, or why
+/// there is none (connect and the whole exchange bounded by `timeout`).
+pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: outpost\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    s.take(1 << 20)
+        .read_to_end(&mut raw)
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP answer")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or("no HTTP status")?;
+    Ok((status, body.trim().to_string()))
+}
+
 /// Hand-made clients for probing the controller with bad credentials and
 /// bad frames, which the real agent and CLI never send.
+pub mod sites;
+pub use sites::Sites;
+
 pub mod raw {
     use outpost_proto::link;
     use outpost_proto::Message;

@@ -159,6 +159,38 @@ fn seed_deployment_and_service_run_spread_and_serve() {
             .is_some_and(|ip| !ip.is_empty()),
         "{svc}"
     );
+    // A LoadBalancer, as k3s's ServiceLB: the ingress lists every Ready
+    // node's first IPv4 address, and `get svc` shows them as EXTERNAL-IP.
+    let node_ips: BTreeSet<String> = c.ctl_json(&["get", "nodes"])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| {
+            n["status"]["addresses"]
+                .as_array()?
+                .iter()
+                .filter_map(|a| a["address"].as_str())
+                .find(|a| a.parse::<std::net::Ipv4Addr>().is_ok())
+                .map(str::to_string)
+        })
+        .collect();
+    assert!(!node_ips.is_empty(), "the nodes report addresses");
+    let ingress = |c: &Cluster| -> BTreeSet<String> {
+        c.ctl_json(&["get", "svc", "web-service"])["status"]["loadBalancer"]["ingress"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["ip"].as_str().map(str::to_string))
+            .collect()
+    };
+    let took = c.wait_for("the load balancer ingress", Duration::from_secs(30), |c| {
+        ingress(c) == node_ips
+    });
+    println!("load balancer ingress {node_ips:?} {took:.1?} after the pods were ready");
+    let row = c.ctl(&["get", "svc", "web-service", "-o", "wide"]);
+    let row = String::from_utf8_lossy(&row.stdout);
+    let external = node_ips.iter().cloned().collect::<Vec<_>>().join(",");
+    assert!(row.contains(&external), "EXTERNAL-IP {external} in {row}");
     let want: BTreeSet<String> = p
         .iter()
         .map(|p| p["status"]["podIP"].as_str().unwrap().to_string())

@@ -1,11 +1,11 @@
 //! `outpostctl drain` end to end, on the real Docker engine with two real
-//! agents (separate processes, one node each, in two sites) and the
-//! harness of `deployments.rs`: a Deployment with a readiness probe and a
+//! agents in containers (one node each) on the Docker networks of two
+//! sites (`outpost_tests::Sites`): a Deployment with a readiness probe and a
 //! PodDisruptionBudget of `minAvailable: replicas - 1`; draining one node
 //! moves every pod to the other one, one eviction at a time, never more
 //! than one pod unavailable, and nothing new lands on the drained node.
 
-use outpost_tests::{bins, docker, node_of, Cluster, NodeContainers, Timing};
+use outpost_tests::{bins, docker, docker_ok, node_of, Cluster, NodeContainers, Sites, Timing};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
@@ -66,14 +66,12 @@ spec:
 
 #[test]
 fn drain_honours_the_disruption_budget() {
-    let _cleanup = NodeContainers::of(nodes().map(|(n, _)| n));
     outpost_workloads::ensure_images().expect("building the workload images");
-    let mut c = Cluster::start(Timing::default());
-    let (token, hash) = c.token(&[]);
+    let mut c = Sites::new(Timing::default(), &["a", "b"]);
     // Only a1 at first, so every replica starts on the node to drain.
     let (a1, b1) = (nodes()[0].0, nodes()[1].0);
-    c.start_agent(a1, Some((&token, &hash)), &["--labels", "site=a"]);
-    c.wait_for("a1 Ready", Duration::from_secs(60), |c| c.is_ready(a1));
+    c.start_agent(a1, nodes()[0].1);
+    c.wait_ready(a1);
     let path = c.path("web.yaml");
     std::fs::write(&path, MANIFESTS).unwrap();
     let out = c.ctl(&["apply", "-f", path.to_str().unwrap()]);
@@ -90,8 +88,8 @@ fn drain_honours_the_disruption_budget() {
         let p = pods(c);
         p.len() == REPLICAS && p.iter().all(running_ready)
     });
-    c.start_agent(b1, Some((&token, &hash)), &["--labels", "site=b"]);
-    c.wait_for("b1 Ready", Duration::from_secs(60), |c| c.is_ready(b1));
+    c.start_agent(b1, nodes()[1].1);
+    c.wait_ready(b1);
     c.wait_for("the budget allows one", Duration::from_secs(30), |c| {
         c.ctl_json(&["get", "pdb", "web"])["status"]["disruptionsAllowed"] == 1
     });
@@ -204,4 +202,121 @@ fn drain_honours_the_disruption_budget() {
     );
     let describe = String::from_utf8_lossy(&c.ctl(&["describe", "pdb", "web"]).stdout).to_string();
     assert!(describe.contains("Allowed disruptions:  1"), "{describe}");
+}
+
+/// Running app containers (not the pause container) of pod `key` on the
+/// node of the agent that runs it.
+fn app_containers(node: &str, key: &str) -> Vec<String> {
+    let (_, ids) = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=dev.outpost.node={node}"),
+        "--filter",
+        &format!("label=dev.outpost.pod={key}"),
+        "--filter",
+        "label=dev.outpost.container=http",
+    ]);
+    ids.lines().map(str::to_string).collect()
+}
+
+/// Makes the app container of pod `key` deaf to SIGTERM: its init
+/// (docker-init, which forwards SIGTERM to the app) is stopped with
+/// SIGSTOP, so a SIGTERM stays pending and only the SIGKILL at the end of
+/// the grace period ends the container, as with a process that ignores
+/// SIGTERM (the workloads are std-only and cannot install a handler).
+fn ignore_sigterm(node: &str, key: &str) {
+    let ids = app_containers(node, key);
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    docker_ok(&["kill", "--signal", "STOP", &ids[0]]);
+}
+
+/// A pod whose process ignores SIGTERM and asks for 30 s to stop
+/// (`terminationGracePeriodSeconds: 30`): `delete pod --grace-period 2`
+/// and `drain --grace-period 2` each have it gone in about 2 s, as the
+/// agent stops it with the deletion's grace period.
+#[test]
+fn drain_and_delete_grace_periods_reach_the_agent() {
+    let node = "drain-grace";
+    let _cleanup = NodeContainers::of([node]);
+    outpost_workloads::ensure_images().expect("building the workload images");
+    let c = Cluster::with_ready_agent(node, &[]);
+    let stubborn = |kind: &str, name: &str| {
+        let template = r#"    spec:
+      terminationGracePeriodSeconds: 30
+      containers:
+      - name: http
+        image: outpost/workload-http:dev
+"#;
+        match kind {
+            "pod" => format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\n{}",
+                template.replace("\n    ", "\n").trim_start()
+            ),
+            _ => format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n{template}"
+            ),
+        }
+    };
+    c.apply("bare.yaml", &stubborn("pod", "stubborn"));
+    c.apply("owned.yaml", &stubborn("deployment", "stubborn-owned"));
+    c.wait_for("both running", Duration::from_secs(90), |c| {
+        app_containers(node, "stubborn").len() == 1
+            && c.pods("app=stubborn-owned")
+                .iter()
+                .any(|p| p["status"]["phase"] == "Running")
+    });
+
+    ignore_sigterm(node, "stubborn");
+
+    // delete --grace-period 2
+    let start = Instant::now();
+    let out = c.ctl(&["delete", "pod", "stubborn", "--grace-period", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deleted = c.wait_for(
+        "the deleted pod's container stopped and the pod gone",
+        Duration::from_secs(25),
+        |c| {
+            app_containers(node, "stubborn").is_empty()
+                && !c.ctl(&["get", "pod", "stubborn"]).status.success()
+        },
+    );
+    let deleted_stop = start.elapsed();
+
+    // drain --grace-period 2
+    let owned = c.pods("app=stubborn-owned");
+    let key = owned[0]["metadata"]["name"].as_str().unwrap().to_string();
+    ignore_sigterm(node, &key);
+    let start = Instant::now();
+    let out = c.ctl(&["drain", node, "--grace-period", "2", "--timeout", "60s"]);
+    let drained = start.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(&format!("pod/{key} evicted")), "{stdout}");
+    c.wait_for(
+        "the drained pod's container gone",
+        Duration::from_secs(40),
+        |_| app_containers(node, &key).is_empty(),
+    );
+    let drained_stop = start.elapsed();
+    let events = String::from_utf8_lossy(&c.ctl(&["get", "events"]).stdout).to_string();
+    println!(
+        "terminationGracePeriodSeconds 30, SIGTERM ignored: delete --grace-period 2 -> container stopped and pod gone after {deleted_stop:.1?} (polled {deleted:.1?}); drain --grace-period 2 -> drain returned after {drained:.1?}, container gone after {drained_stop:.1?}"
+    );
+    assert!(events.contains("(grace period 2s)"), "{events}");
+    for t in [deleted_stop, drained_stop] {
+        assert!(t < Duration::from_secs(15), "{t:?}: not the pod's 30 s");
+        assert!(
+            t >= Duration::from_millis(1900),
+            "{t:?}: SIGTERM must not have stopped it; the SIGKILL after 2 s did"
+        );
+    }
 }

@@ -1,6 +1,6 @@
 //! Rolling updates and rollbacks end to end, on the real Docker engine with
-//! three agents (separate processes, each its own node) in two sites, all
-//! through `outpostctl rollout`:
+//! three agents in containers (each its own node) on the Docker networks of
+//! two sites (`outpost_tests::Sites`), all through `outpostctl rollout`:
 //! - a Deployment rolled from one image tag to another completes, and
 //!   `rollout status` follows it to `successfully rolled out`;
 //! - a new version whose readiness probe never passes stalls with the old
@@ -15,7 +15,7 @@
 //! The two tags are the workload HTTP image tagged twice: the same bytes,
 //! two templates, as a rollout from `:v1` to `:v2` of one program is.
 
-use outpost_tests::{docker, docker_ok, Cluster, NodeContainers, Timing};
+use outpost_tests::{docker, docker_ok, Cluster, Sites, Timing};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::process::Output;
@@ -30,24 +30,23 @@ fn nodes() -> Vec<(&'static str, &'static str)> {
     vec![("roll-a1", "a"), ("roll-a2", "a"), ("roll-b1", "b")]
 }
 
-/// Removes every container of the test's nodes when it ends.
+/// Removes the pushed image when the test ends; declared before the
+/// [`Sites`], so it runs after the containers using the image are gone.
 struct Cleanup;
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        // The containers first: an image a container uses cannot go.
-        drop(NodeContainers::of(nodes().into_iter().map(|(n, _)| n)));
         let _ = docker(&["rmi", V3]);
     }
 }
 
-fn cluster() -> Cluster {
+fn cluster() -> Sites {
     outpost_workloads::ensure_images().expect("building the workload images");
     for tag in [V1, V2] {
         docker_ok(&["tag", outpost_workloads::HTTP_IMAGE, tag]);
     }
     let _ = docker(&["rmi", V3]);
-    Cluster::with_sites(Timing::default(), &nodes())
+    Sites::start(Timing::default(), &nodes())
 }
 
 /// Deployment `roll`: 4 replicas, one surge, one unavailable, a readiness
@@ -368,6 +367,7 @@ fn rolling_update_status_history_undo_restart_pause() {
     docker_ok(&["tag", outpost_workloads::HTTP_IMAGE, V3]);
     docker_ok(&["save", "-o", tar.to_str().unwrap(), V3]);
     docker_ok(&["rmi", V3]);
+    c.wait_image_unreported(V3);
     apply(&c, &manifest(V3, "v3 pushed", 8080));
     // Well inside the 20 s progress deadline.
     std::thread::sleep(Duration::from_secs(5));

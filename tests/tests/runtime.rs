@@ -20,6 +20,7 @@ use outpost_proto::{
     AgentEvent, Condition, ConditionStatus, ConditionType, NodeReport, Signal, SignalObservation,
     ThresholdState,
 };
+use outpost_tests::sites::OwnNetwork;
 use outpost_tests::{docker, docker_ok, engine, free_tcp_port};
 use outpost_workloads::{BURN_IMAGE, EXIT_IMAGE, HOG_IMAGE, HTTP_IMAGE, IMAGES};
 use std::collections::BTreeMap;
@@ -89,6 +90,8 @@ fn config(node: &str, dir: &Path) -> RuntimeConfig {
         restart_backoff: Duration::from_secs(1),
         max_restart_backoff: Duration::from_secs(4),
         cgroup_root: outpost_agent::runtime::CGROUP_ROOT.into(),
+        services: None,
+        pod_network: None,
     }
 }
 
@@ -167,6 +170,7 @@ impl Harness {
         self.desired.send_replace(Arc::new(DesiredSet {
             generation: self.generation,
             pods,
+            ..DesiredSet::default()
         }));
     }
 
@@ -531,6 +535,106 @@ async fn one_container_pod_holds_its_own_network() {
         http_get(&format!("127.0.0.1:{host_port}"), "/").await,
         Ok((200, name.to_string()))
     );
+}
+
+/// `--pod-network`: the sandbox of a two-container pod and a one-container
+/// pod both join the named network, and the pod IP reported is the address
+/// on it; a network that does not exist is named in the pod's status and
+/// event with what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_join_the_pod_network() {
+    let node = "rt-node-podnet";
+    let net = OwnNetwork::create("rt-podnet");
+    let (_cleanup, dir) = setup(node);
+    let mut cfg = config(node, dir.path());
+    cfg.pod_network = Some(net.0.name.clone());
+    let mut h =
+        Harness::start_with_config(cfg, engine().await, Arc::new(DesiredSet::default()), None);
+    let (pair, single) = ("rt-test-podnet-pair", "rt-test-podnet-one");
+    let mut web = http_container(pair);
+    web.readiness = Some(http_probe("/healthz"));
+    let side = container("side", HTTP_IMAGE, &["--port", "8081"]);
+    let mut one = http_container(single);
+    one.readiness = Some(http_probe("/healthz"));
+    h.set_pods(vec![
+        (pod(pair, vec![web, side]), 1),
+        (pod(single, vec![one]), 1),
+    ]);
+    for name in [pair, single] {
+        let st = h
+            .wait_pod(name, "Running and ready on the pod network", 60, |p| {
+                running(p) && p.ready
+            })
+            .await;
+        let ip: std::net::IpAddr = st.pod_ip.parse().expect("a pod IP");
+        assert!(
+            net.0.contains(ip),
+            "{name}: {ip} is not on {} ({}/24)",
+            net.0.name,
+            net.0.subnet
+        );
+        assert_eq!(st.pod_ip, pod_ip(node, name), "{name}");
+        assert_eq!(
+            http_get(&format!("{ip}:8080"), "/").await,
+            Ok((200, name.to_string()))
+        );
+    }
+    let holders = containers_of(node, &["status=running", "label=dev.outpost.container=POD"]);
+    assert_eq!(holders.len(), 1, "one sandbox, the pair's: {holders:?}");
+    let networks = docker_ok(&[
+        "inspect",
+        "-f",
+        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+        &holders[0],
+    ]);
+    assert_eq!(
+        networks.trim(),
+        net.0.name,
+        "the sandbox is on the pod network only"
+    );
+
+    // A pod network that is not there: the pod says so, and what to do.
+    let missing = format!("{}-gone", net.0.name);
+    h.set_pods(vec![]);
+    h.wait_for("both pods gone", 60, |s| s.pods.is_empty())
+        .await;
+    h.task.abort();
+    let _ = (&mut h.task).await;
+    let mut cfg = config(node, dir.path());
+    cfg.pod_network = Some(missing.clone());
+    let mut h =
+        Harness::start_with_config(cfg, engine().await, Arc::new(DesiredSet::default()), None);
+    let name = "rt-test-podnet-gone";
+    h.set_pods(vec![(
+        pod(
+            name,
+            vec![
+                http_container(name),
+                container("side", HTTP_IMAGE, &["--port", "8081"]),
+            ],
+        ),
+        1,
+    )]);
+    let want = format!("the pod network {missing:?} does not exist");
+    let st = h
+        .wait_pod(name, "waiting with the reason", 60, |p| {
+            p.containers.iter().any(|c| {
+                matches!(&c.state, ContainerState::Waiting { message, .. } if message.contains(&want))
+            })
+        })
+        .await;
+    eprintln!("{:?}", st.containers[0].state);
+    let e = h.wait_event("Failed", name).await;
+    assert!(e.message.contains(&want), "{}", e.message);
+    assert!(
+        e.message
+            .contains(&format!("docker network create {missing}")),
+        "{}",
+        e.message
+    );
+    // No sandbox is left behind to keep the network busy.
+    h.task.abort();
+    let _ = h.task.await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1516,6 +1620,7 @@ async fn unreachable_engine_reports_runtime_unavailable() {
         Arc::new(DesiredSet {
             generation: 1,
             pods,
+            ..DesiredSet::default()
         }),
         None,
     );

@@ -123,8 +123,41 @@ pub struct Inspected {
     pub error: String,
     pub started_ms: u64,
     pub finished_ms: u64,
-    /// First IP address on any network (empty for `container:` network mode).
-    pub ip: Option<IpAddr>,
+    /// Its address on each network it is attached to, by network name
+    /// (none for `container:` network mode); see [`pod_address`].
+    pub networks: BTreeMap<String, IpAddr>,
+}
+
+/// A pod's address among its network holder's networks: the one on the
+/// pod network (`--pod-network`) when one is set, otherwise the first one
+/// (the engine's default bridge, the only network such a holder is on).
+pub fn pod_address(
+    networks: &BTreeMap<String, IpAddr>,
+    pod_network: Option<&str>,
+) -> Option<IpAddr> {
+    match pod_network {
+        Some(n) => networks.get(n).copied(),
+        None => networks.values().next().copied(),
+    }
+}
+
+/// What to tell a person when the engine refused a pod's network holder
+/// because the pod network (`--pod-network`) does not exist: its name and
+/// the fix. `None` when `message` (the engine's, from a create, a start or
+/// a container's recorded error) is about something else.
+pub fn pod_network_missing(message: &str, pod_network: Option<&str>) -> Option<String> {
+    let n = pod_network?;
+    // Docker 20.10 through 27 answer a start (or, some versions, the
+    // create) with 404 "network NAME not found".
+    message
+        .contains(&format!("network {n} not found"))
+        .then(|| {
+            format!(
+                "the pod network {n:?} does not exist on this node's Docker engine: create it \
+             (`docker network create {n}`) or start the agent with another --pod-network \
+             (unset: the default bridge)"
+            )
+        })
 }
 
 /// Everything needed to create one container.
@@ -140,7 +173,8 @@ pub struct CreateSpec {
     pub env: Vec<String>,
     /// `(container port, protocol "tcp"/"udp", host port)` published.
     pub publish: Vec<(u16, &'static str, u16)>,
-    /// `container:<id>` to join the pause container's netns; empty: bridge.
+    /// `container:<id>` to join the pause container's netns, or the name
+    /// of the network to attach to; empty: the default bridge.
     pub network_mode: String,
     pub nano_cpus: i64,
     pub memory_bytes: i64,
@@ -152,6 +186,9 @@ pub struct CreateSpec {
     /// the pause container sets it (to the pod name, as in Kubernetes);
     /// the pod's containers share its UTS view through its netns.
     pub hostname: String,
+    /// Resolver settings (`HostConfig.Dns*`); only on the container that
+    /// holds the pod's network, whose resolv.conf the others share.
+    pub dns: Option<crate::dns::PodDnsConfig>,
 }
 
 /// A container's usage as the engine's stats API reports it.
@@ -321,6 +358,9 @@ impl Engine {
             pids_limit: positive(spec.pids_limit),
             binds: non_empty(&spec.binds),
             init: spec.init.then_some(true),
+            dns: spec.dns.as_ref().map(|d| d.servers.clone()),
+            dns_search: spec.dns.as_ref().map(|d| d.search.clone()),
+            dns_options: spec.dns.as_ref().map(|d| d.options.clone()),
             restart_policy: Some(RestartPolicy {
                 name: Some(RestartPolicyNameEnum::NO),
                 maximum_retry_count: None,
@@ -459,14 +499,13 @@ impl Engine {
             .await
             .map_err(EngineError::from_bollard)?;
         let st = r.state.unwrap_or_default();
-        let ip = r
+        let networks = r
             .network_settings
             .and_then(|n| n.networks)
-            .and_then(|nets| {
-                nets.into_values()
-                    .filter_map(|e| e.ip_address)
-                    .find_map(|ip| ip.parse::<IpAddr>().ok())
-            });
+            .into_iter()
+            .flatten()
+            .filter_map(|(name, e)| Some((name, e.ip_address?.parse::<IpAddr>().ok()?)))
+            .collect();
         Ok(Inspected {
             running: st.running.unwrap_or(false),
             exit_code: st.exit_code.unwrap_or(0),
@@ -482,7 +521,7 @@ impl Engine {
                 .as_deref()
                 .and_then(parse_rfc3339_ms)
                 .unwrap_or(0),
-            ip,
+            networks,
         })
     }
 
@@ -507,12 +546,6 @@ impl Engine {
             }
         }
         Ok(String::from_utf8_lossy(&buf).into_owned())
-    }
-
-    /// The container's IP address on the bridge (the pause container's,
-    /// for a pod).
-    pub async fn container_ip(&self, id: &str) -> Result<Option<IpAddr>> {
-        Ok(self.inspect(id).await?.ip)
     }
 
     /// Whether the engine has the image (by reference or id).
@@ -751,6 +784,41 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pod_address_is_the_one_on_the_pod_network() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let two = BTreeMap::from([
+            ("bridge".to_string(), ip("172.17.0.4")),
+            ("outpost-t-1-a".to_string(), ip("10.241.3.7")),
+        ]);
+        assert_eq!(
+            pod_address(&two, Some("outpost-t-1-a")),
+            Some(ip("10.241.3.7"))
+        );
+        assert_eq!(pod_address(&two, Some("elsewhere")), None);
+        let bridge = BTreeMap::from([("bridge".to_string(), ip("172.17.0.4"))]);
+        assert_eq!(pod_address(&bridge, None), Some(ip("172.17.0.4")));
+        // `container:` network mode: no network of its own.
+        assert_eq!(pod_address(&BTreeMap::new(), None), None);
+    }
+
+    #[test]
+    fn a_missing_pod_network_says_what_to_do() {
+        let engine = "network site-a not found (HTTP 404)";
+        let why = pod_network_missing(engine, Some("site-a")).unwrap();
+        assert!(why.contains("\"site-a\" does not exist"), "{why}");
+        assert!(why.contains("docker network create site-a"), "{why}");
+        assert!(why.contains("--pod-network"), "{why}");
+        // Another network's message, another error, or no pod network set:
+        // the engine's words stand.
+        assert_eq!(pod_network_missing(engine, Some("site-b")), None);
+        assert_eq!(
+            pod_network_missing("No such image: web:1 (HTTP 404)", Some("site-a")),
+            None
+        );
+        assert_eq!(pod_network_missing(engine, None), None);
+    }
 
     #[test]
     fn usage_from_engine_stats() {

@@ -58,6 +58,15 @@ pub struct DesiredSet {
     pub generation: u64,
     /// By pod key: pods of one name in two namespaces are two pods.
     pub pods: BTreeMap<String, DesiredPod>,
+    /// Grace periods (seconds) the controller gave the removal of pods no
+    /// longer in `pods` (a drain's `--grace-period`), by pod key; a removed
+    /// pod not here stops with its own grace period. Kept in memory only:
+    /// after an agent restart a pod still stopping gets its own again.
+    pub removal_grace: BTreeMap<String, u64>,
+    /// Images the controller asks this node to fetch ahead of pods that
+    /// will need them (a rollout without surge room waits for them before
+    /// stopping the old pods). Pulled like a pod's, kept from image GC.
+    pub images: Vec<String>,
 }
 
 /// What the reconciler last saw: one status per pod (by key) it knows about.
@@ -70,6 +79,9 @@ pub struct Snapshot {
 /// Reconciler settings (flags in `config`).
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
+    /// What pods see of Services: resolver settings and service
+    /// environment variables; `None` with `--no-service-routing`.
+    pub services: Option<PodServices>,
     /// This node's name (from its certificate).
     pub node: String,
     /// Agent data directory; emptyDir volumes live under
@@ -85,6 +97,9 @@ pub struct RuntimeConfig {
     /// container's cgroup files are not found there, its usage comes from
     /// the engine's stats API instead.
     pub cgroup_root: PathBuf,
+    /// The Docker network pod sandboxes join (`--pod-network`); `None`:
+    /// the engine's default bridge. Pod IPs are addresses on it.
+    pub pod_network: Option<String>,
 }
 
 /// The usual cgroup mount point.
@@ -92,3 +107,42 @@ pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// Sent up as events; a bounded channel, dropped when full.
 pub type EventSender = tokio::sync::mpsc::Sender<AgentEvent>;
+
+/// The Service view pods are created with (see [`crate::dns`] and
+/// [`crate::service_env`]).
+#[derive(Debug, Clone)]
+pub struct PodServices {
+    /// The Services as the controller last sent them.
+    pub table: tokio::sync::watch::Receiver<std::sync::Arc<crate::services::ServiceTable>>,
+    /// Where pods reach the agent's resolver, once known.
+    pub resolver: tokio::sync::watch::Receiver<Option<std::net::Ipv4Addr>>,
+    /// The node's own search domains, appended to a pod's cluster list.
+    pub host_search: Vec<String>,
+}
+
+impl PodServices {
+    /// Resolver settings for a pod of `namespace`, once the resolver's
+    /// address is known.
+    pub fn dns(&self, namespace: &str) -> Option<crate::dns::PodDnsConfig> {
+        let ip = (*self.resolver.borrow())?;
+        let table = self.table.borrow();
+        Some(crate::dns::pod_dns_config(
+            namespace,
+            ip.into(),
+            table.cluster_domain(),
+            &self.host_search,
+        ))
+    }
+
+    /// `NAME=value` service variables for a container of a pod in
+    /// `namespace`, the names in `own` (the container's own env) left out
+    /// since those win, as in Kubernetes.
+    pub fn env(&self, namespace: &str, own: &[String]) -> Vec<String> {
+        let table = self.table.borrow();
+        crate::service_env::service_env(&table, namespace)
+            .into_iter()
+            .filter(|(k, _)| !own.iter().any(|o| o.split('=').next() == Some(k.as_str())))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect()
+    }
+}

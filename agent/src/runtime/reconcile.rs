@@ -12,7 +12,9 @@
 //! node under pressure (reclaim, then one eviction per cycle), samples
 //! cgroup usage, and publishes a [`Snapshot`] when something changed. A
 //! pod's status carries its IP while the container holding its network
-//! runs (inspected once per holder, not per sync). It wakes on a new
+//! runs (inspected once per holder, not per sync): its address on the pod
+//! network (`--pod-network`, which every holder joins) or on the engine's
+//! default bridge. It wakes on a new
 //! desired set, a new node report, or a timer: `sync_interval` when
 //! everything is settled, [`BUSY_TICK`] while a pod is starting, probing,
 //! pulling or backing off.
@@ -24,7 +26,8 @@
 //! responses.
 
 use super::docker::{
-    CreateSpec, Engine, EngineError, EngineUsage, Inspected, OurContainer, RunState,
+    pod_address, pod_network_missing, CreateSpec, Engine, EngineError, EngineUsage, Inspected,
+    OurContainer, RunState,
 };
 use super::eviction::{self, DeadContainer, ImageInfo, PodUsage};
 use super::exec_format;
@@ -55,6 +58,19 @@ pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
 pub const DEFAULT_GRACE_SECS: u64 = 30;
 /// Largest terminal-decisions file read back (a few hundred bytes a pod).
 const MAX_TERMINAL_FILE: u64 = 1 << 20;
+
+/// Seconds between SIGTERM and SIGKILL for containers being stopped
+/// because their pod or generation is no longer wanted: a removal's own
+/// grace period (the deletion's `deletionGracePeriodSeconds`, such as a
+/// drain's `--grace-period`) when the pod is gone from the desired set, as
+/// the kubelet uses the deletion's; else the spec the containers ran with;
+/// else the new spec's; else [`DEFAULT_GRACE_SECS`].
+pub fn stop_grace(ran_with: Option<u64>, new_spec: Option<u64>, removal: Option<u64>) -> u64 {
+    match (new_spec, removal) {
+        (None, Some(g)) => g,
+        _ => ran_with.or(new_spec).unwrap_or(DEFAULT_GRACE_SECS),
+    }
+}
 
 /// How long one stats call may take when usage comes from the engine.
 const STATS_TIMEOUT: Duration = Duration::from_secs(3);
@@ -596,6 +612,8 @@ struct Reconciler {
     terminal: BTreeMap<String, Terminal>,
     /// Images of each pod's previous generation (protected from GC).
     prev_images: BTreeMap<String, Vec<String>>,
+    /// Images the controller asked for ahead of a rollout (last pass).
+    wanted_images: BTreeSet<String>,
     /// Pulls in flight: progress text and, once finished, the outcome.
     pulls: BTreeMap<String, PullJob>,
     pull_failures: BTreeMap<String, PullFailure>,
@@ -655,6 +673,7 @@ impl Reconciler {
             pods: BTreeMap::new(),
             terminal,
             prev_images: BTreeMap::new(),
+            wanted_images: BTreeSet::new(),
             pulls: BTreeMap::new(),
             pull_failures: BTreeMap::new(),
             stopping: BTreeSet::new(),
@@ -831,6 +850,7 @@ impl Reconciler {
                 .await;
         }
         self.run_probes(probes).await;
+        self.prefetch(set, report).await;
 
         if self.pressure_cycle {
             self.pressure_cycle = false;
@@ -897,14 +917,14 @@ impl Reconciler {
         }
         for ((pod, generation), cs) in groups {
             let desired = set.pods.get(&pod);
-            // Grace: the spec we ran it with, else the new spec's, else the default.
-            let grace = self
-                .pods
-                .get(&pod)
-                .filter(|p| p.generation == generation)
-                .map(|p| p.spec.termination_grace_secs)
-                .or(desired.map(|d| d.spec.termination_grace_secs))
-                .unwrap_or(DEFAULT_GRACE_SECS);
+            let grace = stop_grace(
+                self.pods
+                    .get(&pod)
+                    .filter(|p| p.generation == generation)
+                    .map(|p| p.spec.termination_grace_secs),
+                desired.map(|d| d.spec.termination_grace_secs),
+                set.removal_grace.get(&pod).copied(),
+            );
             if let Some(d) = desired {
                 // A generation change: remember the old images for GC.
                 let images: Vec<String> = cs
@@ -1034,6 +1054,12 @@ impl Reconciler {
                 .filter(|(_, p)| p.spec.containers.iter().any(|c| c.image == image))
                 .map(|(n, _)| n.clone())
                 .collect();
+            // A fetch ahead of a rollout has no pod yet: the event is
+            // about the node.
+            let mut pods = pods;
+            if pods.is_empty() && self.wanted_images.contains(&image) {
+                pods.push(String::new());
+            }
             match result {
                 Ok(()) => {
                     self.pull_failures.remove(&image);
@@ -1155,6 +1181,22 @@ impl Reconciler {
         });
         self.pulls.insert(image.to_string(), job);
         Ok(Err(waiting("ContainerCreating", text)))
+    }
+
+    /// Pulls the images the controller asks for ahead of a rollout
+    /// (`DesiredSet::images`), one pull per image as for pods (failures
+    /// back off the same way); events about them name the node.
+    async fn prefetch(&mut self, set: &DesiredSet, report: Option<&NodeReport>) {
+        self.wanted_images = set.images.iter().cloned().collect();
+        for image in &set.images {
+            match self.ensure_image("", image, report).await {
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(image, "prefetch: {e}");
+                    break;
+                }
+            }
+        }
     }
 
     async fn pause_image(&mut self) -> Result<String, String> {
@@ -1495,7 +1537,7 @@ impl Reconciler {
         } else {
             String::new()
         };
-        st.ip = info.and_then(|i| i.ip);
+        st.ip = info.and_then(|i| pod_address(&i.networks, self.cfg.pod_network.as_deref()));
         if st.started_ms == 0 {
             st.started_ms = info.map_or_else(now_ms, |i| i.started_ms);
         }
@@ -1586,7 +1628,7 @@ impl Reconciler {
                     let term = ContainerState::Terminated {
                         exit_code: info.exit_code,
                         reason: reason.into(),
-                        message: info.error.clone(),
+                        message: self.explain(info.error.clone()),
                         started_ms: info.started_ms,
                         finished_ms: info.finished_ms,
                     };
@@ -1761,6 +1803,12 @@ impl Reconciler {
         self.event(EventType::Warning, exec_format::REASON, &key, message);
     }
 
+    /// The engine's `message`, or what to do when it says the pod network
+    /// does not exist.
+    fn explain(&self, message: String) -> String {
+        pod_network_missing(&message, self.cfg.pod_network.as_deref()).unwrap_or(message)
+    }
+
     async fn create_pause(&mut self, d: &DesiredPod, run: u32) -> Result<String, String> {
         let image = self.pause_image().await?;
         let pod = &d.spec.key();
@@ -1770,14 +1818,20 @@ impl Reconciler {
             image,
             labels: self.engine.labels(pod, d.generation, PAUSE_CONTAINER, run),
             publish,
+            network_mode: self.cfg.pod_network.clone().unwrap_or_default(),
             // The host name is the pod's name, whatever its namespace.
             hostname: d.spec.name.clone(),
+            dns: self.pod_dns(d),
             ..Default::default()
         };
-        let id = self.engine.create(&spec).await.map_err(|e| e.to_string())?;
+        let id = self
+            .engine
+            .create(&spec)
+            .await
+            .map_err(|e| self.explain(e.to_string()))?;
         if let Err(e) = self.engine.start(&id).await {
             let _ = self.engine.remove(&id).await;
-            return Err(e.to_string());
+            return Err(self.explain(e.to_string()));
         }
         Ok(id)
     }
@@ -1815,18 +1869,36 @@ impl Reconciler {
             ));
         }
         let limits = spec.resources.limits;
-        let (network_mode, publish, hostname) = if pause_id == OWN_NETWORK {
-            (String::new(), host_ports([spec]), d.spec.name.clone())
+        let (network_mode, publish, hostname, dns) = if pause_id == OWN_NETWORK {
+            (
+                self.cfg.pod_network.clone().unwrap_or_default(),
+                host_ports([spec]),
+                d.spec.name.clone(),
+                self.pod_dns(d),
+            )
         } else {
-            (format!("container:{pause_id}"), Vec::new(), String::new())
+            (
+                format!("container:{pause_id}"),
+                Vec::new(),
+                String::new(),
+                None,
+            )
         };
+        let own_env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut env = self
+            .cfg
+            .services
+            .as_ref()
+            .map(|s| s.env(&d.spec.namespace, &own_env))
+            .unwrap_or_default();
+        env.extend(own_env);
         Ok(CreateSpec {
             name: container_name(pod, &spec.name, d.generation, run),
             image: spec.image.clone(),
             labels: self.engine.labels(pod, d.generation, &spec.name, run),
             entrypoint: spec.command.clone(),
             cmd: spec.args.clone(),
-            env: spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            env,
             publish,
             network_mode,
             nano_cpus: i64::try_from(limits.cpu_millis.saturating_mul(1_000_000))
@@ -1836,7 +1908,19 @@ impl Reconciler {
             binds,
             init: true,
             hostname,
+            dns,
         })
+    }
+
+    /// Resolver settings for `d`'s network holder (the agent's resolver,
+    /// once its address is known; the engine's defaults before).
+    fn pod_dns(&self, d: &DesiredPod) -> Option<crate::dns::PodDnsConfig> {
+        let ns = if d.spec.namespace.is_empty() {
+            "default"
+        } else {
+            d.spec.namespace.as_str()
+        };
+        self.cfg.services.as_ref()?.dns(ns)
     }
 
     async fn create_and_start(
@@ -1918,7 +2002,11 @@ impl Reconciler {
                     EventType::Warning,
                     "Failed",
                     pod,
-                    format!("Error starting container {}: {e}", spec.name),
+                    format!(
+                        "Error starting container {}: {}",
+                        spec.name,
+                        self.explain(e.to_string())
+                    ),
                 );
             }
         }
@@ -2148,6 +2236,7 @@ impl Reconciler {
             .flat_map(|d| d.spec.containers.iter().map(|c| c.image.clone()))
             .collect();
         protected.extend(self.prev_images.values().flatten().cloned());
+        protected.extend(set.images.iter().cloned());
         protected.extend(self.pause_image.iter().cloned());
         let dead_ids: BTreeSet<String> = dead.iter().map(|d| d.id.clone()).collect();
         let images = match (
@@ -2422,10 +2511,51 @@ mod tests {
     use super::*;
 
     #[test]
+    fn stop_timeout_chosen() {
+        // (ran with, new spec, removal grace) -> seconds
+        for (ran, new, removal, want, why) in [
+            (Some(30), None, Some(2), 2, "drained with --grace-period 2"),
+            (
+                Some(30),
+                None,
+                Some(0),
+                0,
+                "--grace-period 0: SIGKILL at once",
+            ),
+            (Some(30), None, None, 30, "removed, the pod's own"),
+            (
+                Some(30),
+                Some(10),
+                None,
+                30,
+                "generation change: what it ran with",
+            ),
+            (
+                Some(30),
+                Some(10),
+                Some(2),
+                30,
+                "desired again: a stale removal is ignored",
+            ),
+            (None, Some(10), None, 10, "unknown run: the new spec's"),
+            (
+                None,
+                None,
+                None,
+                DEFAULT_GRACE_SECS,
+                "left over: the default",
+            ),
+            (None, None, Some(5), 5, "left over but removed with a grace"),
+        ] {
+            assert_eq!(stop_grace(ran, new, removal), want, "{why}");
+        }
+    }
+
+    #[test]
     fn without_an_engine_every_pod_waits_for_it() {
         let mut set = DesiredSet {
             generation: 3,
-            pods: BTreeMap::new(),
+            ..DesiredSet::default()
         };
         let spec = PodSpec::new("web", vec![ContainerSpec::new("a", "x:1")]);
         set.pods.insert(

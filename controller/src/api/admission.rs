@@ -32,7 +32,8 @@
 //!   get its old address back, and probes upwards from there.
 //! - **Updates** keep what the server set: a pod's binding and status, a
 //!   Service's cluster IP and node ports (an apply that leaves them out
-//!   keeps them). Immutable fields are refused with a message saying to
+//!   keeps them) and its status (the load balancer ingress the servicelb
+//!   controller writes). Immutable fields are refused with a message saying to
 //!   delete and re-create: a bound pod's `spec.nodeName`, a ReplicaSet's
 //!   or Deployment's `spec.selector`, a Service's `spec.clusterIP`, a
 //!   PriorityClass's `value` and `preemptionPolicy`.
@@ -80,6 +81,16 @@ impl Ipv4Cidr {
             ));
         }
         Ok(Ipv4Cidr { network, prefix })
+    }
+
+    /// The network address.
+    pub fn network(&self) -> Ipv4Addr {
+        self.network
+    }
+
+    /// The prefix length.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
     }
 
     /// Addresses that may be given: all but the network and broadcast

@@ -114,6 +114,23 @@ pub fn deletion(obj: &Object, now: Time) -> Deletion {
     }
 }
 
+/// Like [`deletion`], with the caller's grace period (Kubernetes'
+/// `deleteOptions.gracePeriodSeconds`: an eviction's, `delete
+/// --grace-period`) recorded as the pod's `deletionGracePeriodSeconds` in
+/// place of its own `terminationGracePeriodSeconds`. The node stops the
+/// pod's containers with it.
+pub fn deletion_with_grace(obj: &Object, now: Time, grace_seconds: Option<i64>) -> Deletion {
+    match deletion(obj, now) {
+        Deletion::Graceful(mut obj) => {
+            if let (Some(g), Object::Pod(p)) = (grace_seconds, obj.as_mut()) {
+                p.metadata.deletion_grace_period_seconds = Some(g.max(0));
+            }
+            Deletion::Graceful(obj)
+        }
+        other => other,
+    }
+}
+
 /// `kind/name`, or `kind/namespace/name` outside the default namespace:
 /// how events and messages name an object.
 pub fn object_ref(kind: Kind, namespace: &str, name: &str) -> String {

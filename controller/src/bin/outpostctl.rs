@@ -277,6 +277,15 @@ struct DeleteArgs {
     /// An object that does not exist is not an error.
     #[arg(long)]
     ignore_not_found: bool,
+    /// Seconds a pod gets to stop (recorded as its
+    /// deletionGracePeriodSeconds; its node stops the containers with it).
+    /// Negative: the pod's own terminationGracePeriodSeconds. 0 is taken
+    /// as 1, as kubectl does without --force.
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    grace_period: i64,
+    /// Stop pods at once (the same as --grace-period 1).
+    #[arg(long)]
+    now: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -290,8 +299,8 @@ struct DrainArgs {
     #[arg(long)]
     force: bool,
     /// Seconds each pod gets to stop, recorded on the pod as
-    /// deletionGracePeriodSeconds (-1: the pod's own
-    /// terminationGracePeriodSeconds, which is what agents stop it with).
+    /// deletionGracePeriodSeconds; its node's agent stops the containers
+    /// with it (-1: the pod's own terminationGracePeriodSeconds).
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     grace_period: i64,
     /// Evict pods with emptyDir volumes too (their data is lost).
@@ -390,6 +399,7 @@ fn reason(code: ErrorCode) -> &'static str {
         ErrorCode::Unauthenticated | ErrorCode::InvalidToken => "Unauthorized",
         ErrorCode::Internal => "InternalError",
         ErrorCode::TooManyRequests => "TooManyRequests",
+        ErrorCode::Unavailable => "ServiceUnavailable",
     }
 }
 
@@ -1305,13 +1315,26 @@ async fn delete(cfg: &ClientConfig, args: DeleteArgs, fmt: Format) -> Result<()>
         Cascade::Background => Propagation::Background,
         Cascade::Orphan => Propagation::Orphan,
     };
+    let grace = input::delete_grace(args.grace_period, args.now)?;
+    if args.grace_period == 0 {
+        eprintln!("warning: --grace-period 0 is taken as 1 (immediate shutdown): Outpost has no forced deletion");
+    }
     let mut failed = false;
     for (kind, ns, name) in objects {
-        let req = AdminRequest::Delete(outpost_proto::DeleteRequest {
+        let request = outpost_proto::DeleteRequest {
             object: object_ref(kind, &ns, &name),
             propagation,
             dry_run: args.dry_run.on(),
-        });
+        };
+        // A grace period is for pods; a plain delete also reaches a
+        // controller older than the grace period's request.
+        let req = match grace {
+            Some(grace_period_seconds) if kind == Kind::Pod => AdminRequest::DeleteWithGrace {
+                request,
+                grace_period_seconds,
+            },
+            _ => AdminRequest::Delete(request),
+        };
         match done(cfg, "a delete", req).await {
             Ok(_) if fmt == Format::Name => emit(&format!("{}/{name}\n", kind.qualified())),
             Ok(_) => emit(&format!(

@@ -38,9 +38,14 @@
 //! node that reports them) stands in for it, so the surge pods pull while
 //! the old ones serve and a site on a slow link does not spend its
 //! maxUnavailable waiting for bytes (Kubernetes stops maxUnavailable old
-//! pods at once, before any new pod is even placed). Without surge room
-//! (`maxSurge: 0`, Recreate) an old pod must go first to make room, as in
-//! Kubernetes.
+//! pods at once, before any new pod is even placed).
+//!
+//! Without surge room (`maxSurge: 0`, Recreate), old pods are stopped only
+//! once the nodes they run on hold the new template's images, or
+//! `progressDeadlineSeconds` after the wait began (a Warning event says
+//! so): see [`prefetch`]. The wait shows as the Deployment's
+//! `ImagesPrefetched` condition (`False`, `Prefetching`, naming the nodes
+//! and images still missing).
 //!
 //! Two departures from Kubernetes, both found by the property test in
 //! `tests.rs`: room for the new ReplicaSet counts the pods a scaled-down
@@ -51,6 +56,7 @@
 //! annotation (Kubernetes leaves it stale, and every later sync is then a
 //! scaling event that never resumes the rollout).
 
+use super::prefetch;
 use super::replicas::{self, controlled_pods, Counts};
 use super::replicaset::REPLICA_FAILURE;
 use super::{Controller, Outcome, Write};
@@ -248,6 +254,9 @@ struct Sync<'a> {
     writes: Vec<Write>,
     requeue: Option<Duration>,
     me: String,
+    /// Old pods were held for images this rollout and are let go now (the
+    /// images came, or the wait gave up): a step, so progress.
+    prefetch_ended: bool,
 }
 
 impl<'a> Sync<'a> {
@@ -286,6 +295,7 @@ impl<'a> Sync<'a> {
             writes: Vec::new(),
             requeue: None,
             me: object_ref(Kind::Deployment, &d.metadata.namespace, &d.metadata.name),
+            prefetch_ended: false,
         }
     }
 
@@ -779,6 +789,93 @@ impl<'a> Sync<'a> {
         }
     }
 
+    /// A spec the controller has not observed yet starts the image wait
+    /// over: a condition from an earlier template says nothing of this one.
+    fn reset_prefetch_on_spec_change(&mut self) {
+        if self.d.metadata.generation != self.d.status.observed_generation {
+            self.d
+                .status
+                .conditions
+                .retain(|c| c.kind != prefetch::IMAGES_PREFETCHED);
+        }
+    }
+
+    /// Images before old pods without surge room (see [`prefetch`]):
+    /// whether the old pods must keep running for now, while the nodes
+    /// they run on fetch the new template's images.
+    fn prefetch_holds(&mut self, new: Option<usize>) -> bool {
+        let no_surge = match self.d.spec.strategy.kind {
+            StrategyType::Recreate => true,
+            StrategyType::RollingUpdate => max_surge(&self.d) == 0,
+        };
+        if !no_surge {
+            return false;
+        }
+        let nodes: std::collections::BTreeSet<&str> = self
+            .old(new)
+            .into_iter()
+            .flat_map(|i| self.rss[i].pods.iter())
+            .filter(|p| replicas::is_active(p))
+            .filter_map(|p| p.node())
+            .collect();
+        let images: Vec<&str> = self.d.spec.template.spec.images().collect();
+        let missing = prefetch::missing(self.cache, nodes, &images);
+        let cur = condition(&self.d.status.conditions, prefetch::IMAGES_PREFETCHED).cloned();
+        let deadline = progress_deadline(&self.d);
+        match prefetch::decide(cur.as_ref(), &missing, deadline, self.now) {
+            prefetch::Decision::Go => {
+                if cur.is_some_and(|c| c.reason == prefetch::PREFETCHING) {
+                    set_condition(
+                        &mut self.d.status.conditions,
+                        prefetch::IMAGES_PREFETCHED,
+                        ConditionStatus::True,
+                        prefetch::IMAGES_PRESENT,
+                        "Every node of an old pod holds the new images",
+                        self.now,
+                    );
+                    self.prefetch_ended = true;
+                }
+                false
+            }
+            prefetch::Decision::Wait { until, .. } => {
+                set_condition(
+                    &mut self.d.status.conditions,
+                    prefetch::IMAGES_PREFETCHED,
+                    ConditionStatus::False,
+                    prefetch::PREFETCHING,
+                    &prefetch::waiting_message(&missing),
+                    self.now,
+                );
+                self.requeue_at(until);
+                true
+            }
+            prefetch::Decision::GiveUp { since } => {
+                let message = format!(
+                    "{} still missing after {}s (progressDeadlineSeconds); old pods are stopped now and the new ones pull where they land",
+                    prefetch::missing_list(&missing),
+                    self.now.since(since).as_secs()
+                );
+                set_condition(
+                    &mut self.d.status.conditions,
+                    prefetch::IMAGES_PREFETCHED,
+                    ConditionStatus::False,
+                    prefetch::PREFETCH_DEADLINE_EXCEEDED,
+                    &message,
+                    self.now,
+                );
+                self.writes.push(Write::event(
+                    EventType::Warning,
+                    prefetch::PREFETCH_DEADLINE_EXCEEDED,
+                    self.me.clone(),
+                    format!("Images not fetched in time: {message}"),
+                ));
+                self.prefetch_ended = true;
+                false
+            }
+            prefetch::Decision::GaveUpBefore => false,
+        }
+    }
+
     /// New pods not yet available that have what they need to start where
     /// they are bound (see [`staged`]): the ones whose image pull is over.
     fn staged_unavailable(&self, new: usize) -> i32 {
@@ -794,7 +891,9 @@ impl<'a> Sync<'a> {
             return;
         };
         let held = self.held(Some(new));
-        if self.reconcile_new(new) || (!held && self.reconcile_old(new)) {
+        if self.reconcile_new(new)
+            || (!held && !self.prefetch_holds(Some(new)) && self.reconcile_old(new))
+        {
             self.sync_rollout_status(Some(new));
             return;
         }
@@ -816,6 +915,10 @@ impl<'a> Sync<'a> {
 
     fn rollout_recreate(&mut self) {
         let new = self.sync_revision(false);
+        if self.prefetch_holds(new) {
+            self.sync_rollout_status(new);
+            return;
+        }
         let mut scaled_down = false;
         for i in self.old(new) {
             if self.rss[i].spec() > 0 {
@@ -962,7 +1065,9 @@ impl<'a> Sync<'a> {
                             &format!("{what} has successfully progressed."),
                             self.now,
                         );
-                    } else if progressing(&self.d.status, &st) && !self.held(new) {
+                    } else if (progressing(&self.d.status, &st) || self.prefetch_ended)
+                        && !self.held(new)
+                    {
                         let message = format!("{what} is progressing.");
                         let transition = cur
                             .as_ref()
@@ -1179,6 +1284,18 @@ impl Controller for DeploymentController {
                     }
                 }
             }
+            // A node's image list: a Deployment waiting for images there
+            // may go on.
+            Kind::Node => {
+                let images = |c: &Option<crate::cache::Cached>| {
+                    c.as_ref()
+                        .and_then(|c| c.as_node())
+                        .map(|n| n.images.clone())
+                };
+                if images(&change.old) != images(&change.new) {
+                    out.extend(prefetch::waiting_on(cache, &change.key));
+                }
+            }
             _ => {}
         }
         out.sort_unstable();
@@ -1209,6 +1326,7 @@ impl Controller for DeploymentController {
             return s.finish();
         }
         s.reset_deadline_on_spec_change();
+        s.reset_prefetch_on_spec_change();
         s.check_paused_conditions();
         // While paused only scaling happens; a scaling event is handled
         // before any rollout step, as Kubernetes does.

@@ -141,15 +141,7 @@ impl Eviction {
 /// How a pod that is evicted is deleted: gracefully when bound (with
 /// `grace_seconds` when given, else its own termination grace period).
 fn deletion_of(pod: &Pod, grace_seconds: Option<i64>, now: Time) -> Deletion {
-    match machinery::deletion(&Object::Pod(pod.clone()), now) {
-        Deletion::Graceful(mut obj) => {
-            if let (Some(g), Object::Pod(p)) = (grace_seconds, obj.as_mut()) {
-                p.metadata.deletion_grace_period_seconds = Some(g.max(0));
-            }
-            Deletion::Graceful(obj)
-        }
-        other => other,
-    }
+    machinery::deletion_with_grace(&Object::Pod(pod.clone()), now, grace_seconds)
 }
 
 /// Decides the eviction of pod `namespace/name` (see the module doc).

@@ -21,9 +21,11 @@ pub mod eviction;
 pub mod gc;
 pub mod nodelifecycle;
 pub mod plane;
+pub mod prefetch;
 pub mod queue;
 pub mod replicas;
 pub mod replicaset;
+pub mod servicelb;
 pub mod sites;
 pub mod status;
 #[cfg(test)]
@@ -128,8 +130,8 @@ pub struct ControllersConfig {
 }
 
 /// Every workload controller, in the order the control loop runs them:
-/// Deployments, ReplicaSets, the garbage collector, Endpoints, node
-/// lifecycle, disruption budgets.
+/// Deployments, ReplicaSets, the garbage collector, Endpoints, the service
+/// load balancer, node lifecycle, disruption budgets.
 pub fn standard(cfg: &ControllersConfig) -> Vec<Box<dyn Controller>> {
     vec![
         Box::new(deployment::DeploymentController),
@@ -138,6 +140,7 @@ pub fn standard(cfg: &ControllersConfig) -> Vec<Box<dyn Controller>> {
         )),
         Box::new(gc::GarbageCollector),
         Box::new(endpoints::EndpointsController),
+        Box::new(servicelb::ServiceLbController),
         Box::new(nodelifecycle::NodeLifecycleController::new(
             cfg.node_lifecycle.clone(),
         )),

@@ -69,6 +69,9 @@ pub struct StepReport {
     pub busy: bool,
     /// The cache had to be rebuilt from a fresh list.
     pub relisted: bool,
+    /// A Service or Endpoints changed (or the cache was rebuilt): the
+    /// agents' Service routes may have changed.
+    pub routes_changed: bool,
 }
 
 struct Slot {
@@ -205,6 +208,7 @@ impl ControlPlane {
                     *self.cache.write().unwrap_or_else(|p| p.into_inner()) = fresh;
                     self.resync(now);
                     report.relisted = true;
+                    report.routes_changed = true;
                     // Every node may have missed something.
                     let cache = self.read();
                     let nodes: Vec<String> = cache.keys(Kind::Node);
@@ -237,6 +241,20 @@ impl ControlPlane {
                 }
                 if ch.kind == Kind::Pod {
                     touched_nodes(ch, &cache, &mut report.nodes_touched);
+                }
+                report.routes_changed |= matches!(ch.kind, Kind::Service | Kind::Endpoints);
+                if ch.kind == Kind::Deployment {
+                    let deployment = |c: &Option<crate::cache::Cached>| match c {
+                        Some(crate::cache::Cached::Deployment(d)) => Some(d.clone()),
+                        _ => None,
+                    };
+                    let (old, new) = (deployment(&ch.old), deployment(&ch.new));
+                    super::prefetch::touched_nodes(
+                        &cache,
+                        old.as_deref(),
+                        new.as_deref(),
+                        &mut report.nodes_touched,
+                    );
                 }
             }
         }

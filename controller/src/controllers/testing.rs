@@ -213,6 +213,7 @@ impl Harness {
         rec.info.os = "linux".into();
         rec.info.addresses = vec![format!("127.0.1.{n}")];
         rec.ready = Some(ready_condition(true, self.now));
+        rec.protocol = outpost_proto::PROTOCOL_VERSION;
         self.put_node(&rec);
     }
 
@@ -369,12 +370,44 @@ impl Harness {
         self.run_until(self.now.plus(d));
     }
 
+    /// Agents on a fast link: every image a node is asked to fetch ahead
+    /// of a rollout (`controllers::prefetch`) is in its image list by the
+    /// next step.
+    fn agents_fetch_images(&mut self) {
+        let fetched: Vec<NodeRecord> = {
+            let cache = self.cache();
+            cache
+                .nodes()
+                .filter(|n| !self.silent.contains(&n.name))
+                .filter_map(|n| {
+                    let wanted = crate::controllers::prefetch::wanted_images(&cache, &n.name);
+                    let mut rec = (**n).clone();
+                    for image in wanted {
+                        if !rec.images.iter().any(|i| i.names.contains(&image)) {
+                            rec.images.push(outpost_proto::ImageSummary {
+                                names: vec![image],
+                                size_bytes: 1 << 20,
+                                architecture: rec.info.arch.clone(),
+                                os: rec.info.os.clone(),
+                            });
+                        }
+                    }
+                    (rec.images != n.images).then_some(rec)
+                })
+                .collect()
+        };
+        for rec in fetched {
+            self.put_node(&rec);
+        }
+    }
+
     /// Writes over `n` steps with nothing happening (time standing still).
     pub fn idle_writes(&mut self, n: usize) -> usize {
         (0..n).map(|_| self.step().writes).sum()
     }
 
     fn agents_report(&mut self) {
+        self.agents_fetch_images();
         let mut out: Vec<(String, Entry)> = Vec::new();
         {
             let shared = self.cache.clone();

@@ -335,8 +335,60 @@ pub fn chunks(docs: Vec<Document>, max_frame: usize) -> Result<Vec<Vec<Document>
     Ok(out)
 }
 
+/// A `delete --grace-period` / `--now` that cannot be honoured.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GraceError {
+    #[error("--now and --grace-period cannot be specified together")]
+    NowAndGrace,
+    #[error("--grace-period {0} is more than a day ({max}s); pods are stopped sooner", max = outpost_proto::MAX_REMOVAL_GRACE_SECS)]
+    TooLong(i64),
+}
+
+/// The grace period `delete --grace-period G [--now]` asks for, with
+/// kubectl's rules: negative is the pod's own (`None`); 0 becomes 1 (only a
+/// forced deletion may skip the node's confirmation, and Outpost has none);
+/// `--now` is 1 and cannot be combined with a grace period.
+pub fn delete_grace(grace_period: i64, now: bool) -> Result<Option<u32>, GraceError> {
+    if now {
+        if grace_period >= 0 {
+            return Err(GraceError::NowAndGrace);
+        }
+        return Ok(Some(1));
+    }
+    if grace_period < 0 {
+        return Ok(None);
+    }
+    u32::try_from(grace_period.max(1))
+        .ok()
+        .filter(|g| *g <= outpost_proto::MAX_REMOVAL_GRACE_SECS)
+        .map(Some)
+        .ok_or(GraceError::TooLong(grace_period))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn delete_grace_follows_kubectl() {
+        use super::{delete_grace, GraceError};
+        for (grace, now, want) in [
+            (-1, false, Ok(None)),
+            (-1, true, Ok(Some(1))),
+            (0, false, Ok(Some(1))),
+            (2, false, Ok(Some(2))),
+            (86_400, false, Ok(Some(86_400))),
+            (86_401, false, Err(GraceError::TooLong(86_401))),
+            (i64::MAX, false, Err(GraceError::TooLong(i64::MAX))),
+            (0, true, Err(GraceError::NowAndGrace)),
+            (5, true, Err(GraceError::NowAndGrace)),
+        ] {
+            assert_eq!(
+                delete_grace(grace, now),
+                want,
+                "--grace-period {grace} --now={now}"
+            );
+        }
+    }
+
     use super::*;
     use outpost_proto::{AdminRequest, ApplyRequest, Message};
 

@@ -43,6 +43,9 @@ pub struct SimConfig {
     pub pod_stop: Duration,
     /// How often the registry looks for expired leases (the controller: 1 s).
     pub lease_tick: Duration,
+    /// How long a node takes to fetch an image it is asked for ahead of a
+    /// rollout.
+    pub image_pull: Duration,
 }
 
 impl Default for SimConfig {
@@ -53,6 +56,7 @@ impl Default for SimConfig {
             pod_start: Duration::from_secs(1),
             pod_stop: Duration::from_secs(1),
             lease_tick: Duration::from_secs(1),
+            image_pull: Duration::from_secs(1),
         }
     }
 }
@@ -209,49 +213,19 @@ impl Sim {
     pub fn add_node(&mut self, spec: NodeSpec) {
         let name = spec.name.clone();
         let now = self.instant();
-        let mut agent_labels = spec.labels.clone();
-        agent_labels.insert(SITE_LABEL.to_string(), spec.site.clone());
-        let rec = NodeRecord::new(
+        let mut rec = NodeRecord::new(
             &name,
             BTreeMap::new(),
-            agent_labels.clone(),
+            agent_labels(&spec),
             format!("serial-{name}"),
             self.now.ms() + 365 * 86_400_000,
             self.now.ms(),
         );
+        // It reads `agents::desired_for` whole: the current protocol.
+        rec.protocol = outpost_proto::PROTOCOL_VERSION;
         let mut changes = self.registry.register(rec, now, self.now.ms());
         let index = u32::try_from(self.nodes.len()).unwrap_or(u32::MAX);
-        let report = NodeReport {
-            info: NodeInfo {
-                arch: spec.arch.clone(),
-                os: "linux".into(),
-                hostname: name.clone(),
-                agent_version: "sim".into(),
-                runtime: RuntimeInfo {
-                    name: "sim".into(),
-                    version: "1".into(),
-                    available: true,
-                    message: String::new(),
-                },
-                addresses: vec![format!("192.168.{}.{}", (index >> 8) & 0xff, index & 0xff)],
-                ..NodeInfo::default()
-            },
-            capacity: spec.allocatable,
-            allocatable: spec.allocatable,
-            conditions: Vec::new(),
-            signals: Vec::new(),
-            labels: agent_labels,
-            images: spec
-                .images
-                .iter()
-                .map(|i| ImageSummary {
-                    names: vec![i.clone()],
-                    size_bytes: 100 << 20,
-                    architecture: spec.arch.clone(),
-                    os: "linux".into(),
-                })
-                .collect(),
-        };
+        let report = node_report(&spec, index);
         changes.extend(self.registry.report(&name, report, now, self.now.ms()));
         self.commit_registry(changes);
         let mut node = SimNode::new(spec, index);
@@ -321,19 +295,50 @@ impl Sim {
 
     fn sync_node(&mut self, name: &str) {
         let cache = self.plane.cache();
-        let (start, stop) = (self.cfg.pod_start, self.cfg.pod_stop);
+        let (start, stop, pull) = (self.cfg.pod_start, self.cfg.pod_stop, self.cfg.image_pull);
         let now = self.now;
         let Some(n) = self.nodes.get_mut(name) else {
             return;
         };
         {
             let c = cache.read().unwrap_or_else(|p| p.into_inner());
-            n.sync(&c, now, start, stop);
+            n.sync(&c, now, start, stop, pull);
         }
         let due = n.due();
         self.set_timer(name, due);
         if let Some(update) = self.nodes.get_mut(name).and_then(|n| n.advance(now)) {
             self.report(name, update);
+        }
+        self.report_images(name);
+    }
+
+    /// Reports a node's image list again when an image arrived.
+    fn report_images(&mut self, name: &str) {
+        let Some(n) = self.nodes.get_mut(name) else {
+            return;
+        };
+        // A node cut off reports its images once it is back.
+        if !n.connected || !n.take_images_changed() {
+            return;
+        }
+        let report = node_report(&n.spec, n.index());
+        let at = self.instant();
+        let changes = self.registry.report(name, report, at, self.now.ms());
+        self.commit_registry(changes);
+    }
+
+    /// Node `name`'s agent says hello in protocol `version` (an older
+    /// agent: 3 is not asked for images).
+    pub fn set_protocol(&mut self, name: &str, version: u32) {
+        let changes = self.registry.session_protocol(name, version);
+        self.commit_registry(changes);
+    }
+
+    /// Whether node `name` gets the images it is asked to fetch (see
+    /// [`SimNode::can_pull`]).
+    pub fn set_can_pull(&mut self, name: &str, on: bool) {
+        if let Some(n) = self.nodes.get_mut(name) {
+            n.can_pull = on;
         }
     }
 
@@ -408,7 +413,7 @@ impl Sim {
         propagation: Propagation,
     ) -> Result<(), ErrorMsg> {
         let objects = self.objects();
-        let (_, planned) = objects.plan_delete(kind, ns, name, propagation, self.now)?;
+        let (_, planned) = objects.plan_delete(kind, ns, name, propagation, None, self.now)?;
         if let Some(p) = planned {
             self.commit(p)?;
         }
@@ -544,6 +549,7 @@ impl Sim {
                 if let Some(u) = update {
                     self.report(n, u);
                 }
+                self.report_images(n);
             }
             if self.next_heartbeat <= now {
                 let at = self.instant();
@@ -620,10 +626,55 @@ impl Sim {
     }
 }
 
+/// The labels a simulated agent asserts: its own and its site.
+fn agent_labels(spec: &NodeSpec) -> BTreeMap<String, String> {
+    let mut labels = spec.labels.clone();
+    labels.insert(SITE_LABEL.to_string(), spec.site.clone());
+    labels
+}
+
+/// What a simulated agent reports: its spec's resources, labels and images.
+fn node_report(spec: &NodeSpec, index: u32) -> NodeReport {
+    let name = spec.name.clone();
+    NodeReport {
+        info: NodeInfo {
+            arch: spec.arch.clone(),
+            os: "linux".into(),
+            hostname: name.clone(),
+            agent_version: "sim".into(),
+            runtime: RuntimeInfo {
+                name: "sim".into(),
+                version: "1".into(),
+                available: true,
+                message: String::new(),
+            },
+            addresses: vec![format!("192.168.{}.{}", (index >> 8) & 0xff, index & 0xff)],
+            ..NodeInfo::default()
+        },
+        capacity: spec.allocatable,
+        allocatable: spec.allocatable,
+        conditions: Vec::new(),
+        signals: Vec::new(),
+        labels: agent_labels(spec),
+        images: spec
+            .images
+            .iter()
+            .map(|i| ImageSummary {
+                names: vec![i.clone()],
+                size_bytes: 100 << 20,
+                architecture: spec.arch.clone(),
+                os: "linux".into(),
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod drain_tests;
 #[cfg(test)]
 mod failure_tests;
+#[cfg(test)]
+mod prefetch_tests;
 #[cfg(test)]
 mod rollout_tests;
 #[cfg(test)]

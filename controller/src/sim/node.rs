@@ -5,7 +5,10 @@
 //! IP), stops a removed one after a stop delay and reports it gone, and
 //! answers with the same `PodStatusUpdate`s a real agent sends. A pod with
 //! a container whose image is in [`SimNode::unready_images`] runs but never
-//! gets Ready, as a pod whose readiness probe always fails.
+//! gets Ready, as a pod whose readiness probe always fails. Images it is
+//! asked to fetch ahead of a rollout arrive after the pull time (unless
+//! [`SimNode::can_pull`] is off) and are reported as a real agent's
+//! housekeeping reports its image list.
 
 use crate::api::Time;
 use crate::cache::Cache;
@@ -81,6 +84,13 @@ pub struct SimNode {
     /// Images whose containers never pass their readiness probe: pods
     /// started with one of them from now on run but stay not Ready.
     pub unready_images: BTreeSet<String>,
+    /// Whether images it is asked to fetch ahead of a rollout arrive (a
+    /// site without a registry or a link that never delivers: they don't).
+    pub can_pull: bool,
+    /// Wanted images being fetched, with when each is in.
+    pulling: BTreeMap<String, Time>,
+    /// An image arrived since the last report of the image list.
+    images_changed: bool,
 }
 
 impl SimNode {
@@ -95,7 +105,21 @@ impl SimNode {
             ip_seq: 0,
             index,
             unready_images: BTreeSet::new(),
+            can_pull: true,
+            pulling: BTreeMap::new(),
+            images_changed: false,
         }
+    }
+
+    /// Whether the image list changed since last asked (then the node
+    /// reports it again, as a real agent's housekeeping does).
+    pub fn take_images_changed(&mut self) -> bool {
+        std::mem::take(&mut self.images_changed)
+    }
+
+    /// Its place in the fleet (addresses derive from it).
+    pub fn index(&self) -> u32 {
+        self.index
     }
 
     /// Pods it runs (any state).
@@ -120,12 +144,27 @@ impl SimNode {
         )
     }
 
-    /// Takes the desired-pod delta since its acknowledged revision.
-    pub fn sync(&mut self, cache: &Cache, now: Time, start: Duration, stop: Duration) {
+    /// Takes the desired-pod delta since its acknowledged revision, and
+    /// starts fetching wanted images it lacks (each takes `pull`).
+    pub fn sync(
+        &mut self,
+        cache: &Cache,
+        now: Time,
+        start: Duration,
+        stop: Duration,
+        pull: Duration,
+    ) {
         if !self.connected {
             return;
         }
         let desired = crate::agents::desired_for(cache, &self.spec.name, self.acked);
+        if self.can_pull {
+            for image in &desired.images {
+                if !self.spec.images.contains(image) {
+                    self.pulling.entry(image.clone()).or_insert(now.plus(pull));
+                }
+            }
+        }
         if desired.full {
             let keep: BTreeSet<String> = desired.pods.iter().map(|p| p.spec.key()).collect();
             let drop: Vec<String> = self
@@ -138,11 +177,15 @@ impl SimNode {
                 self.stop(&k, now, stop);
             }
         }
-        for k in desired.removed {
-            if self.pods.contains_key(&k) {
-                self.stop(&k, now, stop);
+        for r in desired.removed {
+            // A deletion's grace period bounds how long the pod takes to stop.
+            let took = r
+                .grace_period_seconds
+                .map_or(stop, |g| stop.min(Duration::from_secs(u64::from(g))));
+            if self.pods.contains_key(&r.key) {
+                self.stop(&r.key, now, took);
             } else {
-                self.gone.push(k);
+                self.gone.push(r.key);
             }
         }
         for d in desired.pods {
@@ -191,11 +234,23 @@ impl SimNode {
                 State::Starting(t) | State::Stopping(t) => Some(t),
                 State::Running => None,
             })
+            .chain(self.pulling.values().copied())
             .min()
     }
 
     /// Moves pods whose time came; returns the status update to send.
     pub fn advance(&mut self, now: Time) -> Option<PodStatusUpdate> {
+        let arrived: Vec<String> = self
+            .pulling
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(i, _)| i.clone())
+            .collect();
+        for image in arrived {
+            self.pulling.remove(&image);
+            self.spec.images.push(image);
+            self.images_changed = true;
+        }
         let mut finished = Vec::new();
         for (k, p) in &mut self.pods {
             match p.state {

@@ -1,6 +1,10 @@
 //! `outpost-http`: a tiny HTTP/1.1 server that answers with its pod name.
 //!
-//! Every GET answers `<pod name>\n`; `/healthz` answers `ok\n` (200) or
+//! Every GET answers `<pod name>\n`; with `--upstream URL` (or
+//! `$UPSTREAM`), a GET of `/` calls that URL ([`crate::upstream`]) and
+//! answers `<pod name> -> <upstream's answer>\n`, so a chain of tiers
+//! answers `frontend-x -> backend-y -> store-z`, or 502 with a one-line
+//! reason (`upstream store:80: connection refused`). `/healthz` answers `ok\n` (200) or
 //! `failing\n` (500); `/fail` flips between the two so a test can make
 //! liveness and readiness probes fail and then recover. `outpost-http --probe`
 //! asks the local server's `/healthz` and exits 0 or 1, for exec probes.
@@ -19,19 +23,26 @@ use std::thread;
 use std::time::Duration;
 
 use crate::cli::{self, Flag, Flags, Parsed, UsageError};
+use crate::dns::ResolvConf;
+use crate::upstream::{self, Upstream};
 
 pub const USAGE: &str = "\
 outpost-http: answers every GET with the pod name (test workload)
 
-Usage: outpost-http [--port P] [--max-connections N]
+Usage: outpost-http [--port P] [--max-connections N] [--upstream URL]
        outpost-http --probe [--port P]
 
   GET /healthz   200 'ok', or 500 'failing' after /fail
   GET /fail      toggles /healthz between ok and failing
+  GET /          with --upstream: 200 '<pod name> -> <upstream's answer>',
+                 or 502 'upstream NAME:PORT: <why>' (connect 2 s, total 5 s)
   GET <other>    200 with the pod name ($POD_NAME, else the hostname)
+  UDP on P       each datagram is answered '<pod name> <datagram>'
 
 Options:
   --port P              listen on 0.0.0.0:P (default $PORT, else 8080)
+  --upstream URL        http://NAME:PORT/PATH to call on GET / (default
+                        $UPSTREAM); NAME resolves by /etc/resolv.conf
   --max-connections N   connections served at once; more get 503 (default 64)
   --probe               GET /healthz on 127.0.0.1:P; exit 0 if 200, else 1
   -h, --help            this text
@@ -50,13 +61,21 @@ pub struct Config {
     pub max_connections: usize,
     /// Check the local server's health instead of serving.
     pub probe: bool,
+    /// Called on `GET /`.
+    pub upstream: Option<Upstream>,
 }
 
-/// Parses the arguments; `env_port` is `$PORT`, which `--port` overrides.
-pub fn parse(args: Vec<String>, env_port: Option<String>) -> Result<Parsed<Config>, UsageError> {
+/// Parses the arguments; `env_port` is `$PORT`, which `--port` overrides,
+/// and `env_upstream` is `$UPSTREAM`, which `--upstream` overrides.
+pub fn parse(
+    args: Vec<String>,
+    env_port: Option<String>,
+    env_upstream: Option<String>,
+) -> Result<Parsed<Config>, UsageError> {
     let mut port = None;
     let mut max_connections = 64;
     let mut probe = false;
+    let mut upstream = None;
     let mut flags = Flags::new(args);
     while let Some(flag) = flags.next_flag()? {
         let Flag::Named { name, inline } = flag else {
@@ -69,6 +88,7 @@ pub fn parse(args: Vec<String>, env_port: Option<String>) -> Result<Parsed<Confi
             }
             "probe" if inline.is_none() => probe = true,
             "probe" => return Err(UsageError("--probe takes no value".into())),
+            "upstream" => upstream = Some(flags.value(&name, inline)?),
             _ => return Err(cli::unknown(&name)),
         }
     }
@@ -77,10 +97,15 @@ pub fn parse(args: Vec<String>, env_port: Option<String>) -> Result<Parsed<Confi
         (None, Some(raw)) if !raw.is_empty() => cli::number("$PORT", &raw, 1, 65535)?,
         (None, _) => 8080,
     };
+    let upstream = match upstream.or(env_upstream.filter(|u| !u.trim().is_empty())) {
+        Some(url) => Some(Upstream::parse(url.trim()).map_err(UsageError)?),
+        None => None,
+    };
     Ok(Parsed::Run(Config {
         port: u16::try_from(port).unwrap_or(8080),
         max_connections: usize::try_from(max_connections).unwrap_or(64),
         probe,
+        upstream,
     }))
 }
 
@@ -104,6 +129,11 @@ pub struct State {
     /// Set by `/fail`, cleared by the next `/fail`.
     pub failing: AtomicBool,
     active: AtomicUsize,
+    /// Called on `GET /`.
+    pub upstream: Option<Upstream>,
+    /// Resolver configuration for the upstream's name: `None` reads
+    /// `/etc/resolv.conf` on every call (tests give their own).
+    pub resolv_conf: Option<ResolvConf>,
 }
 
 impl State {
@@ -112,6 +142,27 @@ impl State {
             name,
             failing: AtomicBool::new(false),
             active: AtomicUsize::new(0),
+            upstream: None,
+            resolv_conf: None,
+        }
+    }
+
+    /// This state calling `upstream` on `GET /`.
+    pub fn with_upstream(mut self, upstream: Option<Upstream>) -> Self {
+        self.upstream = upstream;
+        self
+    }
+
+    /// The answer to `GET /`: the pod name, or the name and the upstream's
+    /// answer.
+    fn root(&self) -> Response {
+        let Some(up) = &self.upstream else {
+            return Response::new(200, format!("{}\n", self.name));
+        };
+        let conf = || self.resolv_conf.clone().unwrap_or_else(ResolvConf::load);
+        match upstream::call(up, conf) {
+            Ok(answer) => Response::new(200, format!("{} -> {answer}\n", self.name)),
+            Err(why) => Response::new(502, format!("upstream {}: {why}\n", up.authority())),
         }
     }
 }
@@ -141,6 +192,7 @@ impl Response {
             405 => "Method Not Allowed",
             431 => "Request Header Fields Too Large",
             500 => "Internal Server Error",
+            502 => "Bad Gateway",
             503 => "Service Unavailable",
             505 => "HTTP Version Not Supported",
             _ => "Unknown",
@@ -191,6 +243,7 @@ pub fn respond(state: &State, head: &[u8]) -> Response {
             Response::new(200, "healthz now ok\n")
         }
         "/fail" => Response::new(200, "healthz now failing\n"),
+        "/" => state.root(),
         _ => Response::new(200, format!("{}\n", state.name)),
     };
     response.head_only = head_only;
@@ -280,8 +333,16 @@ fn handle(mut stream: TcpStream, slot: &Slot) {
 /// Serves forever (until killed); returns only if the port cannot be bound.
 pub fn serve(config: &Config, state: Arc<State>) -> io::Result<()> {
     let listener = TcpListener::bind(("0.0.0.0", config.port))?;
+    let udp = std::net::UdpSocket::bind(("0.0.0.0", config.port))?;
+    let name = state.name.clone();
+    thread::spawn(move || udp_echo(&udp, &name));
+    let calls = state
+        .upstream
+        .as_ref()
+        .map(|u| format!(", calling http://{}{} on GET /", u.authority(), u.path))
+        .unwrap_or_default();
     crate::outln!(
-        "outpost-http: pod {} listening on 0.0.0.0:{} (max {} connections)",
+        "outpost-http: pod {} listening on 0.0.0.0:{} (max {} connections{calls})",
         state.name,
         config.port,
         config.max_connections
@@ -307,6 +368,20 @@ pub fn serve(config: &Config, state: Arc<State>) -> io::Result<()> {
             // The slot moved into the closure that was never run, and was dropped with it.
             crate::errln!("outpost-http: cannot start a connection thread: {e}");
         }
+    }
+}
+
+/// Answers each datagram on `udp` with `<name> <datagram>` (for UDP
+/// Service tests), until the socket fails.
+fn udp_echo(udp: &std::net::UdpSocket, name: &str) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let Ok((n, from)) = udp.recv_from(&mut buf) else {
+            return;
+        };
+        let mut answer = format!("{name} ").into_bytes();
+        answer.extend_from_slice(&buf[..n]);
+        let _ = udp.send_to(&answer, from);
     }
 }
 
@@ -343,6 +418,7 @@ mod tests {
                 port,
                 max_connections: max,
                 probe,
+                upstream: None,
             }))
         };
         let cases: Vec<(&[&str], Option<&str>, cli::Expected<Config>)> = vec![
@@ -364,7 +440,7 @@ mod tests {
             (&["8080"], None, Err("unexpected argument '8080' (every option is a --flag)")),
         ];
         for (argv, env, want) in cases {
-            let got = parse(args(argv), env.map(str::to_string)).map_err(|e| e.0);
+            let got = parse(args(argv), env.map(str::to_string), None).map_err(|e| e.0);
             assert_eq!(got, want.map_err(str::to_string), "{argv:?} PORT={env:?}");
         }
     }
@@ -479,6 +555,7 @@ mod tests {
             port,
             max_connections: 4,
             probe: false,
+            upstream: None,
         };
         let state = Arc::new(State::new("tcp-test".into()));
         let served = Arc::clone(&state);
@@ -506,5 +583,188 @@ mod tests {
         assert_eq!(probe(port), Ok(false));
         get("/fail").unwrap();
         assert_eq!(probe(port), Ok(true));
+        // The same port over UDP echoes with the pod name.
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        udp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        udp.send_to(b"ping", ("127.0.0.1", port)).unwrap();
+        let mut buf = [0u8; 64];
+        let n = udp.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"tcp-test ping");
+    }
+
+    #[test]
+    fn parses_the_upstream() {
+        let up = |argv: &[&str], env: Option<&str>| {
+            parse(args(argv), None, env.map(str::to_string))
+                .map(|p| match p {
+                    Parsed::Run(c) => c.upstream.map(|u| u.authority() + &u.path),
+                    Parsed::Help => None,
+                })
+                .map_err(|e| e.0)
+        };
+        assert_eq!(up(&[], None), Ok(None));
+        assert_eq!(up(&[], Some(" ")), Ok(None));
+        assert_eq!(
+            up(&[], Some("http://store:80/")),
+            Ok(Some("store:80/".into()))
+        );
+        assert_eq!(
+            up(
+                &["--upstream", "http://backend:8080/x"],
+                Some("http://store:80/")
+            ),
+            Ok(Some("backend:8080/x".into())),
+            "the flag wins"
+        );
+        assert_eq!(
+            up(&["--upstream=ftp://x/"], None),
+            Err("invalid upstream \"ftp://x/\": expected http://NAME:PORT/PATH".into())
+        );
+        assert_eq!(
+            up(&["--upstream"], None),
+            Err("--upstream needs a value".into())
+        );
+    }
+
+    /// Serves `state` on a free loopback-reachable port; returns the port
+    /// once it answers.
+    fn start(state: State) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let config = Config {
+            port,
+            max_connections: 8,
+            probe: false,
+            upstream: None,
+        };
+        let state = Arc::new(state);
+        thread::spawn(move || serve(&config, state));
+        for _ in 0..100 {
+            if probe(port).is_ok() {
+                return port;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        panic!("server on {port} never answered");
+    }
+
+    fn get_root(port: u16) -> (u16, String) {
+        let up = Upstream::parse(&format!("http://127.0.0.1:{port}/")).unwrap();
+        match upstream::call(&up, ResolvConf::default) {
+            Ok(body) => (200, body),
+            Err(why) => {
+                // "answered 502: <body>"
+                let (status, body) = why
+                    .strip_prefix("answered ")
+                    .and_then(|w| w.split_once(": "))
+                    .unwrap_or_else(|| panic!("{why}"));
+                (status.parse().unwrap(), body.to_string())
+            }
+        }
+    }
+
+    #[test]
+    fn a_chain_of_tiers_names_every_pod_that_answered() {
+        let store = start(State::new("store-z".into()));
+        // The backend calls the store by IP literal, the frontend calls the
+        // backend by name through a DNS server on loopback and the search list.
+        let backend = start(State::new("backend-y".into()).with_upstream(Some(
+            Upstream::parse(&format!("http://127.0.0.1:{store}/")).unwrap(),
+        )));
+        let (dns, asked) = crate::dns::tests::fake_server(
+            [(
+                "backend.default.svc.cluster.local".to_string(),
+                std::net::Ipv4Addr::LOCALHOST,
+            )]
+            .into(),
+        );
+        let mut frontend = State::new("frontend-x".into()).with_upstream(Some(
+            Upstream::parse(&format!("http://backend:{backend}/")).unwrap(),
+        ));
+        frontend.resolv_conf = Some(ResolvConf {
+            nameservers: vec![dns],
+            search: vec![
+                "default.svc.cluster.local".into(),
+                "svc.cluster.local".into(),
+            ],
+            ndots: 5,
+            timeout: Duration::from_secs(1),
+            attempts: 1,
+        });
+        let frontend = start(frontend);
+        assert_eq!(
+            get_root(frontend),
+            (200, "frontend-x -> backend-y -> store-z".into())
+        );
+        assert_eq!(
+            asked.lock().unwrap().first().map(String::as_str),
+            Some("backend.default.svc.cluster.local")
+        );
+        // Other paths and health stay local.
+        let mut s = TcpStream::connect(("127.0.0.1", frontend)).unwrap();
+        s.write_all(b"GET /other HTTP/1.1\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(out.ends_with("\r\n\r\nfrontend-x\n"), "{out}");
+        assert_eq!(probe(frontend), Ok(true));
+    }
+
+    #[test]
+    fn an_upstream_failure_is_a_502_with_the_reason() {
+        // A port nobody listens on.
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let backend = start(State::new("backend-y".into()).with_upstream(Some(
+            Upstream::parse(&format!("http://127.0.0.1:{closed}/")).unwrap(),
+        )));
+        assert_eq!(
+            get_root(backend),
+            (
+                502,
+                format!("upstream 127.0.0.1:{closed}: connection refused")
+            )
+        );
+        // One tier up, the failure is passed on with where it happened.
+        let frontend = start(State::new("frontend-x".into()).with_upstream(Some(
+            Upstream::parse(&format!("http://127.0.0.1:{backend}/")).unwrap(),
+        )));
+        assert_eq!(
+            get_root(frontend),
+            (
+                502,
+                format!("upstream 127.0.0.1:{backend}: answered 502: upstream 127.0.0.1:{closed}: connection refused")
+            )
+        );
+        // An upstream that accepts and never answers: bounded by the total
+        // timeout.
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let up = Upstream::parse(&format!("http://127.0.0.1:{port}/")).unwrap();
+        let t = std::time::Instant::now();
+        assert_eq!(
+            upstream::call(&up, ResolvConf::default),
+            Err("no answer within 5s".into())
+        );
+        let took = t.elapsed();
+        assert!(
+            took >= upstream::TOTAL_TIMEOUT
+                && took < upstream::TOTAL_TIMEOUT + Duration::from_secs(2),
+            "{took:?}"
+        );
+        // A name nobody knows.
+        let (dns, _) = crate::dns::tests::fake_server(Default::default());
+        let conf = ResolvConf {
+            nameservers: vec![dns],
+            ..ResolvConf::default()
+        };
+        let up = Upstream::parse("http://nowhere:80/").unwrap();
+        assert_eq!(
+            upstream::call(&up, || conf),
+            Err("cannot resolve nowhere: no such host (tried nowhere)".into())
+        );
     }
 }

@@ -15,6 +15,10 @@
 //! registry is reachable. Scenario tests call [`ensure_images`] before
 //! creating pods from them. The crate is std only so that build takes seconds.
 //!
+//! `outpost-http --upstream` calls another Service by name: [`upstream`]
+//! over [`dns`], a std-only resolver (a static binary on a scratch image
+//! has no libc resolver that works).
+//!
 //! Every binary prints usage for `--help` and exits 2 on a bad command line
 //! ([`cli`]).
 
@@ -22,9 +26,11 @@
 
 pub mod burn;
 pub mod cli;
+pub mod dns;
 pub mod exit;
 pub mod hog;
 pub mod http;
 mod images;
+pub mod upstream;
 
 pub use images::{ensure_images, BURN_IMAGE, EXIT_IMAGE, HOG_IMAGE, HTTP_IMAGE, IMAGES, WEB_IMAGE};

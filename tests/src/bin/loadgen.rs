@@ -775,10 +775,15 @@ async fn agent(
         }
         let sent = tokio::select! {
             m = inbox.recv(), if ctx.pods => match m {
-                Some(Message::PodsDesired(d)) => {
+                Some(m @ (Message::PodsDesired(_) | Message::NodeDesired(_))) => {
+                    let d = match m {
+                        Message::NodeDesired(d) => d.to_pods_desired(),
+                        Message::PodsDesired(d) => *d,
+                        _ => unreachable!("matched above"),
+                    };
                     ctx.stats.pods_desired_msgs.fetch_add(1, Ordering::Relaxed);
                     let generation = d.generation;
-                    let update = pods.apply(*d, index);
+                    let update = pods.apply(d, index);
                     let now_running = pods.len() as u64;
                     let before = pods.reported;
                     pods.reported = now_running;

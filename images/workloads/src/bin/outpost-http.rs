@@ -9,7 +9,11 @@ use outpost_workloads::{cli, http};
 
 fn main() -> ExitCode {
     let config = cli::run("outpost-http", http::USAGE, |args| {
-        http::parse(args, std::env::var("PORT").ok())
+        http::parse(
+            args,
+            std::env::var("PORT").ok(),
+            std::env::var("UPSTREAM").ok(),
+        )
     });
     if config.probe {
         return match http::probe(config.port) {
@@ -24,9 +28,10 @@ fn main() -> ExitCode {
             }
         };
     }
-    let state = Arc::new(http::State::new(http::pod_name(
-        std::env::var("POD_NAME").ok(),
-    )));
+    let state = Arc::new(
+        http::State::new(http::pod_name(std::env::var("POD_NAME").ok()))
+            .with_upstream(config.upstream.clone()),
+    );
     match http::serve(&config, state) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
