@@ -503,10 +503,17 @@ impl Objects<'_> {
             Deletion::Graceful(g) => Txn::guarded(guard, vec![Op::put(key.clone(), g.to_stored())]),
             Deletion::AlreadyDeleting => return Ok((obj, None)),
         };
-        let mut planned = Vec::new();
+        let mut txn = txn;
+        let mut what = what;
         if propagation == Propagation::Orphan {
+            // One transaction: the owner goes only with every dependent
+            // orphaned in the same write, or nothing happens (the garbage
+            // collector must never find a dependent still owned by a
+            // deleted owner).
             let uid = obj.meta().uid.clone();
             let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+            let mut compare = Vec::new();
+            let mut ops = Vec::new();
             for dk in [Kind::Pod, Kind::ReplicaSet, Kind::Endpoints] {
                 for dkey in cache.owned_by(dk, &uid).cloned().collect::<Vec<_>>() {
                     let Some(mut dep) = cache.object(dk, &dkey) else {
@@ -515,20 +522,18 @@ impl Objects<'_> {
                     let rev = dep.meta().revision();
                     dep.meta_mut().owner_references.retain(|r| r.uid != uid);
                     let k = dep.key();
-                    let m = dep.meta();
-                    planned.push(Planned {
-                        what: object_ref(dk, &m.namespace, &m.name),
-                        txn: Txn::guarded(
-                            vec![Compare::mod_revision(k.clone(), rev)],
-                            vec![Op::put(k, dep.to_stored())],
-                        ),
-                    });
+                    compare.push(Compare::mod_revision(k.clone(), rev));
+                    ops.push(Op::put(k, dep.to_stored()));
                 }
             }
+            if !ops.is_empty() {
+                what = format!("{what} (or one of its {} dependents)", ops.len());
+            }
+            compare.append(&mut txn.compare);
+            ops.append(&mut txn.success);
+            txn = Txn::guarded(compare, ops);
         }
-        // Dependents first: once the owner is gone the garbage collector
-        // must find them already orphaned.
-        planned.push(Planned { txn, what });
+        let planned = vec![Planned { txn, what }];
         Ok((obj, Some(planned)))
     }
 
@@ -588,7 +593,9 @@ impl Objects<'_> {
     }
 }
 
-/// Deletes an object (dependents are garbage-collected, or orphaned).
+/// How often a delete is planned again when a write raced it.
+const DELETE_ATTEMPTS: u64 = 5;
+
 /// Deletes an object; a pod bound to a node is stopped with
 /// `grace_seconds` (`delete --grace-period`) when given, else with its own
 /// `terminationGracePeriodSeconds`.
@@ -608,30 +615,42 @@ pub async fn delete(
     }
     let ns = namespace_of(kind, &req.object.namespace);
     let done = format!("{} \"{name}\" deleted", kind.qualified());
-    let (obj, planned) = ctrl.objects().plan_delete(
-        kind,
-        &ns,
-        name,
-        req.propagation,
-        grace_seconds.map(i64::from),
-        Time(now_ms()),
-    )?;
-    if req.dry_run {
-        return Ok(format!("{done} (dry run)"));
-    }
-    let Some(planned) = planned else {
-        return Ok(done);
+    // The delete names no resourceVersion, so a write racing it (a status
+    // update of a dependent being orphaned, most often) is not the
+    // operator's conflict: planned again from what is stored now, a few
+    // times, before it is reported.
+    let mut attempt = 0;
+    let obj = loop {
+        attempt += 1;
+        let (obj, planned) = ctrl.objects().plan_delete(
+            kind,
+            &ns,
+            name,
+            req.propagation,
+            grace_seconds.map(i64::from),
+            Time(now_ms()),
+        )?;
+        if req.dry_run {
+            return Ok(format!("{done} (dry run)"));
+        }
+        let Some(planned) = planned else {
+            return Ok(done);
+        };
+        let (_, failed) = commit(ctrl, planned).await?;
+        if failed.is_empty() {
+            break obj;
+        }
+        if attempt >= DELETE_ATTEMPTS {
+            return Err(err(
+                ErrorCode::Conflict,
+                format!(
+                    "{} changed while being deleted, {DELETE_ATTEMPTS} times in a row; try again",
+                    failed.join(", ")
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
     };
-    let (_, failed) = commit(ctrl, planned).await?;
-    if !failed.is_empty() {
-        return Err(err(
-            ErrorCode::Conflict,
-            format!(
-                "{} changed while being deleted; try again",
-                failed.join(", ")
-            ),
-        ));
-    }
     ctrl.event(
         outpost_proto::EventType::Normal,
         "Deleted",
