@@ -14,6 +14,9 @@ use std::time::Duration;
 
 const IDENTITY_FILE: &str = "identity.pem";
 const CA_FILE: &str = "ca.pem";
+/// The ID (the public half) of the token this data directory enrolled
+/// with, so a different `--token` is recognised as a request to enrol again.
+const TOKEN_ID_FILE: &str = "enrolled-token-id";
 /// Identity files are a few KiB; anything larger is not ours.
 const MAX_FILE: u64 = 64 * 1024;
 
@@ -136,9 +139,10 @@ impl Identity {
         Duration::from_millis(at.saturating_sub(controller_now))
     }
 
-    /// True when the certificate has expired by the local clock.
-    pub fn expired(&self) -> bool {
-        now_ms() >= self.not_after_ms
+    /// True when the certificate has expired, on the controller's clock
+    /// as this box knows it (`skew_ms` = controller − local; 0 when unknown).
+    pub fn expired(&self, skew_ms: i64) -> bool {
+        now_ms().saturating_add_signed(skew_ms) >= self.not_after_ms
     }
 
     /// TLS client credentials.
@@ -228,6 +232,26 @@ impl DataDir {
         }))
     }
 
+    /// The ID of the token the identity was issued for, if recorded (data
+    /// directories enrolled before it was kept have none; an unreadable
+    /// one counts as none).
+    pub fn enrolled_token_id(&self) -> Option<String> {
+        let text = read_bounded(&self.0.join(TOKEN_ID_FILE), 64).ok()?;
+        let id = text.trim();
+        (!id.is_empty()
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        .then(|| id.to_string())
+    }
+
+    /// Records the ID of the token the identity was just issued for.
+    pub fn save_enrolled_token_id(&self, id: &str) -> Result<(), IdentityError> {
+        let path = self.0.join(TOKEN_ID_FILE);
+        write_private(&path, format!("{id}\n").as_bytes())
+            .map_err(|source| IdentityError::Write { path, source })
+    }
+
     pub fn save_ca(&self, der: &[u8]) -> Result<(), IdentityError> {
         let path = self.0.join(CA_FILE);
         write_private(&path, pem_block("CERTIFICATE", der).as_bytes())
@@ -289,7 +313,12 @@ mod tests {
         let left = id.renew_in(1_000_000).as_secs();
         assert!((895..=900).contains(&left), "{left}");
         assert_eq!(id.renew_in(1_000_000_000), Duration::ZERO);
-        assert!(!id.expired());
+        assert!(!id.expired(0));
+        // Valid for 3000 s more: a box 400 days ahead knows it from the
+        // controller's clock; 1000 s past the end by the controller's, it
+        // has expired.
+        assert!(!id.expired(-400 * 86_400_000));
+        assert!(id.expired(4_000_000));
     }
 
     #[test]

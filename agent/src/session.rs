@@ -80,8 +80,9 @@ fn explain(e: &quinn::ConnectionError) -> String {
             match code {
                 close::DENIED => format!("controller refused this node: {reason}"),
                 close::REPLACED => format!("another connection of this node took over: {reason}"),
-                close::DELETED => format!("{reason}; enrol again with a new token to rejoin"),
+                close::DELETED => format!("{reason}; start the agent with a new --token from `outpostctl token create` to rejoin"),
                 close::SHUTDOWN => "controller is shutting down".into(),
+                close::BUSY => format!("controller is busy: {reason}"),
                 close::PROTOCOL_ERROR => format!("controller reported a protocol error: {reason}"),
                 _ => format!("controller closed the connection: {reason}"),
             }
@@ -114,11 +115,47 @@ pub async fn call(conn: &quinn::Connection, msg: &Message) -> Result<Message> {
     }
 }
 
+/// The warning for a clock `skew_ms` off the controller's (controller
+/// minus local), if it is more than a minute: which way, by how much.
+fn skew_warning(skew_ms: i64) -> Option<String> {
+    if skew_ms.unsigned_abs() <= 60_000 {
+        return None;
+    }
+    let way = if skew_ms < 0 { "ahead of" } else { "behind" };
+    Some(format!(
+        "this box's clock is {}s {way} the controller's; fix NTP (certificate checks and renewal follow the controller's clock meanwhile)",
+        skew_ms.unsigned_abs() / 1000
+    ))
+}
+
+/// What a data directory that holds an identity does with `--token`.
+#[derive(Debug, PartialEq, Eq)]
+enum Start {
+    /// Go on with the identity.
+    Keep,
+    /// Enrol with the new token (the node was deleted, or the box moves to
+    /// another token's labels), keeping the identity until the new one is
+    /// saved, and falling back to it if the enrolment is refused.
+    ReEnrol,
+}
+
+/// Whether `--token` (its ID `token`) asks for a new enrolment of a data
+/// directory that enrolled with the token `enrolled_with`: only a token
+/// other than the recorded one does. The same token passed on every start
+/// (a unit file that keeps it) is not a request to enrol again, nor is any
+/// token on a directory that never recorded one.
+fn start_with(token: Option<&str>, enrolled_with: Option<&str>) -> Start {
+    match (token, enrolled_with) {
+        (Some(t), Some(e)) if t != e => Start::ReEnrol,
+        _ => Start::Keep,
+    }
+}
+
 /// Outcome of one enrolment attempt.
 enum EnrolError {
     /// The controller said no: retrying will not help.
     Refused(String),
-    /// Network trouble: worth retrying.
+    /// Network trouble, or a busy controller: worth retrying.
     Transient(anyhow::Error),
 }
 
@@ -133,9 +170,13 @@ pub async fn enrol(cfg: &AgentConfig, data: &DataDir) -> Result<Identity> {
     };
     let node = cfg.name.clone().unwrap_or_else(hostname_node_name);
     let mut backoff = Backoff::new(Duration::from_millis(500), cfg.max_backoff);
-    loop {
-        match enrol_once(cfg, data, token, ca_hash, &node).await {
-            Ok(id) => return Ok(id),
+    // One key for every attempt: if the controller committed an attempt
+    // whose answer never arrived, the retry with the same key is
+    // recognised and answered without spending another token use.
+    let pending = identity::new_key(&node)?;
+    let resp = loop {
+        match enrol_once(cfg, token, ca_hash, &node, &pending.csr_der).await {
+            Ok(resp) => break resp,
             Err(EnrolError::Refused(why)) => bail!("{why}"),
             Err(EnrolError::Transient(e)) => {
                 let delay = backoff.next_delay(rand::random());
@@ -146,16 +187,26 @@ pub async fn enrol(cfg: &AgentConfig, data: &DataDir) -> Result<Identity> {
                 tokio::time::sleep(delay).await;
             }
         }
+    };
+    if link::cert_hash(&resp.ca_der) != ca_hash.to_ascii_lowercase() {
+        bail!("the controller returned a CA that does not match --ca-hash");
     }
+    let id = pending.complete(resp.cert_der)?;
+    data.save_ca(&resp.ca_der)?;
+    data.save_identity(&id)?;
+    data.save_enrolled_token_id(token.split_once('.').map_or(token.as_str(), |(id, _)| id))?;
+    info!(node = %id.node, labels = ?resp.labels, "enrolled; certificate valid until {}", rfc3339(id.not_after_ms));
+    Ok(id)
 }
 
+/// One enrolment request for the key of `csr_der`.
 async fn enrol_once(
     cfg: &AgentConfig,
-    data: &DataDir,
     token: &str,
     ca_hash: &str,
     node: &str,
-) -> Result<Identity, EnrolError> {
+    csr_der: &[u8],
+) -> Result<outpost_proto::EnrolResponse, EnrolError> {
     let t = |e: anyhow::Error| EnrolError::Transient(e);
     let remote = resolve(&cfg.controller).await.map_err(t)?;
     let endpoint = link::client_endpoint(remote)
@@ -175,44 +226,38 @@ async fn enrol_once(
                 t(anyhow!(text))
             }
         })?;
-    let pending = identity::new_key(node).map_err(|e| t(e.into()))?;
     let reply = call(
         &conn,
         &Message::EnrolRequest(EnrolRequest {
             token: token.to_string(),
             node: node.to_string(),
-            csr_der: pending.csr_der.clone(),
+            csr_der: csr_der.to_vec(),
             labels: cfg.labels.clone(),
         }),
     )
     .await
     .map_err(t)?;
     conn.close(close::DONE.into(), b"enrolled");
-    let resp = match reply {
-        Message::EnrolResponse(r) => r,
-        Message::Error(e) => return Err(EnrolError::Refused(e.message)),
-        other => {
-            return Err(t(anyhow!(
-                "unexpected {} in answer to enrolment",
-                other.kind()
-            )))
-        }
-    };
-    if link::cert_hash(&resp.ca_der) != ca_hash.to_ascii_lowercase() {
-        return Err(EnrolError::Refused(
-            "the controller returned a CA that does not match --ca-hash".into(),
-        ));
-    }
-    let id = pending
-        .complete(resp.cert_der)
-        .map_err(|e| EnrolError::Refused(e.to_string()))?;
-    data.save_ca(&resp.ca_der)
-        .map_err(|e| EnrolError::Refused(e.to_string()))?;
-    data.save_identity(&id)
-        .map_err(|e| EnrolError::Refused(e.to_string()))?;
     endpoint.wait_idle().await;
-    info!(node = %id.node, labels = ?resp.labels, "enrolled; certificate valid until {}", rfc3339(id.not_after_ms));
-    Ok(id)
+    match reply {
+        Message::EnrolResponse(r) => Ok(r),
+        // Busy or failing for now: the same request later.
+        Message::Error(e) if enrol_retryable(e.code) => Err(t(anyhow!("{}", e.message))),
+        Message::Error(e) => Err(EnrolError::Refused(e.message)),
+        other => Err(t(anyhow!(
+            "unexpected {} in answer to enrolment",
+            other.kind()
+        ))),
+    }
+}
+
+/// Whether an enrolment refusal is for now only: the controller is busy
+/// or failed internally (its store), so the same request may succeed later.
+fn enrol_retryable(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::TooManyRequests | ErrorCode::Unavailable | ErrorCode::Internal
+    )
 }
 
 /// How long one housekeeping look at the engine's images may take.
@@ -316,6 +361,11 @@ struct Dial {
     backoff: Backoff,
     /// Starts at [`PROTOCOL_VERSION`]; a refusal steps it down.
     protocol: u32,
+    /// The controller's clock minus this box's, as of the last welcome
+    /// (None before the first): certificate expiry is judged on the
+    /// controller's clock, so a box whose clock runs ahead is not told its
+    /// certificate expired.
+    skew_ms: Option<i64>,
 }
 
 /// The version to say hello in after `tried` was refused, if any is left.
@@ -328,14 +378,47 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
     let data = DataDir(cfg.data_dir.clone());
     std::fs::create_dir_all(&data.0)
         .with_context(|| format!("creating data directory {}", data.0.display()))?;
-    let mut id = match data.identity()? {
-        Some(id) => {
-            if cfg.token.is_some() {
-                debug!("already enrolled as {}; ignoring --token", id.node);
+    let token_id = cfg
+        .token
+        .as_deref()
+        .map(|t| t.split_once('.').map_or(t, |(id, _)| id).to_string());
+    let current = data.identity()?;
+    let enrolled_with = data.enrolled_token_id();
+    let mut id = match (
+        current,
+        start_with(token_id.as_deref(), enrolled_with.as_deref()),
+    ) {
+        (None, _) => enrol(&cfg, &data).await?,
+        (Some(id), Start::Keep) => {
+            if let (Some(t), None) = (&token_id, &enrolled_with) {
+                // Enrolled before the token was recorded: this one is
+                // taken as the one it enrolled with.
+                if let Err(e) = data.save_enrolled_token_id(t) {
+                    warn!("{e}");
+                }
             }
             id
         }
-        None => enrol(&cfg, &data).await?,
+        (Some(id), Start::ReEnrol) => {
+            info!(
+                "--token {} is not the token this node enrolled with ({}): enrolling again as {}; the current identity stays until the new one is saved",
+                token_id.as_deref().unwrap_or(""),
+                enrolled_with.as_deref().unwrap_or(""),
+                id.node
+            );
+            let mut again = cfg.clone();
+            again.name.get_or_insert_with(|| id.node.clone());
+            match enrol(&again, &data).await {
+                Ok(new) => new,
+                Err(e) => {
+                    warn!(
+                        "enrolling again with the new --token failed: {e:#}; carrying on as {} with the current identity",
+                        id.node
+                    );
+                    id
+                }
+            }
+        }
     };
     let ca = data.ca()?.ok_or_else(|| {
         anyhow!(
@@ -469,11 +552,17 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
     let mut dial = Dial {
         backoff: Backoff::new(Duration::from_millis(500), cfg.max_backoff),
         protocol: PROTOCOL_VERSION,
+        skew_ms: None,
     };
     let result = loop {
-        if id.expired() {
+        if id.expired(dial.skew_ms.unwrap_or(0)) {
+            let by = if dial.skew_ms.is_some() {
+                "by the controller's clock"
+            } else {
+                "by this box's clock (check it if it may be wrong)"
+            };
             error!(
-                "node certificate of {} expired at {}; delete the node (`outpostctl delete node {}`) and enrol again with a new token",
+                "node certificate of {} expired at {} {by}; delete the node (`outpostctl delete node {}`) and start the agent with a new --token",
                 id.node, rfc3339(id.not_after_ms), id.node
             );
         }
@@ -961,9 +1050,10 @@ async fn session(
     dial.backoff.reset();
     let skew_ms =
         i64::try_from(welcome.server_time_ms).unwrap_or(0) - i64::try_from(now_ms()).unwrap_or(0);
-    if skew_ms.abs() > 60_000 {
-        warn!("this box's clock is {}s off the controller's; fix NTP (certificate renewal follows the controller's clock)", skew_ms / 1000);
+    if let Some(w) = skew_warning(skew_ms) {
+        warn!("{w}");
     }
+    dial.skew_ms = Some(skew_ms);
     let heartbeat = Duration::from_millis(welcome.heartbeat_interval_ms.clamp(100, 3_600_000));
     // The relay connection: a second one, so relayed bytes never hold up
     // this session's frames. Without it the session still runs; Services
@@ -1238,6 +1328,29 @@ async fn session(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn skew_is_reported_the_right_way_round() {
+        assert_eq!(skew_warning(0), None);
+        assert_eq!(skew_warning(-60_000), None);
+        // The box is 2 days ahead: the controller's clock reads less.
+        let ahead = skew_warning(-172_800_000).unwrap();
+        assert!(ahead.contains("172800s ahead of"), "{ahead}");
+        let behind = skew_warning(172_800_000).unwrap();
+        assert!(behind.contains("172800s behind"), "{behind}");
+        assert!(skew_warning(i64::MIN).unwrap().contains("ahead of"));
+    }
+
+    #[test]
+    fn only_a_different_token_enrols_a_node_again() {
+        assert_eq!(start_with(None, None), Start::Keep);
+        assert_eq!(start_with(None, Some("abc123")), Start::Keep);
+        // The unit file passes the same token on every start.
+        assert_eq!(start_with(Some("abc123"), Some("abc123")), Start::Keep);
+        // A directory from before the token was recorded adopts it.
+        assert_eq!(start_with(Some("abc123"), None), Start::Keep);
+        assert_eq!(start_with(Some("zzz999"), Some("abc123")), Start::ReEnrol);
+    }
     use outpost_proto::pod::{PodPhase, PodSpec};
 
     fn status(key: &str) -> PodStatus {

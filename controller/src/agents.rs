@@ -39,10 +39,17 @@ pub fn wire_key(pod: &api::Pod) -> String {
 }
 
 /// What `node` must be told, given the revision it acknowledged:
-/// everything when it has nothing (0) or a revision this store never
-/// reached (restored from a backup), else only what changed since.
+/// everything when it has nothing (0), a revision this store never
+/// reached (restored from a backup), or a revision from before this node
+/// was created (the box acknowledged it as an earlier node of the same
+/// name, deleted since: its pods must not outlive that node), else only
+/// what changed since.
 pub fn desired_for(cache: &Cache, node: &str, acked: u64) -> NodeDesired {
-    let full = acked == 0 || acked > cache.revision();
+    let full = acked == 0
+        || acked > cache.revision()
+        || cache
+            .node_created(node)
+            .is_some_and(|created| acked < created);
     let mut pods = Vec::new();
     let mut removed = Vec::new();
     for p in cache.pods_on(node) {

@@ -15,7 +15,7 @@ use crate::cache::Cache;
 use crate::controllers::status::StatusInbox;
 use crate::events::EventLog;
 use crate::pki::{Ca, Issued};
-use crate::registry::{Change, LeaseConfig, NodeRecord, Registry};
+use crate::registry::{Change, Enrolment, LeaseConfig, NodeRecord, Registry};
 use crate::store::{keys, Op, Store, StoreError};
 use crate::tokens::{self, NewToken, TokenError, TokenRecord};
 use crate::writer::Writer;
@@ -344,7 +344,10 @@ impl Controller {
             .map_err(|e| err(ErrorCode::InvalidRequest, e.to_string()))
     }
 
-    /// Redeems a token for a node certificate.
+    /// Redeems a token for a node certificate. Idempotent for a box whose
+    /// answer was lost: a node that never opened a session may enrol again,
+    /// with the same key at no token use ([`Enrolment::Retry`]), or with a
+    /// new key for one more use ([`Enrolment::Replace`]).
     pub async fn enrol(
         &self,
         token: &str,
@@ -361,7 +364,7 @@ impl Controller {
         let issued = self.sign(node, csr_der)?;
         let _serial = self.enrol_lock.lock().await;
         let record = self.load_token(id)?;
-        let used = tokens::redeem(token, record.as_ref(), now_ms()).map_err(|e: TokenError| {
+        let refused = |e: TokenError| {
             if record.is_some() {
                 self.event(
                     EventType::Warning,
@@ -371,37 +374,84 @@ impl Controller {
                 );
             }
             err(ErrorCode::InvalidToken, e.to_string())
-        })?;
-        if self.lock().registry.contains(node) {
+        };
+        let kind = self.lock().registry.enrolment(node, &issued.key_sha256);
+        // The secret is checked first, so a caller without it learns
+        // nothing about which names are taken.
+        let used = match kind {
+            Enrolment::Retry => {
+                tokens::authenticate(token, record.as_ref()).map_err(refused)?;
+                None
+            }
+            _ => Some(tokens::redeem(token, record.as_ref(), now_ms()).map_err(refused)?),
+        };
+        if kind == Enrolment::Taken {
             return Err(err(
                 ErrorCode::AlreadyExists,
                 format!("node {node} is already enrolled; pick another --name, or remove it first with `outpostctl delete node {node}`"),
             ));
         }
-        let rec = NodeRecord::new(
-            node,
-            used.labels.clone(),
-            agent_labels,
-            issued.serial.clone(),
-            issued.not_after_ms,
-            now_ms(),
-        );
-        let labels = rec.labels();
-        let token_bytes =
-            serde_json::to_vec(&used).map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
+        let mut ops = Vec::new();
+        if let Some(used) = &used {
+            let token_bytes =
+                serde_json::to_vec(used).map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
+            ops.push(Op::put(token_key(&used.id), token_bytes));
+        }
         // Token use and node record commit together, before the agent gets
         // its certificate: a crash cannot leave a certificate without a node.
-        let changes = {
+        let (changes, labels) = {
             let mut inner = self.lock();
-            if inner.registry.contains(node) {
-                return Err(err(
+            let concurrent = || {
+                err(
                     ErrorCode::AlreadyExists,
                     format!("node {node} was enrolled concurrently; pick another --name"),
-                ));
+                )
+            };
+            if inner.registry.enrolment(node, &issued.key_sha256) != kind {
+                return Err(concurrent());
             }
-            inner.registry.register(rec, Instant::now(), now_ms())
+            let new_record = |used: &tokens::TokenRecord| {
+                let mut rec = NodeRecord::new(
+                    node,
+                    used.labels.clone(),
+                    agent_labels.clone(),
+                    issued.serial.clone(),
+                    issued.not_after_ms,
+                    now_ms(),
+                );
+                rec.enrol_key.clone_from(&issued.key_sha256);
+                rec
+            };
+            match (kind, &used) {
+                (Enrolment::New, Some(used)) => {
+                    let rec = new_record(used);
+                    let labels = rec.labels();
+                    (
+                        inner.registry.register(rec, Instant::now(), now_ms()),
+                        labels,
+                    )
+                }
+                (Enrolment::Replace, Some(used)) => {
+                    let rec = new_record(used);
+                    let labels = rec.labels();
+                    let changes = inner.registry.enrol_replace(rec).ok_or_else(concurrent)?;
+                    (changes, labels)
+                }
+                (Enrolment::Retry, None) => {
+                    let changes = inner
+                        .registry
+                        .enrol_retry(node, issued.serial.clone(), issued.not_after_ms)
+                        .ok_or_else(concurrent)?;
+                    let labels = inner
+                        .registry
+                        .record(node)
+                        .map(NodeRecord::labels)
+                        .unwrap_or_default();
+                    (changes, labels)
+                }
+                _ => return Err(concurrent()),
+            }
         };
-        let mut ops = vec![Op::put(token_key(&used.id), token_bytes)];
         ops.extend(self.changes_to_ops(changes, now_ms()));
         self.writer
             .commit(ops)

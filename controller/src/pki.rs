@@ -11,7 +11,8 @@
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData,
+    SanType, SerialNumber,
 };
 use rustls::pki_types::{CertificateDer, CertificateSigningRequestDer};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -57,6 +58,18 @@ pub struct Issued {
     pub cert_der: Vec<u8>,
     pub serial: String,
     pub not_after_ms: u64,
+    /// Hex SHA-256 of the certified public key (its raw bits), which
+    /// tells a retried enrolment from a new one.
+    pub key_sha256: String,
+}
+
+/// Hex SHA-256 of a public key's raw bits.
+fn key_sha256(key: &impl PublicKeyData) -> String {
+    ring::digest::digest(&ring::digest::SHA256, key.der_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The CA: its certificate and signing key.
@@ -204,6 +217,7 @@ impl Ca {
                 cert_der: cert.der().to_vec(),
                 serial,
                 not_after_ms,
+                key_sha256: key_sha256(&key),
             },
             key.serialize_pem(),
         ))
@@ -254,6 +268,7 @@ impl Ca {
             cert_der: cert.der().to_vec(),
             serial,
             not_after_ms,
+            key_sha256: key_sha256(&csr.public_key),
         })
     }
 }

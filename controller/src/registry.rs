@@ -69,6 +69,31 @@ pub struct NodeRecord {
     /// controllers ask a node only for what its agent understands.
     #[serde(default)]
     pub protocol: u32,
+    /// Hex SHA-256 of the public key the node enrolled with (empty for
+    /// records from before it was kept), so a retried enrolment with the
+    /// same key is recognised ([`Registry::enrolment`]).
+    #[serde(default)]
+    pub enrol_key: String,
+}
+
+/// What an enrolment under a name that may be taken amounts to
+/// ([`Registry::enrolment`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enrolment {
+    /// No node of that name: a new node.
+    New,
+    /// The node enrolled with this very key and never opened a session: the
+    /// answer to its first request was lost (the box went away, or the link
+    /// dropped, after the controller committed). It gets a certificate for
+    /// the same key again, without spending another token use.
+    Retry,
+    /// The node enrolled with another key and never opened a session (the
+    /// box lost its key before its first connection, or was re-flashed):
+    /// a valid token enrols it afresh, and the earlier certificate stops
+    /// being accepted.
+    Replace,
+    /// A node that has connected holds the name.
+    Taken,
 }
 
 impl NodeRecord {
@@ -97,6 +122,7 @@ impl NodeRecord {
             ready: None,
             images: Vec::new(),
             protocol: 0,
+            enrol_key: String::new(),
         }
     }
 
@@ -215,9 +241,9 @@ pub struct Registry {
 /// Why a connecting agent was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
-    #[error("node {0} is not registered (it was deleted); enrol it again with a new token")]
+    #[error("node {0} is not registered (it was deleted); enrol it again: start the agent with a new --token from `outpostctl token create` (its current identity is kept until the new one is saved)")]
     UnknownNode(String),
-    #[error("certificate {serial} of node {node} is no longer valid (replaced or revoked); enrol again with a new token")]
+    #[error("certificate {serial} of node {node} is no longer valid (replaced or revoked); enrol again: start the agent with a new --token from `outpostctl token create`")]
     StaleCertificate { node: String, serial: String },
 }
 
@@ -262,6 +288,11 @@ impl Registry {
         Registry { cfg, nodes }
     }
 
+    /// The stored record of `name`.
+    pub fn record(&self, name: &str) -> Option<&NodeRecord> {
+        self.nodes.get(name).map(|n| &n.rec)
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.nodes.contains_key(name)
     }
@@ -272,6 +303,81 @@ impl Registry {
 
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
+    }
+
+    /// What an enrolment as `name` with the key whose SHA-256 is `key`
+    /// would be. A node counts as never connected while no session of it
+    /// has been accepted (`protocol` 0); records without an `enrol_key`
+    /// (enrolled before it was kept) are [`Enrolment::Taken`], so nothing
+    /// enrolled earlier can be taken over.
+    pub fn enrolment(&self, name: &str, key: &str) -> Enrolment {
+        match self.nodes.get(name) {
+            None => Enrolment::New,
+            Some(n) if n.rec.protocol != 0 || n.rec.enrol_key.is_empty() || n.live.is_some() => {
+                Enrolment::Taken
+            }
+            Some(n) if n.rec.enrol_key == key => Enrolment::Retry,
+            Some(_) => Enrolment::Replace,
+        }
+    }
+
+    /// A retried enrolment ([`Enrolment::Retry`]): the new certificate's
+    /// serial is accepted beside the earlier ones (all are for the same
+    /// key). `None` if the node is gone or has connected since.
+    pub fn enrol_retry(
+        &mut self,
+        name: &str,
+        serial: String,
+        not_after_ms: u64,
+    ) -> Option<Vec<Change>> {
+        let node = self.nodes.get_mut(name)?;
+        if node.rec.protocol != 0 || node.live.is_some() {
+            return None;
+        }
+        node.rec.serials.push(serial);
+        // A box retrying for ever must not grow its record for ever.
+        let excess = node.rec.serials.len().saturating_sub(VALID_SERIALS);
+        node.rec.serials.drain(..excess);
+        node.rec.cert_not_after_ms = not_after_ms;
+        Some(vec![
+            Change::Persist(Box::new(node.rec.clone())),
+            event(
+                EventType::Normal,
+                "NodeEnrolmentRetried",
+                name,
+                format!(
+                    "node {name} enrolled again with the same key (the answer to its first enrolment did not reach it); certificate valid until {}",
+                    rfc3339(not_after_ms)
+                ),
+            ),
+        ])
+    }
+
+    /// A fresh enrolment of a node that never connected
+    /// ([`Enrolment::Replace`]): `rec` takes its place, keeping its uid and
+    /// creation time; only `rec`'s certificate is accepted from now on.
+    pub fn enrol_replace(&mut self, mut rec: NodeRecord) -> Option<Vec<Change>> {
+        let node = self.nodes.get_mut(&rec.name)?;
+        if node.rec.protocol != 0 || node.live.is_some() {
+            return None;
+        }
+        rec.uid = std::mem::take(&mut node.rec.uid);
+        rec.created_ms = node.rec.created_ms;
+        let name = rec.name.clone();
+        let changes = vec![
+            Change::Persist(Box::new(rec.clone())),
+            event(
+                EventType::Normal,
+                "NodeRegistered",
+                &name,
+                format!(
+                    "node {name} enrolled again with a new key before it ever connected; the earlier certificate is no longer accepted; certificate valid until {}",
+                    rfc3339(rec.cert_not_after_ms)
+                ),
+            ),
+        ];
+        node.rec = rec;
+        Some(changes)
     }
 
     /// Adds a node that just enrolled.
@@ -686,6 +792,51 @@ mod tests {
     use super::*;
 
     const GRACE: Duration = Duration::from_secs(20);
+
+    #[test]
+    fn enrolment_retry_and_replace_only_before_the_first_session() {
+        let t0 = Instant::now();
+        let mut r = Registry::load(LeaseConfig { grace: GRACE }, Vec::new(), t0, 0);
+        assert_eq!(r.enrolment("a", "k1"), Enrolment::New);
+        let mut rec = NodeRecord::new("a", BTreeMap::new(), BTreeMap::new(), "s1".into(), 0, 0);
+        rec.enrol_key = "k1".into();
+        r.register(rec, t0, 0);
+        let uid = r.record("a").unwrap().uid.clone();
+        // The answer was lost: the same key again, then another key.
+        assert_eq!(r.enrolment("a", "k1"), Enrolment::Retry);
+        assert_eq!(r.enrolment("a", "k2"), Enrolment::Replace);
+        r.enrol_retry("a", "s2".into(), 5).unwrap();
+        assert!(r.authorize("a", "s1").is_ok() && r.authorize("a", "s2").is_ok());
+        for i in 3..10 {
+            r.enrol_retry("a", format!("s{i}"), 5).unwrap();
+        }
+        assert_eq!(r.record("a").unwrap().serials.len(), VALID_SERIALS);
+        let mut fresh = NodeRecord::new("a", BTreeMap::new(), BTreeMap::new(), "n1".into(), 7, 9);
+        fresh.enrol_key = "k2".into();
+        r.enrol_replace(fresh).unwrap();
+        assert!(
+            r.authorize("a", "s9").is_err(),
+            "the earlier key's certificates go"
+        );
+        assert!(r.authorize("a", "n1").is_ok());
+        assert_eq!(r.record("a").unwrap().uid, uid);
+        assert_eq!(r.enrolment("a", "k2"), Enrolment::Retry);
+        assert_eq!(r.enrolment("a", "k1"), Enrolment::Replace);
+        // Connected once: taken, whatever the key; nothing can replace it.
+        r.connect("a", 1, "r".into());
+        assert_eq!(r.enrolment("a", "k2"), Enrolment::Taken);
+        r.disconnect("a", 1);
+        r.session_protocol("a", 4);
+        assert_eq!(r.enrolment("a", "k2"), Enrolment::Taken);
+        assert!(r.enrol_retry("a", "x".into(), 0).is_none());
+        let other = NodeRecord::new("a", BTreeMap::new(), BTreeMap::new(), "y".into(), 0, 0);
+        assert!(r.enrol_replace(other).is_none());
+        // Records from before the key was kept are never taken over.
+        let old = NodeRecord::new("b", BTreeMap::new(), BTreeMap::new(), "s".into(), 0, 0);
+        r.register(old, t0, 0);
+        assert_eq!(r.enrolment("b", ""), Enrolment::Taken);
+        assert_eq!(r.enrolment("b", "k"), Enrolment::Taken);
+    }
 
     fn reg_with(name: &str, t0: Instant) -> Registry {
         let mut r = Registry::load(LeaseConfig { grace: GRACE }, Vec::new(), t0, 0);

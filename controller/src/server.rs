@@ -33,9 +33,22 @@ use tracing::{debug, info, warn};
 const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest enrolment request (a CSR is under 1 KiB).
 const MAX_ENROL_FRAME: usize = 64 * 1024;
-/// Unauthenticated connections handled at once; more wait for a slot,
-/// so a flood of anonymous connections cannot starve the agents.
+/// How long a connection without a client certificate may take to send
+/// its enrolment request (a CSR under 1 KiB, right after the handshake):
+/// idle anonymous connections are dropped this soon.
+const ANONYMOUS_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Enrolment requests processed at once (signing is CPU work). A slot is
+/// taken only once a request has arrived, so idle anonymous connections
+/// hold none.
 const ENROL_SLOTS: usize = 64;
+/// Connections without a client certificate open at once; more are
+/// closed at once with [`close::BUSY`] (each lives at most
+/// [`ANONYMOUS_REQUEST_TIMEOUT`] before its request, so a flood is bounded
+/// in memory and time, and agents with certificates are never queued
+/// behind it).
+const ANONYMOUS_CONNECTIONS: usize = 1024;
+/// How long a request waits for a slot before it is told to retry.
+const ENROL_SLOT_WAIT: Duration = Duration::from_secs(5);
 /// Most events returned by one call.
 const MAX_EVENTS: u32 = 1000;
 /// How long a session waits after a Service or Endpoints change before it
@@ -69,6 +82,7 @@ pub struct Server {
     /// Each connected agent's relay connection ([`crate::relay`]).
     relays: ConnsByNode,
     enrol_slots: Semaphore,
+    anonymous_slots: Semaphore,
 }
 
 impl std::fmt::Debug for Server {
@@ -173,6 +187,7 @@ impl Server {
             sessions: Mutex::new(HashMap::new()),
             relays: Mutex::new(HashMap::new()),
             enrol_slots: Semaphore::new(ENROL_SLOTS),
+            anonymous_slots: Semaphore::new(ANONYMOUS_CONNECTIONS),
         })
     }
 
@@ -215,7 +230,16 @@ impl Server {
             }
         };
         let result = match identity {
-            None => self.clone().anonymous(&conn).await,
+            None => match self.anonymous_slots.try_acquire() {
+                Ok(_open) => self.clone().anonymous(&conn).await,
+                Err(_) => {
+                    conn.close(
+                        close::BUSY.into(),
+                        b"too many connections without a certificate; retry in a few seconds",
+                    );
+                    return;
+                }
+            },
             Some(id) => match id.role.clone() {
                 Role::Node(name) => self.clone().agent(&conn, remote, name, id.serial).await,
                 Role::Admin(name) => self.clone().operator(&conn, name).await,
@@ -271,14 +295,20 @@ impl Server {
     async fn first_stream(
         conn: &quinn::Connection,
         max: usize,
+        within: Duration,
     ) -> Result<(quinn::SendStream, quinn::RecvStream, Message), Reject> {
-        let first = tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, async {
+        let first = tokio::time::timeout(within, async {
             let (send, mut recv) = conn.accept_bi().await.map_err(LinkError::from)?;
             let msg = read_frame(&mut recv, max).await?;
             Ok::<_, LinkError>((send, recv, msg))
         })
         .await
-        .map_err(|_| protocol("no request within 10s of connecting"))??;
+        .map_err(|_| {
+            protocol(format!(
+                "no request within {}s of connecting",
+                within.as_secs()
+            ))
+        })??;
         match first {
             (send, recv, Some(msg)) => Ok((send, recv, msg)),
             (_, _, None) => Err(protocol("stream closed before the first message")),
@@ -287,14 +317,26 @@ impl Server {
 
     /// Without a client certificate only enrolment is possible.
     async fn anonymous(self: Arc<Self>, conn: &quinn::Connection) -> Result<(), Reject> {
-        let _slot = self
-            .enrol_slots
-            .acquire()
-            .await
-            .map_err(|_| protocol("shutting down"))?;
-        let (mut send, _recv, msg) = Self::first_stream(conn, MAX_ENROL_FRAME).await?;
+        let (mut send, _recv, msg) =
+            Self::first_stream(conn, MAX_ENROL_FRAME, ANONYMOUS_REQUEST_TIMEOUT).await?;
         let reply = match msg {
             Message::EnrolRequest(req) => {
+                let _slot = match tokio::time::timeout(ENROL_SLOT_WAIT, self.enrol_slots.acquire())
+                    .await
+                {
+                    Ok(Ok(slot)) => slot,
+                    Ok(Err(_)) => return Err(protocol("shutting down")),
+                    Err(_) => {
+                        let busy = err(
+                            ErrorCode::TooManyRequests,
+                            format!("the controller is busy enrolling {ENROL_SLOTS} other nodes; retry in a few seconds"),
+                        );
+                        write_frame(&mut send, &Message::Error(busy)).await?;
+                        let _ = send.finish();
+                        let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+                        return Ok(());
+                    }
+                };
                 match self
                     .ctrl
                     .enrol(&req.token, &req.node, &req.csr_der, req.labels)
@@ -351,7 +393,8 @@ impl Server {
         cert_node: String,
         serial: String,
     ) -> Result<(), Reject> {
-        let (mut send, recv, msg) = Self::first_stream(conn, MAX_FRAME).await?;
+        let (mut send, recv, msg) =
+            Self::first_stream(conn, MAX_FRAME, FIRST_MESSAGE_TIMEOUT).await?;
         let result = match msg {
             Message::RelayHello(hello) => {
                 self.clone()

@@ -120,14 +120,10 @@ pub fn id_of(token: &str) -> Result<&str, TokenError> {
     split(token).map(|(id, _)| id)
 }
 
-/// Checks `token` against its record and, when valid, returns the record
-/// with this use counted. The secret is checked first, so a caller without
-/// it learns nothing about the token's state.
-pub fn redeem(
-    token: &str,
-    record: Option<&TokenRecord>,
-    now_ms: u64,
-) -> Result<TokenRecord, TokenError> {
+/// Checks that `token` is genuine and not revoked, without counting a use
+/// or looking at expiry and uses left: enough for a retried enrolment,
+/// which the same token already paid for ([`crate::registry::Enrolment::Retry`]).
+pub fn authenticate(token: &str, record: Option<&TokenRecord>) -> Result<(), TokenError> {
     let (_, secret) = split(token)?;
     let record = record.ok_or(TokenError::Unknown)?;
     if !constant_time_eq(
@@ -139,6 +135,19 @@ pub fn redeem(
     if record.revoked {
         return Err(TokenError::Revoked(record.id.clone()));
     }
+    Ok(())
+}
+
+/// Checks `token` against its record and, when valid, returns the record
+/// with this use counted. The secret is checked first, so a caller without
+/// it learns nothing about the token's state.
+pub fn redeem(
+    token: &str,
+    record: Option<&TokenRecord>,
+    now_ms: u64,
+) -> Result<TokenRecord, TokenError> {
+    authenticate(token, record)?;
+    let record = record.ok_or(TokenError::Unknown)?;
     if now_ms >= record.expires_ms {
         return Err(TokenError::Expired(record.id.clone()));
     }
@@ -166,6 +175,34 @@ mod tests {
             },
             10_000,
         )
+    }
+
+    #[test]
+    fn authenticate_ignores_uses_and_expiry_but_not_secret_or_revocation() {
+        let (t, rec) = token(Some(1));
+        let spent = redeem(&t, Some(&rec), 10_500).unwrap();
+        assert_eq!(
+            redeem(&t, Some(&spent), 10_600),
+            Err(TokenError::UsedUp(rec.id.clone()))
+        );
+        assert_eq!(authenticate(&t, Some(&spent)), Ok(()));
+        // Long expired: still genuine.
+        assert_eq!(
+            redeem(&t, Some(&rec), 99_000),
+            Err(TokenError::Expired(rec.id.clone()))
+        );
+        assert_eq!(authenticate(&t, Some(&rec)), Ok(()));
+        let wrong = format!("{}.{}", rec.id, "a".repeat(16));
+        assert_eq!(authenticate(&wrong, Some(&rec)), Err(TokenError::Unknown));
+        assert_eq!(authenticate(&t, None), Err(TokenError::Unknown));
+        let revoked = TokenRecord {
+            revoked: true,
+            ..rec.clone()
+        };
+        assert_eq!(
+            authenticate(&t, Some(&revoked)),
+            Err(TokenError::Revoked(rec.id))
+        );
     }
 
     #[test]

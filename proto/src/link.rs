@@ -165,8 +165,74 @@ fn client_tls(
     Ok(cfg)
 }
 
+/// Verifies a server certificate at `now`, or, when it is not valid yet by
+/// this box's clock, at its `notBefore`. Boxes without a battery-backed
+/// clock boot in the past (days, or 1970), and a controller certificate
+/// issued since would lock them out until NTP comes up, which may need the
+/// very link that fails. Trust still rests on the CA (the pinned hash at
+/// enrolment, the saved CA after) and on every other check; a clock behind
+/// a certificate's `notBefore` could not judge its expiry either, so
+/// nothing a correct clock would catch is given up beyond that. The agent
+/// learns the controller's time in the session's welcome and reports its
+/// skew.
+fn verify_despite_a_slow_clock(
+    now: UnixTime,
+    verify: impl Fn(UnixTime) -> Result<ServerCertVerified, rustls::Error>,
+) -> Result<ServerCertVerified, rustls::Error> {
+    match verify(now) {
+        Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidYetContext {
+            not_before,
+            ..
+        })) => verify(not_before),
+        other => other,
+    }
+}
+
+/// The CA-rooted verifier with [`verify_despite_a_slow_clock`].
+#[derive(Debug)]
+struct SlowClockTolerant(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl ServerCertVerifier for SlowClockTolerant {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        verify_despite_a_slow_clock(now, |at| {
+            self.0
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, at)
+        })
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
 /// Client side with a known CA and, for agents and operators, a client
-/// certificate.
+/// certificate. A server certificate not valid yet by this box's clock is
+/// accepted ([`verify_despite_a_slow_clock`]).
 pub fn client_config(
     ca: CertificateDer<'static>,
     identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
@@ -183,7 +249,12 @@ pub fn client_config(
     .map_err(|e| rustls::Error::General(e.to_string()))?;
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?;
-    client_tls(builder, verifier, identity, transport)
+    client_tls(
+        builder,
+        Arc::new(SlowClockTolerant(verifier)),
+        identity,
+        transport,
+    )
 }
 
 /// Client side for enrolment: the CA is not known yet, only its hash. The
@@ -240,7 +311,9 @@ impl ServerCertVerifier for PinnedCa {
         )
         .build()
         .map_err(|e| rustls::Error::General(e.to_string()))?;
-        inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
+        verify_despite_a_slow_clock(now, |at| {
+            inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, at)
+        })
     }
 
     fn verify_tls12_signature(
@@ -275,5 +348,63 @@ impl ServerCertVerifier for PinnedCa {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn not_yet(nb: u64) -> rustls::Error {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidYetContext {
+            time: UnixTime::since_unix_epoch(Duration::from_secs(1)),
+            not_before: UnixTime::since_unix_epoch(Duration::from_secs(nb)),
+        })
+    }
+
+    /// A certificate valid from `nb` to `na` (seconds).
+    fn cert(nb: u64, na: u64) -> impl Fn(UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+        move |at: UnixTime| {
+            let t = at.as_secs();
+            if t < nb {
+                Err(not_yet(nb))
+            } else if t > na {
+                Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::Expired,
+                ))
+            } else {
+                Ok(ServerCertVerified::assertion())
+            }
+        }
+    }
+
+    fn at(secs: u64) -> UnixTime {
+        UnixTime::since_unix_epoch(Duration::from_secs(secs))
+    }
+
+    #[test]
+    fn a_clock_behind_not_before_is_tolerated_an_expired_certificate_is_not() {
+        // Two days behind a certificate issued an hour ago.
+        assert!(verify_despite_a_slow_clock(at(1_000), cert(173_800, 10_000_000)).is_ok());
+        // A box booted at 1970.
+        assert!(verify_despite_a_slow_clock(at(0), cert(173_800, 10_000_000)).is_ok());
+        assert!(verify_despite_a_slow_clock(at(200_000), cert(173_800, 10_000_000)).is_ok());
+        let expired = verify_despite_a_slow_clock(at(20_000_000), cert(173_800, 10_000_000));
+        assert!(
+            matches!(
+                expired,
+                Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::Expired
+                ))
+            ),
+            "{expired:?}"
+        );
+        // Any other failure stands.
+        let bad = verify_despite_a_slow_clock(at(1), |_| {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            ))
+        });
+        assert!(bad.is_err());
     }
 }

@@ -734,6 +734,8 @@ pub mod close {
     pub const DELETED: u32 = 4;
     /// The controller is shutting down.
     pub const SHUTDOWN: u32 = 5;
+    /// The controller is too busy to take the connection now; retry later.
+    pub const BUSY: u32 = 6;
 }
 
 #[cfg(test)]

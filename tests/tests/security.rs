@@ -235,3 +235,61 @@ fn deleted_node_is_cut_off_and_cannot_come_back() {
         "a deleted node does not come back by itself"
     );
 }
+
+/// A box whose clock is two days behind (no battery-backed clock) still
+/// connects securely: a real handshake on loopback against a server
+/// certificate of the cluster CA whose validity starts two days after the
+/// box's "now", both with the saved CA and at enrolment with only the CA
+/// hash; a certificate from another CA is still refused.
+#[test]
+fn a_box_two_days_behind_connects() {
+    use outpost_proto::link;
+    let ahead = SystemTime::now() + Duration::from_secs(2 * 86_400);
+    let (ca, _) = Ca::generate("clock", ahead).unwrap();
+    let (issued, key_pem) = ca
+        .issue_server(
+            &["localhost".into()],
+            ahead,
+            Duration::from_secs(30 * 86_400),
+        )
+        .unwrap();
+    let key = PrivateKeyDer::Pkcs8(pem_der(&key_pem, "PRIVATE KEY").unwrap().into());
+    let chain = vec![issued.cert_der.clone().into(), ca.cert_der().clone()];
+    let server = link::server_config(
+        chain,
+        key,
+        ca.cert_der().clone(),
+        link::transport(Duration::from_secs(5), 1),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let endpoint = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = endpoint.local_addr().unwrap();
+        let accept = tokio::spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                if let Ok(c) = incoming.await {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), c.closed()).await;
+                }
+            }
+        });
+        let connect = |cfg: quinn::ClientConfig| async move {
+            let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+            let r = client.connect_with(cfg, addr, "localhost").unwrap().await;
+            if let Ok(c) = &r {
+                c.close(0u32.into(), b"");
+            }
+            r.map(|_| ()).map_err(|e| e.to_string())
+        };
+        let transport = || link::transport(Duration::from_secs(5), 1);
+        let with_ca = link::client_config(ca.cert_der().clone(), None, transport()).unwrap();
+        connect(with_ca).await.expect("connects with the saved CA");
+        let pinned = link::enrol_client_config(&ca.hash(), transport()).unwrap();
+        connect(pinned).await.expect("connects at enrolment");
+        let (other, _) = Ca::generate("elsewhere", SystemTime::now()).unwrap();
+        let foreign = link::client_config(other.cert_der().clone(), None, transport()).unwrap();
+        let refused = connect(foreign).await.expect_err("another CA is refused");
+        eprintln!("two days behind: connected with the CA and at enrolment; another CA: {refused}");
+        accept.abort();
+    });
+}

@@ -127,6 +127,11 @@ pub struct Cache {
     endpoints: Map<api::Endpoints>,
     priority_classes: Map<api::PriorityClass>,
     nodes: Map<NodeRecord>,
+    /// The revision each node's record was created at: the start of that
+    /// node's incarnation (a node deleted and enrolled again under the same
+    /// name is created anew), which agent acknowledgements are checked
+    /// against ([`crate::agents::desired_for`]).
+    node_created: HashMap<String, Revision>,
     pdbs: Map<api::PodDisruptionBudget>,
     /// PodDisruptionBudgets by namespace (a pod change looks only at its
     /// namespace's budgets).
@@ -241,6 +246,12 @@ impl Cache {
                 self.insert(kind, &key, n.clone(), ev.revision());
             } else {
                 self.desired.remove(&key);
+            }
+            if kind == Kind::Node {
+                match &new {
+                    Some(_) => self.node_created.insert(key.clone(), ev.kv.create_revision),
+                    None => self.node_created.remove(&key),
+                };
             }
             out.push(Change {
                 kind,
@@ -666,6 +677,11 @@ impl Cache {
 
     pub fn node(&self, name: &str) -> Option<&Arc<NodeRecord>> {
         self.nodes.get(name)
+    }
+
+    /// The revision `name`'s current incarnation was created at.
+    pub fn node_created(&self, name: &str) -> Option<Revision> {
+        self.node_created.get(name).copied()
     }
 
     pub fn nodes(&self) -> impl Iterator<Item = &Arc<NodeRecord>> {

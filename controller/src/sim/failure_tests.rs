@@ -422,3 +422,40 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn a_box_enrolled_again_under_its_old_name_drops_the_deleted_nodes_pods() {
+    let mut sim = fleet(4, 2);
+    sim.apply_yaml(&deployment("web", 4, "")).unwrap();
+    sim.run_until(Duration::from_secs(60), all_at_count)
+        .unwrap();
+    let box_pods = |sim: &Sim| -> BTreeSet<String> {
+        sim.node("n0000")
+            .map(|n| n.pods().map(|(k, _)| k.to_string()).collect())
+            .unwrap_or_default()
+    };
+    let before = box_pods(&sim);
+    assert!(!before.is_empty(), "n0000 runs a replica");
+    // Deleted while offline: the box never hears of it and keeps its pods.
+    sim.delete_node_keeping_box("n0000");
+    sim.run_until(Duration::from_secs(30), all_at_count)
+        .unwrap();
+    assert_eq!(box_pods(&sim), before);
+    // Enrolled again (a new token, the same name): its acknowledgement is
+    // the earlier node's, so it is resynced whole and stops what the
+    // controller no longer has on it.
+    sim.re_enrol("n0000");
+    sim.run_for(Duration::from_secs(30));
+    let bound: BTreeSet<String> = sim
+        .cache()
+        .pods_on("n0000")
+        .map(|p| crate::agents::wire_key(p))
+        .collect();
+    let runs = box_pods(&sim);
+    assert!(
+        runs.is_subset(&bound),
+        "the box runs {runs:?}, the controller has {bound:?} on it"
+    );
+    assert!(runs.is_disjoint(&before), "{runs:?} {before:?}");
+    assert!(all_at_count(&sim.cache()));
+}

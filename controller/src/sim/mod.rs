@@ -285,6 +285,47 @@ impl Sim {
         self.set_timer(name, None);
     }
 
+    /// Deletes node `name` while its box is cut off, as `delete node` of
+    /// an unreachable node does: the record and its pods go, and the box
+    /// keeps running what it ran, with its acknowledged revision.
+    pub fn delete_node_keeping_box(&mut self, name: &str) {
+        self.set_connected(name, false);
+        let box_ = self.nodes.remove(name);
+        self.delete_node(name);
+        if let Some(b) = box_ {
+            self.nodes.insert(name.to_string(), b);
+        }
+    }
+
+    /// The box of `name` enrols again under the same name (a new node
+    /// record: a new incarnation) and reconnects from the revision it had
+    /// acknowledged as the earlier node.
+    pub fn re_enrol(&mut self, name: &str) {
+        let Some(spec) = self.nodes.get(name).map(|n| n.spec.clone()) else {
+            return;
+        };
+        let now = self.instant();
+        let mut rec = NodeRecord::new(
+            name,
+            BTreeMap::new(),
+            agent_labels(&spec),
+            format!("serial-{name}-again"),
+            self.now.ms() + 365 * 86_400_000,
+            self.now.ms(),
+        );
+        rec.protocol = outpost_proto::PROTOCOL_VERSION;
+        let mut changes = self.registry.register(rec, now, self.now.ms());
+        let index = self.nodes.get(name).map_or(0, SimNode::index);
+        changes.extend(
+            self.registry
+                .report(name, node_report(&spec, index), now, self.now.ms()),
+        );
+        self.commit_registry(changes);
+        // The controller's cache sees the new record before the session.
+        self.run_for(Duration::from_millis(10));
+        self.set_connected(name, true);
+    }
+
     fn report(&mut self, name: &str, update: outpost_proto::PodStatusUpdate) {
         let cache = self.plane.cache();
         let inbox = self.plane.inbox();

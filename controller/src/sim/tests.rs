@@ -278,3 +278,57 @@ fn a_controller_restart_under_deployments_changes_nothing() {
         written.len()
     );
 }
+
+#[test]
+fn an_orphaning_delete_raced_by_a_dependent_write_changes_nothing() {
+    use outpost_proto::Propagation;
+    let mut sim = fleet(4, 2);
+    sim.apply_yaml(&deployment("web", 3)).unwrap();
+    sim.run_until(Duration::from_secs(120), |c| available(c, "web") == 3)
+        .unwrap();
+    let planned = {
+        let (_, planned) = sim
+            .objects()
+            .plan_delete(
+                Kind::Deployment,
+                "default",
+                "web",
+                Propagation::Orphan,
+                None,
+                sim.now,
+            )
+            .unwrap();
+        planned.unwrap()
+    };
+    // The ReplicaSet's status is written between plan and commit.
+    let rs_key = {
+        let c = sim.cache();
+        let rs = c.replicasets().next().unwrap();
+        Kind::ReplicaSet.key(&rs.metadata.namespace, &rs.metadata.name)
+    };
+    let stored = sim.store().get(&rs_key).unwrap().unwrap();
+    sim.store()
+        .txn(Txn::ops(vec![crate::store::Op::put(
+            rs_key.clone(),
+            stored.value.to_vec(),
+        )]))
+        .unwrap();
+    let raced = sim.commit(planned);
+    assert!(raced.is_err(), "{raced:?}");
+    sim.run_for(Duration::from_secs(5));
+    {
+        let c = sim.cache();
+        assert_eq!(c.deployments().count(), 1, "the owner stays");
+        let rs = c.replicasets().next().unwrap();
+        assert!(!rs.metadata.owner_references.is_empty(), "still owned");
+    }
+    // Planned again, it goes through: the owner is gone, the rest stays.
+    sim.delete(Kind::Deployment, "default", "web", Propagation::Orphan)
+        .unwrap();
+    sim.run_for(Duration::from_secs(30));
+    let c = sim.cache();
+    assert_eq!(c.deployments().count(), 0);
+    let rs = c.replicasets().next().expect("the ReplicaSet is kept");
+    assert!(rs.metadata.owner_references.is_empty());
+    assert_eq!(c.pods().count(), 3);
+}
