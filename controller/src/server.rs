@@ -15,7 +15,7 @@
 use crate::cluster::{err, Controller};
 use crate::pki::{self, Role};
 use crate::tokens::NewToken;
-use outpost_proto::link::{read_frame, write_frame, LinkError};
+use outpost_proto::link::{read_frame, read_frame_budgeted, write_frame, LinkError};
 use outpost_proto::{
     close, AdminRequest, AdminResponse, EnrolResponse, ErrorCode, ErrorMsg, Message, Welcome,
     MAX_FRAME, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
@@ -47,6 +47,17 @@ const ENROL_SLOTS: usize = 64;
 /// in memory and time, and agents with certificates are never queued
 /// behind it).
 const ANONYMOUS_CONNECTIONS: usize = 1024;
+/// How long an operator stream may take to deliver its request frame (a
+/// 1 MiB apply over a slow link included); a stream that trickles is
+/// dropped then, and its bytes with it.
+const OPERATOR_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Payload bytes of large operator requests (over 64 KiB) read at once,
+/// across every connection: 32 applies of a full 1 MiB manifest. One more
+/// is answered `TooManyRequests` at once.
+const REQUEST_BYTES: usize = 32 * 1024 * 1024;
+/// Operator connections open at once (each has at most 8 streams); more
+/// are closed with [`close::BUSY`].
+const OPERATOR_CONNECTIONS: usize = 64;
 /// How long a request waits for a slot before it is told to retry.
 const ENROL_SLOT_WAIT: Duration = Duration::from_secs(5);
 /// Most events returned by one call.
@@ -83,6 +94,8 @@ pub struct Server {
     relays: ConnsByNode,
     enrol_slots: Semaphore,
     anonymous_slots: Semaphore,
+    operator_slots: Semaphore,
+    request_bytes: outpost_proto::link::FrameBudget,
 }
 
 impl std::fmt::Debug for Server {
@@ -106,7 +119,6 @@ impl From<LinkError> for Reject {
     }
 }
 
-/// The desired-state message for an agent speaking protocol `version`.
 /// Whether a change since `since` tells the agent anything: pods to run or
 /// remove, a different prefetch list, or the whole set. A revision that
 /// moved only through writes the agent does not act on (its own pods'
@@ -122,6 +134,7 @@ fn worth_sending(desired: &outpost_proto::NodeDesired, since: u64, sent_images: 
                 || desired.images != sent_images))
 }
 
+/// The desired-state message for an agent speaking protocol `version`.
 fn desired_message(desired: outpost_proto::NodeDesired, version: u32) -> Message {
     if outpost_proto::version::has(version, outpost_proto::version::NODE_DESIRED) {
         Message::NodeDesired(Box::new(desired))
@@ -188,6 +201,8 @@ impl Server {
             relays: Mutex::new(HashMap::new()),
             enrol_slots: Semaphore::new(ENROL_SLOTS),
             anonymous_slots: Semaphore::new(ANONYMOUS_CONNECTIONS),
+            operator_slots: Semaphore::new(OPERATOR_CONNECTIONS),
+            request_bytes: outpost_proto::link::FrameBudget::new(REQUEST_BYTES),
         })
     }
 
@@ -242,7 +257,16 @@ impl Server {
             },
             Some(id) => match id.role.clone() {
                 Role::Node(name) => self.clone().agent(&conn, remote, name, id.serial).await,
-                Role::Admin(name) => self.clone().operator(&conn, name).await,
+                Role::Admin(name) => match self.operator_slots.try_acquire() {
+                    Ok(_open) => self.clone().operator(&conn, name).await,
+                    Err(_) => {
+                        conn.close(
+                            close::BUSY.into(),
+                            format!("more than {OPERATOR_CONNECTIONS} operator connections are open; retry in a few seconds").as_bytes(),
+                        );
+                        return;
+                    }
+                },
                 Role::Controller => Err(deny(
                     ErrorCode::PermissionDenied,
                     "the controller's own certificate cannot be used as a client",
@@ -720,7 +744,14 @@ impl Server {
             let admin = admin.clone();
             let conn = conn.clone();
             tokio::spawn(async move {
-                let reply = match read_frame(&mut recv, MAX_FRAME).await {
+                let reply = match read_frame_budgeted(
+                    &mut recv,
+                    MAX_FRAME,
+                    &me.request_bytes,
+                    OPERATOR_REQUEST_TIMEOUT,
+                )
+                .await
+                {
                     Ok(Some(Message::Request(AdminRequest::Logs(req)))) => {
                         me.ctrl.metrics.admin_calls.fetch_add(1, Ordering::Relaxed);
                         match me.relay_logs(req, &mut send).await {
@@ -777,6 +808,10 @@ impl Server {
                         format!("expected Request, got {}", other.kind()),
                     )),
                     Ok(None) => return,
+                    // Busy for now: this stream is told, the connection stays.
+                    Err(e @ LinkError::Busy { .. }) => {
+                        Message::Error(err(ErrorCode::TooManyRequests, e.to_string()))
+                    }
                     Err(e) => {
                         let remote = conn.remote_address();
                         me.finish(&conn, remote, e.into(), Some(&mut send)).await;

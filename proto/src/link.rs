@@ -28,6 +28,109 @@ pub enum LinkError {
     Closed(#[from] quinn::ClosedStream),
     #[error("connection: {0}")]
     Connection(#[from] quinn::ConnectionError),
+    #[error("no complete frame within {}s", .0.as_secs())]
+    TimedOut(Duration),
+    #[error("the controller is busy reading {in_flight_kib} KiB of other large requests; retry this {len}-byte one in a few seconds")]
+    Busy { len: usize, in_flight_kib: usize },
+}
+
+/// Payload bytes read before the buffer grows: a frame's buffer follows
+/// the bytes that arrived, not the length its header announced, so a peer
+/// that announces 1 MiB and sends a trickle holds a trickle.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// One budget for the payload bytes of large frames being read at once,
+/// shared by every stream that reads through it (the controller's
+/// operator streams): a frame over [`FrameBudget::SMALL`] holds its length
+/// from the budget until it is decoded. Frames up to `SMALL` (every call
+/// but an apply of a big manifest) never wait for it.
+#[derive(Debug)]
+pub struct FrameBudget {
+    kib: tokio::sync::Semaphore,
+    total_kib: usize,
+}
+
+impl FrameBudget {
+    /// Frames this small bypass the budget.
+    pub const SMALL: usize = 64 * 1024;
+
+    pub fn new(bytes: usize) -> FrameBudget {
+        let total_kib = bytes / 1024;
+        FrameBudget {
+            kib: tokio::sync::Semaphore::new(total_kib),
+            total_kib,
+        }
+    }
+
+    /// KiB of large frames being read now.
+    pub fn in_flight_kib(&self) -> usize {
+        self.total_kib - self.kib.available_permits()
+    }
+}
+
+/// Reads one frame as [`read_frame`] does, all of it within `within`, a
+/// frame over [`FrameBudget::SMALL`] only if `budget` has room for it
+/// (else [`LinkError::Busy`] at once: a waiting request would hold its
+/// stream for nothing).
+pub async fn read_frame_budgeted(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+    budget: &FrameBudget,
+    within: Duration,
+) -> Result<Option<Message>, LinkError> {
+    let read = async {
+        let Some(len) = read_header(recv, max).await? else {
+            return Ok(None);
+        };
+        let _held = if len > FrameBudget::SMALL {
+            let kib = u32::try_from(len.div_ceil(1024)).unwrap_or(u32::MAX);
+            Some(
+                budget
+                    .kib
+                    .try_acquire_many(kib)
+                    .map_err(|_| LinkError::Busy {
+                        len,
+                        in_flight_kib: budget.in_flight_kib(),
+                    })?,
+            )
+        } else {
+            None
+        };
+        let payload = read_payload(recv, len).await?;
+        Ok(Some(frame::decode(&payload)?))
+    };
+    tokio::time::timeout(within, read)
+        .await
+        .map_err(|_| LinkError::TimedOut(within))?
+}
+
+/// A frame header's payload length; `None` when the stream finished
+/// cleanly before it.
+async fn read_header(recv: &mut quinn::RecvStream, max: usize) -> Result<Option<usize>, LinkError> {
+    let mut header = [0u8; HEADER_LEN];
+    match recv.read_exact(&mut header).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Some(frame::payload_len(header, max)?))
+}
+
+/// `len` payload bytes, the buffer growing with what arrives.
+async fn read_payload(recv: &mut quinn::RecvStream, len: usize) -> Result<Vec<u8>, LinkError> {
+    let mut payload = Vec::with_capacity(len.min(READ_CHUNK));
+    while payload.len() < len {
+        let want = (len - payload.len()).min(READ_CHUNK);
+        match recv
+            .read_chunk(want, true)
+            .await
+            .map_err(quinn::ReadExactError::ReadError)?
+        {
+            Some(chunk) => payload.extend_from_slice(&chunk.bytes),
+            None => return Err(quinn::ReadExactError::FinishedEarly(payload.len()).into()),
+        }
+    }
+    Ok(payload)
 }
 
 /// Writes one frame.
@@ -43,15 +146,10 @@ pub async fn read_frame(
     recv: &mut quinn::RecvStream,
     max: usize,
 ) -> Result<Option<Message>, LinkError> {
-    let mut header = [0u8; HEADER_LEN];
-    match recv.read_exact(&mut header).await {
-        Ok(()) => {}
-        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    }
-    let len = frame::payload_len(header, max)?;
-    let mut payload = vec![0u8; len];
-    recv.read_exact(&mut payload).await?;
+    let Some(len) = read_header(recv, max).await? else {
+        return Ok(None);
+    };
+    let payload = read_payload(recv, len).await?;
     Ok(Some(frame::decode(&payload)?))
 }
 

@@ -397,6 +397,11 @@ impl Cluster {
     }
 
     /// The newest controller log.
+    /// The running controller's process id.
+    pub fn controller_pid(&self) -> Option<u32> {
+        self.controller.as_ref().map(Child::id)
+    }
+
     pub fn controller_log(&self) -> String {
         std::fs::read_to_string(self.path(&format!("controller-{}.log", self.controller_runs)))
             .unwrap_or_default()
