@@ -25,7 +25,8 @@ pub struct Flags {
     /// Config file (TOML). Default: /etc/outpost/agent.toml when it exists.
     #[arg(long, env = "OUTPOST_AGENT_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Controller address, host:port (UDP).
+    /// Controller address, host:port (UDP); a name is resolved from /etc/hosts,
+    /// then the nameservers of /etc/resolv.conf (no NSS needed).
     #[arg(long)]
     pub controller: Option<String>,
     /// Name the controller's certificate must carry (default: the host part of --controller).

@@ -63,12 +63,20 @@ fn hostname_node_name() -> String {
     outpost_proto::names::node_name_from_hostname(&host, "edge")
 }
 
+/// The controller's address: a literal, or a name resolved without NSS
+/// (`dns::stub`: hosts file, then the node's nameservers), so a static
+/// agent on any device image can be given `--controller ctl.example.net:7443`.
 async fn resolve(addr: &str) -> Result<SocketAddr> {
-    tokio::net::lookup_host(addr)
-        .await
-        .with_context(|| format!("resolving controller address {addr}"))?
-        .next()
-        .ok_or_else(|| anyhow!("controller address {addr} resolved to nothing"))
+    crate::dns::stub::lookup(
+        addr,
+        std::path::Path::new(crate::dns::stub::HOSTS),
+        std::path::Path::new(crate::dns::HOST_RESOLV_CONF),
+    )
+    .await
+    .with_context(|| format!("resolving controller address {addr}"))?
+    .into_iter()
+    .next()
+    .ok_or_else(|| anyhow!("controller address {addr} resolved to nothing"))
 }
 
 /// Explains a connection failure in the operator's terms.

@@ -22,6 +22,9 @@
 //! - [`resolv`]: the node's resolv.conf into upstreams, and the Docker DNS
 //!   settings of a pod (search list and `ndots:5` as the kubelet writes
 //!   them; the ndots behaviour is described there).
+//! - [`stub`]: how the agent itself resolves `--controller` by name
+//!   (hosts file, then the node's nameservers), which a static binary
+//!   cannot do through glibc's NSS.
 //! - [`server`]: the thin async server: UDP and TCP, bounded forwarding
 //!   with id remapping and a deadline per forward, counters in [`DnsStats`].
 //!
@@ -36,6 +39,7 @@
 pub mod answer;
 pub mod resolv;
 pub mod server;
+pub mod stub;
 pub mod wire;
 
 pub use answer::{answer, failure, Reply, ResolverConfig, Transport, DEFAULT_TTL};
