@@ -330,7 +330,7 @@ impl ServerCertVerifier for SlowClockTolerant {
 
 /// Client side with a known CA and, for agents and operators, a client
 /// certificate. A server certificate not valid yet by this box's clock is
-/// accepted ([`verify_despite_a_slow_clock`]).
+/// accepted (see `verify_despite_a_slow_clock`).
 pub fn client_config(
     ca: CertificateDer<'static>,
     identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
