@@ -11,6 +11,12 @@
 //! TLS has already verified chain and validity; this layer checks that the
 //! certificate is still current for its node (revocation) and that a node
 //! only speaks for itself.
+//!
+//! An operator stream carries one request: the client finishes its side
+//! after it (outpostctl does). A second frame on the stream is answered
+//! with `InvalidRequest` and the request is not run; a client that leaves
+//! its side open is given [`SECOND_FRAME_GRACE`] for a frame sent with the
+//! request to show.
 
 use crate::cluster::{err, Controller};
 use crate::pki::{self, Role};
@@ -60,6 +66,9 @@ const REQUEST_BYTES: usize = 32 * 1024 * 1024;
 const OPERATOR_CONNECTIONS: usize = 64;
 /// How long a request waits for a slot before it is told to retry.
 const ENROL_SLOT_WAIT: Duration = Duration::from_secs(5);
+/// How long a plain operator request waits for its stream's end before
+/// it runs anyway (a client that does not finish its side).
+const SECOND_FRAME_GRACE: Duration = Duration::from_millis(250);
 /// Most events returned by one call.
 const MAX_EVENTS: u32 = 1000;
 /// How long a session waits after a Service or Endpoints change before it
@@ -793,10 +802,26 @@ impl Server {
                     }
                     Ok(Some(Message::Request(req))) => {
                         me.ctrl.metrics.admin_calls.fetch_add(1, Ordering::Relaxed);
-                        debug!(%admin, ?req, "operator call");
-                        match me.admin_call(req).await {
-                            Ok(resp) => Message::Response(resp),
-                            Err(e) => Message::Error(e),
+                        // Within the same budget as the request itself.
+                        let after = read_frame_budgeted(
+                            &mut recv,
+                            MAX_FRAME,
+                            &me.request_bytes,
+                            SECOND_FRAME_GRACE,
+                        )
+                        .await;
+                        match one_request(after) {
+                            Err(e) => {
+                                warn!(%admin, "{}", e.message);
+                                Message::Error(e)
+                            }
+                            Ok(()) => {
+                                debug!(%admin, ?req, "operator call");
+                                match me.admin_call(req).await {
+                                    Ok(resp) => Message::Response(resp),
+                                    Err(e) => Message::Error(e),
+                                }
+                            }
                         }
                     }
                     Ok(Some(Message::Hello(_))) => Message::Error(err(
@@ -1387,9 +1412,48 @@ impl Server {
     }
 }
 
+/// What followed an operator request on its stream: the stream's end,
+/// nothing yet, or a reset are fine; another frame (or bytes that are no
+/// frame) is an error, so the request is not run.
+fn one_request(next: Result<Option<Message>, LinkError>) -> Result<(), ErrorMsg> {
+    let what = match next {
+        Ok(None) | Err(LinkError::Read(_) | LinkError::Connection(_) | LinkError::Closed(_)) => {
+            return Ok(())
+        }
+        Err(LinkError::Write(_) | LinkError::TimedOut(_) | LinkError::Busy { .. }) => return Ok(()),
+        Ok(Some(m)) => format!("a second frame ({})", m.kind()),
+        Err(LinkError::Frame(e)) => format!("bytes that are no frame ({e})"),
+    };
+    Err(err(
+        ErrorCode::InvalidRequest,
+        format!(
+            "one request per stream: {what} followed the request, which was not run; \
+             open a new stream for each request and finish it after the request"
+        ),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::worth_sending;
+    use super::{one_request, worth_sending};
+    use outpost_proto::frame::FrameError;
+    use outpost_proto::link::LinkError;
+    use outpost_proto::{AdminRequest, ErrorCode, Message};
+
+    #[test]
+    fn a_second_frame_on_a_request_stream_is_refused() {
+        assert!(one_request(Ok(None)).is_ok());
+        let e = one_request(Ok(Some(Message::Request(AdminRequest::ListNodes)))).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert!(
+            e.message.contains("one request per stream"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("not run"), "{}", e.message);
+        let e = one_request(Err(LinkError::Frame(FrameError::Malformed("x".into())))).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+    }
     use outpost_proto::{NodeDesired, Removal};
 
     fn delta(generation: u64) -> NodeDesired {

@@ -305,6 +305,31 @@ pub struct Event {
     /// `node/NAME`, `token/ID`, ...
     pub object: String,
     pub message: String,
+    /// Occurrences in this series (Kubernetes' `count`): a repeat of the
+    /// same object, type, reason and message updates this event. Peers
+    /// from before series send none: one.
+    #[serde(default = "one")]
+    pub count: u32,
+    /// When the series began (`firstTimestamp`); `time_ms` is the last
+    /// occurrence. Zero from older peers: read it through `first_ms`.
+    #[serde(default)]
+    pub first_time_ms: u64,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Event {
+    /// When the series began; an event from an older peer began when it
+    /// was last seen.
+    pub fn first_ms(&self) -> u64 {
+        if self.first_time_ms == 0 {
+            self.time_ms
+        } else {
+            self.first_time_ms.min(self.time_ms)
+        }
+    }
 }
 
 /// A bootstrap token as listed to operators (never the secret).
@@ -641,5 +666,15 @@ mod tests {
         assert!(r.validate().is_ok(), "{:?}", r.validate());
         let bytes = crate::frame::encode(&crate::Message::Report(Box::new(r))).unwrap();
         assert!(bytes.len() < crate::MAX_FRAME, "{}", bytes.len());
+    }
+
+    #[test]
+    fn an_event_from_before_series_decodes_as_one_occurrence() {
+        let old = r#"{"seq":3,"time_ms":9000,"kind":"Warning","reason":"FailedSync","object":"node/a","message":"disk full"}"#;
+        let e: Event = serde_json::from_str(old).unwrap();
+        assert_eq!(e.count, 1);
+        assert_eq!(e.first_ms(), 9000);
+        let back: Event = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+        assert_eq!(back, e);
     }
 }

@@ -2,8 +2,8 @@
 //! sides, while a well-behaved agent stays Ready throughout: no client
 //! certificate, a certificate from another CA, an expired certificate, node
 //! A's certificate speaking for node B, expired / used-up / revoked tokens,
-//! an operator call without an admin certificate, oversized and malformed
-//! frames.
+//! an operator call without an admin certificate, two requests on one
+//! operator stream, oversized and malformed frames.
 
 use outpost_controller::clientconfig::{pem_der, ClientConfig};
 use outpost_controller::cluster::load_pki;
@@ -78,6 +78,10 @@ fn every_rejection_is_clear_and_harmless() {
     let good = || creds_from_pem(&good_path);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let addr = c.listen;
+    let admin_path = c.path("admin-identity.pem");
+    std::fs::write(&admin_path, format!("{}\n{}", cfg.cert, cfg.key)).unwrap();
+    let admin = || creds_from_pem(&admin_path);
+    let list_nodes = frame(&Message::Request(AdminRequest::ListNodes));
     let probe = |creds: Option<Creds>, bytes: Vec<u8>| {
         let out = rt.block_on(send_raw(addr, &ca_der, creds, bytes));
         out.text()
@@ -120,6 +124,14 @@ fn every_rejection_is_clear_and_harmless() {
                 frame(&Message::Request(AdminRequest::ListNodes)),
             ),
             &["PermissionDenied", "admin certificate"],
+        ),
+        (
+            "two requests on one operator stream",
+            probe(
+                Some(admin()),
+                [list_nodes.clone(), list_nodes.clone()].concat(),
+            ),
+            &["InvalidRequest", "one request per stream", "not run"],
         ),
         (
             "oversized frame",

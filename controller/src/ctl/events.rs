@@ -1,5 +1,7 @@
 //! Events: `get events` (kubectl's columns), their JSON, and the
-//! `Events:` section every description ends with.
+//! `Events:` section every description ends with. A series (an event
+//! seen more than once) reads as kubectl prints it: `5s (x173 over 80s)`,
+//! the last time seen, the count and the age of the first.
 
 use super::{age, rfc3339, table};
 use outpost_proto::Event;
@@ -15,8 +17,21 @@ pub fn event_json(e: &Event) -> Value {
         "reason": e.reason,
         "involvedObject": e.object,
         "message": e.message,
+        "count": e.count.max(1),
+        "firstTimestamp": rfc3339(e.first_ms()),
         "lastTimestamp": rfc3339(e.time_ms),
     })
+}
+
+/// When an event was seen, kubectl's way: `60s`, or `5s (x173 over 80s)`
+/// for a series.
+pub fn seen(e: &Event, now_ms: u64) -> String {
+    let last = age(e.time_ms, now_ms);
+    if e.count > 1 {
+        format!("{last} (x{} over {})", e.count, age(e.first_ms(), now_ms))
+    } else {
+        last
+    }
 }
 
 /// `get events`, oldest first as kubectl sorts them.
@@ -25,7 +40,7 @@ pub fn events_table(events: &[Event], now_ms: u64) -> String {
         .iter()
         .map(|e| {
             vec![
-                age(e.time_ms, now_ms),
+                seen(e, now_ms),
                 format!("{:?}", e.kind),
                 e.reason.clone(),
                 e.object.clone(),
@@ -53,7 +68,7 @@ pub fn section(o: &mut String, events: &[Event], now_ms: u64) {
         vec![
             format!("{:?}", e.kind),
             e.reason.clone(),
-            age(e.time_ms, now_ms),
+            seen(e, now_ms),
             e.message.clone(),
         ]
     }));
@@ -75,6 +90,8 @@ mod tests {
             reason: reason.into(),
             object: "pod/web".into(),
             message: message.into(),
+            count: 1,
+            first_time_ms: 10_000,
         }
     }
 
@@ -108,5 +125,29 @@ mod tests {
             ["60s", "Warning", "BackOff", "pod/web", "restarting"]
         );
         assert_eq!(event_json(&evs[0])["metadata"]["name"], "event-1");
+    }
+
+    #[test]
+    fn a_series_shows_its_count_and_span() {
+        let mut e = event(1, EventType::Warning, "FailedSync", "disk full");
+        e.count = 173;
+        e.first_time_ms = 10_000;
+        e.time_ms = 85_000;
+        assert_eq!(seen(&e, 90_000), "5s (x173 over 80s)");
+        let t = events_table(std::slice::from_ref(&e), 90_000);
+        assert!(
+            t.lines()
+                .nth(1)
+                .unwrap()
+                .starts_with("5s (x173 over 80s)   Warning"),
+            "{t}"
+        );
+        let mut o = String::new();
+        section(&mut o, &[e.clone()], 90_000);
+        assert!(
+            o.contains("FailedSync   5s (x173 over 80s)   disk full"),
+            "{o}"
+        );
+        assert_eq!(event_json(&e)["count"], 173);
     }
 }

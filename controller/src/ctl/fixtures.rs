@@ -276,6 +276,8 @@ fn event(reason: &str, message: &str) -> Event {
         reason: reason.into(),
         object: "x".into(),
         message: message.into(),
+        count: 1,
+        first_time_ms: now() - 30_000,
     }
 }
 
