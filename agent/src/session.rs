@@ -328,6 +328,9 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
     let data = DataDir(cfg.data_dir.clone());
     std::fs::create_dir_all(&data.0)
         .with_context(|| format!("creating data directory {}", data.0.display()))?;
+    // Held until the agent exits: a second agent on this directory would
+    // take the session from this one over and over.
+    let _lock = crate::dirlock::DirLock::acquire(&data.0)?;
     let mut id = match data.identity()? {
         Some(id) => {
             if cfg.token.is_some() {
