@@ -7,13 +7,26 @@
 //! namespaces existed read back with every pod in the default namespace,
 //! whose keys are the bare names they were filed under. Changes are applied here first and acknowledged only once saved,
 //! so an acknowledged generation is always on disk.
+//!
+//! A save that fails (a full data directory: ENOSPC) does not end the
+//! session: the set the controller asked for is kept here as unsaved (later
+//! deltas of the same session apply on top of it, as the controller sends
+//! them relative to what it sent), the pods keep running as last saved, and
+//! the session tries the save again on [`SaveRetry`]'s back-off (exponential,
+//! capped, reset by a save that works), sending one `FailedSync` event per
+//! distinct failure rather than one per try. A new session starts again from
+//! what is saved: its controller sends the changes since the acknowledged
+//! generation, so the unsaved set is replaced by the first of them.
 
+use crate::backoff::Backoff;
 use crate::runtime::DesiredSet;
 use outpost_proto::files::{read_bounded, write_private};
 use outpost_proto::pod::DesiredPod;
+use outpost_proto::{AgentEvent, EventType};
 use outpost_proto::{NodeDesired, MAX_PODS_PER_NODE};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Largest state file read back (110 pods of a few KiB each, with room).
 const MAX_STATE: u64 = 8 << 20;
@@ -32,6 +45,20 @@ pub struct ApplyOutcome {
     pub refused: Vec<(String, String)>,
     /// Keys of pods the controller removed that this node did not have.
     pub unknown_removals: Vec<String>,
+    /// Why the new set could not be saved; it is kept as unsaved
+    /// ([`PodState::unsaved`]) and the saved one stays in force.
+    pub not_saved: Option<String>,
+}
+
+/// A set the controller sent that is not on disk yet.
+#[derive(Debug)]
+struct Unsaved {
+    set: DesiredSet,
+    /// Why the last save failed.
+    error: String,
+    /// From an earlier session: what is shown until the new session's
+    /// first message replaces it, never saved (see the module docs).
+    stale: bool,
 }
 
 /// The local copy of this node's desired pods.
@@ -40,6 +67,7 @@ pub struct PodState {
     path: PathBuf,
     node: String,
     set: DesiredSet,
+    unsaved: Option<Unsaved>,
 }
 
 impl PodState {
@@ -69,6 +97,7 @@ impl PodState {
             path,
             node: node.to_string(),
             set,
+            unsaved: None,
         })
     }
 
@@ -80,13 +109,32 @@ impl PodState {
         self.set.generation
     }
 
+    /// The set the controller asked for that could not be saved, with why.
+    pub fn unsaved(&self) -> Option<(&DesiredSet, &str)> {
+        self.unsaved.as_ref().map(|u| (&u.set, u.error.as_str()))
+    }
+
+    /// A new session begins: its controller sends the changes since the
+    /// saved generation, so the next message applies to the saved set.
+    /// Until then the unsaved set is still shown, but not saved.
+    pub fn new_session(&mut self) {
+        if let Some(u) = &mut self.unsaved {
+            u.stale = true;
+        }
+    }
+
     /// Applies a controller message and saves the result before returning.
+    /// When the save fails the result is kept as unsaved and
+    /// `not_saved` says why; an `Err` is a message no retry can take.
     pub fn apply(&mut self, msg: NodeDesired) -> Result<ApplyOutcome, String> {
         let mut out = ApplyOutcome::default();
         let mut next = if msg.full {
             DesiredSet::default()
         } else {
-            self.set.clone()
+            match &self.unsaved {
+                Some(u) if !u.stale => u.set.clone(),
+                _ => self.set.clone(),
+            }
         };
         for r in msg.removed {
             match next.pods.remove(&r.key) {
@@ -131,9 +179,40 @@ impl PodState {
         // The whole wanted set comes with every message.
         next.images = msg.images;
         next.generation = msg.generation;
-        self.save(&next)?;
-        self.set = next;
+        match self.save(&next) {
+            Ok(()) => {
+                self.set = next;
+                self.unsaved = None;
+            }
+            Err(error) => {
+                out.not_saved = Some(error.clone());
+                self.unsaved = Some(Unsaved {
+                    set: next,
+                    error,
+                    stale: false,
+                });
+            }
+        }
         Ok(out)
+    }
+
+    /// Tries again to save the unsaved set of this session: `None` when
+    /// there is none, else whether it is saved (and now in force).
+    pub fn retry_save(&mut self) -> Option<Result<(), String>> {
+        let u = self.unsaved.as_ref().filter(|u| !u.stale)?;
+        match self.save(&u.set) {
+            Ok(()) => {
+                let u = self.unsaved.take()?;
+                self.set = u.set;
+                Some(Ok(()))
+            }
+            Err(error) => {
+                if let Some(u) = &mut self.unsaved {
+                    u.error.clone_from(&error);
+                }
+                Some(Err(error))
+            }
+        }
     }
 
     fn save(&self, set: &DesiredSet) -> Result<(), String> {
@@ -144,6 +223,70 @@ impl PodState {
         let bytes = serde_json::to_vec(&disk).map_err(|e| e.to_string())?;
         write_private(&self.path, &bytes)
             .map_err(|e| format!("saving desired pods to {}: {e}", self.path.display()))
+    }
+}
+
+/// First wait before saving an unsaved set again: a freed disk is used
+/// within a second or two, and the status message interval is one second.
+const SAVE_RETRY_BASE: Duration = Duration::from_secs(1);
+/// Longest wait: a few writes a minute at most while the disk stays full,
+/// yet the pods follow within a minute of someone freeing space.
+const SAVE_RETRY_CAP: Duration = Duration::from_secs(60);
+
+/// When to try an unsaved set again, and which failures are news. Pure:
+/// the session asks it after each try and sleeps for what it says.
+#[derive(Debug, Clone)]
+pub struct SaveRetry {
+    backoff: Backoff,
+    /// The failure last reported with an event, until a save works.
+    reported: Option<String>,
+}
+
+impl Default for SaveRetry {
+    fn default() -> SaveRetry {
+        SaveRetry {
+            backoff: Backoff::new(SAVE_RETRY_BASE, SAVE_RETRY_CAP),
+            reported: None,
+        }
+    }
+}
+
+/// What to do after a failed save.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retry {
+    /// Wait this long before the next try.
+    pub delay: Duration,
+    /// The event to send: only for a failure not reported already.
+    pub event: Option<AgentEvent>,
+}
+
+impl SaveRetry {
+    /// A save failed with `error`; `unit` is a random draw in [0, 1) for
+    /// the jitter.
+    pub fn failed(&mut self, error: &str, unit: f64) -> Retry {
+        let delay = self.backoff.next_delay(unit);
+        let event = (self.reported.as_deref() != Some(error)).then(|| {
+            self.reported = Some(error.to_string());
+            let mut message = format!(
+                "the agent could not save the desired pods ({error}); it keeps running the pods it has, starts no new ones and retries with back-off (up to every {}s); free space in the data directory",
+                SAVE_RETRY_CAP.as_secs()
+            );
+            outpost_proto::pod::truncate(&mut message, outpost_proto::pod::pod_limits::MAX_MESSAGE);
+            AgentEvent {
+                kind: EventType::Warning,
+                reason: "FailedSync".into(),
+                pod: String::new(),
+                message,
+            }
+        });
+        Retry { delay, event }
+    }
+
+    /// A save worked: back to the first delay, and the next failure is
+    /// news again. True when a failure had been reported.
+    pub fn saved(&mut self) -> bool {
+        self.backoff.reset();
+        self.reported.take().is_some()
     }
 }
 
@@ -318,6 +461,132 @@ mod tests {
         assert_eq!(web.spec.key(), "web");
         assert_eq!(web.generation, 2);
         assert!(web.spec.validate().is_ok(), "{:?}", web.spec.validate());
+    }
+
+    /// Makes every save fail (the temp file's name taken by a directory)
+    /// or work again, as a full disk and one with room would.
+    fn disk_full(dir: &Path, full: bool) {
+        let tmp = dir.join(FILE).with_extension("tmp");
+        if full {
+            std::fs::create_dir_all(tmp).unwrap();
+        } else {
+            std::fs::remove_dir_all(tmp).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_set_the_disk_refuses_is_kept_unsaved_and_saved_on_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = PodState::load(dir.path(), "edge-1").unwrap();
+        s.apply(msg(1, true, vec![pod("a", "edge-1", 1)], &[]))
+            .unwrap();
+        disk_full(dir.path(), true);
+        let out = s
+            .apply(msg(2, false, vec![pod("b", "edge-1", 1)], &[]))
+            .unwrap();
+        assert!(
+            out.not_saved
+                .as_deref()
+                .is_some_and(|e| e.contains("pods.json")),
+            "{out:?}"
+        );
+        // In force: what was saved; the controller's wish is kept.
+        assert_eq!(s.generation(), 1);
+        assert_eq!(s.set().pods.keys().collect::<Vec<_>>(), ["a"]);
+        let (unsaved, why) = s.unsaved().unwrap();
+        assert_eq!(unsaved.pods.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert!(why.contains("pods.json"), "{why}");
+        // A later delta of the same session applies on top of the unsaved set.
+        let out = s
+            .apply(msg(3, false, vec![pod("c", "edge-1", 1)], &["a"]))
+            .unwrap();
+        assert!(out.not_saved.is_some());
+        assert!(out.unknown_removals.is_empty(), "a was known: {out:?}");
+        assert_eq!(
+            s.unsaved().unwrap().0.pods.keys().collect::<Vec<_>>(),
+            ["b", "c"]
+        );
+        assert!(s.retry_save().unwrap().is_err(), "still full");
+        assert_eq!(s.generation(), 1);
+        disk_full(dir.path(), false);
+        assert_eq!(s.retry_save(), Some(Ok(())));
+        assert!(s.unsaved().is_none());
+        assert_eq!(s.generation(), 3);
+        assert_eq!(s.set().pods.keys().collect::<Vec<_>>(), ["b", "c"]);
+        assert_eq!(s.retry_save(), None, "nothing left to save");
+        let again = PodState::load(dir.path(), "edge-1").unwrap();
+        assert_eq!(again.generation(), 3);
+        assert_eq!(again.set().pods.keys().collect::<Vec<_>>(), ["b", "c"]);
+    }
+
+    #[test]
+    fn a_new_session_starts_again_from_the_saved_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = PodState::load(dir.path(), "edge-1").unwrap();
+        s.apply(msg(1, true, vec![pod("a", "edge-1", 1)], &[]))
+            .unwrap();
+        disk_full(dir.path(), true);
+        s.apply(msg(2, false, vec![pod("b", "edge-1", 1)], &[]))
+            .unwrap();
+        s.new_session();
+        assert!(
+            s.unsaved().is_some(),
+            "still shown until the controller speaks"
+        );
+        disk_full(dir.path(), false);
+        assert_eq!(s.retry_save(), None, "a stale set is never saved");
+        // The new session's delta (since generation 1) applies to the saved set.
+        let out = s
+            .apply(msg(4, false, vec![pod("d", "edge-1", 1)], &[]))
+            .unwrap();
+        assert_eq!(out.not_saved, None);
+        assert!(s.unsaved().is_none());
+        assert_eq!(s.set().pods.keys().collect::<Vec<_>>(), ["a", "d"]);
+    }
+
+    #[test]
+    fn save_retries_back_off_and_report_each_failure_once() {
+        // Virtual time: the session sleeps for what each failure says.
+        let mut r = SaveRetry::default();
+        let full = "saving desired pods to /d/pods.json: No space left on device (os error 28)";
+        let mut now = Duration::ZERO;
+        let mut delays = Vec::new();
+        let mut events = Vec::new();
+        for _ in 0..10 {
+            let retry = r.failed(full, 0.0);
+            now += retry.delay;
+            delays.push(retry.delay.as_millis());
+            events.extend(retry.event);
+        }
+        assert_eq!(
+            delays,
+            [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000, 30000],
+            "exponential, capped (equal jitter: half of 1 s doubling to 60 s)"
+        );
+        assert!(
+            now < Duration::from_secs(200),
+            "ten tries in {now:?}, not five seconds"
+        );
+        assert_eq!(events.len(), 1, "one event for ten tries of one failure");
+        assert_eq!(events[0].kind, EventType::Warning);
+        assert_eq!(events[0].reason, "FailedSync");
+        assert!(events[0].pod.is_empty(), "about the node");
+        assert!(events[0].message.contains(full), "{}", events[0].message);
+        assert!(
+            events[0].message.contains("free space"),
+            "{}",
+            events[0].message
+        );
+        // Another failure is news, once.
+        let other = "saving desired pods to /d/pods.json: Read-only file system (os error 30)";
+        assert!(r.failed(other, 0.0).event.is_some());
+        assert!(r.failed(other, 0.0).event.is_none());
+        // A save that works resets the delay, and the same failure again is news.
+        assert!(r.saved());
+        assert!(!r.saved(), "nothing was failing any more");
+        let retry = r.failed(full, 0.0);
+        assert_eq!(retry.delay, Duration::from_millis(500));
+        assert!(retry.event.is_some());
     }
 
     #[test]

@@ -10,11 +10,14 @@
 //! controller that refuses it (`VersionMismatch`) is greeted again one
 //! version lower at once, and what the session's version lacks is left out
 //! of what is sent (`NodeReport::for_protocol`: the agent's Ready).
+//! Desired pods the data directory cannot take (full disk) do not end the
+//! session: they stay unacknowledged and unsaved, and are saved again on
+//! `podstate::SaveRetry`'s back-off with one event per distinct failure.
 
 use crate::backoff::Backoff;
 use crate::config::AgentConfig;
 use crate::identity::{self, DataDir, Identity};
-use crate::podstate::PodState;
+use crate::podstate::{PodState, SaveRetry};
 use crate::pressure::PressureTracker;
 use crate::probe::{self, Prober};
 use crate::report::worth_sending;
@@ -465,6 +468,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
             routes_rx,
             services: svc_tx,
         },
+        save_retry: SaveRetry::default(),
     };
     tokio::pin!(shutdown);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -557,6 +561,48 @@ struct PodLink<'a> {
     docker: watch::Receiver<Option<bollard::Docker>>,
     reports: watch::Receiver<Option<NodeReport>>,
     routes: RoutesLink,
+    /// Back-off and reported failures of saving desired pods; kept across
+    /// sessions so a reconnect does not repeat the event.
+    save_retry: SaveRetry,
+}
+
+impl PodLink<'_> {
+    /// The saved set changed (it was `before`, by key): the runtime gets
+    /// it, and the pods it no longer has are reported gone once stopped.
+    /// True when some were.
+    fn saved(&mut self, before: &[String], removed: &mut BTreeSet<String>) -> bool {
+        if self.save_retry.saved() {
+            info!(
+                generation = self.pods.generation(),
+                "desired pods saved again; the node takes the pods it could not before"
+            );
+        }
+        let after = &self.pods.set().pods;
+        let was = removed.len();
+        removed.extend(before.iter().filter(|k| !after.contains_key(*k)).cloned());
+        self.desired.send_replace(Arc::new(self.pods.set().clone()));
+        removed.len() > was
+    }
+
+    /// Saving desired pods failed with `error`: says so (once per distinct
+    /// failure) and returns when to try again.
+    fn save_failed(&mut self, error: &str) -> tokio::time::Instant {
+        let retry = self.save_retry.failed(error, rand::random());
+        match retry.event {
+            Some(event) => {
+                error!(
+                    "desired pods not saved: {error}; the pods here keep running, retrying in {:.1?} and with back-off",
+                    retry.delay
+                );
+                let _ = self.events_tx.try_send(event);
+            }
+            None => debug!(
+                "desired pods still not saved: {error}; retrying in {:.1?}",
+                retry.delay
+            ),
+        }
+        tokio::time::Instant::now() + retry.delay
+    }
 }
 
 /// The Service routes as the controller sends them, and where they go.
@@ -1009,6 +1055,7 @@ async fn session(
         }
     });
     // Where this node stands; the controller answers with what changed.
+    pods.pods.new_session();
     write_frame(
         &mut send,
         &Message::PodsAck(PodsAck {
@@ -1034,6 +1081,8 @@ async fn session(
     };
     let mut status_due: Option<tokio::time::Instant> = None;
     let mut last_status = tokio::time::Instant::now();
+    // The next try to save a desired set the disk refused (`SaveRetry`).
+    let mut save_due: Option<tokio::time::Instant> = None;
     let result = async {
         let mut sent: Option<NodeReport> = None;
         let mut seq = 0u64;
@@ -1113,17 +1162,11 @@ async fn session(
                         let before: Vec<String> = pods.pods.set().pods.keys().cloned().collect();
                         match pods.pods.apply(d) {
                             Ok(outcome) => {
-                                let after = &pods.pods.set().pods;
                                 let was = removed_since.len();
-                                removed_since.extend(before.into_iter().filter(|k| !after.contains_key(k)));
                                 // Removals of pods never started here too:
                                 // say they are gone, so the controller
                                 // forgets them.
                                 removed_since.extend(outcome.unknown_removals);
-                                if removed_since.len() > was {
-                                    status_due.get_or_insert(last_status + STATUS_MIN_INTERVAL);
-                                }
-                                info!(generation, full, changed = n, removed = r, "desired pods updated");
                                 for (pod, why) in outcome.refused {
                                     warn!(%pod, "pod refused: {why}");
                                     let _ = pods.events_tx.try_send(AgentEvent {
@@ -1133,16 +1176,26 @@ async fn session(
                                         message: format!("the agent refused the pod: {why}"),
                                     });
                                 }
-                                pods.desired.send_replace(Arc::new(pods.pods.set().clone()));
-                                write_frame(&mut send, &Message::PodsAck(PodsAck { generation })).await?;
+                                match outcome.not_saved {
+                                    None => {
+                                        info!(generation, full, changed = n, removed = r, "desired pods updated");
+                                        save_due = None;
+                                        pods.saved(&before, &mut removed_since);
+                                        write_frame(&mut send, &Message::PodsAck(PodsAck { generation })).await?;
+                                    }
+                                    // Not acknowledged: kept unsaved and
+                                    // tried again on a back-off, while the
+                                    // pods already here keep running.
+                                    Some(e) => save_due = Some(pods.save_failed(&e)),
+                                }
+                                if removed_since.len() > was {
+                                    status_due.get_or_insert(last_status + STATUS_MIN_INTERVAL);
+                                }
                             }
                             Err(e) => {
-                                // Not acknowledged, and the controller only
-                                // resends on a new session: end this one so
-                                // the next brings them again (a full disk may
-                                // have room by then). Meanwhile the pods
-                                // already here keep running; the event says
-                                // why nothing changes.
+                                // A set no retry can take (more pods than a
+                                // node runs): the next session brings it
+                                // again, and its back-off paces the retries.
                                 error!("desired pods not applied: {e}; reconnecting to get them again");
                                 let _ = pods.events_tx.try_send(AgentEvent {
                                     kind: EventType::Warning,
@@ -1179,6 +1232,21 @@ async fn session(
                     }
                     Some(Err(e)) => return Ok(Ended::Lost(e.to_string())),
                 },
+                () = async { tokio::time::sleep_until(save_due.unwrap_or_else(tokio::time::Instant::now)).await }, if save_due.is_some() => {
+                    save_due = None;
+                    let before: Vec<String> = pods.pods.set().pods.keys().cloned().collect();
+                    match pods.pods.retry_save() {
+                        None => {}
+                        Some(Ok(())) => {
+                            let generation = pods.pods.generation();
+                            if pods.saved(&before, &mut removed_since) {
+                                status_due.get_or_insert(last_status + STATUS_MIN_INTERVAL);
+                            }
+                            write_frame(&mut send, &Message::PodsAck(PodsAck { generation })).await?;
+                        }
+                        Some(Err(e)) => save_due = Some(pods.save_failed(&e)),
+                    }
+                }
                 changed = pods.status.changed(), if status_due.is_none() => {
                     if changed.is_err() {
                         bail!("the pod runtime stopped");
