@@ -2,8 +2,9 @@
 //! the controller out of reach, across agent restarts and reboots.
 //!
 //! One JSON file (`pods.json` in the data directory), written atomically
-//! (temp file + rename) on every change the controller sends, read once at
-//! start. Pods are filed by key (`PodSpec::key`); files written before
+//! (temp file + rename) on every change the controller sends to the pods
+//! (not when only the generation moved: see `PodState::save`), read once
+//! at start. Pods are filed by key (`PodSpec::key`); files written before
 //! namespaces existed read back with every pod in the default namespace,
 //! whose keys are the bare names they were filed under. Changes are applied here first and acknowledged only once saved,
 //! so an acknowledged generation is always on disk.
@@ -24,7 +25,7 @@ use outpost_proto::files::{read_bounded, write_private};
 use outpost_proto::pod::DesiredPod;
 use outpost_proto::{AgentEvent, EventType};
 use outpost_proto::{NodeDesired, MAX_PODS_PER_NODE};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -32,7 +33,8 @@ use std::time::Duration;
 const MAX_STATE: u64 = 8 << 20;
 const FILE: &str = "pods.json";
 
-#[derive(Serialize, Deserialize, Default)]
+/// The file's shape (written by [`PodState::save`] in the same form).
+#[derive(Deserialize, Default)]
 struct OnDisk {
     generation: u64,
     pods: Vec<DesiredPod>,
@@ -68,6 +70,9 @@ pub struct PodState {
     node: String,
     set: DesiredSet,
     unsaved: Option<Unsaved>,
+    /// The pods as last written (or read back), serialized: a save whose
+    /// pods are the same bytes is skipped (see [`PodState::save`]).
+    written: Option<Vec<u8>>,
 }
 
 impl PodState {
@@ -77,6 +82,7 @@ impl PodState {
     pub fn load(data_dir: &Path, node: &str) -> Result<PodState, String> {
         let path = data_dir.join(FILE);
         let mut set = DesiredSet::default();
+        let mut written = None;
         match read_bounded(&path, MAX_STATE) {
             Ok(text) => {
                 let disk: OnDisk = serde_json::from_str(&text).map_err(|e| {
@@ -89,6 +95,8 @@ impl PodState {
                 for p in disk.pods {
                     set.pods.insert(p.spec.key(), p);
                 }
+                // What the file holds, as this agent would write it.
+                written = pods_json(&set).ok();
             }
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(format!("reading {}: {e}", path.display())),
@@ -98,6 +106,7 @@ impl PodState {
             node: node.to_string(),
             set,
             unsaved: None,
+            written,
         })
     }
 
@@ -199,31 +208,52 @@ impl PodState {
     /// Tries again to save the unsaved set of this session: `None` when
     /// there is none, else whether it is saved (and now in force).
     pub fn retry_save(&mut self) -> Option<Result<(), String>> {
-        let u = self.unsaved.as_ref().filter(|u| !u.stale)?;
+        let mut u = self.unsaved.take_if(|u| !u.stale)?;
         match self.save(&u.set) {
             Ok(()) => {
-                let u = self.unsaved.take()?;
                 self.set = u.set;
                 Some(Ok(()))
             }
             Err(error) => {
-                if let Some(u) = &mut self.unsaved {
-                    u.error.clone_from(&error);
-                }
+                u.error.clone_from(&error);
+                self.unsaved = Some(u);
                 Some(Err(error))
             }
         }
     }
 
-    fn save(&self, set: &DesiredSet) -> Result<(), String> {
-        let disk = OnDisk {
-            generation: set.generation,
-            pods: set.pods.values().cloned().collect(),
-        };
-        let bytes = serde_json::to_vec(&disk).map_err(|e| e.to_string())?;
+    /// Writes `set` unless its pods are what the file already holds.
+    ///
+    /// Only the generation moving (the controller's revision moves with
+    /// every status write, and a reconnect resends it) is no reason to
+    /// write: the file then keeps an older generation with the same pods,
+    /// and an agent that reads it back acknowledges that one, so its
+    /// controller sends the changes since then: nothing, or more than
+    /// needed, never less. Skipping spares the flash of small boxes and
+    /// keeps a full disk from failing a save that changes nothing. The
+    /// bytes are kept rather than a hash so that a collision can never
+    /// skip a write that mattered; they are the size of the set held anyway.
+    fn save(&mut self, set: &DesiredSet) -> Result<(), String> {
+        let pods = pods_json(set)?;
+        if self.written.as_ref() == Some(&pods) {
+            return Ok(());
+        }
+        let mut bytes = Vec::with_capacity(pods.len() + 40);
+        bytes
+            .extend_from_slice(format!("{{\"generation\":{},\"pods\":", set.generation).as_bytes());
+        bytes.extend_from_slice(&pods);
+        bytes.push(b'}');
         write_private(&self.path, &bytes)
-            .map_err(|e| format!("saving desired pods to {}: {e}", self.path.display()))
+            .map_err(|e| format!("saving desired pods to {}: {e}", self.path.display()))?;
+        self.written = Some(pods);
+        Ok(())
     }
+}
+
+/// The `pods` array of [`OnDisk`] for `set`, serialized.
+fn pods_json(set: &DesiredSet) -> Result<Vec<u8>, String> {
+    let pods: Vec<&DesiredPod> = set.pods.values().collect();
+    serde_json::to_vec(&pods).map_err(|e| e.to_string())
 }
 
 /// First wait before saving an unsaved set again: a freed disk is used
@@ -587,6 +617,57 @@ mod tests {
         let retry = r.failed(full, 0.0);
         assert_eq!(retry.delay, Duration::from_millis(500));
         assert!(retry.event.is_some());
+    }
+
+    #[test]
+    fn the_file_is_rewritten_only_when_the_pods_change() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(FILE);
+        // Each write is a new file renamed into place: a new inode.
+        let inode = || std::fs::metadata(&file).unwrap().ino();
+        let mut s = PodState::load(dir.path(), "edge-1").unwrap();
+        s.apply(msg(1, true, vec![pod("a", "edge-1", 1)], &[]))
+            .unwrap();
+        let first = inode();
+        // The same set again (a reconnect), then only the generation moving
+        // and a removal of a pod never here: nothing to write.
+        s.apply(msg(1, true, vec![pod("a", "edge-1", 1)], &[]))
+            .unwrap();
+        s.apply(msg(4, false, vec![], &[])).unwrap();
+        s.apply(msg(5, false, vec![], &["zz"])).unwrap();
+        assert_eq!(inode(), first, "no write for an unchanged set");
+        assert_eq!(s.generation(), 5, "in memory the generation moves");
+        // An agent reading it back acknowledges the older generation, with
+        // the same pods; and does not rewrite them either.
+        let mut again = PodState::load(dir.path(), "edge-1").unwrap();
+        assert_eq!(again.generation(), 1);
+        assert_eq!(again.set().pods, s.set().pods);
+        again
+            .apply(msg(6, true, vec![pod("a", "edge-1", 1)], &[]))
+            .unwrap();
+        assert_eq!(inode(), first, "no write after a restart either");
+        // A change is written.
+        again
+            .apply(msg(7, false, vec![pod("a", "edge-1", 2)], &[]))
+            .unwrap();
+        assert_ne!(inode(), first);
+        let back = PodState::load(dir.path(), "edge-1").unwrap();
+        assert_eq!(back.generation(), 7);
+        assert_eq!(back.set().pods["a"].generation, 2);
+    }
+
+    #[test]
+    fn an_unchanged_set_saves_even_on_a_full_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = PodState::load(dir.path(), "edge-1").unwrap();
+        s.apply(msg(1, true, vec![pod("a", "edge-1", 1)], &[]))
+            .unwrap();
+        disk_full(dir.path(), true);
+        let out = s
+            .apply(msg(2, true, vec![pod("a", "edge-1", 1)], &[]))
+            .unwrap();
+        assert_eq!(out.not_saved, None, "nothing needed writing");
     }
 
     #[test]
