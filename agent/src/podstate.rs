@@ -18,11 +18,13 @@
 //! distinct failure rather than one per try. A new session starts again from
 //! what is saved: its controller sends the changes since the acknowledged
 //! generation, so the unsaved set is replaced by the first of them.
+//! Meanwhile the pods of the unsaved set that the node does not run are
+//! reported Pending with reason `NodeCannotAccept` ([`PodState::not_accepted`]).
 
 use crate::backoff::Backoff;
 use crate::runtime::DesiredSet;
 use outpost_proto::files::{read_bounded, write_private};
-use outpost_proto::pod::DesiredPod;
+use outpost_proto::pod::{pod_limits, truncate, DesiredPod, PodPhase, PodStatus};
 use outpost_proto::{AgentEvent, EventType};
 use outpost_proto::{NodeDesired, MAX_PODS_PER_NODE};
 use serde::Deserialize;
@@ -62,6 +64,9 @@ struct Unsaved {
     /// first message replaces it, never saved (see the module docs).
     stale: bool,
 }
+
+/// Reason of a pod the node could not take (its pods could not be saved).
+pub const NOT_ACCEPTED: &str = "NodeCannotAccept";
 
 /// The local copy of this node's desired pods.
 #[derive(Debug)]
@@ -121,6 +126,41 @@ impl PodState {
     /// The set the controller asked for that could not be saved, with why.
     pub fn unsaved(&self) -> Option<(&DesiredSet, &str)> {
         self.unsaved.as_ref().map(|u| (&u.set, u.error.as_str()))
+    }
+
+    /// What to report for the pods the controller sent that this node has
+    /// not taken because they could not be saved: Pending with reason
+    /// [`NOT_ACCEPTED`], saying why and what to do, so the controller does
+    /// not show them `ContainerCreating`. A pod already here in another
+    /// generation keeps its status: it still runs as it was.
+    pub fn not_accepted(&self) -> Vec<PodStatus> {
+        let Some(u) = &self.unsaved else {
+            return Vec::new();
+        };
+        u.set
+            .pods
+            .iter()
+            .filter(|(k, _)| !self.set.pods.contains_key(*k))
+            .map(|(k, d)| {
+                let mut message = format!(
+                    "the node cannot save the pod ({}); it starts the pod once the save works: free space in the agent's data directory",
+                    u.error
+                );
+                truncate(&mut message, pod_limits::MAX_MESSAGE);
+                PodStatus {
+                    name: k.clone(),
+                    generation: d.generation,
+                    phase: PodPhase::Pending,
+                    reason: NOT_ACCEPTED.into(),
+                    message,
+                    ready: false,
+                    started_ms: 0,
+                    pod_ip: String::new(),
+                    containers: Vec::new(),
+                    usage: Default::default(),
+                }
+            })
+            .collect()
     }
 
     /// A new session begins: its controller sends the changes since the
@@ -301,7 +341,7 @@ impl SaveRetry {
                 "the agent could not save the desired pods ({error}); it keeps running the pods it has, starts no new ones and retries with back-off (up to every {}s); free space in the data directory",
                 SAVE_RETRY_CAP.as_secs()
             );
-            outpost_proto::pod::truncate(&mut message, outpost_proto::pod::pod_limits::MAX_MESSAGE);
+            truncate(&mut message, pod_limits::MAX_MESSAGE);
             AgentEvent {
                 kind: EventType::Warning,
                 reason: "FailedSync".into(),
@@ -617,6 +657,45 @@ mod tests {
         let retry = r.failed(full, 0.0);
         assert_eq!(retry.delay, Duration::from_millis(500));
         assert!(retry.event.is_some());
+    }
+
+    #[test]
+    fn pods_the_node_could_not_save_are_reported_not_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = PodState::load(dir.path(), "edge-1").unwrap();
+        s.apply(msg(1, true, vec![pod("a", "edge-1", 1)], &[]))
+            .unwrap();
+        assert!(s.not_accepted().is_empty());
+        disk_full(dir.path(), true);
+        let mut other = pod("b", "edge-1", 3);
+        other.spec.namespace = "team-a".into();
+        s.apply(msg(2, false, vec![pod("a", "edge-1", 2), other], &[]))
+            .unwrap();
+        let st = s.not_accepted();
+        assert_eq!(st.len(), 1, "a still runs (as generation 1): {st:?}");
+        assert_eq!(st[0].name, "team-a.b");
+        assert_eq!(st[0].generation, 3);
+        assert_eq!(st[0].phase, PodPhase::Pending);
+        assert_eq!(st[0].reason, "NodeCannotAccept");
+        assert!(
+            st[0]
+                .message
+                .starts_with("the node cannot save the pod (saving desired pods to")
+                && st[0].message.contains("free space"),
+            "{}",
+            st[0].message
+        );
+        assert!(st[0].validate().is_ok(), "{:?}", st[0].validate());
+        // Deleted before it was taken: nothing to report any more.
+        s.apply(msg(3, false, vec![], &["team-a.b"])).unwrap();
+        assert!(s.not_accepted().is_empty());
+        // Taken once saved.
+        s.apply(msg(4, false, vec![pod("c", "edge-1", 1)], &[]))
+            .unwrap();
+        assert_eq!(s.not_accepted().len(), 1);
+        disk_full(dir.path(), false);
+        assert_eq!(s.retry_save(), Some(Ok(())));
+        assert!(s.not_accepted().is_empty());
     }
 
     #[test]

@@ -567,6 +567,14 @@ struct PodLink<'a> {
 }
 
 impl PodLink<'_> {
+    /// The runtime's latest statuses, with those of the pods the node
+    /// could not take (`PodState::not_accepted`) in place of whatever the
+    /// runtime says of those keys.
+    fn snapshot(&mut self) -> Arc<Snapshot> {
+        let snap = self.status.borrow_and_update().clone();
+        with_not_accepted(snap, self.pods.not_accepted())
+    }
+
     /// The saved set changed (it was `before`, by key): the runtime gets
     /// it, and the pods it no longer has are reported gone once stopped.
     /// True when some were.
@@ -686,6 +694,18 @@ fn status_update(
         false
     });
     (changed, gone)
+}
+
+/// `snap` with `extra` statuses put in by key.
+fn with_not_accepted(snap: Arc<Snapshot>, extra: Vec<PodStatus>) -> Arc<Snapshot> {
+    if extra.is_empty() {
+        return snap;
+    }
+    let mut snap = Arc::unwrap_or_clone(snap);
+    for s in extra {
+        snap.pods.insert(s.name.clone(), s);
+    }
+    Arc::new(snap)
 }
 
 /// A client for the engine at `DOCKER_HOST` (default the local socket),
@@ -1066,7 +1086,7 @@ async fn session(
     // Pods the controller removed, until reported gone (`status_update`).
     let mut removed_since: BTreeSet<String> = BTreeSet::new();
     let mut sent_status: BTreeMap<String, PodStatus> = {
-        let snap = pods.status.borrow_and_update().clone();
+        let snap = pods.snapshot();
         write_frame(
             &mut send,
             &Message::PodStatuses(Box::new(PodStatusUpdate {
@@ -1160,6 +1180,7 @@ async fn session(
                         let generation = d.generation;
                         let (full, n, r) = (d.full, d.pods.len(), d.removed.len());
                         let before: Vec<String> = pods.pods.set().pods.keys().cloned().collect();
+                        let before_unsaved = pods.pods.not_accepted();
                         match pods.pods.apply(d) {
                             Ok(outcome) => {
                                 let was = removed_since.len();
@@ -1188,7 +1209,9 @@ async fn session(
                                     // pods already here keep running.
                                     Some(e) => save_due = Some(pods.save_failed(&e)),
                                 }
-                                if removed_since.len() > was {
+                                // Pods not taken are reported, and pods
+                                // taken after all stop being so.
+                                if removed_since.len() > was || pods.pods.unsaved().is_some() || !before_unsaved.is_empty() {
                                     status_due.get_or_insert(last_status + STATUS_MIN_INTERVAL);
                                 }
                             }
@@ -1239,9 +1262,10 @@ async fn session(
                         None => {}
                         Some(Ok(())) => {
                             let generation = pods.pods.generation();
-                            if pods.saved(&before, &mut removed_since) {
-                                status_due.get_or_insert(last_status + STATUS_MIN_INTERVAL);
-                            }
+                            pods.saved(&before, &mut removed_since);
+                            // Removed pods to report gone, and the pods no
+                            // longer NodeCannotAccept.
+                            status_due.get_or_insert(last_status + STATUS_MIN_INTERVAL);
                             write_frame(&mut send, &Message::PodsAck(PodsAck { generation })).await?;
                         }
                         Some(Err(e)) => save_due = Some(pods.save_failed(&e)),
@@ -1256,7 +1280,7 @@ async fn session(
                 () = async { tokio::time::sleep_until(status_due.unwrap_or_else(tokio::time::Instant::now)).await }, if status_due.is_some() => {
                     status_due = None;
                     last_status = tokio::time::Instant::now();
-                    let snap = pods.status.borrow_and_update().clone();
+                    let snap = pods.snapshot();
                     let (changed, gone) =
                         status_update(&sent_status, &snap, &pods.pods.set().pods, &mut removed_since);
                     write_frame(&mut send, &Message::PodStatuses(Box::new(PodStatusUpdate {
@@ -1370,6 +1394,26 @@ mod tests {
         assert!(changed.is_empty());
         assert_eq!(gone, vec!["quick".to_string()]);
         assert!(removed.is_empty(), "said once");
+    }
+
+    #[test]
+    fn a_pod_the_node_could_not_take_is_reported_so_then_gone_when_deleted() {
+        let mut refused = status("new");
+        refused.phase = outpost_proto::pod::PodPhase::Pending;
+        refused.reason = crate::podstate::NOT_ACCEPTED.into();
+        let runtime = Arc::new(snapshot(&["a"]));
+        let snap = with_not_accepted(runtime.clone(), vec![refused.clone()]);
+        let mut removed = BTreeSet::new();
+        let (changed, gone) = status_update(&runtime.pods, &snap, &desired(&["a"]), &mut removed);
+        assert_eq!(changed, vec![refused], "only the refused pod is news");
+        assert!(gone.is_empty());
+        // Deleted by the operator before it was taken: gone, so the
+        // controller can forget it.
+        let after = with_not_accepted(runtime.clone(), Vec::new());
+        assert!(Arc::ptr_eq(&after, &runtime), "nothing to add: no copy");
+        let (changed, gone) = status_update(&snap.pods, &after, &desired(&["a"]), &mut removed);
+        assert!(changed.is_empty());
+        assert_eq!(gone, vec!["new".to_string()]);
     }
 
     #[test]
