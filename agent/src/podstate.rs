@@ -47,7 +47,8 @@ struct OnDisk {
 pub struct ApplyOutcome {
     /// Pods refused (bad spec, or for another node) by key, with the reason.
     pub refused: Vec<(String, String)>,
-    /// Keys of pods the controller removed that this node did not have.
+    /// Keys of pods the controller removed that this node did not have
+    /// (nor had taken: a pod only in the unsaved set never started).
     pub unknown_removals: Vec<String>,
     /// Why the new set could not be saved; it is kept as unsaved
     /// ([`PodState::unsaved`]) and the saved one stays in force.
@@ -188,6 +189,10 @@ impl PodState {
         for r in msg.removed {
             match next.pods.remove(&r.key) {
                 None => out.unknown_removals.push(r.key),
+                // Only in the unsaved set: never taken, so never started.
+                Some(_) if !self.set.pods.contains_key(&r.key) => {
+                    out.unknown_removals.push(r.key);
+                }
                 Some(_) => {
                     if let Some(g) = r.grace_period_seconds {
                         next.removal_grace.insert(r.key, u64::from(g));
@@ -686,8 +691,10 @@ mod tests {
             st[0].message
         );
         assert!(st[0].validate().is_ok(), "{:?}", st[0].validate());
-        // Deleted before it was taken: nothing to report any more.
-        s.apply(msg(3, false, vec![], &["team-a.b"])).unwrap();
+        // Deleted before it was taken: nothing to report any more, and
+        // never started here (so the session reports it gone).
+        let out = s.apply(msg(3, false, vec![], &["team-a.b"])).unwrap();
+        assert_eq!(out.unknown_removals, ["team-a.b"]);
         assert!(s.not_accepted().is_empty());
         // Taken once saved.
         s.apply(msg(4, false, vec![pod("c", "edge-1", 1)], &[]))
@@ -710,12 +717,17 @@ mod tests {
             .unwrap();
         let first = inode();
         // The same set again (a reconnect), then only the generation moving
-        // and a removal of a pod never here: nothing to write.
-        s.apply(msg(1, true, vec![pod("a", "edge-1", 1)], &[]))
-            .unwrap();
-        s.apply(msg(4, false, vec![], &[])).unwrap();
-        s.apply(msg(5, false, vec![], &["zz"])).unwrap();
-        assert_eq!(inode(), first, "no write for an unchanged set");
+        // and a removal of a pod never here: nothing to write. (Checked
+        // after each: a write could in time reuse a freed inode number,
+        // never the one the file holds while the next is renamed over it.)
+        for m in [
+            msg(1, true, vec![pod("a", "edge-1", 1)], &[]),
+            msg(4, false, vec![], &[]),
+            msg(5, false, vec![], &["zz"]),
+        ] {
+            s.apply(m).unwrap();
+            assert_eq!(inode(), first, "no write for an unchanged set");
+        }
         assert_eq!(s.generation(), 5, "in memory the generation moves");
         // An agent reading it back acknowledges the older generation, with
         // the same pods; and does not rewrite them either.
