@@ -6,13 +6,15 @@
 //! container runtime was lost. `report` decides when a report is worth
 //! sending; `session` enrols (`identity` keeps key and certificate on disk)
 //! and keeps the QUIC session alive, reconnecting with `backoff`; `config`
-//! merges flags over the config file. `services` is the agent's snapshot of
+//! merges flags over the config file; `dirlock` keeps a second agent off
+//! the data directory. `services` is the agent's snapshot of
 //! the cluster's Services; `dns` serves it to pods as a resolver and
 //! `service_env` turns it into the kubelet's service environment variables.
 #![forbid(unsafe_code)]
 
 pub mod backoff;
 pub mod config;
+pub mod dirlock;
 pub mod dns;
 pub mod identity;
 pub mod metrics;

@@ -10,11 +10,14 @@
 //! controller that refuses it (`VersionMismatch`) is greeted again one
 //! version lower at once, and what the session's version lacks is left out
 //! of what is sent (`NodeReport::for_protocol`: the agent's Ready).
+//! Desired pods the data directory cannot take (full disk) do not end the
+//! session: they stay unacknowledged and unsaved, and are saved again on
+//! `podstate::SaveRetry`'s back-off with one event per distinct failure.
 
 use crate::backoff::Backoff;
 use crate::config::AgentConfig;
 use crate::identity::{self, DataDir, Identity};
-use crate::podstate::PodState;
+use crate::podstate::{PodState, SaveRetry};
 use crate::pressure::PressureTracker;
 use crate::probe::{self, Prober};
 use crate::report::worth_sending;
@@ -386,6 +389,9 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
     let data = DataDir(cfg.data_dir.clone());
     std::fs::create_dir_all(&data.0)
         .with_context(|| format!("creating data directory {}", data.0.display()))?;
+    // Held until the agent exits: a second agent on this directory would
+    // take the session from this one over and over.
+    let _lock = crate::dirlock::DirLock::acquire(&data.0)?;
     let token_id = cfg
         .token
         .as_deref()
@@ -553,6 +559,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
             routes_rx,
             services: svc_tx,
         },
+        save_retry: SaveRetry::default(),
     };
     tokio::pin!(shutdown);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -651,6 +658,56 @@ struct PodLink<'a> {
     docker: watch::Receiver<Option<bollard::Docker>>,
     reports: watch::Receiver<Option<NodeReport>>,
     routes: RoutesLink,
+    /// Back-off and reported failures of saving desired pods; kept across
+    /// sessions so a reconnect does not repeat the event.
+    save_retry: SaveRetry,
+}
+
+impl PodLink<'_> {
+    /// The runtime's latest statuses, with those of the pods the node
+    /// could not take (`PodState::not_accepted`) in place of whatever the
+    /// runtime says of those keys.
+    fn snapshot(&mut self) -> Arc<Snapshot> {
+        let snap = self.status.borrow_and_update().clone();
+        with_not_accepted(snap, self.pods.not_accepted())
+    }
+
+    /// The saved set changed (it was `before`, by key): the runtime gets
+    /// it, and the pods it no longer has are reported gone once stopped.
+    /// True when some were.
+    fn saved(&mut self, before: &[String], removed: &mut BTreeSet<String>) -> bool {
+        if self.save_retry.saved() {
+            info!(
+                generation = self.pods.generation(),
+                "desired pods saved again; the node takes the pods it could not before"
+            );
+        }
+        let after = &self.pods.set().pods;
+        let was = removed.len();
+        removed.extend(before.iter().filter(|k| !after.contains_key(*k)).cloned());
+        self.desired.send_replace(Arc::new(self.pods.set().clone()));
+        removed.len() > was
+    }
+
+    /// Saving desired pods failed with `error`: says so (once per distinct
+    /// failure) and returns when to try again.
+    fn save_failed(&mut self, error: &str) -> tokio::time::Instant {
+        let retry = self.save_retry.failed(error, rand::random());
+        match retry.event {
+            Some(event) => {
+                error!(
+                    "desired pods not saved: {error}; the pods here keep running, retrying in {:.1?} and with back-off",
+                    retry.delay
+                );
+                let _ = self.events_tx.try_send(event);
+            }
+            None => debug!(
+                "desired pods still not saved: {error}; retrying in {:.1?}",
+                retry.delay
+            ),
+        }
+        tokio::time::Instant::now() + retry.delay
+    }
 }
 
 /// The Service routes as the controller sends them, and where they go.
@@ -734,6 +791,18 @@ fn status_update(
         false
     });
     (changed, gone)
+}
+
+/// `snap` with `extra` statuses put in by key.
+fn with_not_accepted(snap: Arc<Snapshot>, extra: Vec<PodStatus>) -> Arc<Snapshot> {
+    if extra.is_empty() {
+        return snap;
+    }
+    let mut snap = Arc::unwrap_or_clone(snap);
+    for s in extra {
+        snap.pods.insert(s.name.clone(), s);
+    }
+    Arc::new(snap)
 }
 
 /// A client for the engine at `DOCKER_HOST` (default the local socket),
@@ -1104,6 +1173,7 @@ async fn session(
         }
     });
     // Where this node stands; the controller answers with what changed.
+    pods.pods.new_session();
     write_frame(
         &mut send,
         &Message::PodsAck(PodsAck {
@@ -1114,7 +1184,7 @@ async fn session(
     // Pods the controller removed, until reported gone (`status_update`).
     let mut removed_since: BTreeSet<String> = BTreeSet::new();
     let mut sent_status: BTreeMap<String, PodStatus> = {
-        let snap = pods.status.borrow_and_update().clone();
+        let snap = pods.snapshot();
         write_frame(
             &mut send,
             &Message::PodStatuses(Box::new(PodStatusUpdate {
@@ -1129,6 +1199,8 @@ async fn session(
     };
     let mut status_due: Option<tokio::time::Instant> = None;
     let mut last_status = tokio::time::Instant::now();
+    // The next try to save a desired set the disk refused (`SaveRetry`).
+    let mut save_due: Option<tokio::time::Instant> = None;
     let result = async {
         let mut sent: Option<NodeReport> = None;
         let mut seq = 0u64;
@@ -1206,19 +1278,14 @@ async fn session(
                         let generation = d.generation;
                         let (full, n, r) = (d.full, d.pods.len(), d.removed.len());
                         let before: Vec<String> = pods.pods.set().pods.keys().cloned().collect();
+                        let before_unsaved = pods.pods.not_accepted();
                         match pods.pods.apply(d) {
                             Ok(outcome) => {
-                                let after = &pods.pods.set().pods;
                                 let was = removed_since.len();
-                                removed_since.extend(before.into_iter().filter(|k| !after.contains_key(k)));
                                 // Removals of pods never started here too:
                                 // say they are gone, so the controller
                                 // forgets them.
                                 removed_since.extend(outcome.unknown_removals);
-                                if removed_since.len() > was {
-                                    status_due.get_or_insert(last_status + STATUS_MIN_INTERVAL);
-                                }
-                                info!(generation, full, changed = n, removed = r, "desired pods updated");
                                 for (pod, why) in outcome.refused {
                                     warn!(%pod, "pod refused: {why}");
                                     let _ = pods.events_tx.try_send(AgentEvent {
@@ -1228,16 +1295,28 @@ async fn session(
                                         message: format!("the agent refused the pod: {why}"),
                                     });
                                 }
-                                pods.desired.send_replace(Arc::new(pods.pods.set().clone()));
-                                write_frame(&mut send, &Message::PodsAck(PodsAck { generation })).await?;
+                                match outcome.not_saved {
+                                    None => {
+                                        info!(generation, full, changed = n, removed = r, "desired pods updated");
+                                        save_due = None;
+                                        pods.saved(&before, &mut removed_since);
+                                        write_frame(&mut send, &Message::PodsAck(PodsAck { generation })).await?;
+                                    }
+                                    // Not acknowledged: kept unsaved and
+                                    // tried again on a back-off, while the
+                                    // pods already here keep running.
+                                    Some(e) => save_due = Some(pods.save_failed(&e)),
+                                }
+                                // Pods not taken are reported, and pods
+                                // taken after all stop being so.
+                                if removed_since.len() > was || pods.pods.unsaved().is_some() || !before_unsaved.is_empty() {
+                                    status_due.get_or_insert(last_status + STATUS_MIN_INTERVAL);
+                                }
                             }
                             Err(e) => {
-                                // Not acknowledged, and the controller only
-                                // resends on a new session: end this one so
-                                // the next brings them again (a full disk may
-                                // have room by then). Meanwhile the pods
-                                // already here keep running; the event says
-                                // why nothing changes.
+                                // A set no retry can take (more pods than a
+                                // node runs): the next session brings it
+                                // again, and its back-off paces the retries.
                                 error!("desired pods not applied: {e}; reconnecting to get them again");
                                 let _ = pods.events_tx.try_send(AgentEvent {
                                     kind: EventType::Warning,
@@ -1274,6 +1353,22 @@ async fn session(
                     }
                     Some(Err(e)) => return Ok(Ended::Lost(e.to_string())),
                 },
+                () = async { tokio::time::sleep_until(save_due.unwrap_or_else(tokio::time::Instant::now)).await }, if save_due.is_some() => {
+                    save_due = None;
+                    let before: Vec<String> = pods.pods.set().pods.keys().cloned().collect();
+                    match pods.pods.retry_save() {
+                        None => {}
+                        Some(Ok(())) => {
+                            let generation = pods.pods.generation();
+                            pods.saved(&before, &mut removed_since);
+                            // Removed pods to report gone, and the pods no
+                            // longer NodeCannotAccept.
+                            status_due.get_or_insert(last_status + STATUS_MIN_INTERVAL);
+                            write_frame(&mut send, &Message::PodsAck(PodsAck { generation })).await?;
+                        }
+                        Some(Err(e)) => save_due = Some(pods.save_failed(&e)),
+                    }
+                }
                 changed = pods.status.changed(), if status_due.is_none() => {
                     if changed.is_err() {
                         bail!("the pod runtime stopped");
@@ -1283,7 +1378,7 @@ async fn session(
                 () = async { tokio::time::sleep_until(status_due.unwrap_or_else(tokio::time::Instant::now)).await }, if status_due.is_some() => {
                     status_due = None;
                     last_status = tokio::time::Instant::now();
-                    let snap = pods.status.borrow_and_update().clone();
+                    let snap = pods.snapshot();
                     let (changed, gone) =
                         status_update(&sent_status, &snap, &pods.pods.set().pods, &mut removed_since);
                     write_frame(&mut send, &Message::PodStatuses(Box::new(PodStatusUpdate {
@@ -1420,6 +1515,26 @@ mod tests {
         assert!(changed.is_empty());
         assert_eq!(gone, vec!["quick".to_string()]);
         assert!(removed.is_empty(), "said once");
+    }
+
+    #[test]
+    fn a_pod_the_node_could_not_take_is_reported_so_then_gone_when_deleted() {
+        let mut refused = status("new");
+        refused.phase = outpost_proto::pod::PodPhase::Pending;
+        refused.reason = crate::podstate::NOT_ACCEPTED.into();
+        let runtime = Arc::new(snapshot(&["a"]));
+        let snap = with_not_accepted(runtime.clone(), vec![refused.clone()]);
+        let mut removed = BTreeSet::new();
+        let (changed, gone) = status_update(&runtime.pods, &snap, &desired(&["a"]), &mut removed);
+        assert_eq!(changed, vec![refused], "only the refused pod is news");
+        assert!(gone.is_empty());
+        // Deleted by the operator before it was taken: gone, so the
+        // controller can forget it.
+        let after = with_not_accepted(runtime.clone(), Vec::new());
+        assert!(Arc::ptr_eq(&after, &runtime), "nothing to add: no copy");
+        let (changed, gone) = status_update(&snap.pods, &after, &desired(&["a"]), &mut removed);
+        assert!(changed.is_empty());
+        assert_eq!(gone, vec!["new".to_string()]);
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //!    anybody, as the kubelet does).
 //! 3. [`signals_under_pressure`] and [`rank`]: if pressure remains, which pod
 //!    goes first for each signal; the reconciler evicts one pod per cycle and
-//!    reports it with [`eviction_message`].
+//!    reports it with [`eviction_message`]. Only pods using some of the
+//!    resource are ranked; when none does, nobody is evicted and
+//!    [`EvictionWouldNotHelp`] says so on the node once per episode.
 //!
 //! The rules follow `pkg/kubelet/eviction` (`eviction_manager.go` for
 //! admission, `helpers.go` for ranking and messages); where Outpost differs,
@@ -20,7 +22,8 @@
 use outpost_proto::pod::PodSpec;
 use outpost_proto::units::format_bytes;
 use outpost_proto::{
-    Condition, ConditionStatus, ConditionType, NodeReport, Resources, Signal, ThresholdState,
+    Condition, ConditionStatus, ConditionType, NodeReport, Resources, Signal, SignalObservation,
+    ThresholdState,
 };
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
@@ -167,8 +170,16 @@ fn usage_and_request(signal: Signal, pod: &PodUsage) -> (u64, u64) {
 ///   (`rankPIDPressure`).
 ///
 /// Remaining ties go by name so the order is deterministic.
+///
+/// Only pods using some of the resource are ranked ([`relieves`]): where
+/// the kubelet ranks every active pod and evicts the first, Outpost leaves
+/// out a pod whose eviction frees nothing of what is short. The box is
+/// shared (the agent does not own its disk or engine), so pressure from
+/// outside any pod is common, and evicting a pod using none of the
+/// resource costs that pod its place without relieving the node. An empty
+/// order means no eviction can help ([`EvictionWouldNotHelp`]).
 pub fn rank(signal: Signal, pods: &[PodUsage]) -> Vec<String> {
-    let mut order: Vec<&PodUsage> = pods.iter().collect();
+    let mut order: Vec<&PodUsage> = pods.iter().filter(|p| relieves(signal, p)).collect();
     let by_priority = |a: &PodUsage, b: &PodUsage| a.priority.cmp(&b.priority);
     if signal == Signal::PidAvailable {
         order.sort_by(|a, b| {
@@ -193,6 +204,81 @@ pub fn rank(signal: Signal, pods: &[PodUsage]) -> Vec<String> {
         });
     }
     order.into_iter().map(|p| p.name.clone()).collect()
+}
+
+/// Whether evicting `pod` can relieve `signal`: it uses some of the
+/// resource behind it (memory for memory.available, disk bytes for the
+/// nodefs and imagefs signals, inodes included since they are not counted
+/// per pod, pids for pid.available).
+pub fn relieves(signal: Signal, pod: &PodUsage) -> bool {
+    usage_and_request(signal, pod).0 > 0
+}
+
+/// Reason of the node event saying that a signal is under pressure but no
+/// pod uses any of its resource, so nobody is evicted.
+pub const WOULD_NOT_HELP: &str = "EvictionWouldNotHelp";
+
+/// Tells once per pressure episode that evicting would not help a signal
+/// (no pod uses its resource, see [`rank`]): an episode lasts while the
+/// signal stays under pressure, cycle after cycle.
+#[derive(Debug, Default)]
+pub struct EvictionWouldNotHelp {
+    told: BTreeSet<Signal>,
+}
+
+impl EvictionWouldNotHelp {
+    /// The signals under pressure this cycle: episodes of the others ended,
+    /// so a new one will be told again.
+    pub fn observe(&mut self, met: &[Signal]) {
+        self.told.retain(|s| met.contains(s));
+    }
+
+    /// No pod can relieve `signal` (observed as `obs`, if reported): the
+    /// event message, when this episode was not told yet.
+    pub fn nobody_helps(
+        &mut self,
+        signal: Signal,
+        obs: Option<&SignalObservation>,
+    ) -> Option<String> {
+        if !self.told.insert(signal) {
+            return None;
+        }
+        Some(would_not_help_message(signal, obs))
+    }
+}
+
+/// `nodefs.available is 400Mi, below its threshold of 1Gi, but no pod on
+/// this node uses any ephemeral-storage: evicting one would free nothing,
+/// so none is evicted. Free some on the node itself (outside the pods).`
+pub fn would_not_help_message(signal: Signal, obs: Option<&SignalObservation>) -> String {
+    let amount = |v: u64| match signal {
+        Signal::PidAvailable | Signal::NodefsInodesFree => v.to_string(),
+        _ => format_bytes(v),
+    };
+    let observed = match obs {
+        Some(o) => {
+            // The threshold that is met: the hard one when it is, else the soft one.
+            let threshold = o
+                .hard_threshold
+                .filter(|h| o.available < *h)
+                .or(o.soft_threshold)
+                .or(o.hard_threshold);
+            match threshold {
+                Some(t) => format!(
+                    "{} is {}, below its threshold of {}",
+                    signal.name(),
+                    amount(o.available),
+                    amount(t)
+                ),
+                None => format!("{} is {}", signal.name(), amount(o.available)),
+            }
+        }
+        None => format!("{} is under pressure", signal.name()),
+    };
+    format!(
+        "{observed}, but no pod on this node uses any {}: evicting one would free nothing, so none is evicted. Free some on the node itself (outside the pods).",
+        resource_name(signal)
+    )
 }
 
 /// The kubelet's name for the resource a signal reclaims.
@@ -353,7 +439,7 @@ fn normalize_ref(r: &str) -> String {
 mod tests {
     use super::*;
     use outpost_proto::pod::{ContainerSpec, ResourceSpec};
-    use outpost_proto::SignalObservation;
+    use proptest::prelude::*;
 
     const MI: u64 = 1 << 20;
     const GI: u64 = 1 << 30;
@@ -686,7 +772,8 @@ mod tests {
         }
         assert_eq!(
             rank(Signal::MemoryAvailable, &pods),
-            ["memory-hog", "low-prio-writer", "writer"]
+            ["memory-hog"],
+            "the writers use no memory: evicting them frees none"
         );
     }
 
@@ -718,16 +805,18 @@ mod tests {
                 u64::MAX,
             ),
         ];
+        for signal in Signal::ALL {
+            assert_eq!(rank(signal, &pods), ["max-usage"], "{signal:?}");
+        }
+        let mut using = pods.clone();
+        using[0].memory_bytes = 1;
+        using[0].pids = 1;
         assert_eq!(
-            rank(Signal::MemoryAvailable, &pods),
+            rank(Signal::MemoryAvailable, &using),
             ["max-usage", "max-request"]
         );
         assert_eq!(
-            rank(Signal::NodefsAvailable, &pods),
-            ["max-usage", "max-request"]
-        );
-        assert_eq!(
-            rank(Signal::PidAvailable, &pods),
+            rank(Signal::PidAvailable, &using),
             ["max-request", "max-usage"]
         );
     }
@@ -759,6 +848,112 @@ mod tests {
         ];
         for (signal, want) in cases {
             assert_eq!(eviction_message(signal, &hog), want);
+        }
+    }
+
+    #[test]
+    fn pressure_from_outside_the_pods_evicts_nobody_and_says_so_once() {
+        // A file written outside any container filled nodefs; the pods use
+        // memory but no disk.
+        let pods = [
+            usage("idle", -10, req(0, 0), 50 * MI, 0, 3),
+            usage("web", 0, req(GI, 0), 200 * MI, 0, 10),
+        ];
+        assert!(rank(Signal::NodefsAvailable, &pods).is_empty());
+        assert!(rank(Signal::NodefsInodesFree, &pods).is_empty());
+        assert_eq!(rank(Signal::MemoryAvailable, &pods), ["idle", "web"]);
+        let obs = SignalObservation {
+            signal: Signal::NodefsAvailable,
+            available: 400 * MI,
+            capacity: 10 * GI,
+            hard_threshold: Some(GI),
+            soft_threshold: None,
+            state: ThresholdState::Met,
+            window_min: 400 * MI,
+        };
+        let mut told = EvictionWouldNotHelp::default();
+        let mut events = Vec::new();
+        // Ten housekeeping cycles of one episode: one event.
+        for _ in 0..10 {
+            told.observe(&[Signal::NodefsAvailable]);
+            events.extend(told.nobody_helps(Signal::NodefsAvailable, Some(&obs)));
+        }
+        assert_eq!(
+            events,
+            ["nodefs.available is 400Mi, below its threshold of 1Gi, but no pod on this node uses any ephemeral-storage: evicting one would free nothing, so none is evicted. Free some on the node itself (outside the pods)."]
+        );
+        // Another signal is its own episode.
+        assert!(told.nobody_helps(Signal::PidAvailable, None).is_some());
+        // The pressure ends, then comes back: a new episode, told again.
+        told.observe(&[]);
+        told.observe(&[Signal::NodefsAvailable]);
+        assert!(told
+            .nobody_helps(Signal::NodefsAvailable, Some(&obs))
+            .is_some());
+    }
+
+    #[test]
+    fn would_not_help_names_the_met_threshold() {
+        let obs = |available, hard, soft| SignalObservation {
+            signal: Signal::PidAvailable,
+            available,
+            capacity: 32768,
+            hard_threshold: hard,
+            soft_threshold: soft,
+            state: ThresholdState::Met,
+            window_min: available,
+        };
+        for (o, want) in [
+            (
+                obs(100, Some(3000), Some(5000)),
+                "pid.available is 100, below its threshold of 3000,",
+            ),
+            (
+                obs(4000, Some(3000), Some(5000)),
+                "pid.available is 4000, below its threshold of 5000,",
+            ),
+            (obs(100, None, None), "pid.available is 100,"),
+        ] {
+            let m = would_not_help_message(Signal::PidAvailable, Some(&o));
+            assert!(m.starts_with(want), "{m}");
+            assert!(m.contains("no pod on this node uses any pids"), "{m}");
+        }
+    }
+
+    fn any_signal() -> impl Strategy<Value = Signal> {
+        proptest::sample::select(Signal::ALL.to_vec())
+    }
+
+    proptest! {
+        /// Never ranks (so never evicts) a pod using none of the signal's
+        /// resource, and ranks every pod that uses some.
+        #[test]
+        fn ranks_exactly_the_pods_that_relieve_the_signal(
+            signal in any_signal(),
+            pods in proptest::collection::vec(
+                (any::<i32>(), 0u64..4, 0u64..4, 0u64..4, 0u64..4, 0u64..4),
+                0..12,
+            ),
+        ) {
+            let pods: Vec<PodUsage> = pods
+                .into_iter()
+                .enumerate()
+                .map(|(i, (priority, memory, disk, pids, mreq, dreq))| PodUsage {
+                    name: format!("p{i}"),
+                    priority,
+                    requests: Resources { memory_bytes: mreq, ephemeral_storage_bytes: dreq, ..Resources::default() },
+                    memory_bytes: memory,
+                    disk_bytes: disk,
+                    pids,
+                })
+                .collect();
+            let order = rank(signal, &pods);
+            for name in &order {
+                let p = pods.iter().find(|p| &p.name == name).unwrap();
+                prop_assert!(usage_and_request(signal, p).0 > 0, "{signal:?} ranked {p:?}");
+            }
+            let relieving = pods.iter().filter(|p| relieves(signal, p)).count();
+            prop_assert_eq!(order.len(), relieving);
         }
     }
 

@@ -639,6 +639,8 @@ struct Reconciler {
     /// rests on a measurement taken after the last eviction or reclaim took
     /// effect rather than one taken before.
     settle_cycles: u8,
+    /// Signals told to have no pod worth evicting, this pressure episode.
+    would_not_help: eviction::EvictionWouldNotHelp,
     node_cpu: Option<(u64, u64)>,
     node_usage: Usage,
     last: Option<Snapshot>,
@@ -685,6 +687,7 @@ impl Reconciler {
             met_before: BTreeSet::new(),
             evicting: BTreeSet::new(),
             settle_cycles: 0,
+            would_not_help: eviction::EvictionWouldNotHelp::default(),
             stats_from_engine: false,
             node_cpu: None,
             node_usage: Usage::default(),
@@ -2097,11 +2100,16 @@ impl Reconciler {
     /// something, and while the last evicted pod is still stopping (plus
     /// one cycle after), nobody is evicted: the decision waits for a
     /// measurement that shows their effect, as the kubelet waits for pod
-    /// cleanup, so one hog never costs its neighbours their place.
+    /// cleanup, so one hog never costs its neighbours their place. Only a
+    /// pod using some of the pressured resource is evicted
+    /// (`eviction::rank`); when none does for a signal, the node gets one
+    /// `EvictionWouldNotHelp` warning per episode and the next met signal
+    /// is tried.
     async fn pressure(&mut self, set: &DesiredSet, report: &NodeReport, listed: &[OurContainer]) {
         let met = eviction::signals_under_pressure(report);
         let met_set: BTreeSet<Signal> = met.iter().copied().collect();
         let before = std::mem::replace(&mut self.met_before, met_set);
+        self.would_not_help.observe(&met);
         if met.is_empty() {
             return;
         }
@@ -2124,13 +2132,29 @@ impl Reconciler {
             self.settle_cycles -= 1;
             return;
         }
-        let evict_for = met
+        let evict_for: Vec<Signal> = met
             .iter()
             .copied()
-            .find(|s| s.condition() != ConditionType::DiskPressure || before.contains(s));
-        let Some(signal) = evict_for else { return };
+            .filter(|s| s.condition() != ConditionType::DiskPressure || before.contains(s))
+            .collect();
+        if evict_for.is_empty() {
+            return;
+        }
         let usages = self.pod_usages(set, listed);
-        let Some(victim) = eviction::rank(signal, &usages).into_iter().next() else {
+        // The first signal some pod's eviction relieves; a signal no pod
+        // uses any of is said once per episode and passed over.
+        let mut chosen = None;
+        for signal in evict_for {
+            if let Some(victim) = eviction::rank(signal, &usages).into_iter().next() {
+                chosen = Some((signal, victim));
+                break;
+            }
+            let obs = report.signals.iter().find(|o| o.signal == signal);
+            if let Some(message) = self.would_not_help.nobody_helps(signal, obs) {
+                self.event(EventType::Warning, eviction::WOULD_NOT_HELP, "", message);
+            }
+        }
+        let Some((signal, victim)) = chosen else {
             return;
         };
         let Some(u) = usages.iter().find(|u| u.name == victim) else {

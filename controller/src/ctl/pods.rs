@@ -543,3 +543,34 @@ pub fn top_pods_json(pods: &[(Pod, Usage)]) -> Value {
             .collect(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outpost_proto::pod as wire;
+
+    #[test]
+    fn a_pod_its_node_could_not_take_shows_why_not_container_creating() {
+        let mut p = Pod::default();
+        p.spec.node_name = "edge-1".into();
+        assert_eq!(pod_status(&p), "ContainerCreating", "bound, no report yet");
+        // What the agent reports when it cannot save the pod (its
+        // `podstate::NOT_ACCEPTED`).
+        let report = wire::PodStatus {
+            name: "web".into(),
+            generation: 1,
+            phase: wire::PodPhase::Pending,
+            reason: "NodeCannotAccept".into(),
+            message: "the node cannot save the pod (saving desired pods to /var/lib/outpost/pods.json: No space left on device (os error 28)); it starts the pod once the save works: free space in the agent's data directory".into(),
+            ready: false,
+            started_ms: 0,
+            pod_ip: String::new(),
+            containers: Vec::new(),
+            usage: Usage::default(),
+        };
+        p.status.apply_report(&report, "10.0.0.7", Time(1));
+        assert_eq!(pod_status(&p), "NodeCannotAccept");
+        assert_eq!(p.status.phase, crate::api::pod::PodPhase::Pending);
+        assert!(p.status.message.contains("No space left on device"));
+    }
+}
