@@ -176,6 +176,16 @@ impl Objects<'_> {
         let mut problems = Vec::new();
         let mut validated = Vec::new();
         for doc in &req.documents {
+            // Bounded before parsing: outpostctl refuses deeper manifests,
+            // but the controller does not rely on the client for it.
+            if crate::manifest::json_too_deep(&doc.json, crate::manifest::MAX_DEPTH) {
+                problems.push(format!(
+                    "{}: nested more than {} levels deep (Kubernetes objects need at most 13)",
+                    doc.source,
+                    crate::manifest::MAX_DEPTH
+                ));
+                continue;
+            }
             let value: serde_json::Value = match serde_json::from_slice(&doc.json) {
                 Ok(v) => v,
                 Err(e) => {

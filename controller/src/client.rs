@@ -2,6 +2,14 @@
 //! from a [`ClientConfig`], send one `Request` on a fresh stream, read the
 //! `Response` (node listings arrive in pages until the stream ends).
 //! Used by `outpostctl` and by the load generator.
+//!
+//! Two bounds: the controller must answer the connection attempt within
+//! [`CONNECT_TIMEOUT`] (2 s), so `outpostctl` against a controller that is
+//! down or unreachable says so at once (`cannot reach the controller at
+//! 127.0.0.1:7443 (no answer within 2s); is it running? ...`) instead of
+//! waiting out the call; the handshake and the call then have
+//! [`CALL_TIMEOUT`] (15 s) together. Streamed calls (`logs -f`, `get -w`)
+//! have the connect bound only.
 
 use crate::clientconfig::{pem_der, ClientConfig};
 use anyhow::{anyhow, bail, Context, Result};
@@ -19,6 +27,15 @@ pub struct ServerError(pub ErrorMsg);
 
 /// Longest wait for one call, connect included.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Longest wait for the controller's first answer to a connection attempt
+/// (its part of the TLS handshake). A running controller answers within
+/// one round trip, which its QUIC endpoint task sends however busy the
+/// rest of the controller is; quinn resends its first packet after about
+/// 1 s (a PTO from its 333 ms initial RTT), so 2 s also covers one lost
+/// packet. Only the first answer is bounded this tightly; the rest of the
+/// handshake and the call keep [`CALL_TIMEOUT`].
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// TLS/QUIC client configuration with the config's admin identity.
 pub fn quic_config(cfg: &ClientConfig) -> Result<quinn::ClientConfig> {
@@ -52,12 +69,7 @@ pub async fn call_on(
 ) -> Result<AdminResponse> {
     let client = quic_config(cfg)?;
     let exchange = async {
-        let conn = endpoint
-            .connect_with(client, remote, &cfg.server_name)?
-            .await
-            .with_context(|| {
-                format!("connecting to the controller at {remote} (is it running?)")
-            })?;
+        let conn = connect(endpoint, client, cfg, remote).await?;
         let (mut send, mut recv) = conn.open_bi().await?;
         write_frame(&mut send, &Message::Request(req)).await?;
         send.finish()?;
@@ -93,12 +105,69 @@ pub async fn call_on(
     }
 }
 
+/// Connects to the controller: its first answer within
+/// [`CONNECT_TIMEOUT`], then the rest of the handshake (bounded by the
+/// caller).
+async fn connect(
+    endpoint: &quinn::Endpoint,
+    client: quinn::ClientConfig,
+    cfg: &ClientConfig,
+    remote: SocketAddr,
+) -> Result<quinn::Connection> {
+    let failed = |e: quinn::ConnectionError| {
+        anyhow::Error::new(e).context(format!(
+            "connecting to the controller at {} (is it running?)",
+            address(cfg, remote)
+        ))
+    };
+    let mut connecting = endpoint.connect_with(client, remote, &cfg.server_name)?;
+    // Ready once the controller's first handshake flight has arrived.
+    match tokio::time::timeout(CONNECT_TIMEOUT, connecting.handshake_data()).await {
+        Err(_) => return Err(unreachable(cfg, remote)),
+        Ok(Err(e)) => return Err(failed(e)),
+        Ok(Ok(_)) => {}
+    }
+    connecting.await.map_err(failed)
+}
+
+/// `127.0.0.1:7443`, or `ctl.example:7443 (10.0.0.5:7443)` for a name.
+fn address(cfg: &ClientConfig, remote: SocketAddr) -> String {
+    if cfg.controller == remote.to_string() {
+        remote.to_string()
+    } else {
+        format!("{} ({remote})", cfg.controller)
+    }
+}
+
+/// No answer to a connection attempt within [`CONNECT_TIMEOUT`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "cannot reach the controller at {address} (no answer within {}s); is it running, and is UDP to it allowed? \
+     (the address is `controller` in the outpostctl config: --config FILE or OUTPOST_CONFIG)",
+    CONNECT_TIMEOUT.as_secs()
+)]
+pub struct Unreachable {
+    /// `127.0.0.1:7443`, or `ctl.example:7443 (10.0.0.5:7443)`.
+    pub address: String,
+}
+
+fn unreachable(cfg: &ClientConfig, remote: SocketAddr) -> anyhow::Error {
+    Unreachable {
+        address: address(cfg, remote),
+    }
+    .into()
+}
+
 /// One call with its own endpoint, as `outpostctl` makes it.
 pub async fn call(cfg: &ClientConfig, req: AdminRequest) -> Result<AdminResponse> {
     let remote = resolve(cfg).await?;
     let endpoint = link::client_endpoint(remote)?;
     let result = call_on(&endpoint, cfg, remote, req).await;
-    endpoint.wait_idle().await;
+    // Waiting for a clean close is for a controller that answered; one
+    // that did not would only add the attempt's drain time (about 3 s).
+    if !result.as_ref().is_err_and(|e| e.is::<Unreachable>()) {
+        endpoint.wait_idle().await;
+    }
     result
 }
 
@@ -109,18 +178,15 @@ async fn open_call(cfg: &ClientConfig) -> Result<(quinn::Endpoint, quinn::Connec
     let remote = resolve(cfg).await?;
     let endpoint = link::client_endpoint(remote)?;
     let client = quic_config(cfg)?;
-    let conn = tokio::time::timeout(
-        CALL_TIMEOUT,
-        endpoint.connect_with(client, remote, &cfg.server_name)?,
-    )
-    .await
-    .map_err(|_| {
-        anyhow!(
-            "no answer from the controller at {remote} within {}s (is it running, and is UDP reachable?)",
-            CALL_TIMEOUT.as_secs()
-        )
-    })?
-    .with_context(|| format!("connecting to the controller at {remote} (is it running?)"))?;
+    let conn = tokio::time::timeout(CALL_TIMEOUT, connect(&endpoint, client, cfg, remote))
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "the controller at {} did not complete the connection within {}s (is it overloaded, or is UDP to it lossy?)",
+                address(cfg, remote),
+                CALL_TIMEOUT.as_secs()
+            )
+        })??;
     Ok((endpoint, conn, remote))
 }
 
@@ -290,4 +356,134 @@ pub async fn push_image(
     conn.close(close::DONE.into(), b"done");
     endpoint.wait_idle().await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clientconfig::cert_pem;
+    use std::time::{Instant, SystemTime};
+
+    fn config(controller: String) -> ClientConfig {
+        let now = SystemTime::now();
+        let (ca, _) = crate::pki::Ca::generate("test", now).unwrap();
+        let (admin, key) = ca
+            .issue_admin("admin", now, Duration::from_secs(3600))
+            .unwrap();
+        ClientConfig {
+            controller,
+            server_name: "localhost".into(),
+            ca: cert_pem(ca.cert_der()),
+            cert: cert_pem(&admin.cert_der),
+            key,
+        }
+    }
+
+    /// A controller that is down is reported within about 2 s, not after
+    /// the 15 s call timeout: a UDP port kept bound but never answering
+    /// (a controller that hangs, or a firewall dropping UDP), and a port
+    /// with nothing bound (a controller that is not running).
+    #[tokio::test]
+    async fn a_controller_that_does_not_answer_is_reported_within_2s() {
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let closed = {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.local_addr().unwrap()
+        };
+        for addr in [silent.local_addr().unwrap(), closed] {
+            let cfg = config(addr.to_string());
+            let t = Instant::now();
+            let e = call(&cfg, AdminRequest::ListNodes).await.unwrap_err();
+            let took = t.elapsed();
+            eprintln!("{addr}: refused in {took:?}: {e:#}");
+            assert_eq!(
+                format!("{e:#}"),
+                format!(
+                    "cannot reach the controller at {addr} (no answer within 2s); is it running, and is UDP to it allowed? \
+                     (the address is `controller` in the outpostctl config: --config FILE or OUTPOST_CONFIG)"
+                )
+            );
+            assert!(e.is::<Unreachable>(), "{e:#}");
+            assert!(took < CALL_TIMEOUT, "{took:?}");
+            // Streamed calls have the same bound.
+            let e = Stream::open(&cfg, AdminRequest::ListNodes)
+                .await
+                .unwrap_err();
+            assert!(
+                e.to_string().starts_with("cannot reach the controller"),
+                "{e:#}"
+            );
+        }
+        drop(silent);
+    }
+
+    /// The connect bound is on the first answer only: a controller that
+    /// takes longer than it to answer the call itself is waited for.
+    #[tokio::test]
+    async fn a_slow_answer_after_connecting_is_waited_for() {
+        let now = SystemTime::now();
+        let (ca, _) = crate::pki::Ca::generate("test", now).unwrap();
+        let (server, server_key) = ca
+            .issue_server(&["localhost".into()], now, Duration::from_secs(3600))
+            .unwrap();
+        let server_config = link::server_config(
+            vec![server.cert_der.clone().into()],
+            rustls::pki_types::PrivateKeyDer::try_from(
+                pem_der(&server_key, "PRIVATE KEY").unwrap(),
+            )
+            .unwrap(),
+            ca.cert_der().clone(),
+            link::transport(CALL_TIMEOUT, 4),
+        )
+        .unwrap();
+        let endpoint =
+            quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = endpoint.local_addr().unwrap();
+        let slow = CONNECT_TIMEOUT + Duration::from_millis(500);
+        let serve = tokio::spawn(async move {
+            let conn = endpoint.accept().await.unwrap().await.unwrap();
+            let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+            let req = read_frame(&mut recv, MAX_FRAME).await.unwrap();
+            assert!(matches!(
+                req,
+                Some(Message::Request(AdminRequest::ListTokens))
+            ));
+            tokio::time::sleep(slow).await;
+            let done = AdminResponse::Done {
+                message: "answered late".into(),
+            };
+            write_frame(&mut send, &Message::Response(done))
+                .await
+                .unwrap();
+            send.finish().unwrap();
+            conn.closed().await;
+        });
+        let mut cfg = config(addr.to_string());
+        cfg.ca = cert_pem(ca.cert_der());
+        let (admin, key) = ca
+            .issue_admin("admin", now, Duration::from_secs(3600))
+            .unwrap();
+        cfg.cert = cert_pem(&admin.cert_der);
+        cfg.key = key;
+        let t = Instant::now();
+        let r = call(&cfg, AdminRequest::ListTokens).await.unwrap();
+        assert_eq!(
+            r,
+            AdminResponse::Done {
+                message: "answered late".into()
+            }
+        );
+        assert!(t.elapsed() >= slow, "{:?}", t.elapsed());
+        serve.await.unwrap();
+    }
+
+    #[test]
+    fn a_named_controller_is_shown_with_its_address() {
+        let addr: SocketAddr = "10.0.0.5:7443".parse().unwrap();
+        let e = unreachable(&config("ctl.example:7443".into()), addr).to_string();
+        assert!(
+            e.starts_with("cannot reach the controller at ctl.example:7443 (10.0.0.5:7443) (no answer within 2s)"),
+            "{e}"
+        );
+    }
 }

@@ -63,7 +63,7 @@ impl ClientConfig {
                 path: path.to_path_buf(),
                 source,
             },
-            BoundedReadError::TooLarge(len) => ConfigError::TooLarge {
+            BoundedReadError::TooLarge { len, .. } => ConfigError::TooLarge {
                 path: path.to_path_buf(),
                 len,
             },

@@ -14,13 +14,20 @@
 //! means to `kubectl`.
 //!
 //! Everything is bounded before or while parsing: the file size
-//! ([`MAX_MANIFEST`]), the documents in it ([`MAX_DOCUMENTS`]), how deeply
-//! values nest ([`MAX_DEPTH`], block and flow alike: 100,000 nested `[` are
-//! refused at the 33rd) and how many values the whole file holds
-//! ([`MAX_NODES`], aliases expanded, so an alias bomb stops early). Every
-//! error names the document and the line: `document 2: line 14, column 3:
-//! not valid YAML: unclosed quote`; a syntax error in one document does
-//! not hide those of the next.
+//! ([`MAX_MANIFEST`]: `manifest is 3.1Mi (3345728 bytes), larger than the
+//! 1Mi (1048576 bytes) allowed`), the documents in it ([`MAX_DOCUMENTS`]),
+//! how deeply values nest ([`MAX_DEPTH`], block and flow alike: the
+//! parser's budget stops at the 33rd level as it reads, so 100,000 nested
+//! `[` are refused in well under a millisecond, with no quadratic
+//! rescanning) and how many values the whole file holds ([`MAX_NODES`],
+//! aliases expanded, so an alias bomb stops early). Every error names the
+//! document and the line: `document 2: line 14, column 3: not valid YAML:
+//! unclosed quote`; a syntax error in one document does not hide those of
+//! the next.
+//!
+//! The controller does not trust the client to have done this: the JSON
+//! documents of an apply are checked against [`MAX_DEPTH`] by
+//! [`json_too_deep`], a linear scan, before they are parsed.
 
 use serde_json::Value;
 use serde_saphyr::{budget::BudgetBreach, MessageFormatter as _};
@@ -115,8 +122,9 @@ pub fn documents(text: &str) -> Result<Vec<Value>, ManifestErrors> {
 pub fn numbered_documents(text: &str) -> Result<Vec<NumberedDocument>, ManifestErrors> {
     if text.len() > MAX_MANIFEST {
         return Err(ManifestErrors(vec![format!(
-            "manifest is {} bytes; at most {MAX_MANIFEST} (1 MiB) accepted",
-            text.len()
+            "manifest is {}, larger than the {} allowed; split it into several files",
+            size(text.len() as u64),
+            size(MAX_MANIFEST as u64)
         )]));
     }
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -214,6 +222,48 @@ fn describe(e: &serde_saphyr::Error, chunk: &Chunk, nodes_left: usize) -> String
             chunk.number, chunk.line
         ),
     }
+}
+
+/// `3.1Mi (3345728 bytes)`: readable, and exact where rounding would
+/// hide by how much a limit was passed.
+pub fn size(bytes: u64) -> String {
+    let short = outpost_proto::units::format_bytes(bytes);
+    if short == bytes.to_string() {
+        format!("{bytes} bytes")
+    } else {
+        format!("{short} ({bytes} bytes)")
+    }
+}
+
+/// Whether a JSON text nests arrays and objects more than `max` deep, by
+/// one linear pass that allocates nothing and stops at the first level too
+/// deep (strings and their escapes are skipped, so brackets inside them do
+/// not count). Malformed JSON is left to the parser.
+pub fn json_too_deep(json: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Values in a parsed document (what [`MAX_NODES`] counts).
@@ -385,7 +435,17 @@ spec:
     fn bounds_are_enforced_while_parsing() {
         let too_big = "x".repeat(MAX_MANIFEST + 1);
         let e = documents(&too_big).unwrap_err().to_string();
-        assert!(e.contains("at most 1048576 (1 MiB)"), "{e}");
+        assert_eq!(
+            e,
+            "manifest is 1Mi (1048577 bytes), larger than the 1Mi (1048576 bytes) allowed; split it into several files"
+        );
+        let e = documents(&"x".repeat(3_345_728)).unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "manifest is 3.1Mi (3345728 bytes), larger than the 1Mi (1048576 bytes) allowed"
+            ),
+            "{e}"
+        );
 
         // 100,000 nested `[` in 200 KB: refused at the depth limit, at once.
         for deep in ["[ ".repeat(100_000), "{a: ".repeat(50_000), {
@@ -432,6 +492,33 @@ spec:
         let docs = "a: 1\n---\n".repeat(MAX_DOCUMENTS + 1);
         let e = documents(&docs).unwrap_err().to_string();
         assert!(e.contains("more than 1000 documents"), "{e}");
+    }
+
+    #[test]
+    fn json_depth_is_scanned_without_parsing() {
+        let deep = |n: usize| "[".repeat(n) + &"]".repeat(n);
+        assert!(!json_too_deep(deep(MAX_DEPTH).as_bytes(), MAX_DEPTH));
+        assert!(json_too_deep(deep(MAX_DEPTH + 1).as_bytes(), MAX_DEPTH));
+        assert!(json_too_deep(
+            "{\"a\": ".repeat(100_000).as_bytes(),
+            MAX_DEPTH
+        ));
+        // Brackets in strings, escaped quotes included, do not count.
+        let quoted = format!(
+            r#"{{"a": "{}\"{}", "b": [1]}}"#,
+            "[".repeat(100),
+            "{".repeat(100)
+        );
+        assert!(serde_json::from_str::<Value>(&quoted).is_ok());
+        assert!(!json_too_deep(quoted.as_bytes(), 2));
+        assert!(json_too_deep(quoted.as_bytes(), 1));
+        // What `documents` accepts, re-encoded, passes the controller's scan.
+        let ok = documents(&deep(MAX_DEPTH)).unwrap();
+        assert!(!json_too_deep(
+            &serde_json::to_vec(&ok[0]).unwrap(),
+            MAX_DEPTH
+        ));
+        assert_eq!(size(512), "512 bytes");
     }
 
     #[test]

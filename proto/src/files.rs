@@ -7,7 +7,11 @@ use std::path::Path;
 #[derive(Debug)]
 pub enum BoundedReadError {
     Io(std::io::Error),
-    TooLarge(u64),
+    /// The file's length and the most that was allowed.
+    TooLarge {
+        len: u64,
+        max: u64,
+    },
 }
 
 impl BoundedReadError {
@@ -23,7 +27,7 @@ pub fn read_bounded(path: &Path, max: u64) -> Result<String, BoundedReadError> {
     let f = std::fs::File::open(path).map_err(BoundedReadError::Io)?;
     let len = f.metadata().map_err(BoundedReadError::Io)?.len();
     if len > max {
-        return Err(BoundedReadError::TooLarge(len));
+        return Err(BoundedReadError::TooLarge { len, max });
     }
     let mut s = String::new();
     f.take(max + 1)
@@ -64,11 +68,35 @@ impl std::fmt::Display for BoundedReadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             BoundedReadError::Io(e) => write!(f, "{e}"),
-            BoundedReadError::TooLarge(len) => {
-                write!(f, "file is {len} bytes, larger than allowed")
+            BoundedReadError::TooLarge { len, max } => {
+                write!(
+                    f,
+                    "file is {len} bytes, larger than the {max} bytes allowed"
+                )
             }
         }
     }
 }
 
 impl std::error::Error for BoundedReadError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_too_large_says_the_limit() {
+        let path = std::env::temp_dir().join(format!("outpost-bounded-{}", std::process::id()));
+        std::fs::write(&path, "x".repeat(100)).unwrap();
+        let e = read_bounded(&path, 64).unwrap_err();
+        let _ = std::fs::remove_file(&path);
+        assert!(matches!(
+            e,
+            BoundedReadError::TooLarge { len: 100, max: 64 }
+        ));
+        assert_eq!(
+            e.to_string(),
+            "file is 100 bytes, larger than the 64 bytes allowed"
+        );
+    }
+}

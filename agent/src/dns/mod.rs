@@ -75,7 +75,7 @@ pub fn read_host_resolvers(path: &Path, own: Option<SocketAddr>) -> HostResolver
         Err(e) => {
             let why = match e {
                 BoundedReadError::Io(e) => e.to_string(),
-                BoundedReadError::TooLarge(n) => format!("{n} bytes is too large"),
+                BoundedReadError::TooLarge { len: n, .. } => format!("{n} bytes is too large"),
             };
             tracing::warn!(
                 "reading {}: {why}; forwarding names outside the cluster to 127.0.0.1:53",

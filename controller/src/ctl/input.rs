@@ -64,7 +64,11 @@ pub enum InputError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path} is {len} bytes; at most {MAX_MANIFEST} are read from one file")]
+    #[error(
+        "{path} is {}, larger than the {} allowed for one manifest; split it into several files",
+        manifest::size(*len),
+        manifest::size(MAX_MANIFEST as u64)
+    )]
     TooBig { path: String, len: u64 },
     #[error("{}", .0.join("\n"))]
     Manifest(Vec<String>),
@@ -522,6 +526,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("missing.yaml"), "{e}");
+        // A file or standard input over the limit: the message says the limit.
+        let huge = dir.path().join("huge.yaml");
+        std::fs::write(&huge, "a: 1\n".repeat(700_000)).unwrap();
+        let e = read_documents(&[Source::File(huge.clone())], &mut std::io::empty())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{} is 3.3Mi (3500000 bytes), larger than the 1Mi (1048576 bytes) allowed for one manifest; split it into several files",
+                huge.display()
+            )
+        );
+        let e = read_documents(&[Source::Stdin], &mut "a: 1\n".repeat(300_000).as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "<stdin> is 1Mi (1048577 bytes), larger than the 1Mi (1048576 bytes) allowed"
+            ),
+            "{e}"
+        );
         let blank = dir.path().join("blank.yaml");
         std::fs::write(&blank, "# nothing\n").unwrap();
         assert!(matches!(

@@ -332,3 +332,39 @@ fn an_orphaning_delete_raced_by_a_dependent_write_changes_nothing() {
     assert!(rs.metadata.owner_references.is_empty());
     assert_eq!(c.pods().count(), 3);
 }
+
+/// The controller bounds the nesting of an apply's JSON documents itself,
+/// before parsing them, whatever client sent them.
+#[test]
+fn the_controller_refuses_documents_nested_too_deep() {
+    let mut sim = bare();
+    let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+    let doc = |json: String| outpost_proto::Document {
+        source: "hand-made: document 1".into(),
+        json: json.into_bytes(),
+    };
+    let t = std::time::Instant::now();
+    let e = sim
+        .apply(ApplyRequest {
+            documents: vec![doc(deep)],
+            dry_run: true,
+        })
+        .unwrap_err();
+    eprintln!("refused 100,000 nested [ in {:?}", t.elapsed());
+    assert_eq!(
+        e.message,
+        "hand-made: document 1: nested more than 32 levels deep (Kubernetes objects need at most 13)"
+    );
+    // Within the limit, the document reaches validation.
+    let e = sim
+        .apply(ApplyRequest {
+            documents: vec![doc(format!(
+                "{{\"apiVersion\": \"v1\", \"kind\": \"Pod\", \"x\": {}{}}}",
+                "[".repeat(30),
+                "]".repeat(30)
+            ))],
+            dry_run: true,
+        })
+        .unwrap_err();
+    assert!(e.message.contains("x: "), "{}", e.message);
+}

@@ -4,15 +4,29 @@
 //!
 //! Quantities are Kubernetes' (`250m`, `0.5`, `64Mi`, `1G`, `129e6`) and
 //! are rounded up to the unit Outpost keeps (millicores, bytes), as
-//! Kubernetes rounds them. Each resource has a stated range; a value above
-//! it (`memory: 18446744073709551616`) is refused with the field's path and
-//! the range, never wrapped, clamped, or described in terms of how it is
-//! stored. Rules:
+//! Kubernetes rounds them. Each resource has a stated range; a value
+//! outside it (`memory: 18446744073709551616`) is refused with the field's
+//! path and the range, never wrapped, clamped, or described in terms of how
+//! it is stored:
+//! `spec.containers[0].resources.limits.memory: 18446744073709551616 is out
+//! of range: must be from 6Mi to 4Pi`. Ranges (requests from 0):
+//!
+//! | resource | limit |
+//! |---|---|
+//! | `cpu` | 10m to 8192 |
+//! | `memory` | 6Mi to 4Pi |
+//! | `ephemeral-storage` | 1 to 1Ei |
+//! | `outpost.dev/pids` | 1 to 4194304 |
+//! | `nvidia.com/gpu` | 0 to 1024 |
+//!
+//! Rules:
 //! - a request above its limit is refused (Kubernetes);
 //! - a request not given defaults to its limit (Kubernetes);
 //! - a memory limit below 6Mi and a cpu limit below 10m are refused: the
 //!   Docker engine refuses them when the container is created, which is
-//!   far too late to tell the operator;
+//!   far too late to tell the operator (the agent would retry forever);
+//! - a pids or ephemeral-storage limit of 0 is refused: leave it out for
+//!   no limit;
 //! - GPUs and pids are whole numbers; a GPU request must equal its limit
 //!   when both are given (Kubernetes: extended resources are not
 //!   overcommitted).
@@ -73,6 +87,28 @@ impl Res {
         }
     }
 
+    /// Smallest limit accepted, and why.
+    fn min_limit(self) -> (u64, &'static str) {
+        match self {
+            Res::Memory => (
+                MIN_MEMORY_LIMIT,
+                "the Docker engine refuses a smaller memory limit",
+            ),
+            Res::Cpu => (
+                MIN_CPU_LIMIT_MILLIS,
+                "the Docker engine refuses a smaller CPU limit",
+            ),
+            Res::Pids | Res::Storage => (1, "leave it out for no limit"),
+            Res::Gpu => (0, ""),
+        }
+    }
+
+    /// `from 6Mi to 4Pi`: the values a limit (or a request) may take.
+    fn range(self, limit: bool) -> String {
+        let min = if limit { self.min_limit().0 } else { 0 };
+        format!("from {} to {}", self.show(min), self.show(self.max()))
+    }
+
     /// A value as Kubernetes would write it back.
     fn show(self, n: u64) -> String {
         match self {
@@ -113,8 +149,8 @@ pub fn requirements(w: &mut Walker, path: &str, v: Option<&Value>) -> ResourceRe
         return out;
     };
     let (rp, lp) = (join(path, "requests"), join(path, "limits"));
-    let (requests, given_requests) = list(w, &rp, o.get("requests"));
-    let (limits, given_limits) = list(w, &lp, o.get("limits"));
+    let (requests, given_requests) = list(w, &rp, o.get("requests"), false);
+    let (limits, given_limits) = list(w, &lp, o.get("limits"), true);
     out.requests = requests;
     out.limits = limits;
     for r in Res::ALL {
@@ -122,25 +158,16 @@ pub fn requirements(w: &mut Walker, path: &str, v: Option<&Value>) -> ResourceRe
         let request = given_requests[idx(r)].then(|| r.get(&requests));
         let lpath = join(&lp, r.name());
         if let Some(l) = limit {
-            match r {
-                Res::Memory if l < MIN_MEMORY_LIMIT => w.err(
+            let (min, why) = r.min_limit();
+            if l < min {
+                w.err(
                     &lpath,
                     format!(
-                        "{} is below 6Mi, the smallest memory limit the Docker engine accepts",
-                        r.show(l)
+                        "{} is out of range: must be {} ({why})",
+                        r.show(l),
+                        r.range(true)
                     ),
-                ),
-                Res::Cpu if l < MIN_CPU_LIMIT_MILLIS => w.err(
-                    &lpath,
-                    format!(
-                        "{} is below 10m, the smallest CPU limit the Docker engine accepts",
-                        r.show(l)
-                    ),
-                ),
-                Res::Pids | Res::Storage if l == 0 => {
-                    w.err(&lpath, "must be more than 0 (leave it out for no limit)")
-                }
-                _ => {}
+                );
             }
         }
         match (request, limit) {
@@ -182,8 +209,9 @@ fn idx(r: Res) -> usize {
     Res::ALL.iter().position(|x| *x == r).unwrap_or(0)
 }
 
-/// One `requests` or `limits` map; also which resources were given.
-fn list(w: &mut Walker, path: &str, v: Option<&Value>) -> (ResourceList, [bool; 5]) {
+/// One `requests` or `limits` (`limits` true) map; also which resources
+/// were given.
+fn list(w: &mut Walker, path: &str, v: Option<&Value>, limits: bool) -> (ResourceList, [bool; 5]) {
     let mut out = ResourceList::default();
     let mut given = [false; 5];
     let Some(v) = v else { return (out, given) };
@@ -203,7 +231,7 @@ fn list(w: &mut Walker, path: &str, v: Option<&Value>) -> (ResourceList, [bool; 
     for r in Res::ALL {
         let Some(q) = o.get(r.name()) else { continue };
         let p = join(path, r.name());
-        if let Some(n) = quantity(w, &p, r, q) {
+        if let Some(n) = quantity(w, &p, r, q, limits) {
             r.set(&mut out, n);
             given[idx(r)] = true;
         }
@@ -212,8 +240,9 @@ fn list(w: &mut Walker, path: &str, v: Option<&Value>) -> (ResourceList, [bool; 
 }
 
 /// Reads one quantity of `r` (a string, or a number as YAML writes
-/// `cpu: 2`), in range.
-fn quantity(w: &mut Walker, path: &str, r: Res, v: &Value) -> Option<u64> {
+/// `cpu: 2`), at most `r.max()`; the message states the range of a limit
+/// when `limit` (its lower bound is checked by [`requirements`]).
+fn quantity(w: &mut Walker, path: &str, r: Res, v: &Value, limit: bool) -> Option<u64> {
     let text = match v {
         Value::String(s) => s.trim().to_string(),
         Value::Number(n) => match (n.as_u64(), n.as_f64()) {
@@ -234,7 +263,7 @@ fn quantity(w: &mut Walker, path: &str, r: Res, v: &Value) -> Option<u64> {
             return None;
         }
     };
-    let range = format!("from 0 to {}", r.show(r.max()));
+    let range = r.range(limit);
     let scale = if r == Res::Cpu { 1000 } else { 1 };
     match parse(&text, r) {
         Err(e) => {
@@ -406,7 +435,7 @@ mod tests {
 
     fn one(r: Res, v: Value) -> Result<u64, String> {
         let mut w = Walker::default();
-        quantity(&mut w, "q", r, &v).ok_or_else(|| w.problems[0].to_string())
+        quantity(&mut w, "q", r, &v, false).ok_or_else(|| w.problems[0].to_string())
     }
 
     #[test]
@@ -491,16 +520,59 @@ mod tests {
                 "r.claims: not supported by Outpost",
                 "r.requests.hugepages-2Mi: not supported by Outpost (resources: cpu, memory, ephemeral-storage, outpost.dev/pids, nvidia.com/gpu)",
                 "r.requests.cpu: 2 is more than the limit 1 (a request may not exceed its limit)",
-                "r.limits.memory: 4Mi is below 6Mi, the smallest memory limit the Docker engine accepts",
+                "r.limits.memory: 4Mi is out of range: must be from 6Mi to 4Pi (the Docker engine refuses a smaller memory limit)",
                 "r.requests.memory: 1Gi is more than the limit 4Mi (a request may not exceed its limit)",
-                "r.limits.outpost.dev/pids: must be more than 0 (leave it out for no limit)",
+                "r.limits.outpost.dev/pids: 0 is out of range: must be from 1 to 4194304 (leave it out for no limit)",
                 "r.requests.nvidia.com/gpu: 1 must equal the limit 2 (GPUs are not shared)",
             ]
         );
         let (_, p) = reqs(json!({"limits": {"cpu": "5m"}}));
         assert_eq!(
             p,
-            ["r.limits.cpu: 5m is below 10m, the smallest CPU limit the Docker engine accepts"]
+            ["r.limits.cpu: 5m is out of range: must be from 10m to 8192 (the Docker engine refuses a smaller CPU limit)"]
+        );
+    }
+
+    /// Every resource named in both requests and limits is compared, and a
+    /// limit's message states the range a limit may take (its lower bound
+    /// is the engine's, not 0).
+    #[test]
+    fn limits_state_their_own_range() {
+        let (_, p) = reqs(json!({
+            "requests": {"cpu": "2", "memory": "2Gi", "ephemeral-storage": "2Gi", "outpost.dev/pids": 200},
+            "limits": {"cpu": "1", "memory": "1Gi", "ephemeral-storage": "1Gi", "outpost.dev/pids": 100},
+        }));
+        assert_eq!(
+            p,
+            [
+                "r.requests.cpu: 2 is more than the limit 1 (a request may not exceed its limit)",
+                "r.requests.memory: 2Gi is more than the limit 1Gi (a request may not exceed its limit)",
+                "r.requests.ephemeral-storage: 2Gi is more than the limit 1Gi (a request may not exceed its limit)",
+                "r.requests.outpost.dev/pids: 200 is more than the limit 100 (a request may not exceed its limit)",
+            ]
+        );
+        let cases: &[(Value, &str)] = &[
+            // One byte below the engine's 6 MiB.
+            (json!({"memory": 6_291_455}), "r.limits.memory: 6291455 is out of range: must be from 6Mi to 4Pi (the Docker engine refuses a smaller memory limit)"),
+            (json!({"memory": 18_446_744_073_709_551_615u64}), "r.limits.memory: 18446744073709551615 is out of range: must be from 6Mi to 4Pi"),
+            (json!({"memory": "0"}), "r.limits.memory: 0 is out of range: must be from 6Mi to 4Pi (the Docker engine refuses a smaller memory limit)"),
+            (json!({"outpost.dev/pids": "18446744073709551616"}), "r.limits.outpost.dev/pids: 18446744073709551616 is out of range: must be from 1 to 4194304"),
+            (json!({"ephemeral-storage": "2Ei"}), "r.limits.ephemeral-storage: 2Ei is out of range: must be from 1 to 1Ei"),
+            (json!({"cpu": "8193"}), "r.limits.cpu: 8193 is out of range: must be from 10m to 8192"),
+            (json!({"nvidia.com/gpu": 1025}), "r.limits.nvidia.com/gpu: 1025 is out of range: must be from 0 to 1024"),
+        ];
+        for (limits, want) in cases {
+            let (_, p) = reqs(json!({ "limits": limits }));
+            assert_eq!(p, [*want], "{limits}");
+        }
+        // The bounds themselves are accepted.
+        let (r, p) =
+            reqs(json!({"limits": {"memory": "6Mi", "cpu": "10m", "outpost.dev/pids": 1}}));
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(r.limits.0.memory_bytes, MIN_MEMORY_LIMIT);
+        assert_eq!(
+            r.limits.0.memory_bytes, 6_291_456,
+            "the Docker engine's linuxMinMemory"
         );
     }
 }

@@ -239,9 +239,9 @@ fn pod_problems_table() {
         (vec![("/spec/containers/0/workingDir", json!("/srv"))], "spec.containers[0].workingDir: not supported by Outpost"),
         (vec![("/spec/containers/0/imagePullPolicy", json!("Sometimes"))], "spec.containers[0].imagePullPolicy: \"Sometimes\" is not one of IfNotPresent, Always, Never"),
         (vec![("/spec/containers/0/volumeMounts/0/subPath", json!("x"))], "spec.containers[0].volumeMounts[0].subPath: not supported by Outpost"),
-        (vec![("/spec/containers/0/resources/limits/memory", json!(1.8446744073709552e19))], "spec.containers[0].resources.limits.memory: 18446744073709552000 is out of range: must be from 0 to 4Pi"),
-        (vec![("/spec/containers/0/resources/limits/outpost.dev~1pids", json!("18446744073709551616"))], "spec.containers[0].resources.limits.outpost.dev/pids: 18446744073709551616 is out of range: must be from 0 to 4194304"),
-        (vec![("/spec/containers/0/resources/limits/memory", json!("4Mi")), ("/spec/containers/0/resources/requests/memory", json!("1Mi"))], "spec.containers[0].resources.limits.memory: 4Mi is below 6Mi, the smallest memory limit the Docker engine accepts"),
+        (vec![("/spec/containers/0/resources/limits/memory", json!(1.8446744073709552e19))], "spec.containers[0].resources.limits.memory: 18446744073709552000 is out of range: must be from 6Mi to 4Pi"),
+        (vec![("/spec/containers/0/resources/limits/outpost.dev~1pids", json!("18446744073709551616"))], "spec.containers[0].resources.limits.outpost.dev/pids: 18446744073709551616 is out of range: must be from 1 to 4194304"),
+        (vec![("/spec/containers/0/resources/limits/memory", json!("4Mi")), ("/spec/containers/0/resources/requests/memory", json!("1Mi"))], "spec.containers[0].resources.limits.memory: 4Mi is out of range: must be from 6Mi to 4Pi (the Docker engine refuses a smaller memory limit)"),
         (vec![("/spec/containers/0/resources/requests/cpu", json!("2"))], "spec.containers[0].resources.requests.cpu: 2 is more than the limit 1 (a request may not exceed its limit)"),
         (vec![("/metadata/namespace", json!("Prod"))], "metadata.namespace: name \"Prod\" is not a valid name"),
         (vec![("/metadata/labels/app", json!(true))], "metadata.labels[\"app\"]: must be a string, not true (quote it: \"true\")"),
@@ -961,5 +961,62 @@ mod properties {
                     .prop_map(|m| Value::Object(m.into_iter().collect())),
             ]
         })
+    }
+}
+
+/// Resources that Kubernetes or the Docker engine refuse are refused at
+/// apply time, from the YAML an operator writes (numbers unquoted), with
+/// the field's path and the range, in a pod and in a Deployment's template.
+#[test]
+fn resources_the_engine_would_refuse_are_refused_from_yaml() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "limits: {memory: 1Gi}\n          requests: {memory: 2Gi}",
+            "resources.requests.memory",
+            "2Gi is more than the limit 1Gi (a request may not exceed its limit)",
+        ),
+        (
+            "limits: {memory: 6291455}",
+            "resources.limits.memory",
+            "6291455 is out of range: must be from 6Mi to 4Pi (the Docker engine refuses a smaller memory limit)",
+        ),
+        (
+            "limits: {memory: 18446744073709551615}",
+            "resources.limits.memory",
+            "18446744073709551615 is out of range: must be from 6Mi to 4Pi",
+        ),
+        // 2^64 unquoted: YAML reads it as a float, and the message is still
+        // the field's and the range.
+        (
+            "limits: {outpost.dev/pids: 18446744073709551616}",
+            "resources.limits.outpost.dev/pids",
+            "is out of range: must be from 1 to 4194304",
+        ),
+        (
+            "limits: {outpost.dev/pids: '18446744073709551616'}",
+            "resources.limits.outpost.dev/pids",
+            "18446744073709551616 is out of range: must be from 1 to 4194304",
+        ),
+    ];
+    for (resources, field, want) in cases {
+        let pod = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: w}}\nspec:\n  containers:\n    - name: c\n      image: i\n      resources:\n          {resources}\n"
+        );
+        let deploy = format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: w}}\nspec:\n  selector: {{matchLabels: {{app: w}}}}\n  template:\n    metadata: {{labels: {{app: w}}}}\n    spec:\n      containers:\n        - name: c\n          image: i\n          resources:\n              {}\n",
+            resources.replace("\n          ", "\n              ")
+        );
+        for (text, prefix) in [
+            (pod, "spec.containers[0]."),
+            (deploy, "spec.template.spec.containers[0]."),
+        ] {
+            let p = problems(&doc(&text));
+            assert_eq!(p.len(), 1, "{p:?}");
+            assert!(
+                p[0].starts_with(&format!("{prefix}{field}: ")) && p[0].ends_with(want),
+                "{text}\n{p:?}"
+            );
+            assert!(!p[0].contains("u128") && !p[0].contains("u64"), "{p:?}");
+        }
     }
 }
