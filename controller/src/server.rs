@@ -15,7 +15,7 @@
 //! An operator stream carries one request: the client finishes its side
 //! after it (outpostctl does). A second frame on the stream is answered
 //! with `InvalidRequest` and the request is not run; a client that leaves
-//! its side open is given [`SECOND_FRAME_GRACE`] for a frame sent with the
+//! its side open is given `SECOND_FRAME_GRACE` (250 ms) for a frame sent with the
 //! request to show.
 
 use crate::cluster::{err, Controller};
