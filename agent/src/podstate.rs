@@ -42,6 +42,18 @@ pub struct PodState {
     set: DesiredSet,
 }
 
+/// Decodes the bytes of a `pods.json` file into the desired set. Used by
+/// [`PodState::load`] and by the `pods_json` fuzz target.
+pub fn decode(bytes: &[u8]) -> Result<DesiredSet, serde_json::Error> {
+    let disk: OnDisk = serde_json::from_slice(bytes)?;
+    let mut set = DesiredSet::default();
+    set.generation = disk.generation;
+    for p in disk.pods {
+        set.pods.insert(p.spec.key(), p);
+    }
+    Ok(set)
+}
+
 impl PodState {
     /// Loads the saved state; a missing file is an empty set. A file that
     /// cannot be read is an error that says what to do: pods must not be
@@ -51,16 +63,12 @@ impl PodState {
         let mut set = DesiredSet::default();
         match read_bounded(&path, MAX_STATE) {
             Ok(text) => {
-                let disk: OnDisk = serde_json::from_str(&text).map_err(|e| {
+                set = decode(text.as_bytes()).map_err(|e| {
                     format!(
                         "{} is damaged ({e}); move it away to start with no local pods (the controller sends them again on connect)",
                         path.display()
                     )
                 })?;
-                set.generation = disk.generation;
-                for p in disk.pods {
-                    set.pods.insert(p.spec.key(), p);
-                }
             }
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(format!("reading {}: {e}", path.display())),
