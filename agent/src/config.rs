@@ -96,7 +96,7 @@ pub struct Flags {
 /// The config file; same names as the flags.
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
-struct FileConfig {
+pub struct FileConfig {
     controller: Option<String>,
     server_name: Option<String>,
     token: Option<String>,
@@ -184,8 +184,13 @@ pub fn validate_pod_network(name: &str) -> Result<(), String> {
 fn load_file(path: &Path) -> Result<FileConfig, String> {
     let text =
         read_bounded(path, MAX_CONFIG).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    toml::from_str(&text)
-        .map_err(|e| format!("{} is not a valid agent config: {e}", path.display()))
+    parse_file(&text).map_err(|e| format!("{} is not a valid agent config: {e}", path.display()))
+}
+
+/// Decodes the text of an agent config file (TOML). Used by the loader and
+/// by the `agent_config` fuzz target.
+pub fn parse_file(text: &str) -> Result<FileConfig, toml::de::Error> {
+    toml::from_str(text)
 }
 
 /// Parses `cpu=200m,memory=256Mi,ephemeral-storage=1Gi,pid=1000`.

@@ -81,6 +81,17 @@ pub struct PodState {
     written: Option<Vec<u8>>,
 }
 
+/// Decodes the bytes of a `pods.json` file into the desired set. Used by
+/// [`PodState::load`] and by the `pods_json` fuzz target.
+pub fn decode(bytes: &[u8]) -> Result<DesiredSet, serde_json::Error> {
+    let disk: OnDisk = serde_json::from_slice(bytes)?;
+    Ok(DesiredSet {
+        generation: disk.generation,
+        pods: disk.pods.into_iter().map(|p| (p.spec.key(), p)).collect(),
+        ..DesiredSet::default()
+    })
+}
+
 impl PodState {
     /// Loads the saved state; a missing file is an empty set. A file that
     /// cannot be read is an error that says what to do: pods must not be
@@ -91,16 +102,12 @@ impl PodState {
         let mut written = None;
         match read_bounded(&path, MAX_STATE) {
             Ok(text) => {
-                let disk: OnDisk = serde_json::from_str(&text).map_err(|e| {
+                set = decode(text.as_bytes()).map_err(|e| {
                     format!(
                         "{} is damaged ({e}); move it away to start with no local pods (the controller sends them again on connect)",
                         path.display()
                     )
                 })?;
-                set.generation = disk.generation;
-                for p in disk.pods {
-                    set.pods.insert(p.spec.key(), p);
-                }
                 // What the file holds, as this agent would write it.
                 written = pods_json(&set).ok();
             }
