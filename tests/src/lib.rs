@@ -858,7 +858,14 @@ pub mod raw {
         };
         let run = async {
             let (mut send, mut recv) = conn.open_bi().await.map_err(|e| describe(&e))?;
-            send.write_all(&bytes).await.map_err(|e| e.to_string())?;
+            // A refusal can land while the request is still being written:
+            // the connection's close reason says why, not the write error.
+            send.write_all(&bytes)
+                .await
+                .map_err(|e| match conn.close_reason() {
+                    Some(reason) => describe(&reason),
+                    None => e.to_string(),
+                })?;
             match link::read_frame(&mut recv, outpost_proto::MAX_FRAME).await {
                 Ok(Some(m)) => Ok(Outcome::Reply(m)),
                 Ok(None) => Err("stream finished without a reply".to_string()),
