@@ -139,6 +139,12 @@ fn skew_warning(skew_ms: i64) -> Option<String> {
     ))
 }
 
+/// The public ID of a bootstrap token (`ID.SECRET`); the secret is never
+/// written anywhere by the agent.
+fn token_id_of(token: &str) -> &str {
+    token.split_once('.').map_or(token, |(id, _)| id)
+}
+
 /// What a data directory that holds an identity does with `--token`.
 #[derive(Debug, PartialEq, Eq)]
 enum Start {
@@ -205,7 +211,7 @@ pub async fn enrol(cfg: &AgentConfig, data: &DataDir) -> Result<Identity> {
     let id = pending.complete(resp.cert_der)?;
     data.save_ca(&resp.ca_der)?;
     data.save_identity(&id)?;
-    data.save_enrolled_token_id(token.split_once('.').map_or(token.as_str(), |(id, _)| id))?;
+    data.save_enrolled_token_id(token_id_of(token))?;
     info!(node = %id.node, labels = ?resp.labels, "enrolled; certificate valid until {}", rfc3339(id.not_after_ms));
     Ok(id)
 }
@@ -392,10 +398,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
     // Held until the agent exits: a second agent on this directory would
     // take the session from this one over and over.
     let _lock = crate::dirlock::DirLock::acquire(&data.0)?;
-    let token_id = cfg
-        .token
-        .as_deref()
-        .map(|t| t.split_once('.').map_or(t, |(id, _)| id).to_string());
+    let token_id = cfg.token.as_deref().map(|t| token_id_of(t).to_string());
     let current = data.identity()?;
     let enrolled_with = data.enrolled_token_id();
     let mut id = match (

@@ -262,6 +262,14 @@ fn ready_condition(
     }
 }
 
+impl Node {
+    /// No session of this node was ever accepted (none now, none before):
+    /// the only state in which its name may be enrolled again.
+    fn never_connected(&self) -> bool {
+        self.rec.protocol == 0 && self.live.is_none()
+    }
+}
+
 impl Registry {
     /// Rebuilds the registry from stored records at controller start. Every
     /// node gets a full grace period to reconnect.
@@ -313,9 +321,7 @@ impl Registry {
     pub fn enrolment(&self, name: &str, key: &str) -> Enrolment {
         match self.nodes.get(name) {
             None => Enrolment::New,
-            Some(n) if n.rec.protocol != 0 || n.rec.enrol_key.is_empty() || n.live.is_some() => {
-                Enrolment::Taken
-            }
+            Some(n) if !n.never_connected() || n.rec.enrol_key.is_empty() => Enrolment::Taken,
             Some(n) if n.rec.enrol_key == key => Enrolment::Retry,
             Some(_) => Enrolment::Replace,
         }
@@ -331,7 +337,7 @@ impl Registry {
         not_after_ms: u64,
     ) -> Option<Vec<Change>> {
         let node = self.nodes.get_mut(name)?;
-        if node.rec.protocol != 0 || node.live.is_some() {
+        if !node.never_connected() {
             return None;
         }
         node.rec.serials.push(serial);
@@ -358,7 +364,7 @@ impl Registry {
     /// creation time; only `rec`'s certificate is accepted from now on.
     pub fn enrol_replace(&mut self, mut rec: NodeRecord) -> Option<Vec<Change>> {
         let node = self.nodes.get_mut(&rec.name)?;
-        if node.rec.protocol != 0 || node.live.is_some() {
+        if !node.never_connected() {
             return None;
         }
         rec.uid = std::mem::take(&mut node.rec.uid);

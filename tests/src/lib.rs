@@ -165,6 +165,22 @@ impl Drop for NodeContainers {
     }
 }
 
+/// Running containers named `container` of pod `key` on the node `node`
+/// (the agent's `dev.outpost.*` labels).
+pub fn pod_containers(node: &str, key: &str, container: &str) -> Vec<String> {
+    let (_, ids) = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=dev.outpost.node={node}"),
+        "--filter",
+        &format!("label=dev.outpost.pod={key}"),
+        "--filter",
+        &format!("label=dev.outpost.container={container}"),
+    ]);
+    ids.lines().map(str::to_string).collect()
+}
+
 /// The node a pod (as `get pods -o json` serves it) is bound to; empty
 /// when unbound.
 pub fn node_of(p: &Value) -> &str {

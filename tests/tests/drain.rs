@@ -207,17 +207,7 @@ fn drain_honours_the_disruption_budget() {
 /// Running app containers (not the pause container) of pod `key` on the
 /// node of the agent that runs it.
 fn app_containers(node: &str, key: &str) -> Vec<String> {
-    let (_, ids) = docker(&[
-        "ps",
-        "-q",
-        "--filter",
-        &format!("label=dev.outpost.node={node}"),
-        "--filter",
-        &format!("label=dev.outpost.pod={key}"),
-        "--filter",
-        "label=dev.outpost.container=http",
-    ]);
-    ids.lines().map(str::to_string).collect()
+    outpost_tests::pod_containers(node, key, "http")
 }
 
 /// Makes the app container of pod `key` deaf to SIGTERM: its init

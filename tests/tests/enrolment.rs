@@ -20,7 +20,7 @@ use outpost_controller::clientconfig::{pem_der, ClientConfig};
 use outpost_proto::link;
 use outpost_proto::{EnrolRequest, ErrorCode, Hello, Message, PROTOCOL_VERSION};
 use outpost_tests::raw::{frame, send_raw, Creds, Outcome};
-use outpost_tests::{docker, Cluster, NodeContainers, Timing};
+use outpost_tests::{Cluster, NodeContainers, Timing};
 use rustls::pki_types::PrivateKeyDer;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -217,17 +217,7 @@ fn a_lost_enrolment_answer_can_be_retried() {
 
 /// Running app containers of pod `key` on `node`.
 fn containers(node: &str, key: &str) -> usize {
-    let (_, ids) = docker(&[
-        "ps",
-        "-q",
-        "--filter",
-        &format!("label=dev.outpost.node={node}"),
-        "--filter",
-        &format!("label=dev.outpost.pod={key}"),
-        "--filter",
-        "label=dev.outpost.container=main",
-    ]);
-    ids.lines().count()
+    outpost_tests::pod_containers(node, key, "main").len()
 }
 
 #[test]
