@@ -12,7 +12,11 @@
 //! the pods' default route already leads to it and nothing else is needed.
 //! Otherwise (the agent in a container on the pods' network) each of this
 //! node's pod sandboxes gets `SERVICE_NET via AGENT_ADDR` in its network
-//! namespace ([`crate::netlink::route_via_in`]), once per container.
+//! namespace ([`crate::netlink::route_via_in`]). The runtime adds it as soon
+//! as the sandbox starts, before any of the pod's containers runs
+//! ([`SandboxRoute`], published here), so a pod reaches Services from its
+//! first instruction; the inspection routes whatever it finds unrouted
+//! (sandboxes adopted from before an agent restart), once per container.
 //!
 //! The decisions ([`plan`]) are pure; the loop around them is thin.
 
@@ -44,6 +48,40 @@ pub struct Plan {
     pub reachable: HashSet<Ipv4Addr>,
     /// Containers to look at (ours? then route them), not seen before.
     pub new_containers: Vec<String>,
+}
+
+/// The route every pod sandbox of this node needs: `net` (the Service
+/// range) via `via` (the agent's address on the pod network).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SandboxRoute {
+    pub net: Ipv4Net,
+    pub via: Ipv4Addr,
+}
+
+/// Pure: the route pod sandboxes need, if any. None while the Service range
+/// or the network is not known yet, and none when the agent is the pod
+/// network's gateway (it runs on the host: the pods' default route already
+/// leads to it).
+pub fn sandbox_route(
+    net: Option<Ipv4Net>,
+    own: Option<Ipv4Addr>,
+    gateway: Option<Ipv4Addr>,
+) -> Option<SandboxRoute> {
+    match (net, own, gateway) {
+        (Some(net), Some(via), Some(g)) if via != g => Some(SandboxRoute { net, via }),
+        _ => None,
+    }
+}
+
+/// Adds `route` to the network namespace of process `pid` (a sandbox's).
+pub async fn add_route(pid: u32, route: SandboxRoute) -> Result<(), String> {
+    match tokio::task::spawn_blocking(move || netlink::route_via_in(pid, route.net, route.via))
+        .await
+    {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(format!("pod route task failed: {e}")),
+    }
 }
 
 /// Pure: the reachable set, and the containers not looked at yet.
@@ -119,8 +157,9 @@ async fn our_pid(docker: &bollard::Docker, id: &str, node: &str) -> Option<u32> 
 pub type AgentAddress = Option<Ipv4Addr>;
 
 /// Inspects the pod network until `docker` closes: publishes the reachable
-/// pod IPs and this agent's address on the network, and routes this node's
-/// pods to the agent when it is not their gateway.
+/// pod IPs, this agent's address on the network and the route sandboxes
+/// need, and routes this node's pods to the agent when it is not their
+/// gateway.
 pub async fn run(
     node: String,
     network: String,
@@ -128,6 +167,7 @@ pub async fn run(
     mut service_net: watch::Receiver<Option<Ipv4Net>>,
     reach: watch::Sender<Reachable>,
     address: watch::Sender<AgentAddress>,
+    route: watch::Sender<Option<SandboxRoute>>,
 ) {
     let mut seen: HashSet<String> = HashSet::new();
     let mut warned = String::new();
@@ -149,12 +189,15 @@ pub async fn run(
                         *a = own;
                         changed
                     });
-                    let needs_routes = match (own, found.gateway) {
-                        (Some(o), Some(g)) => o != g,
-                        _ => false,
-                    };
+                    let wanted = sandbox_route(net, own, found.gateway);
+                    route.send_if_modified(|r| {
+                        let changed = *r != wanted;
+                        *r = wanted;
+                        changed
+                    });
+                    let needs_routes = matches!((own, found.gateway), (Some(o), Some(g)) if o != g);
                     for id in p.new_containers {
-                        let (Some(net), Some(via), true) = (net, own, needs_routes) else {
+                        let (Some(wanted), true) = (wanted, needs_routes) else {
                             // Nothing to route (yet): look again next time
                             // only if a route may become needed.
                             if !needs_routes {
@@ -167,18 +210,13 @@ pub async fn run(
                             continue;
                         };
                         let short: String = id.chars().take(12).collect();
-                        match tokio::task::spawn_blocking(move || {
-                            netlink::route_via_in(pid, net, via)
-                        })
-                        .await
-                        {
-                            Ok(Ok(())) => {
-                                debug!(container = %short, %net, %via, "pod routed to the agent for Services")
+                        match add_route(pid, wanted).await {
+                            Ok(()) => {
+                                debug!(container = %short, net = %wanted.net, via = %wanted.via, "pod routed to the agent for Services")
                             }
-                            Ok(Err(e)) => {
+                            Err(e) => {
                                 warn!(container = %short, "the pod cannot reach Services: {e}")
                             }
-                            Err(e) => warn!("pod route task failed: {e}"),
                         }
                     }
                 }
@@ -220,6 +258,32 @@ mod tests {
         assert_eq!(p.new_containers, ["a", "b"]);
         let p = plan(&found, &HashSet::from(["a".to_string()]));
         assert_eq!(p.new_containers, ["b"]);
+    }
+
+    #[test]
+    fn sandboxes_need_a_route_only_when_the_agent_is_not_their_gateway() {
+        let net = Ipv4Net {
+            addr: Ipv4Addr::new(10, 43, 0, 0),
+            prefix: 16,
+        };
+        let agent = Ipv4Addr::new(172, 30, 1, 2);
+        let gw = Ipv4Addr::new(172, 30, 1, 1);
+        assert_eq!(
+            sandbox_route(Some(net), Some(agent), Some(gw)),
+            Some(SandboxRoute { net, via: agent })
+        );
+        assert_eq!(
+            sandbox_route(Some(net), Some(gw), Some(gw)),
+            None,
+            "on the host"
+        );
+        assert_eq!(
+            sandbox_route(None, Some(agent), Some(gw)),
+            None,
+            "range unknown"
+        );
+        assert_eq!(sandbox_route(Some(net), None, Some(gw)), None);
+        assert_eq!(sandbox_route(Some(net), Some(agent), None), None);
     }
 
     #[test]

@@ -467,6 +467,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
     let routing = cfg.service_routing;
     let (svc_tx, svc_rx) = watch::channel(Arc::new(crate::services::ServiceTable::default()));
     let (address_tx, address_rx) = watch::channel(None);
+    let (sandbox_route_tx, sandbox_route_rx) = watch::channel(None);
     let host_search =
         crate::dns::read_host_resolvers(std::path::Path::new(crate::dns::HOST_RESOLV_CONF), None)
             .search;
@@ -474,6 +475,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         services: routing.then(|| runtime::PodServices {
             table: svc_rx.clone(),
             resolver: address_rx.clone(),
+            sandbox_route: sandbox_route_rx,
             host_search,
         }),
         node: id.node.clone(),
@@ -543,6 +545,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         service_net_rx,
         reach_tx,
         address_tx,
+        sandbox_route_tx,
     ));
     let mut pod_link = PodLink {
         pods: &mut pods,

@@ -11,7 +11,7 @@
 //! the agents' addresses.
 
 use outpost_tests::{
-    http_deployment, http_get, http_service, ready_pod, running_ready, Sites, Timing,
+    docker, http_deployment, http_get, http_service, ready_pod, running_ready, Sites, Timing,
 };
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -23,6 +23,26 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(8);
 fn deployment(name: &str, site: &str, upstream: Option<&str>) -> String {
     let args: Vec<&str> = upstream.map(|u| vec!["--upstream", u]).unwrap_or_default();
     http_deployment(name, ("topology.outpost.dev/site", site), &args, 1)
+}
+
+/// A pod on `site` that calls `url` once at start and exits (0: answered).
+fn first_call_pod(name: &str, site: &str, url: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{app: {name}}}
+spec:
+  restartPolicy: Never
+  nodeSelector: {{topology.outpost.dev/site: {site}}}
+  containers:
+  - name: call
+    image: outpost/workload-http:dev
+    args: ["--once", "--upstream", "{url}"]
+---
+"#
+    )
 }
 
 fn ready(s: &Sites, app: &str) -> Value {
@@ -88,6 +108,47 @@ fn a_pod_reaches_a_service_on_another_site_by_name_and_follows_its_replacement()
         started.elapsed().as_secs_f64()
     );
     assert_eq!(body, format!("{} -> {}", name_of(&client), name_of(&store)));
+
+    // A pod reaches Services from its first instant: the agent routes its
+    // sandbox before its container starts, so one call made at start (no
+    // retry, restartPolicy Never) is answered.
+    s.apply(
+        "first-call.yaml",
+        &first_call_pod("first-call", "a", "http://store/"),
+    );
+    let mut pod = Value::Null;
+    s.wait_for(
+        "the first-call pod to finish",
+        Duration::from_secs(90),
+        |c| {
+            pod = c.pods("app=first-call").pop().unwrap_or_default();
+            matches!(
+                pod["status"]["phase"].as_str(),
+                Some("Succeeded" | "Failed")
+            )
+        },
+    );
+    let (_, out) = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        "label=dev.outpost.node=svc-a1",
+        "--filter",
+        "label=dev.outpost.pod=first-call",
+        "--filter",
+        "label=dev.outpost.container=call",
+    ]);
+    let logs = out
+        .lines()
+        .next()
+        .map(|id| docker(&["logs", id]).1)
+        .unwrap_or_default();
+    assert_eq!(
+        pod["status"]["phase"].as_str(),
+        Some("Succeeded"),
+        "a call at the pod's start must be answered; its output: {logs:?}; the pod: {pod}"
+    );
+    println!("a call made at the pod's start: {:?}", logs.trim());
     let relayed = s
         .metric(r#"outpost_service_relayed_connections_total{service="default/store"}"#)
         .unwrap_or(0.0);

@@ -126,6 +126,8 @@ pub struct Inspected {
     /// Its address on each network it is attached to, by network name
     /// (none for `container:` network mode); see [`pod_address`].
     pub networks: BTreeMap<String, IpAddr>,
+    /// Its main process on the host, 0 when it is not running.
+    pub pid: u32,
 }
 
 /// A pod's address among its network holder's networks: the one on the
@@ -522,6 +524,7 @@ impl Engine {
                 .and_then(parse_rfc3339_ms)
                 .unwrap_or(0),
             networks,
+            pid: st.pid.and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
         })
     }
 

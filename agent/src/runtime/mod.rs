@@ -116,6 +116,9 @@ pub struct PodServices {
     pub table: tokio::sync::watch::Receiver<std::sync::Arc<crate::services::ServiceTable>>,
     /// Where pods reach the agent's resolver, once known.
     pub resolver: tokio::sync::watch::Receiver<Option<std::net::Ipv4Addr>>,
+    /// The route a new sandbox gets before the pod's containers start,
+    /// when the agent is not the pod network's gateway.
+    pub sandbox_route: tokio::sync::watch::Receiver<Option<crate::podnet::SandboxRoute>>,
     /// The node's own search domains, appended to a pod's cluster list.
     pub host_search: Vec<String>,
 }

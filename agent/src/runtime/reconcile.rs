@@ -1836,7 +1836,38 @@ impl Reconciler {
             let _ = self.engine.remove(&id).await;
             return Err(self.explain(e.to_string()));
         }
+        self.route_sandbox(pod, &id).await;
         Ok(id)
+    }
+
+    /// Routes the new sandbox `id` to the agent for Services, before any
+    /// of the pod's containers starts (see [`crate::podnet`]). A failure
+    /// is a warning event: the pod runs, without Services.
+    async fn route_sandbox(&self, pod: &str, id: &str) {
+        let Some(route) = self
+            .cfg
+            .services
+            .as_ref()
+            .and_then(|s| *s.sandbox_route.borrow())
+        else {
+            return;
+        };
+        let pid = self.engine.inspect(id).await.map_or(0, |i| i.pid);
+        let result = match Some(pid).filter(|p| *p > 0) {
+            Some(pid) => crate::podnet::add_route(pid, route).await,
+            None => Err("its process is not running".to_string()),
+        };
+        if let Err(e) = result {
+            self.event(
+                EventType::Warning,
+                "FailedServiceRoute",
+                pod,
+                format!(
+                    "The pod cannot reach Services (route {} via {}): {e}",
+                    route.net, route.via
+                ),
+            );
+        }
     }
 
     fn app_create_spec(

@@ -31,6 +31,7 @@ outpost-http: answers every GET with the pod name (test workload)
 
 Usage: outpost-http [--port P] [--max-connections N] [--upstream URL]
        outpost-http --probe [--port P]
+       outpost-http --once --upstream URL
 
   GET /healthz   200 'ok', or 500 'failing' after /fail
   GET /fail      toggles /healthz between ok and failing
@@ -45,6 +46,8 @@ Options:
                         $UPSTREAM); NAME resolves by /etc/resolv.conf
   --max-connections N   connections served at once; more get 503 (default 64)
   --probe               GET /healthz on 127.0.0.1:P; exit 0 if 200, else 1
+  --once                call the upstream once, at start, print its answer
+                        and exit 0 if it was 200, else 1 (no server)
   -h, --help            this text
 ";
 
@@ -61,6 +64,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Check the local server's health instead of serving.
     pub probe: bool,
+    /// Call the upstream once and exit instead of serving.
+    pub once: bool,
     /// Called on `GET /`.
     pub upstream: Option<Upstream>,
 }
@@ -75,6 +80,7 @@ pub fn parse(
     let mut port = None;
     let mut max_connections = 64;
     let mut probe = false;
+    let mut once = false;
     let mut upstream = None;
     let mut flags = Flags::new(args);
     while let Some(flag) = flags.next_flag()? {
@@ -88,6 +94,8 @@ pub fn parse(
             }
             "probe" if inline.is_none() => probe = true,
             "probe" => return Err(UsageError("--probe takes no value".into())),
+            "once" if inline.is_none() => once = true,
+            "once" => return Err(UsageError("--once takes no value".into())),
             "upstream" => upstream = Some(flags.value(&name, inline)?),
             _ => return Err(cli::unknown(&name)),
         }
@@ -101,10 +109,16 @@ pub fn parse(
         Some(url) => Some(Upstream::parse(url.trim()).map_err(UsageError)?),
         None => None,
     };
+    if once && upstream.is_none() {
+        return Err(UsageError(
+            "--once calls the upstream: give --upstream URL (or $UPSTREAM)".into(),
+        ));
+    }
     Ok(Parsed::Run(Config {
         port: u16::try_from(port).unwrap_or(8080),
         max_connections: usize::try_from(max_connections).unwrap_or(64),
         probe,
+        once,
         upstream,
     }))
 }
@@ -154,8 +168,8 @@ impl State {
     }
 
     /// The answer to `GET /`: the pod name, or the name and the upstream's
-    /// answer.
-    fn root(&self) -> Response {
+    /// answer (`--once` prints it and exits with its status).
+    pub fn root(&self) -> Response {
         let Some(up) = &self.upstream else {
             return Response::new(200, format!("{}\n", self.name));
         };
@@ -418,6 +432,7 @@ mod tests {
                 port,
                 max_connections: max,
                 probe,
+                once: false,
                 upstream: None,
             }))
         };
@@ -438,11 +453,28 @@ mod tests {
             (&["--probe=yes"], None, Err("--probe takes no value")),
             (&["--verbose"], None, Err("unknown flag --verbose")),
             (&["8080"], None, Err("unexpected argument '8080' (every option is a --flag)")),
+            (&["--once"], None, Err("--once calls the upstream: give --upstream URL (or $UPSTREAM)")),
+            (&["--once=1", "--upstream", "http://a/"], None, Err("--once takes no value")),
         ];
         for (argv, env, want) in cases {
             let got = parse(args(argv), env.map(str::to_string), None).map_err(|e| e.0);
             assert_eq!(got, want.map_err(str::to_string), "{argv:?} PORT={env:?}");
         }
+    }
+
+    #[test]
+    fn once_needs_an_upstream_and_keeps_it() {
+        let Ok(Parsed::Run(c)) =
+            parse(args(&["--once", "--upstream", "http://store/"]), None, None)
+        else {
+            panic!("--once with an upstream parses");
+        };
+        assert!(c.once);
+        assert_eq!(c.upstream.map(|u| u.host), Some("store".to_string()));
+        let Ok(Parsed::Run(c)) = parse(args(&["--once"]), None, Some("http://b:81/".into())) else {
+            panic!("--once with $UPSTREAM parses");
+        };
+        assert_eq!(c.upstream.map(|u| u.port), Some(81));
     }
 
     #[test]
@@ -555,6 +587,7 @@ mod tests {
             port,
             max_connections: 4,
             probe: false,
+            once: false,
             upstream: None,
         };
         let state = Arc::new(State::new("tcp-test".into()));
@@ -636,6 +669,7 @@ mod tests {
             port,
             max_connections: 8,
             probe: false,
+            once: false,
             upstream: None,
         };
         let state = Arc::new(state);

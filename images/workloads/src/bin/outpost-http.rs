@@ -32,6 +32,17 @@ fn main() -> ExitCode {
         http::State::new(http::pod_name(std::env::var("POD_NAME").ok()))
             .with_upstream(config.upstream.clone()),
     );
+    if config.once {
+        // One call at the pod's first instant: Service routing must be in
+        // place before the pod's own process runs.
+        let answer = state.root();
+        outpost_workloads::outln!("{}", answer.body.trim_end());
+        return if answer.status == 200 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
     match http::serve(&config, state) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
