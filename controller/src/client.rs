@@ -25,6 +25,30 @@ use std::time::Duration;
 #[error("{}", .0.message)]
 pub struct ServerError(pub ErrorMsg);
 
+/// Says so when a controller could not decode a request because it
+/// predates it (it answers `InvalidRequest: malformed frame` and closes):
+/// `what` is the command, e.g. `outpostctl admin create`. Other errors
+/// pass through.
+pub fn older_controller(e: anyhow::Error, what: &str) -> anyhow::Error {
+    let old = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<ServerError>())
+        .is_some_and(|s| {
+            s.0.code == outpost_proto::ErrorCode::InvalidRequest
+                && s.0.message.starts_with("malformed frame")
+        });
+    if !old {
+        return e;
+    }
+    ServerError(ErrorMsg {
+        code: outpost_proto::ErrorCode::VersionMismatch,
+        message: format!(
+            "this controller does not support `{what}`: it is older than this outpostctl and could not read the request;              upgrade the controller, or use the outpostctl of its version"
+        ),
+    })
+    .into()
+}
+
 /// Longest wait for one call, connect included.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -475,6 +499,34 @@ mod tests {
         );
         assert!(t.elapsed() >= slow, "{:?}", t.elapsed());
         serve.await.unwrap();
+    }
+
+    #[test]
+    fn an_older_controller_is_named_as_the_reason() {
+        let old = |message: &str| -> anyhow::Error {
+            ServerError(ErrorMsg {
+                code: outpost_proto::ErrorCode::InvalidRequest,
+                message: message.into(),
+            })
+            .into()
+        };
+        let e = older_controller(
+            old("malformed frame: Found an enum discriminant that was not expected"),
+            "outpostctl admin list",
+        );
+        let s = e
+            .chain()
+            .find_map(|c| c.downcast_ref::<ServerError>())
+            .unwrap();
+        assert_eq!(s.0.code, outpost_proto::ErrorCode::VersionMismatch);
+        assert!(
+            s.0.message
+                .contains("does not support `outpostctl admin list`"),
+            "{}",
+            s.0.message
+        );
+        let other = older_controller(old("--ttl must be more than 0s"), "x");
+        assert_eq!(other.to_string(), "--ttl must be more than 0s");
     }
 
     #[test]

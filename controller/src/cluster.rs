@@ -83,7 +83,7 @@ pub fn err(code: ErrorCode, message: impl Into<String>) -> ErrorMsg {
 }
 
 /// What `init` wrote into the store: material the server needs.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ServerIdentity {
     pub ca_der: Vec<u8>,
     pub cert_der: Vec<u8>,
@@ -113,6 +113,73 @@ pub fn init_pki(
         Op::put(KEY_SERVER_KEY, server_key.into_bytes()),
     ]))?;
     Ok(ca)
+}
+
+/// Records the operator certificate `init` issued, so it is listed and
+/// can be revoked like those `admin create` signs.
+pub fn record_first_admin(store: &dyn Store, issued: &Issued, name: &str) -> anyhow::Result<()> {
+    let info = outpost_proto::AdminInfo {
+        name: name.to_string(),
+        role: outpost_proto::AdminRole::Admin,
+        serial: issued.serial.clone(),
+        issued_ms: now_ms(),
+        not_after_ms: issued.not_after_ms,
+        issued_by: crate::admins::ISSUED_BY_INIT.into(),
+        revoked_ms: None,
+    };
+    let op = crate::admins::record_op(&info).map_err(|e| anyhow::anyhow!(e.message))?;
+    store.txn(crate::store::Txn::ops(vec![op]))?;
+    Ok(())
+}
+
+/// Lifetime of a server certificate: ten years, as `init` gives it.
+pub const SERVER_CERT_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// A new server certificate from `ca` for the names of `current` plus
+/// `extra_sans`; returns it with the store writes that save it.
+pub fn renew_server_identity(
+    ca: &Ca,
+    current: &ServerIdentity,
+    extra_sans: &[String],
+    lifetime: Duration,
+) -> Result<(ServerIdentity, Issued, Vec<Op>), ErrorMsg> {
+    let mut sans = crate::pki::server_names(&current.cert_der).map_err(|e| {
+        err(
+            ErrorCode::Internal,
+            format!("reading the current server certificate: {e}"),
+        )
+    })?;
+    for s in extra_sans {
+        let s = s.trim();
+        if s.is_empty() || s.len() > 253 || s.contains(char::is_whitespace) {
+            return Err(err(
+                ErrorCode::InvalidRequest,
+                format!("--san {s:?} is not a DNS name or IP address"),
+            ));
+        }
+        if !sans.iter().any(|x| x == s) {
+            sans.push(s.to_string());
+        }
+    }
+    if sans.len() > 64 {
+        return Err(err(
+            ErrorCode::InvalidRequest,
+            format!("{} server names; at most 64", sans.len()),
+        ));
+    }
+    let (issued, key_pem) = ca
+        .issue_server(&sans, SystemTime::now(), lifetime)
+        .map_err(|e| err(ErrorCode::InvalidRequest, e.to_string()))?;
+    let ops = vec![
+        Op::put(KEY_SERVER_CERT, issued.cert_der.clone()),
+        Op::put(KEY_SERVER_KEY, key_pem.clone().into_bytes()),
+    ];
+    let ident = ServerIdentity {
+        ca_der: current.ca_der.clone(),
+        cert_der: issued.cert_der.clone(),
+        key_pem,
+    };
+    Ok((ident, issued, ops))
 }
 
 /// Loads the CA and server identity from an initialised store.
@@ -183,6 +250,10 @@ pub struct Controller {
     pub routes_changed: tokio::sync::watch::Sender<u64>,
     /// Serialises applies (admission allocates from what the cache shows).
     pub apply_lock: tokio::sync::Mutex<()>,
+    /// Operator certificates on record ([`crate::admins`]).
+    admins: Mutex<crate::admins::AdminBook>,
+    /// Serialises changes to the operator records (decide, commit, apply).
+    pub(crate) admin_lock: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -214,6 +285,14 @@ impl Controller {
         let mut records = Vec::new();
         for kv in store.list(&keys::objects("nodes", None))?.kvs {
             records.push(decode::<NodeRecord>("node", &kv.key, &kv.value)?);
+        }
+        let mut admins = Vec::new();
+        for kv in store.list(crate::admins::PREFIX)?.kvs {
+            admins.push(decode::<outpost_proto::AdminInfo>(
+                "admin certificate",
+                &kv.key,
+                &kv.value,
+            )?);
         }
         let registry = Registry::load(
             LeaseConfig {
@@ -248,6 +327,8 @@ impl Controller {
             cache_revision: tokio::sync::watch::Sender::new(revision),
             routes_changed: tokio::sync::watch::Sender::new(0),
             apply_lock: tokio::sync::Mutex::new(()),
+            admins: Mutex::new(crate::admins::AdminBook::load(admins)),
+            admin_lock: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -274,6 +355,14 @@ impl Controller {
         // A panic while holding the lock leaves state that is still
         // consistent per operation; keep serving rather than cascade.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn admins_lock(&self) -> MutexGuard<'_, crate::admins::AdminBook> {
+        self.admins.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn ca(&self) -> &Ca {
+        &self.ca
     }
 
     /// DER of the cluster CA certificate.

@@ -17,6 +17,7 @@
 //!   timeouts, messages), without I/O.
 #![forbid(unsafe_code)]
 
+pub mod admins;
 pub mod agents;
 pub mod api;
 pub mod apiserver;

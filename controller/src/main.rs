@@ -37,6 +37,24 @@ enum Cmd {
     Serve(ServeArgs),
     /// Single-box cluster: init if needed, serve, and run one agent on this host.
     Up(UpArgs),
+    /// Issue a new server certificate from the cluster CA (same names, plus
+    /// --san) on a stopped controller's data directory; agents pin the CA,
+    /// so none needs re-enrolling. A running controller renews in place
+    /// with `outpostctl admin renew-server-cert`.
+    RenewServerCert(RenewServerCertArgs),
+}
+
+#[derive(Args, Debug)]
+struct RenewServerCertArgs {
+    #[arg(long, env = "OUTPOST_DATA_DIR")]
+    data_dir: PathBuf,
+    /// More DNS names or IP addresses for the new certificate (the current
+    /// ones are kept).
+    #[arg(long = "san", value_delimiter = ',')]
+    sans: Vec<String>,
+    /// Lifetime of the new certificate.
+    #[arg(long, default_value = "87600h", value_parser = parse_duration)]
+    valid_for: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -164,6 +182,7 @@ fn main() {
         Cmd::Init(a) => init(&a),
         Cmd::Serve(a) => runtime().and_then(|rt| rt.block_on(serve(a, None))),
         Cmd::Up(a) => runtime().and_then(|rt| rt.block_on(up(a))),
+        Cmd::RenewServerCert(a) => renew_server_cert(&a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -221,8 +240,9 @@ fn init(a: &InitArgs) -> Result<()> {
     let (admin, admin_key) = ca.issue_admin(
         "admin",
         SystemTime::now(),
-        Duration::from_secs(365 * 24 * 3600),
+        outpost_controller::admins::DEFAULT_VALIDITY,
     )?;
+    state::record_first_admin(store.as_ref(), &admin, "admin")?;
     let server_name = a
         .advertise
         .rsplit_once(':')
@@ -262,6 +282,39 @@ fn init(a: &InitArgs) -> Result<()> {
     println!(
         "Next: outpost-controller serve --data-dir {}",
         a.data_dir.display()
+    );
+    Ok(())
+}
+
+fn renew_server_cert(a: &RenewServerCertArgs) -> Result<()> {
+    let path = store_path(&a.data_dir);
+    if !path.exists() {
+        bail!(
+            "{} holds no cluster; run `outpost-controller init --data-dir {}` first",
+            a.data_dir.display(),
+            a.data_dir.display()
+        );
+    }
+    let store = RedbStore::open(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the state store in {} ({e}); if the controller is running, renew in place with              `outpostctl admin renew-server-cert` (new connections get the new certificate, agents stay connected)",
+            a.data_dir.display()
+        )
+    })?;
+    let (ca, current) = state::load_pki(&store)?;
+    let (_, issued, ops) = state::renew_server_identity(&ca, &current, &a.sans, a.valid_for)
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+    store.txn(outpost_controller::store::Txn::ops(ops))?;
+    let names = outpost_controller::pki::server_names(&issued.cert_der)?;
+    println!("server certificate renewed in {}", a.data_dir.display());
+    println!("  serial:  {}", issued.serial);
+    println!("  names:   {}", names.join(", "));
+    println!(
+        "  expires: {}",
+        outpost_proto::units::rfc3339(issued.not_after_ms)
+    );
+    println!(
+        "The controller serves it from its next start; agents keep their CA pin and certificates."
     );
     Ok(())
 }
@@ -341,19 +394,11 @@ async fn serve(
             },
         )
     };
-    let key = rustls::pki_types::PrivateKeyDer::try_from(
-        clientconfig::pem_der(&ident.key_pem, "PRIVATE KEY").map_err(anyhow::Error::msg)?,
-    )
-    .map_err(anyhow::Error::msg)?;
-    let chain = vec![ident.cert_der.clone().into(), ident.ca_der.clone().into()];
-    let server_config = outpost_proto::link::server_config(
-        chain,
-        key,
-        ident.ca_der.clone().into(),
-        outpost_proto::link::transport(a.tuning.idle_timeout, 8),
-    )?;
+    let server_config =
+        outpost_controller::server::quic_server_config(&ident, a.tuning.idle_timeout)?;
     let endpoint = bind_endpoint(server_config, a.listen)?;
     let server = Server::new(ctrl.clone());
+    server.serve_tls(endpoint.clone(), ident, a.tuning.idle_timeout);
     tokio::spawn(server.clone().run(endpoint.clone()));
     if a.metrics_listen != "off" {
         let listener = tokio::net::TcpListener::bind(&a.metrics_listen)

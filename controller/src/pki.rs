@@ -4,11 +4,15 @@
 //! holder in a URI SAN that the controller reads back as the identity:
 //! - the controller's server certificate (`urn:outpost:controller`, plus the
 //!   DNS/IP SANs agents dial), serverAuth;
-//! - admin client certificates (`urn:outpost:admin:NAME`), clientAuth;
+//! - operator client certificates, clientAuth: full admins
+//!   (`urn:outpost:admin:NAME`, the form `init` has always written) and
+//!   read-only operators (`urn:outpost:read-only:NAME`, a form older
+//!   controllers do not know and so refuse rather than take for an admin);
 //! - node client certificates (`urn:outpost:node:NAME`), clientAuth, signed
 //!   from an agent's CSR of which only the public key is used: the controller
 //!   overwrites subject, SANs, CA flag, usages and validity.
 
+use outpost_proto::AdminRole;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData,
@@ -39,8 +43,33 @@ pub enum PkiError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
     Node(String),
+    /// A full admin.
     Admin(String),
+    /// An operator that may only read.
+    ReadOnly(String),
     Controller,
+}
+
+impl Role {
+    /// The operator's name and role, for an operator certificate.
+    pub fn operator(&self) -> Option<(&str, AdminRole)> {
+        match self {
+            Role::Admin(n) => Some((n, AdminRole::Admin)),
+            Role::ReadOnly(n) => Some((n, AdminRole::ReadOnly)),
+            Role::Node(_) | Role::Controller => None,
+        }
+    }
+}
+
+const URN_ADMIN: &str = "urn:outpost:admin:";
+const URN_READ_ONLY: &str = "urn:outpost:read-only:";
+
+/// The URI SAN naming operator `name` with `role`.
+pub fn operator_urn(name: &str, role: AdminRole) -> String {
+    match role {
+        AdminRole::Admin => format!("{URN_ADMIN}{name}"),
+        AdminRole::ReadOnly => format!("{URN_READ_ONLY}{name}"),
+    }
 }
 
 /// What the controller learns from a verified peer certificate.
@@ -126,6 +155,54 @@ fn leaf_params(
     let (serial, hex) = random_serial();
     params.serial_number = Some(serial);
     (params, hex, millis(not_after))
+}
+
+fn operator_params(
+    name: &str,
+    role: AdminRole,
+    now: SystemTime,
+    lifetime: Duration,
+) -> Result<(CertificateParams, String, u64), PkiError> {
+    let org = match role {
+        AdminRole::Admin => "outpost:admins",
+        AdminRole::ReadOnly => "outpost:read-only",
+    };
+    Ok(leaf_params(
+        name,
+        org,
+        vec![uri(operator_urn(name, role))?],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        now,
+        lifetime,
+    ))
+}
+
+/// The DNS names and IP addresses a server certificate is for (its URI
+/// SAN aside), so a renewal keeps them.
+pub fn server_names(cert_der: &[u8]) -> Result<Vec<String>, PkiError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|e| PkiError::BadCertificate(e.to_string()))?;
+    let sans = cert
+        .subject_alternative_name()
+        .map_err(|e| PkiError::BadCertificate(e.to_string()))?;
+    let mut out = Vec::new();
+    for name in sans.iter().flat_map(|ext| ext.value.general_names.iter()) {
+        match name {
+            x509_parser::extensions::GeneralName::DNSName(d) => out.push((*d).to_string()),
+            x509_parser::extensions::GeneralName::IPAddress(b) => {
+                let ip = match b.len() {
+                    4 => <[u8; 4]>::try_from(*b).map(std::net::IpAddr::from).ok(),
+                    16 => <[u8; 16]>::try_from(*b).map(std::net::IpAddr::from).ok(),
+                    _ => None,
+                };
+                if let Some(ip) = ip {
+                    out.push(ip.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 fn uri(s: String) -> Result<SanType, PkiError> {
@@ -231,15 +308,31 @@ impl Ca {
         lifetime: Duration,
     ) -> Result<(Issued, String), PkiError> {
         let key = KeyPair::generate()?;
-        let (params, serial, not_after_ms) = leaf_params(
-            name,
-            "outpost:admins",
-            vec![uri(format!("urn:outpost:admin:{name}"))?],
-            ExtendedKeyUsagePurpose::ClientAuth,
-            now,
-            lifetime,
-        );
-        self.sign_new_key(key, &params, serial, not_after_ms)
+        let params = operator_params(name, AdminRole::Admin, now, lifetime)?;
+        self.sign_new_key(key, &params.0, params.1, params.2)
+    }
+
+    /// Signs an operator certificate for `name` with `role` from a CSR; as
+    /// with nodes, only the CSR's key is used (its signature must verify).
+    pub fn sign_operator_csr(
+        &self,
+        name: &str,
+        role: AdminRole,
+        csr_der: &[u8],
+        now: SystemTime,
+        lifetime: Duration,
+    ) -> Result<Issued, PkiError> {
+        let csr =
+            CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
+                .map_err(|e| PkiError::BadCsr(e.to_string()))?;
+        let (params, serial, not_after_ms) = operator_params(name, role, now, lifetime)?;
+        let cert = params.signed_by(&csr.public_key, &self.issuer)?;
+        Ok(Issued {
+            cert_der: cert.der().to_vec(),
+            serial,
+            not_after_ms,
+            key_sha256: key_sha256(&csr.public_key),
+        })
     }
 
     /// Signs a node certificate for `node` from an agent's CSR. The CSR's
@@ -294,8 +387,10 @@ pub fn identity(cert_der: &[u8]) -> Result<PeerIdentity, PkiError> {
         if let x509_parser::extensions::GeneralName::URI(u) = name {
             role = if let Some(n) = u.strip_prefix("urn:outpost:node:") {
                 Some(Role::Node(n.to_string()))
-            } else if let Some(n) = u.strip_prefix("urn:outpost:admin:") {
+            } else if let Some(n) = u.strip_prefix(URN_ADMIN) {
                 Some(Role::Admin(n.to_string()))
+            } else if let Some(n) = u.strip_prefix(URN_READ_ONLY) {
+                Some(Role::ReadOnly(n.to_string()))
             } else if *u == "urn:outpost:controller" {
                 Some(Role::Controller)
             } else {
@@ -360,6 +455,62 @@ mod tests {
         assert!(ca
             .sign_node_csr("edge-1", b"not a csr", now, Duration::from_secs(60))
             .is_err());
+    }
+
+    #[test]
+    fn operator_certificates_carry_their_role_and_nothing_from_the_csr() {
+        let now = SystemTime::now();
+        let (ca, _) = Ca::generate("test", now).unwrap();
+        let (_key, csr) = csr_for("admin");
+        let viewer = ca
+            .sign_operator_csr(
+                "grafana",
+                AdminRole::ReadOnly,
+                &csr,
+                now,
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        let id = identity(&viewer.cert_der).unwrap();
+        assert_eq!(id.role, Role::ReadOnly("grafana".into()));
+        assert_eq!(id.role.operator(), Some(("grafana", AdminRole::ReadOnly)));
+        assert_eq!(id.serial, viewer.serial);
+        let (_, cert) = x509_parser::parse_x509_certificate(&viewer.cert_der).unwrap();
+        assert!(!cert.is_ca());
+        let full = ca
+            .sign_operator_csr("ops", AdminRole::Admin, &csr, now, Duration::from_secs(60))
+            .unwrap();
+        // The form `init` writes, so older controllers take it as before.
+        assert_eq!(
+            identity(&full.cert_der).unwrap().role,
+            Role::Admin("ops".into())
+        );
+        assert!(ca
+            .sign_operator_csr(
+                "ops",
+                AdminRole::Admin,
+                b"junk",
+                now,
+                Duration::from_secs(60)
+            )
+            .is_err());
+    }
+
+    #[test]
+    fn server_names_survive_a_renewal() {
+        let now = SystemTime::now();
+        let (ca, _) = Ca::generate("test", now).unwrap();
+        let sans = vec![
+            "localhost".to_string(),
+            "127.0.0.1".into(),
+            "::1".into(),
+            "ctl.example".into(),
+        ];
+        let (server, _) = ca
+            .issue_server(&sans, now, Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(server_names(&server.cert_der).unwrap(), sans);
+        assert_eq!(identity(&server.cert_der).unwrap().role, Role::Controller);
     }
 
     #[test]

@@ -105,6 +105,39 @@ pub struct Server {
     anonymous_slots: Semaphore,
     operator_slots: Semaphore,
     request_bytes: outpost_proto::link::FrameBudget,
+    /// Open operator connections by certificate serial, so revoking a
+    /// certificate closes them.
+    operators: Mutex<HashMap<String, Vec<(u64, quinn::Connection)>>>,
+    /// The endpoint and what its TLS is built from, for renewing the
+    /// server certificate in place.
+    tls: Mutex<Option<Tls>>,
+}
+
+/// What the server's TLS configuration is built from.
+struct Tls {
+    endpoint: quinn::Endpoint,
+    ident: crate::cluster::ServerIdentity,
+    idle_timeout: Duration,
+}
+
+/// The QUIC server configuration for `ident`: its certificate (with the
+/// CA, so enrolling agents can check the CA hash), client certificates
+/// verified against the CA but optional (enrolment has none).
+pub fn quic_server_config(
+    ident: &crate::cluster::ServerIdentity,
+    idle_timeout: Duration,
+) -> anyhow::Result<quinn::ServerConfig> {
+    let key = rustls::pki_types::PrivateKeyDer::try_from(
+        crate::clientconfig::pem_der(&ident.key_pem, "PRIVATE KEY").map_err(anyhow::Error::msg)?,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let chain = vec![ident.cert_der.clone().into(), ident.ca_der.clone().into()];
+    Ok(outpost_proto::link::server_config(
+        chain,
+        key,
+        ident.ca_der.clone().into(),
+        outpost_proto::link::transport(idle_timeout, 8),
+    )?)
 }
 
 impl std::fmt::Debug for Server {
@@ -212,7 +245,146 @@ impl Server {
             anonymous_slots: Semaphore::new(ANONYMOUS_CONNECTIONS),
             operator_slots: Semaphore::new(OPERATOR_CONNECTIONS),
             request_bytes: outpost_proto::link::FrameBudget::new(REQUEST_BYTES),
+            operators: Mutex::new(HashMap::new()),
+            tls: Mutex::new(None),
         })
+    }
+
+    /// Lets `admin renew-server-cert` swap `endpoint`'s certificate: new
+    /// handshakes use the new one, open connections keep theirs.
+    pub fn serve_tls(
+        &self,
+        endpoint: quinn::Endpoint,
+        ident: crate::cluster::ServerIdentity,
+        idle_timeout: Duration,
+    ) {
+        *self.tls.lock().unwrap_or_else(|p| p.into_inner()) = Some(Tls {
+            endpoint,
+            ident,
+            idle_timeout,
+        });
+    }
+
+    /// Issues, saves and starts using a new server certificate.
+    async fn renew_server_cert(
+        &self,
+        caller: &crate::admins::Caller,
+        extra_sans: &[String],
+        valid_for_secs: Option<u64>,
+    ) -> Result<String, ErrorMsg> {
+        let _one = self.ctrl.admin_lock.lock().await;
+        let current = self
+            .tls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|t| t.ident.clone())
+            .ok_or_else(|| {
+                err(
+                    ErrorCode::Unavailable,
+                    "this controller does not serve its own endpoint; renew the server certificate with `outpost-controller renew-server-cert` while it is stopped",
+                )
+            })?;
+        let lifetime = match valid_for_secs {
+            None => crate::cluster::SERVER_CERT_TTL,
+            Some(s) if (60..=crate::cluster::SERVER_CERT_TTL.as_secs()).contains(&s) => {
+                Duration::from_secs(s)
+            }
+            Some(s) => {
+                return Err(err(
+                    ErrorCode::InvalidRequest,
+                    format!("--valid-for {s}s is out of range: between 60s and 10 years"),
+                ))
+            }
+        };
+        let (ident, issued, ops) =
+            crate::cluster::renew_server_identity(self.ctrl.ca(), &current, extra_sans, lifetime)?;
+        let names = crate::pki::server_names(&issued.cert_der).unwrap_or_default();
+        let mut tls = self.tls.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let result = async {
+            let t = tls
+                .as_ref()
+                .ok_or_else(|| err(ErrorCode::Internal, "endpoint gone"))?;
+            let config = quic_server_config(&ident, t.idle_timeout).map_err(|e| {
+                err(
+                    ErrorCode::Internal,
+                    format!("building the new TLS configuration: {e:#}"),
+                )
+            })?;
+            // Saved first: a controller restarted now serves the new one.
+            self.ctrl
+                .writer()
+                .commit(ops)
+                .await
+                .map_err(|e| err(ErrorCode::Internal, e))?;
+            t.endpoint.set_server_config(Some(config));
+            Ok::<_, ErrorMsg>(())
+        }
+        .await;
+        if result.is_ok() {
+            if let Some(t) = tls.as_mut() {
+                t.ident = ident;
+            }
+        }
+        *self.tls.lock().unwrap_or_else(|p| p.into_inner()) = tls;
+        result?;
+        info!(serial = %issued.serial, by = %caller.name, "server certificate renewed in place");
+        self.ctrl.event(
+            outpost_proto::EventType::Normal,
+            "ServerCertificateRenewed",
+            "controller".into(),
+            format!(
+                "server certificate renewed by {} (serial {}, expires {}); new connections use it",
+                caller.name,
+                issued.serial,
+                outpost_proto::units::rfc3339(issued.not_after_ms)
+            ),
+        );
+        Ok(format!(
+            "server certificate renewed: serial {}, names {}, expires {}; new connections use it, open ones (agents included) carry on",
+            issued.serial,
+            names.join(", "),
+            outpost_proto::units::rfc3339(issued.not_after_ms)
+        ))
+    }
+
+    /// Closes the open operator connections of revoked certificates
+    /// (but `keep`, the connection that asked: it is answered first).
+    fn close_operators(&self, serials: &[String], keep: u64) {
+        let mut map = self.operators.lock().unwrap_or_else(|p| p.into_inner());
+        for serial in serials {
+            if let Some(conns) = map.get_mut(serial) {
+                conns.retain(|(id, conn)| {
+                    if *id == keep {
+                        return true;
+                    }
+                    conn.close(
+                        close::DENIED.into(),
+                        b"this admin certificate was revoked; use a current config",
+                    );
+                    false
+                });
+            }
+        }
+        map.retain(|_, v| !v.is_empty());
+    }
+
+    fn track_operator(&self, serial: &str, id: u64, conn: Option<&quinn::Connection>) {
+        let mut map = self.operators.lock().unwrap_or_else(|p| p.into_inner());
+        match conn {
+            Some(c) => map
+                .entry(serial.to_string())
+                .or_default()
+                .push((id, c.clone())),
+            None => {
+                if let Some(v) = map.get_mut(serial) {
+                    v.retain(|(i, _)| *i != id);
+                    if v.is_empty() {
+                        map.remove(serial);
+                    }
+                }
+            }
+        }
     }
 
     /// Accepts connections until the endpoint closes.
@@ -266,8 +438,8 @@ impl Server {
             },
             Some(id) => match id.role.clone() {
                 Role::Node(name) => self.clone().agent(&conn, remote, name, id.serial).await,
-                Role::Admin(name) => match self.operator_slots.try_acquire() {
-                    Ok(_open) => self.clone().operator(&conn, name).await,
+                Role::Admin(_) | Role::ReadOnly(_) => match self.operator_slots.try_acquire() {
+                    Ok(_open) => self.clone().admit_operator(&conn, remote, &id).await,
                     Err(_) => {
                         conn.close(
                             close::BUSY.into(),
@@ -738,12 +910,59 @@ impl Server {
         crate::agents::desired_for(&cache, node, acked)
     }
 
+    /// Checks an operator certificate against its record, then serves its
+    /// calls. A refused one is told why on its first stream (outpostctl
+    /// prints it as the server's error), then the connection closes.
+    async fn admit_operator(
+        self: Arc<Self>,
+        conn: &quinn::Connection,
+        remote: SocketAddr,
+        id: &pki::PeerIdentity,
+    ) -> Result<(), Reject> {
+        let Some((name, role)) = id.role.operator() else {
+            return Err(deny(
+                ErrorCode::PermissionDenied,
+                "not an operator certificate",
+            ));
+        };
+        let caller = crate::admins::Caller {
+            name: name.to_string(),
+            role,
+            serial: id.serial.clone(),
+        };
+        if let Err(e) = self
+            .ctrl
+            .admit_operator(name, role, &id.serial, id.not_after_ms)
+            .await
+        {
+            self.ctrl
+                .metrics
+                .admin_denied
+                .fetch_add(1, Ordering::Relaxed);
+            let reject = deny(e.code, e.message);
+            match tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, conn.accept_bi()).await {
+                Ok(Ok((mut send, _recv))) => {
+                    self.finish(conn, remote, reject, Some(&mut send)).await;
+                    return Ok(());
+                }
+                _ => return Err(reject),
+            }
+        }
+        let conn_id = self.ctrl.next_conn_id();
+        self.track_operator(&caller.serial, conn_id, Some(conn));
+        let result = self.clone().operator(conn, caller.clone(), conn_id).await;
+        self.track_operator(&caller.serial, conn_id, None);
+        result
+    }
+
     /// Operator calls: each bidirectional stream carries one request.
     async fn operator(
         self: Arc<Self>,
         conn: &quinn::Connection,
-        admin: String,
+        caller: crate::admins::Caller,
+        conn_id: u64,
     ) -> Result<(), Reject> {
+        let admin = caller.name.clone();
         loop {
             let (mut send, mut recv) = match conn.accept_bi().await {
                 Ok(s) => s,
@@ -751,16 +970,33 @@ impl Server {
             };
             let me = self.clone();
             let admin = admin.clone();
+            let caller = caller.clone();
             let conn = conn.clone();
             tokio::spawn(async move {
-                let reply = match read_frame_budgeted(
+                let frame = read_frame_budgeted(
                     &mut recv,
                     MAX_FRAME,
                     &me.request_bytes,
                     OPERATOR_REQUEST_TIMEOUT,
                 )
-                .await
-                {
+                .await;
+                // Every call, streamed ones included, is checked against
+                // the certificate's record (revoked since connecting?) and
+                // its role.
+                if let Ok(Some(Message::Request(req))) = &frame {
+                    let allowed = me
+                        .ctrl
+                        .still_admitted(&caller)
+                        .and_then(|()| crate::admins::authorize(&caller.name, caller.role, req));
+                    if let Err(e) = allowed {
+                        me.ctrl.metrics.admin_denied.fetch_add(1, Ordering::Relaxed);
+                        warn!(%admin, role = %caller.role, "operator call refused: {}", e.message);
+                        let _ = write_frame(&mut send, &Message::Error(e)).await;
+                        let _ = send.finish();
+                        return;
+                    }
+                }
+                let reply = match frame {
                     Ok(Some(Message::Request(AdminRequest::Logs(req)))) => {
                         me.ctrl.metrics.admin_calls.fetch_add(1, Ordering::Relaxed);
                         match me.relay_logs(req, &mut send).await {
@@ -817,7 +1053,7 @@ impl Server {
                             }
                             Ok(()) => {
                                 debug!(%admin, ?req, "operator call");
-                                match me.admin_call(req).await {
+                                match me.admin_call(&caller, conn_id, req).await {
                                     Ok(resp) => Message::Response(resp),
                                     Err(e) => Message::Error(e),
                                 }
@@ -864,8 +1100,38 @@ impl Server {
         Ok(AdminResponse::Done { message })
     }
 
-    async fn admin_call(&self, req: AdminRequest) -> Result<AdminResponse, ErrorMsg> {
+    async fn admin_call(
+        &self,
+        caller: &crate::admins::Caller,
+        conn_id: u64,
+        req: AdminRequest,
+    ) -> Result<AdminResponse, ErrorMsg> {
         Ok(match req {
+            AdminRequest::CreateAdmin(req) => {
+                info!(admin = %caller.name, name = %req.name, role = %req.role, "admin certificate requested");
+                AdminResponse::AdminIssued(Box::new(self.ctrl.create_admin(caller, req).await?))
+            }
+            AdminRequest::ListAdmins => AdminResponse::Admins(self.ctrl.list_admins()),
+            AdminRequest::RevokeAdmin { name } => {
+                let (message, serials) = self.ctrl.revoke_admin(caller, &name).await?;
+                info!(admin = %caller.name, %name, "{message}");
+                self.close_operators(&serials, conn_id);
+                AdminResponse::Done { message }
+            }
+            AdminRequest::RenewAdmin(req) => {
+                let (issued, old) = self.ctrl.renew_admin(caller, req).await?;
+                info!(admin = %caller.name, name = %issued.info.name, serial = %issued.info.serial, replaced = %old, "admin certificate renewed");
+                self.close_operators(&[old], conn_id);
+                AdminResponse::AdminIssued(Box::new(issued))
+            }
+            AdminRequest::RenewServerCert {
+                extra_sans,
+                valid_for_secs,
+            } => AdminResponse::Done {
+                message: self
+                    .renew_server_cert(caller, &extra_sans, valid_for_secs)
+                    .await?,
+            },
             AdminRequest::ListNodes => AdminResponse::Nodes(self.ctrl.nodes()),
             AdminRequest::GetNode { name } => AdminResponse::Node(Box::new(self.ctrl.node(&name)?)),
             AdminRequest::ListEvents { object, limit } => AdminResponse::Events(

@@ -246,6 +246,105 @@ pub enum AdminRequest {
         request: DeleteRequest,
         grace_period_seconds: u32,
     },
+    /// Signs a named operator certificate for the CSR's key (the key never
+    /// leaves the caller, the CA key never leaves the controller), records
+    /// it, and answers `AdminIssued`. Full admins only.
+    CreateAdmin(AdminCertRequest),
+    /// Every recorded operator certificate: `Admins`.
+    ListAdmins,
+    /// Refuses every active certificate of the name from now on (its open
+    /// connections are closed): `Done`.
+    RevokeAdmin {
+        name: String,
+    },
+    /// A new certificate for an existing name and role; the old one is
+    /// revoked in the same write: `AdminIssued`.
+    RenewAdmin(AdminRenewRequest),
+    /// A new server certificate from the same CA (same names plus
+    /// `extra_sans`), saved and used for every new handshake at once:
+    /// `Done`. Agents pin the CA, so none needs re-enrolling.
+    RenewServerCert {
+        extra_sans: Vec<String>,
+        /// Lifetime of the new certificate; `None`: ten years, as `init`.
+        valid_for_secs: Option<u64>,
+    },
+}
+
+/// What an operator certificate may do.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AdminRole {
+    /// Everything.
+    Admin,
+    /// Reads only (get, describe, list, watch, logs, top, events): for
+    /// dashboards and on-call.
+    ReadOnly,
+}
+
+impl AdminRole {
+    /// `admin` or `read-only`, as the CLI spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminRole::Admin => "admin",
+            AdminRole::ReadOnly => "read-only",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AdminRole> {
+        match s {
+            "admin" => Some(AdminRole::Admin),
+            "read-only" | "readonly" | "view" => Some(AdminRole::ReadOnly),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for AdminRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `outpostctl admin create`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct AdminCertRequest {
+    /// A DNS label: lower-case letters, digits and '-'.
+    pub name: String,
+    pub role: AdminRole,
+    pub valid_for_secs: u64,
+    /// PKCS#10 request for the caller's new key; only the key is used.
+    pub csr_der: Vec<u8>,
+}
+
+/// `outpostctl admin renew`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct AdminRenewRequest {
+    /// `None`: the caller's own certificate.
+    pub name: Option<String>,
+    /// `None`: as long as the certificate it replaces was issued for.
+    pub valid_for_secs: Option<u64>,
+    pub csr_der: Vec<u8>,
+}
+
+/// One recorded operator certificate, as `admin list` shows it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct AdminInfo {
+    pub name: String,
+    pub role: AdminRole,
+    /// Hex serial number.
+    pub serial: String,
+    pub issued_ms: u64,
+    pub not_after_ms: u64,
+    /// Name of the admin who issued it (`init` for the first one).
+    pub issued_by: String,
+    /// When it was revoked (or replaced by a renewal).
+    pub revoked_ms: Option<u64>,
+}
+
+/// A certificate just signed: the record and the DER.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct AdminIssued {
+    pub info: AdminInfo,
+    pub cert_der: Vec<u8>,
 }
 
 /// One manifest document, as Kubernetes JSON.
@@ -390,6 +489,10 @@ pub enum AdminResponse {
     WatchEvent(WatchEvent),
     /// Per pod (`namespace/name`): cpu and memory in use.
     PodUsage(Vec<(String, crate::pod::Usage)>),
+    /// A certificate `CreateAdmin` or `RenewAdmin` signed.
+    AdminIssued(Box<AdminIssued>),
+    /// Every recorded operator certificate.
+    Admins(Vec<AdminInfo>),
 }
 
 /// Agent -> controller: generation of desired pods applied.
@@ -834,6 +937,34 @@ mod tests {
             removed: vec![],
         })));
         assert_eq!(postcard::to_allocvec(&next).unwrap()[0], 19);
+    }
+
+    #[test]
+    fn operator_certificate_requests_came_after_every_older_request() {
+        // A controller that predates them fails to decode these (and
+        // outpostctl says so); every older request keeps its index.
+        let enc = |r: AdminRequest| postcard::to_allocvec(&Message::Request(r)).unwrap();
+        assert_eq!(enc(AdminRequest::ListNodes), vec![8, 0]);
+        assert_eq!(
+            enc(AdminRequest::PodUsage),
+            vec![8, 21],
+            "PodUsage keeps its index"
+        );
+        assert_eq!(enc(AdminRequest::ListAdmins), vec![8, 25]);
+        assert_eq!(
+            enc(AdminRequest::RevokeAdmin { name: "a".into() })[..2],
+            [8, 26]
+        );
+        let renew = AdminRequest::RenewServerCert {
+            extra_sans: vec![],
+            valid_for_secs: None,
+        };
+        assert_eq!(enc(renew)[..2], [8, 28]);
+        let listed =
+            postcard::to_allocvec(&Message::Response(AdminResponse::Admins(vec![]))).unwrap();
+        assert_eq!(listed, vec![9, 17, 0]);
+        assert_eq!(AdminRole::parse("read-only"), Some(AdminRole::ReadOnly));
+        assert_eq!(AdminRole::ReadOnly.to_string(), "read-only");
     }
 
     #[test]

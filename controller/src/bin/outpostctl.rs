@@ -119,6 +119,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: TokenCmd,
     },
+    /// Operator certificates (named, with a role: admin or read-only) and
+    /// the controller's server certificate.
+    Admin {
+        #[command(subcommand)]
+        cmd: AdminCmd,
+    },
     /// Manage the rollout of a deployment: status, history, undo,
     /// restart, pause, resume.
     Rollout {
@@ -360,6 +366,69 @@ enum TokenCmd {
     Revoke { id: String },
 }
 
+#[derive(Subcommand, Debug)]
+enum AdminCmd {
+    /// Issue a named operator certificate and write a ready-to-use
+    /// outpostctl config for it (mode 0600). The key is made here and
+    /// never sent; the controller signs it with the CA it keeps.
+    Create {
+        /// Name of the operator (a DNS label: lower-case letters, digits, '-').
+        name: String,
+        /// admin (everything) or read-only (get, describe, logs, top,
+        /// events, watch: for dashboards and on-call).
+        #[arg(long, default_value = "admin", value_parser = parse_role)]
+        role: outpost_proto::AdminRole,
+        /// How long the certificate is valid.
+        #[arg(long, default_value = "8760h", value_parser = parse_duration)]
+        valid_for: Duration,
+        /// Where to write the config (default: ./NAME.conf). `-o` is
+        /// taken by the output format.
+        #[arg(long = "out", value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Replace an existing file at --out.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// List operator certificates: NAME ROLE SERIAL EXPIRES STATUS.
+    List,
+    /// Refuse a certificate from now on (its open connections are closed).
+    /// The last full admin cannot be revoked.
+    Revoke { name: String },
+    /// A new certificate for the same name and role; the old one is revoked
+    /// once the new one is saved. Without NAME (or with your own), renews
+    /// the certificate of this config and rewrites the config in place.
+    Renew {
+        name: Option<String>,
+        /// How long the new certificate is valid (default: as long as the
+        /// old one was issued for).
+        #[arg(long, value_parser = parse_duration)]
+        valid_for: Option<Duration>,
+        /// Where to write another operator's new config (default:
+        /// ./NAME.conf).
+        #[arg(long = "out", value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Replace an existing file at --out.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Renew the controller's server certificate in place, from the same
+    /// CA: same names plus --san. New connections get it at once; agents
+    /// (which pin the CA) stay connected and need no re-enrolment.
+    RenewServerCert {
+        /// More DNS names or IP addresses for it.
+        #[arg(long = "san", value_delimiter = ',')]
+        sans: Vec<String>,
+        /// Lifetime of the new certificate (default: ten years).
+        #[arg(long, value_parser = parse_duration)]
+        valid_for: Option<Duration>,
+    },
+}
+
+fn parse_role(s: &str) -> Result<outpost_proto::AdminRole, String> {
+    outpost_proto::AdminRole::parse(s)
+        .ok_or_else(|| format!("{s:?} is not a role; use admin or read-only"))
+}
+
 /// A failure already printed (per object, as kubectl does): exit 1
 /// without printing anything more.
 #[derive(Debug, thiserror::Error)]
@@ -521,6 +590,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Token { cmd } => token(&cfg, cmd, fmt).await,
+        Cmd::Admin { cmd } => admin(&cfg, &path, cmd, fmt).await,
         Cmd::Rollout { cmd } => rollout::run(&cfg, cmd).await,
     }
 }
@@ -1642,6 +1712,193 @@ async fn token(cfg: &ClientConfig, cmd: TokenCmd, fmt: Format) -> Result<()> {
         TokenCmd::Revoke { id } => {
             let message = done(cfg, "a revoke", AdminRequest::RevokeToken { id }).await?;
             emit(&format!("{message}\n"));
+        }
+    }
+    Ok(())
+}
+
+/// Writes a new config to `out` (0600, atomically); an existing file is
+/// kept unless `overwrite`.
+fn write_config(config: &ClientConfig, out: &std::path::Path, overwrite: bool) -> Result<()> {
+    if out.exists() && !overwrite {
+        bail!(
+            "{} already exists; pass --overwrite to replace it, or --out FILE",
+            out.display()
+        );
+    }
+    config
+        .save(out)
+        .with_context(|| format!("writing {}", out.display()))
+}
+
+fn issued_summary(what: &str, i: &outpost_proto::AdminIssued, file: &std::path::Path) -> String {
+    format!(
+        "admin certificate {} {what} (role {}, serial {}, expires {})
+config: {}
+  outpostctl --config {} get nodes
+",
+        i.info.name,
+        i.info.role,
+        i.info.serial,
+        ctl::rfc3339(i.info.not_after_ms),
+        file.display(),
+        file.display()
+    )
+}
+
+async fn admin(
+    cfg: &ClientConfig,
+    own_path: &std::path::Path,
+    cmd: AdminCmd,
+    fmt: Format,
+) -> Result<()> {
+    let machine = matches!(fmt, Format::Json | Format::Yaml);
+    let ask = |what: &'static str, req: AdminRequest| async move {
+        call(cfg, req)
+            .await
+            .map_err(|e| client::older_controller(e, what))
+    };
+    match cmd {
+        AdminCmd::Create {
+            name,
+            role,
+            valid_for,
+            out,
+            overwrite,
+        } => {
+            let out = out.unwrap_or_else(|| PathBuf::from(format!("{name}.conf")));
+            if out.exists() && !overwrite {
+                bail!(
+                    "{} already exists; pass --overwrite to replace it, or --out FILE",
+                    out.display()
+                );
+            }
+            let (key, csr_der) = ctl::admins::new_key_and_csr()?;
+            let resp = ask(
+                "outpostctl admin create",
+                AdminRequest::CreateAdmin(outpost_proto::AdminCertRequest {
+                    name,
+                    role,
+                    valid_for_secs: valid_for.as_secs(),
+                    csr_der,
+                }),
+            )
+            .await?;
+            let AdminResponse::AdminIssued(issued) = resp else {
+                return Err(unexpected("admin create", &resp));
+            };
+            write_config(
+                &ctl::admins::config_for(cfg, &issued.cert_der, key),
+                &out,
+                true,
+            )?;
+            emit(&if machine {
+                ctl::render(&ctl::admins::admin_json(&issued.info, now_ms()), fmt)
+            } else {
+                issued_summary("created", &issued, &out)
+            });
+        }
+        AdminCmd::List => {
+            let resp = ask("outpostctl admin list", AdminRequest::ListAdmins).await?;
+            let AdminResponse::Admins(list) = resp else {
+                return Err(unexpected("admin list", &resp));
+            };
+            let now = now_ms();
+            emit(&if machine {
+                ctl::render(
+                    &ctl::list(
+                        list.iter()
+                            .map(|a| ctl::admins::admin_json(a, now))
+                            .collect(),
+                    ),
+                    fmt,
+                )
+            } else {
+                ctl::admins::admins_table(&list, now)
+            });
+        }
+        AdminCmd::Revoke { name } => {
+            let resp = ask(
+                "outpostctl admin revoke",
+                AdminRequest::RevokeAdmin { name },
+            )
+            .await?;
+            let AdminResponse::Done { message } = resp else {
+                return Err(unexpected("admin revoke", &resp));
+            };
+            emit(&format!(
+                "{message}
+"
+            ));
+        }
+        AdminCmd::Renew {
+            name,
+            valid_for,
+            out,
+            overwrite,
+        } => {
+            let own = clientconfig::pem_der(&cfg.cert, "CERTIFICATE")
+                .ok()
+                .and_then(|der| outpost_controller::pki::identity(&der).ok())
+                .and_then(|id| id.role.operator().map(|(n, _)| n.to_string()));
+            let myself = name.is_none() || name == own;
+            let target = if myself {
+                own_path.to_path_buf()
+            } else {
+                let n = name.clone().unwrap_or_default();
+                let out = out.unwrap_or_else(|| PathBuf::from(format!("{n}.conf")));
+                if out.exists() && !overwrite {
+                    bail!(
+                        "{} already exists; pass --overwrite to replace it, or --out FILE",
+                        out.display()
+                    );
+                }
+                out
+            };
+            let (key, csr_der) = ctl::admins::new_key_and_csr()?;
+            let resp = ask(
+                "outpostctl admin renew",
+                AdminRequest::RenewAdmin(outpost_proto::AdminRenewRequest {
+                    name: if myself { None } else { name },
+                    valid_for_secs: valid_for.map(|d| d.as_secs()),
+                    csr_der,
+                }),
+            )
+            .await?;
+            let AdminResponse::AdminIssued(issued) = resp else {
+                return Err(unexpected("admin renew", &resp));
+            };
+            // Written to a temporary file and renamed over the old one:
+            // the old config stays whole until the new one is complete.
+            write_config(&ctl::admins::config_for(cfg, &issued.cert_der, key), &target, true)
+                .with_context(|| {
+                    format!(
+                        "the certificate was renewed (serial {}) and the old one revoked, but its config could not be saved;                          ask another admin to `outpostctl admin renew {}`",
+                        issued.info.serial, issued.info.name
+                    )
+                })?;
+            emit(&if machine {
+                ctl::render(&ctl::admins::admin_json(&issued.info, now_ms()), fmt)
+            } else {
+                issued_summary("renewed", &issued, &target)
+            });
+        }
+        AdminCmd::RenewServerCert { sans, valid_for } => {
+            let resp = ask(
+                "outpostctl admin renew-server-cert",
+                AdminRequest::RenewServerCert {
+                    extra_sans: sans,
+                    valid_for_secs: valid_for.map(|d| d.as_secs()),
+                },
+            )
+            .await?;
+            let AdminResponse::Done { message } = resp else {
+                return Err(unexpected("admin renew-server-cert", &resp));
+            };
+            emit(&format!(
+                "{message}
+"
+            ));
         }
     }
     Ok(())

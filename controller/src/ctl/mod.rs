@@ -14,6 +14,7 @@
 //! A new kind is one row function and one describe function in its
 //! family's file, plus its entry (columns, extra data) in [`printer`].
 
+pub mod admins;
 pub mod events;
 pub mod input;
 pub mod nodes;
