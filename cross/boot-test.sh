@@ -1,49 +1,97 @@
 #!/usr/bin/env bash
-# Boots Debian's arm64 kernel under qemu-system-aarch64 (software emulation)
-# with an initramfs holding the static aarch64 outpost-agent, and checks that
-# the agent enrols with a real controller on this host and reports itself
-# correctly. See cross/README.md.
+# Boots Debian's arm64 kernel under qemu-system-aarch64 (or, with --arch
+# armv7, Debian's armmp kernel under qemu-system-arm; software emulation)
+# with an initramfs holding the static outpost-agent of that architecture,
+# and checks that the agent enrols with a real controller on this host and
+# reports itself correctly. See cross/README.md.
 #
-#   cross/build.sh --targets aarch64   # first: builds the agent under test
-#   cross/boot-test.sh                 # then: the boot test (bounded in time)
+#   cross/build.sh --targets aarch64 --bins outpost-agent   # first: the agent under test
+#   cross/boot-test.sh                 # then: the arm64 boot test (bounded in time)
+#   cross/build.sh --targets armv7 --bins outpost-agent
+#   cross/boot-test.sh --arch armv7    # the armv7 boot test
 #
 # The guest reaches the host only through QEMU's user-mode network: guest
 # 10.0.2.15/24, gateway 10.0.2.2 = the host's loopback, where the controller
 # listens. Passes when `outpostctl get node` shows the VM's node Ready with
-# architecture arm64, its pressure conditions, its runtime unavailable (no
+# architecture arm64 (armv7: arm), its pressure conditions, its runtime unavailable (no
 # Docker in the VM) and the runtime-unavailable taint. Prints the
 # boot-to-Ready time and the agent's VmRSS inside the VM.
 #
 # Environment: BOOT_TEST_TIMEOUT (seconds from the start of the boot to the
 # end of the checks, default 180), BOOT_TEST_KEEP=1 keeps the work dir,
 # BOOT_TEST_NO_INSTALL=1 never calls apt-get.
+#
+# The controller and outpostctl on the host: the x86_64 release build of
+# cross/build.sh, else target/release, else target/debug (built by
+# `cargo test`), else a release build made here.
 set -euo pipefail
 
+ARCH=arm64
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --arch) ARCH="${2:?--arch needs arm64 or armv7}"; shift 2 ;;
+    --arch=*) ARCH="${1#--arch=}"; shift ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    *) echo "boot-test: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
 TIMEOUT="${BOOT_TEST_TIMEOUT:-180}"
-NODE_NAME="outpost-arm64-vm"
 GUEST_MEM=512M
-# Debian's arm64 kernels build virtio-net and virtio-pci as modules; these
+# Debian's ARM kernels build virtio-net and virtio-pci as modules; these
 # and their dependencies (read from each module's modinfo) go into the
 # initramfs, in load order.
 WANT_MODULES=(virtio_pci virtio_net)
+case "$ARCH" in
+  arm64|aarch64)
+    ARCH=arm64
+    TRIPLE=aarch64-unknown-linux-gnu
+    DPKG_ARCH=arm64
+    # The cloud flavour: virtio and little else, the smallest download.
+    KERNEL_META=linux-image-cloud-arm64
+    KERNEL_GLOB="linux-image-*-cloud-arm64_*_arm64.deb"
+    QEMU=qemu-system-aarch64
+    QEMU_MACHINE=virt
+    QEMU_CPU=cortex-a57
+    GO_ARCH=arm64
+    ;;
+  armv7|armhf|arm)
+    ARCH=armv7
+    TRIPLE=armv7-unknown-linux-gnueabihf
+    DPKG_ARCH=armhf
+    # ARMv7 multiplatform (Debian has no cloud flavour for armhf); the
+    # virt machine's PL011 UART, PL031 RTC and generic PCI host are built in.
+    KERNEL_META=linux-image-armmp
+    KERNEL_GLOB="linux-image-*-armmp_*_armhf.deb"
+    QEMU=qemu-system-arm
+    # highmem=off: otherwise QEMU puts the PCIe ECAM window above 4 GiB,
+    # which the non-LPAE armmp kernel cannot reach (no PCI, so no eth0).
+    QEMU_MACHINE=virt,highmem=off
+    QEMU_CPU=cortex-a15
+    GO_ARCH=arm
+    ;;
+  *) echo "boot-test: unknown --arch $ARCH (arm64, armv7)" >&2; exit 2 ;;
+esac
+NODE_NAME="outpost-$ARCH-vm"
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 CACHE="$ROOT/target/boot-test-cache"   # downloaded kernel and busybox packages
-AGENT_BIN="$ROOT/target/aarch64-unknown-linux-gnu/release/outpost-agent"
+AGENT_BIN="$ROOT/target/$TRIPLE/release/outpost-agent"
 
 T0=$(date +%s)
 step() { printf '==> [%4ss] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
 die() { echo "boot-test: FAIL: $*" >&2; exit 1; }
 
-[ -x "$AGENT_BIN" ] || die "$AGENT_BIN is missing; run cross/build.sh --targets aarch64 first"
+[ -x "$AGENT_BIN" ] || die "$AGENT_BIN is missing; run cross/build.sh --targets ${ARCH/arm64/aarch64} --bins outpost-agent first"
 if readelf -l "$AGENT_BIN" | grep -q 'program interpreter'; then
   die "$AGENT_BIN is dynamically linked; the initramfs has no libc (build it with cross/build.sh)"
 fi
 
-# Host-side controller and CLI: the x86_64 cross build, else the normal release build.
+# Host-side controller and CLI: the x86_64 cross build, else the normal
+# release build, else the debug build `cargo test` leaves.
 HOST_BIN=""
-for d in "$ROOT/target/x86_64-unknown-linux-gnu/release" "$ROOT/target/release"; do
+for d in "$ROOT/target/x86_64-unknown-linux-gnu/release" "$ROOT/target/release" "$ROOT/target/debug"; do
   if [ -x "$d/outpost-controller" ] && [ -x "$d/outpostctl" ]; then HOST_BIN="$d"; break; fi
 done
 if [ -z "$HOST_BIN" ]; then
@@ -52,6 +100,7 @@ if [ -z "$HOST_BIN" ]; then
   HOST_BIN="$ROOT/target/release"
 fi
 CTL="$HOST_BIN/outpostctl"
+echo "host controller and outpostctl: $HOST_BIN"
 
 # --- packages -----------------------------------------------------------------
 
@@ -72,7 +121,7 @@ apt_install() {
 mkdir -p "$CACHE"
 
 if ! command -v cpio >/dev/null; then apt_update cpio; apt_install cpio; fi
-if ! command -v qemu-system-aarch64 >/dev/null; then
+if ! command -v "$QEMU" >/dev/null; then
   # bookworm's own qemu-system-arm (7.2) conflicts with the installed
   # qemu-utils from backports, so take qemu-system-arm from backports too.
   if ! grep -rqsE '^[^#]*bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
@@ -91,25 +140,26 @@ if ! command -v qemu-system-aarch64 >/dev/null; then
   apt_install -t bookworm-backports qemu-system-arm
 fi
 
-if ! dpkg --print-foreign-architectures | grep -qx arm64; then
-  [ "$(id -u)" = 0 ] || die "dpkg architecture arm64 is not enabled (run as root)"
-  dpkg --add-architecture arm64
+if ! dpkg --print-foreign-architectures | grep -qx "$DPKG_ARCH"; then
+  [ "$(id -u)" = 0 ] || die "dpkg architecture $DPKG_ARCH is not enabled (run as root)"
+  dpkg --add-architecture "$DPKG_ARCH"
   APT_UPDATED=0
-  apt_update "arm64 package lists"
+  apt_update "$DPKG_ARCH package lists"
 fi
 
-# Kernel: the newest linux-image-*-cloud-arm64 (virtio-net as a module).
-kernel_deb="$(ls "$CACHE"/linux-image-*-cloud-arm64_*_arm64.deb 2>/dev/null | sort -V | tail -1 || true)"
-busybox_deb="$(ls "$CACHE"/busybox-static_*_arm64.deb 2>/dev/null | tail -1 || true)"
+# Kernel: the one the newest $KERNEL_META depends on (virtio-net as a module).
+kernel_deb="$(ls "$CACHE"/$KERNEL_GLOB 2>/dev/null | sort -V | tail -1 || true)"
+busybox_deb="$(ls "$CACHE"/busybox-static_*_"$DPKG_ARCH".deb 2>/dev/null | tail -1 || true)"
 if [ -z "$kernel_deb" ] || [ -z "$busybox_deb" ]; then
-  kpkg="$(apt-cache depends linux-image-cloud-arm64:arm64 2>/dev/null | sed -n 's/^ *Depends: //p' | grep -E '^linux-image-' | head -1)"
-  if [ -z "$kpkg" ]; then apt_update "arm64 kernel package"; kpkg="$(apt-cache depends linux-image-cloud-arm64:arm64 | sed -n 's/^ *Depends: //p' | grep -E '^linux-image-' | head -1)"; fi
-  [ -n "$kpkg" ] || die "no linux-image-*-cloud-arm64 package found in apt's lists"
-  step "downloading $kpkg and busybox-static:arm64 (cached in target/boot-test-cache)"
-  (cd "$CACHE" && apt-get download "${kpkg%:arm64}:arm64" busybox-static:arm64) \
+  kernel_pkg() { apt-cache depends "$KERNEL_META:$DPKG_ARCH" 2>/dev/null | sed -n 's/^ *Depends: //p' | grep -E '^linux-image-' | head -1 || true; }
+  kpkg="$(kernel_pkg)"
+  if [ -z "$kpkg" ]; then apt_update "$DPKG_ARCH kernel package"; kpkg="$(kernel_pkg)"; fi
+  [ -n "$kpkg" ] || die "no kernel package behind $KERNEL_META:$DPKG_ARCH found in apt's lists"
+  step "downloading $kpkg and busybox-static:$DPKG_ARCH (cached in target/boot-test-cache)"
+  (cd "$CACHE" && apt-get download "${kpkg%:"$DPKG_ARCH"}:$DPKG_ARCH" "busybox-static:$DPKG_ARCH") \
     > "$ROOT/target/boot-test-apt.log" 2>&1 || { cat "$ROOT/target/boot-test-apt.log" >&2; die "apt-get download failed"; }
-  kernel_deb="$(ls "$CACHE"/linux-image-*-cloud-arm64_*_arm64.deb | sort -V | tail -1)"
-  busybox_deb="$(ls "$CACHE"/busybox-static_*_arm64.deb | tail -1)"
+  kernel_deb="$(ls "$CACHE"/$KERNEL_GLOB | sort -V | tail -1)"
+  busybox_deb="$(ls "$CACHE"/busybox-static_*_"$DPKG_ARCH".deb | tail -1)"
 fi
 
 # --- work dir, cleanup ----------------------------------------------------------
@@ -252,9 +302,9 @@ chmod 0755 "$IRD/init"
 
 # --- boot -------------------------------------------------------------------------
 
-step "booting $KVER under qemu-system-aarch64 -M virt -cpu cortex-a57 ($GUEST_MEM, TCG)"
+step "booting $KVER under $QEMU -M $QEMU_MACHINE -cpu $QEMU_CPU ($GUEST_MEM, TCG)"
 BOOT_START=$(date +%s.%N)
-qemu-system-aarch64 -M virt -cpu cortex-a57 -smp 2 -m "$GUEST_MEM" -nographic -no-reboot \
+"$QEMU" -M "$QEMU_MACHINE" -cpu "$QEMU_CPU" -smp 2 -m "$GUEST_MEM" -nographic -no-reboot \
   -kernel "$VMLINUZ" -initrd "$WORK/initramfs.cpio.gz" \
   -append "console=ttyAMA0 rdinit=/init panic=-1 quiet loglevel=4 outpost.epoch=$(date +%s)" \
   -netdev user,id=n0,net=10.0.2.0/24,host=10.0.2.2 -device virtio-net-pci,netdev=n0,romfile= \
@@ -264,14 +314,15 @@ QEMU_PID=$!
 # --- wait for the node ---------------------------------------------------------------
 
 check_node() {
-  python3 - "$1" <<'EOF'
+  python3 - "$1" "$GO_ARCH" <<'EOF'
 import json, sys
 d = json.load(open(sys.argv[1]))
+want_arch = sys.argv[2]
 st = d.get("status", {})
 problems = []
 arch = st.get("nodeInfo", {}).get("architecture")
-if arch != "arm64":
-    problems.append(f"architecture is {arch!r}, want 'arm64'")
+if arch != want_arch:
+    problems.append(f"architecture is {arch!r}, want {want_arch!r}")
 conds = {c["type"]: c["status"] for c in st.get("conditions", [])}
 for c in ("MemoryPressure", "DiskPressure", "PIDPressure"):
     if c not in conds:
@@ -311,7 +362,7 @@ while :; do
   sleep 1
 done
 BOOT_TO_READY="$(awk -v a="$BOOT_START" -v b="$READY_AT" 'BEGIN{printf "%.1f", b-a}')"
-step "node $NODE_NAME is Ready: arm64, conditions reported, runtime unavailable and tainted"
+step "node $NODE_NAME is Ready: $GO_ARCH, conditions reported, runtime unavailable and tainted"
 
 "$CTL" --config "$WORK/admin.conf" get nodes
 python3 - "$WORK/node.json" <<'EOF'
@@ -343,4 +394,4 @@ grep -qa 'OUTPOST-INIT: agent exited' "$WORK/console.log" && die "the agent exit
 
 RSS_KB="$(sed -n 's/.*VmRSS: *\([0-9]*\) kB.*/\1/p' <<<"$RSS_LINE")"
 echo
-echo "boot test PASSED: boot-to-Ready ${BOOT_TO_READY}s (qemu start to node Ready, TCG emulation), agent VmRSS ${RSS_KB} kB in the VM, total $(( $(date +%s) - T0 ))s"
+echo "boot test PASSED ($ARCH): boot-to-Ready ${BOOT_TO_READY}s (qemu start to node Ready, TCG emulation), agent VmRSS ${RSS_KB} kB in the VM, total $(( $(date +%s) - T0 ))s"

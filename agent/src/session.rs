@@ -31,6 +31,7 @@ use outpost_proto::link::{self, read_frame, write_frame, LinkError};
 use outpost_proto::pod::DesiredPod;
 use outpost_proto::pod::PodStatus;
 use outpost_proto::route::Ipv4Net;
+use outpost_proto::transfer::ImageStream;
 use outpost_proto::units::rfc3339;
 use outpost_proto::{
     close, AgentEvent, EnrolRequest, ErrorCode, EventType, Heartbeat, Hello, Message, NodeDesired,
@@ -1009,18 +1010,30 @@ async fn load_image(
     .await
     .map_err(|e| e.to_string())?;
     info!(name = %load.name, size = load.size, "loading a pushed image");
-    let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
+    let (tx, rx) = mpsc::channel::<Result<Vec<u8>, String>>(4);
+    let mut stream = ImageStream::new(load.size);
     let forward = async move {
         loop {
-            match read_frame(recv, MAX_FRAME).await {
-                Ok(Some(Message::Data(b))) => {
-                    if tx.send(b).await.is_err() {
+            let frame = match read_frame(recv, MAX_FRAME).await {
+                Ok(frame) => frame,
+                // The controller aborted (a reset stream) or the link broke.
+                Err(e) => {
+                    let _ = tx.send(Err(format!("the image stream broke: {e}"))).await;
+                    return;
+                }
+            };
+            match stream.next(frame) {
+                Ok(Some(chunk)) => {
+                    if tx.send(Ok(chunk)).await.is_err() {
                         return;
                     }
                 }
-                // End of upload, or the controller aborted: either way the
-                // loader sees the channel close and checks the byte count.
-                _ => return,
+                // The whole image arrived: closing the channel ends the body.
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string())).await;
+                    return;
+                }
             }
         }
     };

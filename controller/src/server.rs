@@ -1588,32 +1588,28 @@ impl Server {
                 let _ = s.reset(1u32.into());
             }
         }
-        let mut sent = 0u64;
+        let mut upload = outpost_proto::transfer::ImageStream::new(size);
         let mut last_report = 0u64;
         loop {
-            let chunk = match read_frame(input, MAX_FRAME).await {
-                Ok(Some(Message::Data(b))) => b,
-                Ok(None) => break,
-                Ok(Some(other)) => {
-                    return Err(err(
-                        ErrorCode::InvalidRequest,
-                        format!("expected image data, got {}", other.kind()),
-                    ))
-                }
+            let frame = match read_frame(input, MAX_FRAME).await {
+                Ok(frame) => frame,
                 Err(e) => {
                     // The operator went away mid-transfer.
                     abort(&mut streams);
                     return Err(err(ErrorCode::Internal, format!("upload interrupted: {e}")));
                 }
             };
-            sent = sent.saturating_add(chunk.len() as u64);
-            if sent > size {
-                abort(&mut streams);
-                return Err(err(
-                    ErrorCode::InvalidRequest,
-                    format!("more than the announced {size} bytes"),
-                ));
-            }
+            let chunk = match upload.next(frame) {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                // A foreign frame, too many bytes or too few: every node
+                // drops its partial load.
+                Err(e) => {
+                    abort(&mut streams);
+                    return Err(err(ErrorCode::InvalidRequest, e.to_string()));
+                }
+            };
+            let sent = upload.received();
             // Encoded once, written to every node.
             let frame = outpost_proto::frame::encode(&Message::Data(chunk))
                 .map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
@@ -1645,13 +1641,7 @@ impl Server {
                 let _ = write_frame(out, &progress("", sent, false, None, String::new())).await;
             }
         }
-        if sent != size {
-            abort(&mut streams);
-            return Err(err(
-                ErrorCode::InvalidRequest,
-                format!("upload ended after {sent} of {size} bytes"),
-            ));
-        }
+        let sent = upload.received();
         for (_, s, _) in &mut streams {
             let _ = s.finish();
         }

@@ -26,6 +26,7 @@ pub mod names;
 pub mod node;
 pub mod pod;
 pub mod route;
+pub mod transfer;
 pub mod units;
 
 #[cfg(feature = "link")]

@@ -38,11 +38,11 @@ impl Drop for Cleanup {
 
 /// Feeds `bytes[..upto]` into a channel in chunks of `chunk` bytes from a
 /// task, then drops the sender (closing the channel).
-fn feed(bytes: Vec<u8>, upto: usize, chunk: usize) -> mpsc::Receiver<Vec<u8>> {
+fn feed(bytes: Vec<u8>, upto: usize, chunk: usize) -> mpsc::Receiver<Result<Vec<u8>, String>> {
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
         for piece in bytes[..upto].chunks(chunk) {
-            if tx.send(piece.to_vec()).await.is_err() {
+            if tx.send(Ok(piece.to_vec())).await.is_err() {
                 return;
             }
         }

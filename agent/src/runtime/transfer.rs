@@ -313,14 +313,16 @@ const LOAD_QUEUE: usize = 2;
 /// The input ends when the channel closes: the caller drops its sender
 /// after the last chunk (holding it while awaiting this function would
 /// deadlock once `size` bytes have arrived). If the channel closes before
-/// `size` bytes, or more than `size` bytes arrive, the request body is
-/// aborted so the engine fails the load and keeps no partial image.
+/// `size` bytes, more than `size` bytes arrive, or the caller sends an
+/// `Err` (its stream broke, e.g. a frame that is not image data), the
+/// request body is aborted so the engine fails the load and keeps no
+/// partial image.
 /// `progress` is called with the total bytes forwarded so far after each
 /// chunk.
 pub async fn load_image(
     docker: &bollard::Docker,
     size: u64,
-    mut chunks: mpsc::Receiver<Vec<u8>>,
+    mut chunks: mpsc::Receiver<Result<Vec<u8>, String>>,
     mut progress: impl FnMut(u64) + Send,
 ) -> Result<String, String> {
     let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(LOAD_QUEUE);
@@ -350,6 +352,10 @@ pub async fn load_image(
                     "the image stream ended after {total} of {size} bytes"
                 ))
                 .await;
+            };
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(why) => return abort(why).await,
             };
             let len = u64::try_from(chunk.len()).unwrap_or(u64::MAX);
             total = total.saturating_add(len);
