@@ -6,7 +6,6 @@
 //! (`identity.pem`, mode 0600) so a renewal replaces both with one atomic
 //! rename: a crash can never pair a new key with an old certificate.
 
-use outpost_proto::clock::now_ms;
 use outpost_proto::files::{read_bounded, write_private};
 use rcgen::{CertificateParams, KeyPair};
 use std::path::{Path, PathBuf};
@@ -131,18 +130,17 @@ impl Identity {
     }
 
     /// When to renew: two thirds into the certificate's validity window, as
-    /// measured on the controller's clock (`skew_ms` = controller − local).
-    pub fn renew_in(&self, skew_ms: i64) -> Duration {
+    /// measured at `now_ms`, the controller's clock as this box knows it.
+    pub fn renew_in(&self, now_ms: u64) -> Duration {
         let window = self.not_after_ms.saturating_sub(self.not_before_ms);
         let at = self.not_before_ms + window / 3 * 2;
-        let controller_now = now_ms().saturating_add_signed(skew_ms);
-        Duration::from_millis(at.saturating_sub(controller_now))
+        Duration::from_millis(at.saturating_sub(now_ms))
     }
 
-    /// True when the certificate has expired, on the controller's clock
-    /// as this box knows it (`skew_ms` = controller − local; 0 when unknown).
-    pub fn expired(&self, skew_ms: i64) -> bool {
-        now_ms().saturating_add_signed(skew_ms) >= self.not_after_ms
+    /// True when the certificate has expired at `now_ms`, the controller's
+    /// clock as this box knows it.
+    pub fn expired(&self, now_ms: u64) -> bool {
+        now_ms >= self.not_after_ms
     }
 
     /// TLS client credentials.
@@ -306,19 +304,21 @@ mod tests {
         let id = pending
             .complete(issue(&new_key("n").unwrap(), "n", 3000))
             .unwrap();
+        use outpost_proto::clock::now_ms;
+        let controller = |skew_ms: i64| now_ms().saturating_add_signed(skew_ms);
         // Window is 3300 s starting 300 s ago: renew 2200 s after its start.
-        let left = id.renew_in(0).as_secs();
+        let left = id.renew_in(controller(0)).as_secs();
         assert!((1895..=1900).contains(&left), "{left}");
         // The controller's clock is 1000 s ahead: renew 1000 s sooner.
-        let left = id.renew_in(1_000_000).as_secs();
+        let left = id.renew_in(controller(1_000_000)).as_secs();
         assert!((895..=900).contains(&left), "{left}");
-        assert_eq!(id.renew_in(1_000_000_000), Duration::ZERO);
-        assert!(!id.expired(0));
+        assert_eq!(id.renew_in(controller(1_000_000_000)), Duration::ZERO);
+        assert!(!id.expired(controller(0)));
         // Valid for 3000 s more: a box 400 days ahead knows it from the
         // controller's clock; 1000 s past the end by the controller's, it
         // has expired.
-        assert!(!id.expired(-400 * 86_400_000));
-        assert!(id.expired(4_000_000));
+        assert!(!id.expired(controller(-400 * 86_400_000)));
+        assert!(id.expired(controller(4_000_000)));
     }
 
     #[test]

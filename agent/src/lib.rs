@@ -7,15 +7,20 @@
 //! sending; `session` enrols (`identity` keeps key and certificate on disk)
 //! and keeps the QUIC session alive, reconnecting with `backoff`; `config`
 //! merges flags over the config file; `dirlock` keeps a second agent off
-//! the data directory. `services` is the agent's snapshot of
-//! the cluster's Services; `dns` serves it to pods as a resolver and
+//! the data directory; `clock` keeps "now" from going back past the
+//! controller's time of the last contact, and `eventqueue` holds events
+//! with when they happened until the controller is reached. `services` is
+//! the agent's snapshot of the cluster's Services; `dns` serves it to pods
+//! as a resolver and
 //! `service_env` turns it into the kubelet's service environment variables.
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+pub mod clock;
 pub mod config;
 pub mod dirlock;
 pub mod dns;
+pub mod eventqueue;
 pub mod identity;
 pub mod metrics;
 pub mod netlink;

@@ -15,7 +15,9 @@
 //! `podstate::SaveRetry`'s back-off with one event per distinct failure.
 
 use crate::backoff::Backoff;
+use crate::clock::AgentClock;
 use crate::config::AgentConfig;
+use crate::eventqueue::{self, EventInbox};
 use crate::identity::{self, DataDir, Identity};
 use crate::podstate::{PodState, SaveRetry};
 use crate::pressure::PressureTracker;
@@ -54,9 +56,8 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 const RENEW_RETRY: Duration = Duration::from_secs(60);
 /// Frames buffered from the reader task; the controller sends few.
 const INBOX: usize = 16;
-/// Pod events kept while the controller is out of reach; older ones are
-/// dropped when full (statuses, not events, carry the state).
-const EVENT_QUEUE: usize = 256;
+/// Pod events on their way from the runtime to the event queue.
+const EVENT_CHANNEL: usize = 256;
 /// Least time between two status updates: bursts of changes are batched.
 const STATUS_MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// Streams the controller may open at once (logs, image pushes).
@@ -179,7 +180,7 @@ enum EnrolError {
 
 /// Gets a node certificate with the bootstrap token, retrying network
 /// failures with back-off. A refusal (bad token, name taken) is final.
-pub async fn enrol(cfg: &AgentConfig, data: &DataDir) -> Result<Identity> {
+pub async fn enrol(cfg: &AgentConfig, data: &DataDir, clock: &Arc<AgentClock>) -> Result<Identity> {
     let (Some(token), Some(ca_hash)) = (&cfg.token, &cfg.ca_hash) else {
         bail!(
             "this node is not enrolled yet ({} has no identity): pass --token and --ca-hash from `outpostctl token create`",
@@ -193,7 +194,7 @@ pub async fn enrol(cfg: &AgentConfig, data: &DataDir) -> Result<Identity> {
     // recognised and answered without spending another token use.
     let pending = identity::new_key(&node)?;
     let resp = loop {
-        match enrol_once(cfg, token, ca_hash, &node, &pending.csr_der).await {
+        match enrol_once(cfg, token, ca_hash, &node, &pending.csr_der, clock).await {
             Ok(resp) => break resp,
             Err(EnrolError::Refused(why)) => bail!("{why}"),
             Err(EnrolError::Transient(e)) => {
@@ -224,14 +225,16 @@ async fn enrol_once(
     ca_hash: &str,
     node: &str,
     csr_der: &[u8],
+    clock: &Arc<AgentClock>,
 ) -> Result<outpost_proto::EnrolResponse, EnrolError> {
     let t = |e: anyhow::Error| EnrolError::Transient(e);
     let remote = resolve(&cfg.controller).await.map_err(t)?;
     let endpoint = link::client_endpoint(remote)
         .context("opening a UDP socket")
         .map_err(t)?;
-    let client = link::enrol_client_config(ca_hash, link::transport(IDLE_TIMEOUT, 1))
-        .map_err(|e| t(e.into()))?;
+    let client =
+        link::enrol_client_config_at(ca_hash, link::transport(IDLE_TIMEOUT, 1), clock.clone())
+            .map_err(|e| t(e.into()))?;
     let conn = endpoint
         .connect_with(client, remote, &cfg.server_name)
         .map_err(|e| t(e.into()))?
@@ -283,7 +286,12 @@ const IMAGES_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Measures the box every housekeeping interval and publishes the report,
 /// with the images the engine of node `node` holds.
-pub async fn housekeeping(cfg: AgentConfig, node: String, tx: watch::Sender<Option<NodeReport>>) {
+pub async fn housekeeping(
+    cfg: AgentConfig,
+    node: String,
+    clock: Arc<AgentClock>,
+    tx: watch::Sender<Option<NodeReport>>,
+) {
     let mut prober = Prober::new(cfg.data_dir.clone());
     let mut tracker = PressureTracker::new(cfg.pressure.clone());
     let mut images = ImageCatalog::default();
@@ -297,7 +305,7 @@ pub async fn housekeeping(cfg: AgentConfig, node: String, tx: watch::Sender<Opti
     loop {
         tick.tick().await;
         let (runtime, docker_root) = probe::docker_runtime().await;
-        let not_ready = readiness.observe(&runtime, now_ms());
+        let not_ready = readiness.observe(&runtime, clock.now_ms());
         if runtime_was != Some(runtime.available) {
             if runtime.available {
                 info!(version = %runtime.version, "container runtime available");
@@ -307,7 +315,7 @@ pub async fn housekeeping(cfg: AgentConfig, node: String, tx: watch::Sender<Opti
             runtime_was = Some(runtime.available);
         }
         let obs = prober.observe(docker_root.as_deref());
-        let outcome = tracker.observe(&obs, Instant::now(), now_ms());
+        let outcome = tracker.observe(&obs, Instant::now(), clock.now_ms());
         for (kind, status) in &outcome.transitions {
             let cond = outcome.conditions.iter().find(|c| c.kind == *kind);
             let message = cond.map(|c| c.message.as_str()).unwrap_or("");
@@ -384,6 +392,21 @@ struct Dial {
     /// controller's clock, so a box whose clock runs ahead is not told its
     /// certificate expired.
     skew_ms: Option<i64>,
+    /// This box's clock, never below the floor from the last contact:
+    /// certificates are judged at its time.
+    clock: Arc<AgentClock>,
+}
+
+impl Dial {
+    /// The controller's clock as this box knows it: its own corrected by
+    /// the skew of the last welcome, or before any welcome its clock with
+    /// the floor from the last contact.
+    fn controller_now_ms(&self) -> u64 {
+        match self.skew_ms {
+            Some(skew) => now_ms().saturating_add_signed(skew),
+            None => self.clock.now_ms(),
+        }
+    }
 }
 
 /// The version to say hello in after `tried` was refused, if any is left.
@@ -401,12 +424,16 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
     let _lock = crate::dirlock::DirLock::acquire(&data.0)?;
     let token_id = cfg.token.as_deref().map(|t| token_id_of(t).to_string());
     let current = data.identity()?;
+    let clock = Arc::new(AgentClock::load(
+        &data.0,
+        current.as_ref().map(|id| id.not_after_ms),
+    ));
     let enrolled_with = data.enrolled_token_id();
     let mut id = match (
         current,
         start_with(token_id.as_deref(), enrolled_with.as_deref()),
     ) {
-        (None, _) => enrol(&cfg, &data).await?,
+        (None, _) => enrol(&cfg, &data, &clock).await?,
         (Some(id), Start::Keep) => {
             if let (Some(t), None) = (&token_id, &enrolled_with) {
                 // Enrolled before the token was recorded: this one is
@@ -426,7 +453,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
             );
             let mut again = cfg.clone();
             again.name.get_or_insert_with(|| id.node.clone());
-            match enrol(&again, &data).await {
+            match enrol(&again, &data, &clock).await {
                 Ok(new) => new,
                 Err(e) => {
                     warn!(
@@ -460,10 +487,26 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         );
     }
     let (report_tx, report_rx) = watch::channel(None);
-    let housekeeping = tokio::spawn(housekeeping(cfg.clone(), id.node.clone(), report_tx));
+    let housekeeping = tokio::spawn(housekeeping(
+        cfg.clone(),
+        id.node.clone(),
+        clock.clone(),
+        report_tx,
+    ));
     let (desired_tx, desired_rx) = watch::channel(Arc::new(pods.set().clone()));
     let (status_tx, status_rx) = watch::channel(Arc::new(Snapshot::default()));
-    let (events_tx, mut events_rx) = mpsc::channel::<AgentEvent>(EVENT_QUEUE);
+    let (events_tx, mut events_rx) = mpsc::channel::<AgentEvent>(EVENT_CHANNEL);
+    // Every event is queued with when it happened, whether the controller
+    // is reachable or not; the session sends the queue.
+    let inbox = Arc::new(EventInbox::default());
+    let forward_events = tokio::spawn({
+        let inbox = inbox.clone();
+        async move {
+            while let Some(e) = events_rx.recv().await {
+                inbox.push(e);
+            }
+        }
+    });
     let (docker_tx, docker_rx) = watch::channel::<Option<bollard::Docker>>(None);
     let routing = cfg.service_routing;
     let (svc_tx, svc_rx) = watch::channel(Arc::new(crate::services::ServiceTable::default()));
@@ -552,7 +595,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         pods: &mut pods,
         desired: desired_tx,
         status: status_rx,
-        events: &mut events_rx,
+        inbox,
         events_tx,
         docker: docker_rx,
         reports: report_rx.clone(),
@@ -575,13 +618,14 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         backoff: Backoff::new(Duration::from_millis(500), cfg.max_backoff),
         protocol: PROTOCOL_VERSION,
         skew_ms: None,
+        clock,
     };
     let result = loop {
-        if id.expired(dial.skew_ms.unwrap_or(0)) {
+        if id.expired(dial.controller_now_ms()) {
             let by = if dial.skew_ms.is_some() {
                 "by the controller's clock"
             } else {
-                "by this box's clock (check it if it may be wrong)"
+                "by this box's clock and the floor from its last contact (check the clock if it may be wrong)"
             };
             error!(
                 "node certificate of {} expired at {} {by}; delete the node (`outpostctl delete node {}`) and start the agent with a new --token",
@@ -642,6 +686,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         }
     };
     housekeeping.abort();
+    forward_events.abort();
     proxy.abort();
     podnet.abort();
     resolver.abort();
@@ -659,7 +704,8 @@ struct PodLink<'a> {
     pods: &'a mut PodState,
     desired: watch::Sender<Arc<DesiredSet>>,
     status: watch::Receiver<Arc<Snapshot>>,
-    events: &'a mut mpsc::Receiver<AgentEvent>,
+    /// Events with when they happened, until sent.
+    inbox: Arc<EventInbox>,
     events_tx: mpsc::Sender<AgentEvent>,
     /// The engine client, once the engine's socket exists.
     docker: watch::Receiver<Option<bollard::Docker>>,
@@ -1104,10 +1150,11 @@ async fn session(
     let mut reports = pods.reports.clone();
     let remote = resolve(&cfg.controller).await?;
     let endpoint = link::client_endpoint(remote).context("opening a UDP socket")?;
-    let client = link::client_config(
+    let client = link::client_config_at(
         ca.to_vec().into(),
         Some(id.tls()),
         link::transport(IDLE_TIMEOUT, CONTROLLER_STREAMS),
+        dial.clock.clone(),
     )?;
     let conn = endpoint
         .connect_with(client, remote, &cfg.server_name)?
@@ -1150,6 +1197,10 @@ async fn session(
         warn!("{w}");
     }
     dial.skew_ms = Some(skew_ms);
+    // The clock floor: this contact's time, kept for the next boot.
+    dial.clock.observe_controller(welcome.server_time_ms);
+    dial.clock.save_if_due();
+    let clock = dial.clock.clone();
     let heartbeat = Duration::from_millis(welcome.heartbeat_interval_ms.clamp(100, 3_600_000));
     // The relay connection: a second one, so relayed bytes never hold up
     // this session's frames. Without it the session still runs; Services
@@ -1224,7 +1275,8 @@ async fn session(
         let mut sent: Option<NodeReport> = None;
         let mut seq = 0u64;
         let mut next_beat = tokio::time::Instant::now();
-        let mut renew_at = tokio::time::Instant::now() + id.renew_in(skew_ms);
+        let controller_now = || now_ms().saturating_add_signed(skew_ms);
+        let mut renew_at = tokio::time::Instant::now() + id.renew_in(controller_now());
         let mut pending_renewal: Option<identity::Pending> = None;
         reports.mark_changed();
         loop {
@@ -1233,6 +1285,8 @@ async fn session(
                     seq += 1;
                     write_frame(&mut send, &Message::Heartbeat(Heartbeat { seq })).await?;
                     next_beat = tokio::time::Instant::now() + heartbeat;
+                    // At most once per FLOOR_WRITE_INTERVAL.
+                    clock.save_if_due();
                 }
                 changed = reports.changed() => {
                     if changed.is_err() {
@@ -1266,7 +1320,7 @@ async fn session(
                                 data.save_identity(&new)?;
                                 info!(serial = %new.serial, "node certificate renewed; valid until {}", rfc3339(new.not_after_ms));
                                 *id = new;
-                                renew_at = tokio::time::Instant::now() + id.renew_in(skew_ms).max(RENEW_RETRY / 6);
+                                renew_at = tokio::time::Instant::now() + id.renew_in(controller_now()).max(RENEW_RETRY / 6);
                             }
                             Ok(new) => bail!("controller issued a certificate for {} instead of {}", new.node, id.node),
                             Err(e) => {
@@ -1408,16 +1462,18 @@ async fn session(
                     }))).await?;
                     sent_status = snap.pods.clone();
                 }
-                first = pods.events.recv() => {
-                    let Some(first) = first else { bail!("the pod runtime stopped") };
-                    let mut batch = vec![first];
-                    while batch.len() < MAX_AGENT_EVENTS {
-                        match pods.events.try_recv() {
-                            Ok(e) => batch.push(e),
-                            Err(_) => break,
-                        }
+                () = pods.inbox.ready.notified() => {
+                    let taken = pods.inbox.take(MAX_AGENT_EVENTS);
+                    if taken.is_empty() {
+                        continue;
                     }
-                    write_frame(&mut send, &Message::AgentEvents(batch)).await?;
+                    // Times as of now on this box's clock; the controller
+                    // corrects them by the skew (protocol 5 on).
+                    let msg = eventqueue::batch(&taken, Instant::now(), clock.now_ms()).into_message(protocol);
+                    if let Err(e) = write_frame(&mut send, &msg).await {
+                        pods.inbox.put_back(taken);
+                        return Err(e.into());
+                    }
                 }
                 incoming = conn.accept_bi() => {
                     let Ok((s, r)) = incoming else { continue };

@@ -372,6 +372,7 @@ pub fn is_read(req: &AdminRequest) -> bool {
         AdminRequest::ListNodes
         | AdminRequest::GetNode { .. }
         | AdminRequest::ListEvents { .. }
+        | AdminRequest::ListEventSeries { .. }
         | AdminRequest::ListTokens
         | AdminRequest::ListPods { .. }
         | AdminRequest::GetPod { .. }
@@ -851,6 +852,10 @@ mod tests {
                 object: None,
                 limit: 1,
             },
+            AdminRequest::ListEventSeries {
+                object: None,
+                limit: 1,
+            },
             AdminRequest::CreateToken {
                 ttl_secs: 1,
                 uses: None,
@@ -952,6 +957,7 @@ mod tests {
                 "ListNodes",
                 "GetNode",
                 "ListEvents",
+                "ListEventSeries",
                 "ListTokens",
                 "ListPods",
                 "GetPod",
@@ -1007,6 +1013,7 @@ mod tests {
             AdminRequest::ListNodes
                 | AdminRequest::GetNode { .. }
                 | AdminRequest::ListEvents { .. }
+                | AdminRequest::ListEventSeries { .. }
                 | AdminRequest::ListTokens
                 | AdminRequest::ListPods { .. }
                 | AdminRequest::GetPod { .. }

@@ -13,15 +13,15 @@
 use crate::agents::Agents;
 use crate::cache::Cache;
 use crate::controllers::status::StatusInbox;
-use crate::events::EventLog;
+use crate::events::{AgentClock, EventLog, Occurred};
 use crate::pki::{Ca, Issued};
 use crate::registry::{Change, Enrolment, LeaseConfig, NodeRecord, Registry};
 use crate::store::{keys, Op, Store, StoreError};
 use crate::tokens::{self, NewToken, TokenError, TokenRecord};
 use crate::writer::Writer;
 use outpost_proto::{
-    names, AgentEvent, ErrorCode, ErrorMsg, Event, EventType, NodeReport, NodeView, TokenInfo,
-    MAX_AGENT_EVENTS,
+    names, AgentEvent, AgentEventBatch, ErrorCode, ErrorMsg, Event, EventType, NodeReport,
+    NodeView, TokenInfo, MAX_AGENT_EVENTS,
 };
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -763,9 +763,56 @@ impl Controller {
                 ),
             ));
         }
+        // An agent older than protocol 5 says nothing of when: now.
+        let now = now_ms();
+        let at = Occurred {
+            first_ms: now,
+            last_ms: now,
+            count: 1,
+        };
+        self.record_agent_events(node, events.into_iter().map(|e| (e, at)));
+        Ok(())
+    }
+
+    /// Events of an agent speaking protocol 5, placed on this clock
+    /// (`AgentClock`: corrected by the agent's skew, bounded by the
+    /// session) and filed by the series rules. `last_heard_ms`: when the
+    /// node was last heard from before this session.
+    pub fn agent_events_at(
+        &self,
+        node: &str,
+        batch: AgentEventBatch,
+        last_heard_ms: Option<u64>,
+    ) -> Result<(), ErrorMsg> {
+        batch
+            .validate()
+            .map_err(|e| err(ErrorCode::InvalidRequest, e))?;
+        let clock = AgentClock::new(now_ms(), batch.sent_ms, last_heard_ms);
+        self.record_agent_events(
+            node,
+            batch.events.into_iter().map(|t| {
+                let (first_ms, last_ms) = clock.place_series(t.first_time_ms, t.time_ms);
+                (
+                    t.event,
+                    Occurred {
+                        first_ms,
+                        last_ms,
+                        count: t.count,
+                    },
+                )
+            }),
+        );
+        Ok(())
+    }
+
+    fn record_agent_events(
+        &self,
+        node: &str,
+        events: impl Iterator<Item = (AgentEvent, Occurred)>,
+    ) {
         let mut ops = Vec::new();
         let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
-        for e in events {
+        for (e, at) in events {
             // Events about the node itself (image and container garbage
             // collection) carry no pod; others only about its own pods.
             let object = if e.pod.is_empty() {
@@ -789,17 +836,25 @@ impl Controller {
                 .collect();
             let mut message = e.message;
             outpost_proto::pod::truncate(&mut message, outpost_proto::pod::pod_limits::MAX_MESSAGE);
-            ops.extend(self.events_lock().record(
+            ops.extend(self.events_lock().record_series(
                 e.kind,
                 &reason,
                 object,
                 format!("{message} (node {node})"),
-                now_ms(),
+                at,
             ));
         }
         drop(cache);
         self.writer.submit(ops);
-        Ok(())
+    }
+
+    /// When node `name` was last heard from (its last heartbeat), if ever.
+    pub fn last_heard_ms(&self, name: &str) -> Option<u64> {
+        self.lock()
+            .registry
+            .view(name)
+            .map(|v| v.last_heartbeat_ms)
+            .filter(|&t| t > 0)
     }
 }
 

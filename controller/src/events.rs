@@ -20,6 +20,14 @@
 //!
 //! A log loaded from an older controller is brought within these bounds;
 //! the deletions go out with the next record's writes.
+//!
+//! Agents speaking protocol 5 send when their events happened (first and
+//! last occurrence and a count, on the agent's clock): [`AgentClock`]
+//! moves those times onto this clock by the agent's measured skew and
+//! bounds them, and [`EventLog::record_series`] files them by the same
+//! series rules, so an event raised while the box was offline keeps the
+//! time it happened, not the time it arrived. Older agents' events are
+//! stamped on arrival.
 
 use crate::store::{keys, Op, Store, StoreError};
 use outpost_proto::{Event, EventType};
@@ -32,7 +40,75 @@ pub const EVENT_LOG_LEN: usize = 1000;
 pub const OBJECT_SHARE: usize = EVENT_LOG_LEN / 10;
 
 /// A repeat joins its series if the series was last seen this recently.
-pub const SERIES_WINDOW_MS: u64 = 10 * 60 * 1000;
+pub const SERIES_WINDOW_MS: u64 = outpost_proto::EVENT_SERIES_WINDOW_MS;
+
+/// Oldest an agent's event may be dated: a day back. An agent keeps its
+/// events in memory only, so older ones are not believed.
+pub const MAX_EVENT_AGE_MS: u64 = 24 * 3600 * 1000;
+
+/// How long before the node was last heard from an event sent in the
+/// next session may have happened (it was raised just before the link
+/// dropped and never arrived).
+pub const OFFLINE_SLACK_MS: u64 = 60 * 1000;
+
+/// Places an agent's event times on the controller's clock.
+///
+/// The batch says the agent's clock when it was sent (`sent_ms`); the
+/// controller's clock when it arrived minus that is the agent's skew (plus
+/// the one-way delay, milliseconds), and every time in the batch is moved
+/// by it, so a box whose clock is days off still gets correct event times.
+/// The result is bounded to what the session makes possible: not after
+/// the batch arrived (a time in the future beyond the measured skew), and
+/// not before the node's offline period began (the last time it was heard
+/// from, less [`OFFLINE_SLACK_MS`]) nor more than [`MAX_EVENT_AGE_MS`] ago.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentClock {
+    /// Controller clock when the batch arrived.
+    pub now_ms: u64,
+    /// Controller clock minus the agent's (ms).
+    pub skew_ms: i64,
+    /// Earliest time an event of this batch is placed at.
+    pub earliest_ms: u64,
+}
+
+impl AgentClock {
+    /// `last_heard_ms`: when the node was last heard from before this
+    /// session (its last heartbeat), if ever.
+    pub fn new(now_ms: u64, sent_ms: u64, last_heard_ms: Option<u64>) -> AgentClock {
+        let skew = i128::from(now_ms) - i128::from(sent_ms);
+        let skew_ms = i64::try_from(skew).unwrap_or(if skew < 0 { i64::MIN } else { i64::MAX });
+        let day_ago = now_ms.saturating_sub(MAX_EVENT_AGE_MS);
+        let offline = last_heard_ms
+            .filter(|&t| t > 0)
+            .map_or(0, |t| t.min(now_ms).saturating_sub(OFFLINE_SLACK_MS));
+        AgentClock {
+            now_ms,
+            skew_ms,
+            earliest_ms: day_ago.max(offline),
+        }
+    }
+
+    /// `agent_ms` (the agent's clock) on the controller's clock, bounded.
+    pub fn place(&self, agent_ms: u64) -> u64 {
+        let t = i128::from(agent_ms) + i128::from(self.skew_ms);
+        let t = t.clamp(i128::from(self.earliest_ms), i128::from(self.now_ms));
+        u64::try_from(t).unwrap_or(self.now_ms)
+    }
+
+    /// A series' first and last occurrence, placed (first never after last).
+    pub fn place_series(&self, first_ms: u64, last_ms: u64) -> (u64, u64) {
+        let last = self.place(last_ms);
+        (self.place(first_ms).min(last), last)
+    }
+}
+
+/// When an event happened: its first and last occurrence and how many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Occurred {
+    pub first_ms: u64,
+    pub last_ms: u64,
+    pub count: u32,
+}
 
 #[derive(Debug)]
 pub struct EventLog {
@@ -124,14 +200,41 @@ impl EventLog {
         message: String,
         now_ms: u64,
     ) -> Vec<Op> {
+        self.record_series(
+            kind,
+            reason,
+            object,
+            message,
+            Occurred {
+                first_ms: now_ms,
+                last_ms: now_ms,
+                count: 1,
+            },
+        )
+    }
+
+    /// Records `count` occurrences of an event from `first_ms` to
+    /// `last_ms` (an agent's series, placed on this clock by
+    /// [`AgentClock`]): they join a series of the log last seen at most
+    /// [`SERIES_WINDOW_MS`] before `first_ms`, or start one.
+    pub fn record_series(
+        &mut self,
+        kind: EventType,
+        reason: &str,
+        object: String,
+        message: String,
+        at: Occurred,
+    ) -> Vec<Op> {
+        let count = at.count.max(1);
+        let (first_ms, now_ms) = (at.first_ms.min(at.last_ms), at.last_ms);
         let mut ops = std::mem::take(&mut self.pending);
         let series = self.events.iter_mut().rev().find(|e| {
             same_series(e, kind, reason, &object, &message)
-                && now_ms.saturating_sub(e.time_ms) <= SERIES_WINDOW_MS
+                && first_ms.saturating_sub(e.time_ms) <= SERIES_WINDOW_MS
         });
         if let Some(e) = series {
-            e.first_time_ms = e.first_ms();
-            e.count = e.count.max(1).saturating_add(1);
+            e.first_time_ms = e.first_ms().min(first_ms);
+            e.count = e.count.max(1).saturating_add(count);
             e.time_ms = e.time_ms.max(now_ms);
             // Logged at debug: the first occurrence was logged loudly.
             tracing::debug!(%object, reason, count = e.count, "{message}");
@@ -154,8 +257,8 @@ impl EventLog {
             reason: reason.to_string(),
             object,
             message,
-            count: 1,
-            first_time_ms: now_ms,
+            count,
+            first_time_ms: first_ms,
         };
         self.next += 1;
         if let Ok(bytes) = serde_json::to_vec(&ev) {
@@ -340,6 +443,108 @@ mod tests {
         let ops = log.record(EventType::Normal, "R", "node/b".into(), "m".into(), 500);
         s.txn(Txn::ops(ops)).unwrap();
         assert_eq!(EventLog::load(&s).unwrap().len(), OBJECT_SHARE + 1);
+    }
+
+    const DAY: u64 = 24 * 3600 * 1000;
+    /// The controller's clock in these tests: some day in 2026.
+    const NOW: u64 = 1_780_000_000_000;
+
+    #[test]
+    fn an_agents_time_is_corrected_by_its_skew() {
+        // The box is two days behind: it sent at NOW - 2 days by its clock.
+        let c = AgentClock::new(NOW, NOW - 2 * DAY, Some(NOW - 300_000));
+        assert_eq!(c.skew_ms, i64::try_from(2 * DAY).unwrap());
+        // Raised 90 s before sending, by the box's clock: 90 s ago here.
+        assert_eq!(c.place(NOW - 2 * DAY - 90_000), NOW - 90_000);
+        // Two days ahead: the same correction the other way.
+        let ahead = AgentClock::new(NOW, NOW + 2 * DAY, Some(NOW - 300_000));
+        assert_eq!(ahead.skew_ms, -i64::try_from(2 * DAY).unwrap());
+        assert_eq!(ahead.place(NOW + 2 * DAY - 90_000), NOW - 90_000);
+        assert_eq!(
+            ahead.place_series(NOW + 2 * DAY - 200_000, NOW + 2 * DAY - 90_000),
+            (NOW - 200_000, NOW - 90_000)
+        );
+    }
+
+    #[test]
+    fn an_agents_time_is_clamped_to_what_the_session_allows() {
+        // Heard from 5 minutes ago, then offline until now.
+        let c = AgentClock::new(NOW, NOW, Some(NOW - 300_000));
+        assert_eq!(c.earliest_ms, NOW - 300_000 - OFFLINE_SLACK_MS);
+        // In the future beyond the measured skew: now.
+        assert_eq!(c.place(NOW + 1), NOW);
+        assert_eq!(c.place(u64::MAX), NOW);
+        // Before the offline period began (and its slack): its start.
+        assert_eq!(c.place(NOW - 3_600_000), c.earliest_ms);
+        assert_eq!(c.place(0), c.earliest_ms);
+        // Within it: as sent.
+        assert_eq!(c.place(NOW - 200_000), NOW - 200_000);
+        // Never heard from (or a controller that forgot): a day back at most.
+        let first = AgentClock::new(NOW, NOW, None);
+        assert_eq!(first.earliest_ms, NOW - MAX_EVENT_AGE_MS);
+        assert_eq!(first.place(NOW - 3 * DAY), NOW - DAY);
+        // Offline for a week: still a day back at most.
+        let week = AgentClock::new(NOW, NOW, Some(NOW - 7 * DAY));
+        assert_eq!(week.place(NOW - 3 * DAY), NOW - DAY);
+        // A last-heard time in the future (a controller clock that jumped
+        // back) bounds nothing beyond the batch's arrival.
+        let odd = AgentClock::new(NOW, NOW, Some(NOW + DAY));
+        assert_eq!(odd.earliest_ms, NOW - OFFLINE_SLACK_MS);
+        // Extreme clocks neither overflow nor escape the bounds.
+        let wild = AgentClock::new(NOW, u64::MAX, Some(NOW - 300_000));
+        assert_eq!(wild.place(0), wild.earliest_ms);
+        assert_eq!(AgentClock::new(NOW, 0, None).place(u64::MAX), NOW);
+        // A series whose first is after its last comes out in order.
+        assert_eq!(
+            c.place_series(NOW - 1_000, NOW - 2_000),
+            (NOW - 2_000, NOW - 2_000)
+        );
+    }
+
+    #[test]
+    fn an_agents_series_joins_the_log_by_the_same_rules() {
+        let mut log = EventLog::default();
+        let at = |first_ms, last_ms, count| Occurred {
+            first_ms,
+            last_ms,
+            count,
+        };
+        let rec = |log: &mut EventLog, o: Occurred| {
+            log.record_series(
+                EventType::Warning,
+                "BackOff",
+                "pod/web".into(),
+                "m".into(),
+                o,
+            )
+        };
+        rec(&mut log, at(1_000, 5_000, 3));
+        let e = log.list(None, 1)[0].clone();
+        assert_eq!((e.first_ms(), e.time_ms, e.count), (1_000, 5_000, 3));
+        // More of it within the window of the last occurrence: one series.
+        rec(
+            &mut log,
+            at(5_000 + SERIES_WINDOW_MS, 5_000 + SERIES_WINDOW_MS, 2),
+        );
+        assert_eq!(log.len(), 1);
+        let e = log.list(None, 1)[0].clone();
+        assert_eq!(
+            (e.first_ms(), e.time_ms, e.count),
+            (1_000, 5_000 + SERIES_WINDOW_MS, 5)
+        );
+        // Past the window: a new series, with its own first and count.
+        let later = 6_000 + 2 * SERIES_WINDOW_MS;
+        rec(&mut log, at(later, later + 10, 4));
+        let evs = log.list(None, 10);
+        assert_eq!(
+            evs.iter()
+                .map(|e| (e.count, e.first_ms()))
+                .collect::<Vec<_>>(),
+            [(5, 1_000), (4, later)]
+        );
+        // A zero count is one occurrence.
+        rec(&mut log, at(later + 20, later + 20, 0));
+        assert_eq!(log.list(None, 1)[0].count, 5);
     }
 
     const CAP: usize = 20;

@@ -675,6 +675,9 @@ impl Server {
                 msg,
             })?;
 
+        // When the node was last heard from: its offline period began
+        // then, which bounds how old its queued events may be.
+        let last_heard_ms = self.ctrl.last_heard_ms(cert_node);
         let conn_id = self.ctrl.next_conn_id();
         if let Some(old) = self.ctrl.connect(cert_node, conn_id, remote.to_string()) {
             debug!(node = cert_node, old, "replacing older session");
@@ -696,7 +699,8 @@ impl Server {
         let result = async {
             write_frame(send, &welcome).await?;
             self.ctrl.session_started(cert_node, version);
-            self.session_loop(cert_node, version, send, recv).await
+            self.session_loop(cert_node, version, last_heard_ms, send, recv)
+                .await
         }
         .await;
         self.ctrl.disconnect(cert_node, conn_id);
@@ -723,6 +727,7 @@ impl Server {
         &self,
         node: &str,
         version: u32,
+        last_heard_ms: Option<u64>,
         send: &mut quinn::SendStream,
         mut recv: quinn::RecvStream,
     ) -> Result<(), Reject> {
@@ -739,7 +744,9 @@ impl Server {
                 }
             }
         });
-        let result = self.session_frames(node, version, send, &mut inbox).await;
+        let result = self
+            .session_frames(node, version, last_heard_ms, send, &mut inbox)
+            .await;
         reader.abort();
         result
     }
@@ -748,6 +755,7 @@ impl Server {
         &self,
         node: &str,
         version: u32,
+        last_heard_ms: Option<u64>,
         send: &mut quinn::SendStream,
         inbox: &mut tokio::sync::mpsc::Receiver<Result<Option<Message>, LinkError>>,
     ) -> Result<(), Reject> {
@@ -894,6 +902,19 @@ impl Server {
                         code: close::PROTOCOL_ERROR,
                         msg,
                     })?
+                }
+                Message::AgentEventsAt(batch)
+                    if outpost_proto::version::has(
+                        version,
+                        outpost_proto::version::EVENT_TIMES,
+                    ) =>
+                {
+                    self.ctrl
+                        .agent_events_at(node, *batch, last_heard_ms)
+                        .map_err(|msg| Reject {
+                            code: close::PROTOCOL_ERROR,
+                            msg,
+                        })?
                 }
                 other => {
                     return Err(protocol(format!(
@@ -1135,6 +1156,13 @@ impl Server {
             AdminRequest::ListNodes => AdminResponse::Nodes(self.ctrl.nodes()),
             AdminRequest::GetNode { name } => AdminResponse::Node(Box::new(self.ctrl.node(&name)?)),
             AdminRequest::ListEvents { object, limit } => AdminResponse::Events(
+                self.ctrl
+                    .events(object.as_deref(), limit.clamp(1, MAX_EVENTS) as usize)
+                    .iter()
+                    .map(outpost_proto::PlainEvent::from)
+                    .collect(),
+            ),
+            AdminRequest::ListEventSeries { object, limit } => AdminResponse::EventSeries(
                 self.ctrl
                     .events(object.as_deref(), limit.clamp(1, MAX_EVENTS) as usize),
             ),

@@ -49,7 +49,10 @@ pub const ALPN: &[u8] = b"outpost/1";
 /// 4: agents report `Ready=False` (runtime lost); desired state as
 /// [`NodeDesired`] (removals with their grace period, images to fetch ahead);
 /// Service routes (`Routes`) and the relay (`Relay*`).
-pub const PROTOCOL_VERSION: u32 = 4;
+/// 5: agent events carry when they happened (`AgentEventsAt`: first and
+/// last occurrence and count on the agent's clock, and the agent's clock
+/// when sent, so the controller corrects them by the agent's skew).
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Oldest version still spoken, by either side.
 pub const MIN_PROTOCOL_VERSION: u32 = 3;
@@ -62,6 +65,8 @@ pub mod version {
     pub const NODE_DESIRED: u32 = 4;
     /// `Message::Routes` and the relay connection (`Relay*`).
     pub const ROUTES: u32 = 4;
+    /// `Message::AgentEventsAt` in place of `Message::AgentEvents`.
+    pub const EVENT_TIMES: u32 = 5;
 
     /// True when a peer speaking `session` understands what came with
     /// `feature`.

@@ -336,6 +336,22 @@ pub fn client_config(
     identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     transport: quinn::TransportConfig,
 ) -> Result<quinn::ClientConfig, TlsSetupError> {
+    client_config_at(
+        ca,
+        identity,
+        transport,
+        Arc::new(rustls::time_provider::DefaultTimeProvider),
+    )
+}
+
+/// [`client_config`], judging certificate validity at the time `clock`
+/// says (the agent's: never below the floor learnt from the controller).
+pub fn client_config_at(
+    ca: CertificateDer<'static>,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    transport: quinn::TransportConfig,
+    clock: Arc<dyn rustls::time_provider::TimeProvider>,
+) -> Result<quinn::ClientConfig, TlsSetupError> {
     let provider = provider();
     let mut roots = RootCertStore::empty();
     roots.add(ca)?;
@@ -345,7 +361,7 @@ pub fn client_config(
     )
     .build()
     .map_err(|e| rustls::Error::General(e.to_string()))?;
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_details(provider, clock)
         .with_protocol_versions(&[&rustls::version::TLS13])?;
     client_tls(
         builder,
@@ -363,12 +379,26 @@ pub fn enrol_client_config(
     ca_hash: &str,
     transport: quinn::TransportConfig,
 ) -> Result<quinn::ClientConfig, TlsSetupError> {
+    enrol_client_config_at(
+        ca_hash,
+        transport,
+        Arc::new(rustls::time_provider::DefaultTimeProvider),
+    )
+}
+
+/// [`enrol_client_config`], judging certificate validity at the time
+/// `clock` says.
+pub fn enrol_client_config_at(
+    ca_hash: &str,
+    transport: quinn::TransportConfig,
+    clock: Arc<dyn rustls::time_provider::TimeProvider>,
+) -> Result<quinn::ClientConfig, TlsSetupError> {
     let provider = provider();
     let verifier = Arc::new(PinnedCa {
         pin: ca_hash.to_ascii_lowercase(),
         provider: provider.clone(),
     });
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_details(provider, clock)
         .with_protocol_versions(&[&rustls::version::TLS13])?;
     client_tls(builder, verifier, None, transport)
 }

@@ -9,7 +9,7 @@
 //! - operator call, on a connection with an admin certificate:
 //!   `Request` -> `Response` | `Error`.
 
-use crate::node::{Event, EventType, NodeReport, NodeView, TokenInfo};
+use crate::node::{Event, EventType, NodeReport, NodeView, PlainEvent, TokenInfo};
 use crate::pod::{
     pod_limits, validate_dns_label, validate_pod_key, DesiredPod, PodSpec, PodStatus, PodView,
 };
@@ -63,6 +63,9 @@ pub enum Message {
     RelayConnect(crate::route::RelayConnect),
     /// Either side: the relay (or relay connection) is up; raw bytes follow.
     RelayReady,
+    /// Agent, protocol 5 on: events with when they happened (in place of
+    /// `AgentEvents`, which older controllers get).
+    AgentEventsAt(Box<AgentEventBatch>),
 }
 
 impl Message {
@@ -94,6 +97,7 @@ impl Message {
             Message::RelayOpen(_) => "RelayOpen",
             Message::RelayConnect(_) => "RelayConnect",
             Message::RelayReady => "RelayReady",
+            Message::AgentEventsAt(_) => "AgentEventsAt",
         }
     }
 }
@@ -267,6 +271,13 @@ pub enum AdminRequest {
         extra_sans: Vec<String>,
         /// Lifetime of the new certificate; `None`: ten years, as `init`.
         valid_for_secs: Option<u64>,
+    },
+    /// `ListEvents` answered with whole events (`EventSeries`: count and
+    /// first time of each series). `ListEvents` keeps the layout older
+    /// `outpostctl`s decode.
+    ListEventSeries {
+        object: Option<String>,
+        limit: u32,
     },
 }
 
@@ -465,7 +476,8 @@ pub struct WatchEvent {
 pub enum AdminResponse {
     Nodes(Vec<NodeView>),
     Node(Box<NodeView>),
-    Events(Vec<Event>),
+    /// Answer to `ListEvents`, in the layout older `outpostctl`s decode.
+    Events(Vec<PlainEvent>),
     TokenCreated {
         /// `ID.SECRET`; shown once, never stored in clear.
         token: String,
@@ -493,6 +505,8 @@ pub enum AdminResponse {
     AdminIssued(Box<AdminIssued>),
     /// Every recorded operator certificate.
     Admins(Vec<AdminInfo>),
+    /// Answer to `ListEventSeries`.
+    EventSeries(Vec<Event>),
 }
 
 /// Agent -> controller: generation of desired pods applied.
@@ -694,6 +708,10 @@ pub struct AgentEvent {
 
 /// Most events in one `AgentEvents` message.
 pub const MAX_AGENT_EVENTS: usize = 64;
+/// An event repeats its series (Kubernetes' event correlator: the same
+/// object, type, reason and message) if the series was last seen at most
+/// this long before; the agent groups its queued events by the same rule.
+pub const EVENT_SERIES_WINDOW_MS: u64 = 10 * 60 * 1000;
 /// Longest event reason.
 pub const MAX_REASON: usize = 128;
 
@@ -722,6 +740,67 @@ impl AgentEvent {
                 self.message.len(),
                 pod_limits::MAX_MESSAGE
             ));
+        }
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(p.join("; "))
+        }
+    }
+}
+
+/// One event as an agent speaking protocol 5 sends it: when it happened,
+/// and how often (a series, by the controller's rules: the same type,
+/// reason, pod and message again within its window).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct TimedAgentEvent {
+    pub event: AgentEvent,
+    /// First occurrence, on the agent's clock (ms since the epoch).
+    pub first_time_ms: u64,
+    /// Last occurrence, on the agent's clock; not before `first_time_ms`.
+    pub time_ms: u64,
+    /// Occurrences from first to last, at least one.
+    pub count: u32,
+}
+
+/// Agent -> controller (protocol 5 on): events with their times.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct AgentEventBatch {
+    /// The agent's clock when it sent the batch. The controller's clock
+    /// minus this is the agent's skew (plus the one-way delay), by which
+    /// it corrects the events' times: a box whose clock is wrong still
+    /// gets correct event times.
+    pub sent_ms: u64,
+    pub events: Vec<TimedAgentEvent>,
+}
+
+impl AgentEventBatch {
+    /// The message for a controller speaking protocol `version`: before
+    /// [`crate::version::EVENT_TIMES`] the bare events (that controller
+    /// stamps them on arrival, one occurrence each).
+    pub fn into_message(self, version: u32) -> Message {
+        if crate::version::has(version, crate::version::EVENT_TIMES) {
+            Message::AgentEventsAt(Box::new(self))
+        } else {
+            Message::AgentEvents(self.events.into_iter().map(|e| e.event).collect())
+        }
+    }
+
+    /// Checks a batch from a peer: the number of events and each event.
+    /// Times are not refused but bounded where they are used (the
+    /// controller clamps them to what the session makes possible).
+    pub fn validate(&self) -> Result<(), String> {
+        let mut p = Vec::new();
+        if self.events.len() > MAX_AGENT_EVENTS {
+            p.push(format!(
+                "{} events in one message; at most {MAX_AGENT_EVENTS}",
+                self.events.len()
+            ));
+        }
+        for t in &self.events {
+            if let Err(e) = t.event.validate() {
+                p.push(e);
+            }
         }
         if p.is_empty() {
             Ok(())
@@ -937,6 +1016,68 @@ mod tests {
             removed: vec![],
         })));
         assert_eq!(postcard::to_allocvec(&next).unwrap()[0], 19);
+    }
+
+    fn timed(count: u32) -> TimedAgentEvent {
+        TimedAgentEvent {
+            event: AgentEvent {
+                kind: EventType::Warning,
+                reason: "R".into(),
+                pod: String::new(),
+                message: "m".into(),
+            },
+            first_time_ms: 1_000,
+            time_ms: 2_000,
+            count,
+        }
+    }
+
+    #[test]
+    fn event_times_go_only_to_a_controller_that_speaks_protocol_5() {
+        let batch = AgentEventBatch {
+            sent_ms: 3_000,
+            events: vec![timed(3)],
+        };
+        // Protocol 4 (and 3): the message and bytes such an agent always
+        // sent, variant 14 with the bare event, which a v4 controller decodes;
+        // and those bytes, from a v4 agent, decode here as they did.
+        let v4 = batch.clone().into_message(4);
+        let v4_bytes: Vec<u8> = vec![14, 1, 1, 1, b'R', 0, 1, b'm'];
+        assert_eq!(postcard::to_allocvec(&v4).unwrap(), v4_bytes);
+        assert_eq!(
+            postcard::from_bytes::<Message>(&v4_bytes).unwrap(),
+            Message::AgentEvents(vec![timed(1).event])
+        );
+        assert_eq!(batch.clone().into_message(3), v4);
+        // Protocol 5: the new variant, at the end, with the times.
+        let v5 = batch.clone().into_message(crate::version::EVENT_TIMES);
+        let bytes = postcard::to_allocvec(&v5).unwrap();
+        assert_eq!(bytes[0], 25);
+        assert_eq!(postcard::from_bytes::<Message>(&bytes).unwrap(), v5);
+        assert_eq!(v5, Message::AgentEventsAt(Box::new(batch)));
+    }
+
+    #[test]
+    fn an_event_batch_is_bounded() {
+        let ok = AgentEventBatch {
+            sent_ms: 0,
+            events: vec![timed(1); MAX_AGENT_EVENTS],
+        };
+        assert!(ok.validate().is_ok());
+        let many = AgentEventBatch {
+            sent_ms: 0,
+            events: vec![timed(1); MAX_AGENT_EVENTS + 1],
+        };
+        assert!(many.validate().unwrap_err().contains("65 events"));
+        let mut bad = timed(1);
+        bad.event.reason = "not camel".into();
+        let e = AgentEventBatch {
+            sent_ms: 0,
+            events: vec![bad],
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.contains("event reason"), "{e}");
     }
 
     #[test]

@@ -320,6 +320,49 @@ fn one() -> u32 {
     1
 }
 
+/// An event as the operators' `ListEvents` answer carries it: the layout
+/// from before series. postcard is not self-describing, so an older
+/// `outpostctl` cannot skip fields it does not know; a newer one asks
+/// `ListEventSeries` for [`Event`]s with their count and first time.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct PlainEvent {
+    pub seq: u64,
+    pub time_ms: u64,
+    pub kind: EventType,
+    pub reason: String,
+    pub object: String,
+    pub message: String,
+}
+
+impl From<&Event> for PlainEvent {
+    fn from(e: &Event) -> PlainEvent {
+        PlainEvent {
+            seq: e.seq,
+            time_ms: e.time_ms,
+            kind: e.kind,
+            reason: e.reason.clone(),
+            object: e.object.clone(),
+            message: e.message.clone(),
+        }
+    }
+}
+
+impl From<PlainEvent> for Event {
+    /// From an older controller: one occurrence.
+    fn from(e: PlainEvent) -> Event {
+        Event {
+            seq: e.seq,
+            time_ms: e.time_ms,
+            kind: e.kind,
+            reason: e.reason,
+            object: e.object,
+            message: e.message,
+            count: 1,
+            first_time_ms: 0,
+        }
+    }
+}
+
 impl Event {
     /// When the series began; an event from an older peer began when it
     /// was last seen.
@@ -666,6 +709,58 @@ mod tests {
         assert!(r.validate().is_ok(), "{:?}", r.validate());
         let bytes = crate::frame::encode(&crate::Message::Report(Box::new(r))).unwrap();
         assert!(bytes.len() < crate::MAX_FRAME, "{}", bytes.len());
+    }
+
+    #[test]
+    fn an_older_outpostctl_decodes_the_event_listing_it_asks_for() {
+        // The Event struct as outpostctl had it before series.
+        #[derive(Deserialize, Debug, PartialEq)]
+        struct OldEvent {
+            seq: u64,
+            time_ms: u64,
+            kind: EventType,
+            reason: String,
+            object: String,
+            message: String,
+        }
+        #[derive(Deserialize, Debug)]
+        enum OldResponse {
+            _Nodes(()),
+            _Node(()),
+            Events(Vec<OldEvent>),
+        }
+        let e = Event {
+            seq: 7,
+            time_ms: 9_000,
+            kind: EventType::Warning,
+            reason: "FailedSync".into(),
+            object: "node/a".into(),
+            message: "disk full".into(),
+            count: 173,
+            first_time_ms: 1_000,
+        };
+        let two = vec![e.clone(), e.clone()];
+        let old_answer = crate::AdminResponse::Events(two.iter().map(PlainEvent::from).collect());
+        let bytes = postcard::to_allocvec(&old_answer).unwrap();
+        let OldResponse::Events(got) = postcard::from_bytes::<OldResponse>(&bytes).unwrap() else {
+            panic!("not an event listing")
+        };
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            (got[1].seq, got[1].time_ms, got[1].message.as_str()),
+            (7, 9_000, "disk full")
+        );
+        // The series answer is another variant, at the end, whole.
+        let series = crate::AdminResponse::EventSeries(two.clone());
+        let bytes = postcard::to_allocvec(&series).unwrap();
+        assert!(postcard::from_bytes::<OldResponse>(&bytes).is_err());
+        assert_eq!(
+            postcard::from_bytes::<crate::AdminResponse>(&bytes).unwrap(),
+            series
+        );
+        // From an older controller's answer: one occurrence each.
+        let back = Event::from(PlainEvent::from(&e));
+        assert_eq!((back.count, back.first_ms()), (1, 9_000));
     }
 
     #[test]

@@ -512,6 +512,41 @@ async fn call(cfg: &ClientConfig, req: AdminRequest) -> Result<AdminResponse> {
     client::call(cfg, req).await
 }
 
+/// Events with their series (`ListEventSeries`); a controller from before
+/// series does not know that call and refuses it (it closes the
+/// connection on the request it cannot read), so it is asked
+/// `ListEvents`, whose events count once each.
+async fn list_events(
+    cfg: &ClientConfig,
+    object: Option<String>,
+    limit: u32,
+) -> Result<Vec<outpost_proto::Event>> {
+    let series = AdminRequest::ListEventSeries {
+        object: object.clone(),
+        limit,
+    };
+    match call(cfg, series).await {
+        Ok(AdminResponse::EventSeries(e)) => return Ok(e),
+        Ok(other) => return Err(unexpected("an event listing", &other)),
+        // An older controller could not read the request: it answers
+        // InvalidRequest and closes the connection.
+        Err(e) if !e.is::<client::Unreachable>() && !refused_otherwise(&e) => {}
+        Err(e) => return Err(e),
+    }
+    match call(cfg, AdminRequest::ListEvents { object, limit }).await? {
+        AdminResponse::Events(e) => Ok(e.into_iter().map(outpost_proto::Event::from).collect()),
+        other => Err(unexpected("an event listing", &other)),
+    }
+}
+
+/// The controller answered with an error other than not understanding
+/// the request.
+fn refused_otherwise(e: &anyhow::Error) -> bool {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<ServerError>())
+        .is_some_and(|s| s.0.code != ErrorCode::InvalidRequest)
+}
+
 /// A call answered with `Done`: its message.
 async fn done(cfg: &ClientConfig, what: &str, req: AdminRequest) -> Result<String> {
     match call(cfg, req).await? {
@@ -820,18 +855,7 @@ async fn fetch(
             })
         }
         Target::Events => {
-            let events = match call(
-                cfg,
-                AdminRequest::ListEvents {
-                    object: args.object.clone(),
-                    limit: args.limit,
-                },
-            )
-            .await?
-            {
-                AdminResponse::Events(e) => e,
-                other => return Err(unexpected("an event listing", &other)),
-            };
+            let events = list_events(cfg, args.object.clone(), args.limit).await?;
             Ok(Fetched::Events(
                 events
                     .into_iter()
@@ -1084,18 +1108,7 @@ async fn describe_one(cfg: &ClientConfig, kind: Kind, obj: &Value, now: u64) -> 
     let printer = ctl::printer(kind);
     let ns = ctl::namespace_of(obj).to_string();
     let name = ctl::name_of(obj).to_string();
-    let events = match call(
-        cfg,
-        AdminRequest::ListEvents {
-            object: Some(api::machinery::object_ref(kind, &ns, &name)),
-            limit: 50,
-        },
-    )
-    .await?
-    {
-        AdminResponse::Events(e) => e,
-        other => return Err(unexpected("an event listing", &other)),
-    };
+    let events = list_events(cfg, Some(api::machinery::object_ref(kind, &ns, &name)), 50).await?;
     let mut related = Vec::new();
     let mut usage = None;
     let mut node = None;
