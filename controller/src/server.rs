@@ -19,6 +19,7 @@
 //! request to show.
 
 use crate::cluster::{err, Controller};
+use crate::handshake::{Admit, HandshakeLimits};
 use crate::pki::{self, Role};
 use crate::tokens::NewToken;
 use outpost_proto::link::{read_frame, read_frame_budgeted, write_frame, LinkError};
@@ -29,10 +30,10 @@ use outpost_proto::{
 use rustls::pki_types::CertificateDer;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 /// How long a new connection may take to send its first message.
@@ -105,6 +106,16 @@ pub struct Server {
     anonymous_slots: Semaphore,
     operator_slots: Semaphore,
     request_bytes: outpost_proto::link::FrameBudget,
+    /// Handshake admission ([`crate::handshake`]); `None`: every
+    /// connection is set up at once.
+    setups: Option<Setups>,
+}
+
+/// Connections being set up, and those waiting for a slot.
+struct Setups {
+    limits: HandshakeLimits,
+    slots: Arc<Semaphore>,
+    queued: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Server {
@@ -203,7 +214,15 @@ async fn write_reply(send: &mut quinn::SendStream, reply: Message) -> Result<(),
 }
 
 impl Server {
+    /// A server with handshake admission sized from this machine's cores.
     pub fn new(ctrl: Arc<Controller>) -> Arc<Server> {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        Server::with_handshakes(ctrl, Some(HandshakeLimits::for_cores(cores)))
+    }
+
+    /// A server with these handshake limits (`None`: no admission control,
+    /// every connection is set up at once).
+    pub fn with_handshakes(ctrl: Arc<Controller>, limits: Option<HandshakeLimits>) -> Arc<Server> {
         Arc::new(Server {
             ctrl,
             sessions: Mutex::new(HashMap::new()),
@@ -212,14 +231,80 @@ impl Server {
             anonymous_slots: Semaphore::new(ANONYMOUS_CONNECTIONS),
             operator_slots: Semaphore::new(OPERATOR_CONNECTIONS),
             request_bytes: outpost_proto::link::FrameBudget::new(REQUEST_BYTES),
+            setups: limits.map(|limits| Setups {
+                limits,
+                slots: Arc::new(Semaphore::new(limits.concurrent.max(1))),
+                queued: Arc::new(AtomicUsize::new(0)),
+            }),
         })
     }
 
-    /// Accepts connections until the endpoint closes.
+    /// Accepts connections until the endpoint closes, admitting them as
+    /// [`crate::handshake`] decides.
     pub async fn run(self: Arc<Self>, endpoint: quinn::Endpoint) {
         while let Some(incoming) = endpoint.accept().await {
-            let me = self.clone();
-            tokio::spawn(async move { me.handle(incoming).await });
+            let Some(setups) = &self.setups else {
+                let me = self.clone();
+                tokio::spawn(async move { me.handle(incoming, None).await });
+                continue;
+            };
+            let running = setups
+                .limits
+                .concurrent
+                .saturating_sub(setups.slots.available_permits());
+            let queued = setups.queued.load(Ordering::Relaxed);
+            let metrics = &self.ctrl.metrics;
+            match setups
+                .limits
+                .decide(running, queued, incoming.remote_address_validated())
+            {
+                Admit::Start => match setups.slots.clone().try_acquire_owned() {
+                    Ok(slot) => {
+                        let me = self.clone();
+                        tokio::spawn(async move { me.handle(incoming, Some(slot)).await });
+                    }
+                    // Only this loop takes slots without waiting, and
+                    // setups only give them back: cannot happen, but
+                    // refusing is the safe answer.
+                    Err(_) => {
+                        metrics.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+                        incoming.refuse();
+                    }
+                },
+                Admit::Queue => {
+                    metrics.handshakes_queued.fetch_add(1, Ordering::Relaxed);
+                    setups.queued.fetch_add(1, Ordering::Relaxed);
+                    let (slots, queued) = (setups.slots.clone(), setups.queued.clone());
+                    let wait = setups.limits.max_wait;
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        let slot = tokio::time::timeout(wait, slots.acquire_owned()).await;
+                        queued.fetch_sub(1, Ordering::Relaxed);
+                        match slot {
+                            Ok(Ok(slot)) => me.handle(incoming, Some(slot)).await,
+                            _ => {
+                                me.ctrl
+                                    .metrics
+                                    .handshakes_refused
+                                    .fetch_add(1, Ordering::Relaxed);
+                                incoming.refuse();
+                            }
+                        }
+                    });
+                }
+                Admit::Validate => {
+                    metrics.handshakes_retried.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = incoming.retry() {
+                        // Already validated after all: refuse, never loop.
+                        metrics.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+                        e.into_incoming().refuse();
+                    }
+                }
+                Admit::Refuse => {
+                    metrics.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+                    incoming.refuse();
+                }
+            }
         }
     }
 
@@ -232,7 +317,14 @@ impl Server {
         }
     }
 
-    async fn handle(self: Arc<Self>, incoming: quinn::Incoming) {
+    /// Sets up one connection; `slot` is its setup slot, given back once
+    /// the session is established or the connection turns out to be an
+    /// enrolment or operator connection (they have their own limits).
+    async fn handle(
+        self: Arc<Self>,
+        incoming: quinn::Incoming,
+        slot: Option<OwnedSemaphorePermit>,
+    ) {
         let remote = incoming.remote_address();
         let conn = match incoming.await {
             Ok(c) => c,
@@ -253,6 +345,16 @@ impl Server {
                 return;
             }
         };
+        let mut slot = slot;
+        if !matches!(
+            identity,
+            Some(pki::PeerIdentity {
+                role: Role::Node(_),
+                ..
+            })
+        ) {
+            slot = None;
+        }
         let result = match identity {
             None => match self.anonymous_slots.try_acquire() {
                 Ok(_open) => self.clone().anonymous(&conn).await,
@@ -265,7 +367,11 @@ impl Server {
                 }
             },
             Some(id) => match id.role.clone() {
-                Role::Node(name) => self.clone().agent(&conn, remote, name, id.serial).await,
+                Role::Node(name) => {
+                    self.clone()
+                        .agent(&conn, remote, name, id.serial, slot)
+                        .await
+                }
                 Role::Admin(name) => match self.operator_slots.try_acquire() {
                     Ok(_open) => self.clone().operator(&conn, name).await,
                     Err(_) => {
@@ -425,18 +531,22 @@ impl Server {
         remote: SocketAddr,
         cert_node: String,
         serial: String,
+        slot: Option<OwnedSemaphorePermit>,
     ) -> Result<(), Reject> {
         let (mut send, recv, msg) =
             Self::first_stream(conn, MAX_FRAME, FIRST_MESSAGE_TIMEOUT).await?;
         let result = match msg {
             Message::RelayHello(hello) => {
+                drop(slot);
                 self.clone()
                     .relay_connection(conn, &cert_node, &serial, hello, &mut send)
                     .await
             }
             msg => {
-                self.session(conn, remote, &cert_node, &serial, msg, &mut send, recv)
-                    .await
+                self.session(
+                    conn, remote, &cert_node, &serial, msg, &mut send, recv, slot,
+                )
+                .await
             }
         };
         match result {
@@ -460,6 +570,7 @@ impl Server {
         first: Message,
         send: &mut quinn::SendStream,
         recv: quinn::RecvStream,
+        slot: Option<OwnedSemaphorePermit>,
     ) -> Result<(), Reject> {
         let hello = match first {
             Message::Hello(h) => h,
@@ -523,7 +634,9 @@ impl Server {
         });
         let result = async {
             write_frame(send, &welcome).await?;
-            self.ctrl.session_started(cert_node, version);
+            self.ctrl.session_started(cert_node, version).await;
+            // Established: the next connection may set up.
+            drop(slot);
             self.session_loop(cert_node, version, send, recv).await
         }
         .await;
@@ -659,12 +772,15 @@ impl Server {
                 }
             };
             match msg {
-                Message::Heartbeat(_) => self.ctrl.heartbeat(node),
+                Message::Heartbeat(_) => self.ctrl.heartbeat(node).await,
                 Message::Report(report) => {
-                    self.ctrl.report(node, *report).map_err(|msg| Reject {
-                        code: close::PROTOCOL_ERROR,
-                        msg,
-                    })?
+                    self.ctrl
+                        .report(node, *report)
+                        .await
+                        .map_err(|msg| Reject {
+                            code: close::PROTOCOL_ERROR,
+                            msg,
+                        })?
                 }
                 Message::RenewRequest(req) => {
                     let reply = match self.ctrl.renew(node, &req.csr_der).await {
@@ -717,12 +833,14 @@ impl Server {
                         })?;
                     self.ctrl.inbox_notify.notify_one();
                 }
-                Message::AgentEvents(events) => {
-                    self.ctrl.agent_events(node, events).map_err(|msg| Reject {
+                Message::AgentEvents(events) => self
+                    .ctrl
+                    .agent_events(node, events)
+                    .await
+                    .map_err(|msg| Reject {
                         code: close::PROTOCOL_ERROR,
                         msg,
-                    })?
-                }
+                    })?,
                 other => {
                     return Err(protocol(format!(
                         "unexpected {} during an agent session",
