@@ -103,6 +103,13 @@ fn explain(e: &quinn::ConnectionError) -> String {
         quinn::ConnectionError::TimedOut => {
             "no answer from the controller within the idle timeout".into()
         }
+        // Handshake admission (controller/src/handshake.rs): too many
+        // agents are connecting at once; the back-off spreads them.
+        quinn::ConnectionError::ConnectionClosed(c)
+            if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED =>
+        {
+            "the controller is busy setting up other connections and refused this one; retrying after back-off".into()
+        }
         quinn::ConnectionError::TransportError(t) => format!("TLS/QUIC: {t}"),
         other => other.to_string(),
     }

@@ -555,7 +555,8 @@ impl Controller {
                 caller.name,
                 rfc3339(info.not_after_ms)
             ),
-        );
+        )
+        .await;
         Ok(outpost_proto::AdminIssued {
             info,
             cert_der: issued.cert_der,
@@ -592,7 +593,8 @@ impl Controller {
                 serials.join(", "),
                 caller.name
             ),
-        );
+        )
+        .await;
         Ok((
             format!(
                 "admin certificate {name} revoked (serial {}); it is refused from now on",
@@ -666,7 +668,8 @@ impl Controller {
                 old.serial,
                 rfc3339(info.not_after_ms)
             ),
-        );
+        )
+        .await;
         Ok((
             outpost_proto::AdminIssued {
                 info,

@@ -675,7 +675,8 @@ pub async fn delete(
             }
             _ => "deleted".into(),
         },
-    );
+    )
+    .await;
     Ok(done)
 }
 
@@ -763,7 +764,8 @@ pub async fn evict(ctrl: &Controller, req: &EvictRequest) -> Result<String, Erro
                 "Evicted",
                 what.clone(),
                 evicted_message(&ev),
-            );
+            )
+            .await;
             return Ok(format!("{what} evicted"));
         }
     }

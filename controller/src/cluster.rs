@@ -17,8 +17,8 @@ use crate::events::{AgentClock, EventLog, Occurred};
 use crate::pki::{Ca, Issued};
 use crate::registry::{Change, Enrolment, LeaseConfig, NodeRecord, Registry};
 use crate::store::{keys, Op, Store, StoreError};
-use crate::tokens::{self, NewToken, TokenError, TokenRecord};
-use crate::writer::Writer;
+use crate::tokens::{self, NewToken, TokenRecord};
+use crate::writer::{Origin, Writer};
 use outpost_proto::{
     names, AgentEvent, AgentEventBatch, ErrorCode, ErrorMsg, Event, EventType, NodeReport,
     NodeView, TokenInfo, MAX_AGENT_EVENTS,
@@ -214,6 +214,13 @@ pub struct Metrics {
     pub renewals: AtomicU64,
     pub sessions_rejected: AtomicU64,
     pub handshakes_failed: AtomicU64,
+    /// New connections refused by handshake admission (the peer retries).
+    pub handshakes_refused: AtomicU64,
+    /// New connections sent a QUIC Retry (address validation) before
+    /// they could wait for a setup slot.
+    pub handshakes_retried: AtomicU64,
+    /// New connections that waited for a setup slot.
+    pub handshakes_queued: AtomicU64,
     pub protocol_errors: AtomicU64,
     pub admin_calls: AtomicU64,
     pub admin_denied: AtomicU64,
@@ -388,14 +395,21 @@ impl Controller {
     }
 
     /// Records an event that did not come from the registry.
-    pub fn event(&self, kind: EventType, reason: &str, object: String, message: String) {
+    pub async fn event(&self, kind: EventType, reason: &str, object: String, message: String) {
         let ops = self
             .events_lock()
             .record(kind, reason, object, message, now_ms());
-        self.writer.submit(ops);
+        self.writer.submit(Origin::Controller, ops).await;
     }
 
-    fn apply(&self, f: impl FnOnce(&mut Registry, Instant, u64) -> Vec<Change>) {
+    /// Applies a registry decision and queues its writes for `origin`
+    /// (waiting for room in the writer's queue if `origin` has its share
+    /// pending).
+    async fn apply(
+        &self,
+        origin: Origin,
+        f: impl FnOnce(&mut Registry, Instant, u64) -> Vec<Change>,
+    ) {
         let now = Instant::now();
         let ms = now_ms();
         let changes = {
@@ -406,7 +420,7 @@ impl Controller {
             return;
         }
         let ops = self.changes_to_ops(changes, ms);
-        self.writer.submit(ops);
+        self.writer.submit(origin, ops).await;
     }
 
     // ---- enrolment ----
@@ -453,26 +467,27 @@ impl Controller {
         let issued = self.sign(node, csr_der)?;
         let _serial = self.enrol_lock.lock().await;
         let record = self.load_token(id)?;
-        let refused = |e: TokenError| {
-            if record.is_some() {
-                self.event(
-                    EventType::Warning,
-                    "EnrolmentRejected",
-                    format!("token/{id}"),
-                    format!("node {node} was refused: {e}"),
-                );
-            }
-            err(ErrorCode::InvalidToken, e.to_string())
-        };
         let kind = self.lock().registry.enrolment(node, &issued.key_sha256);
         // The secret is checked first, so a caller without it learns
         // nothing about which names are taken.
-        let used = match kind {
-            Enrolment::Retry => {
-                tokens::authenticate(token, record.as_ref()).map_err(refused)?;
-                None
+        let checked = match kind {
+            Enrolment::Retry => tokens::authenticate(token, record.as_ref()).map(|()| None),
+            _ => tokens::redeem(token, record.as_ref(), now_ms()).map(Some),
+        };
+        let used = match checked {
+            Ok(used) => used,
+            Err(e) => {
+                if record.is_some() {
+                    self.event(
+                        EventType::Warning,
+                        "EnrolmentRejected",
+                        format!("token/{id}"),
+                        format!("node {node} was refused: {e}"),
+                    )
+                    .await;
+                }
+                return Err(err(ErrorCode::InvalidToken, e.to_string()));
             }
-            _ => Some(tokens::redeem(token, record.as_ref(), now_ms()).map_err(refused)?),
         };
         if kind == Enrolment::Taken {
             return Err(err(
@@ -571,25 +586,32 @@ impl Controller {
 
     /// A session of protocol `version` was accepted: renews the lease like
     /// a heartbeat, without counting one, and notes the version.
-    pub fn session_started(&self, node: &str, version: u32) {
-        self.apply(|r, now, ms| {
+    pub async fn session_started(&self, node: &str, version: u32) {
+        self.apply(Origin::Node(node.to_string()), |r, now, ms| {
             let mut changes = r.session_protocol(node, version);
             changes.extend(r.heartbeat(node, now, ms));
             changes
-        });
+        })
+        .await;
     }
 
-    pub fn heartbeat(&self, node: &str) {
+    pub async fn heartbeat(&self, node: &str) {
         self.metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
-        self.apply(|r, now, ms| r.heartbeat(node, now, ms));
+        self.apply(Origin::Node(node.to_string()), |r, now, ms| {
+            r.heartbeat(node, now, ms)
+        })
+        .await;
     }
 
-    pub fn report(&self, node: &str, report: NodeReport) -> Result<(), ErrorMsg> {
+    pub async fn report(&self, node: &str, report: NodeReport) -> Result<(), ErrorMsg> {
         report
             .validate()
             .map_err(|e| err(ErrorCode::InvalidRequest, format!("report rejected: {e}")))?;
         self.metrics.reports.fetch_add(1, Ordering::Relaxed);
-        self.apply(|r, now, ms| r.report(node, report, now, ms));
+        self.apply(Origin::Node(node.to_string()), |r, now, ms| {
+            r.report(node, report, now, ms)
+        })
+        .await;
         Ok(())
     }
 
@@ -614,8 +636,9 @@ impl Controller {
     }
 
     /// Expires leases; called about once a second.
-    pub fn tick(&self) {
-        self.apply(|r, now, ms| r.tick(now, ms));
+    pub async fn tick(&self) {
+        self.apply(Origin::Controller, |r, now, ms| r.tick(now, ms))
+            .await;
     }
 
     // ---- operator calls ----
@@ -666,7 +689,8 @@ impl Controller {
                 record.id,
                 outpost_proto::units::rfc3339(record.expires_ms)
             ),
-        );
+        )
+        .await;
         Ok((clear, record.info()))
     }
 
@@ -701,7 +725,8 @@ impl Controller {
             "TokenRevoked",
             format!("token/{id}"),
             format!("bootstrap token {id} revoked"),
-        );
+        )
+        .await;
         Ok(format!("token {id} revoked"))
     }
 
@@ -753,7 +778,7 @@ impl Controller {
     }
 
     /// Records events an agent sent about its own pods (and itself).
-    pub fn agent_events(&self, node: &str, events: Vec<AgentEvent>) -> Result<(), ErrorMsg> {
+    pub async fn agent_events(&self, node: &str, events: Vec<AgentEvent>) -> Result<(), ErrorMsg> {
         if events.len() > MAX_AGENT_EVENTS {
             return Err(err(
                 ErrorCode::InvalidRequest,
@@ -770,7 +795,8 @@ impl Controller {
             last_ms: now,
             count: 1,
         };
-        self.record_agent_events(node, events.into_iter().map(|e| (e, at)));
+        self.record_agent_events(node, events.into_iter().map(|e| (e, at)))
+            .await;
         Ok(())
     }
 
@@ -778,7 +804,7 @@ impl Controller {
     /// (`AgentClock`: corrected by the agent's skew, bounded by the
     /// session) and filed by the series rules. `last_heard_ms`: when the
     /// node was last heard from before this session.
-    pub fn agent_events_at(
+    pub async fn agent_events_at(
         &self,
         node: &str,
         batch: AgentEventBatch,
@@ -801,51 +827,60 @@ impl Controller {
                     },
                 )
             }),
-        );
+        )
+        .await;
         Ok(())
     }
 
-    fn record_agent_events(
+    async fn record_agent_events(
         &self,
         node: &str,
         events: impl Iterator<Item = (AgentEvent, Occurred)>,
     ) {
         let mut ops = Vec::new();
-        let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
-        for (e, at) in events {
-            // Events about the node itself (image and container garbage
-            // collection) carry no pod; others only about its own pods.
-            let object = if e.pod.is_empty() {
-                format!("node/{node}")
-            } else {
-                let key = crate::agents::pod_key(&e.pod);
-                match cache.pod(&key) {
-                    Some(p) if p.node() == Some(node) => crate::api::machinery::object_ref(
-                        crate::api::Kind::Pod,
-                        &p.metadata.namespace,
-                        &p.metadata.name,
-                    ),
-                    _ => continue,
-                }
-            };
-            let reason: String = e
-                .reason
-                .chars()
-                .filter(char::is_ascii_alphanumeric)
-                .take(64)
-                .collect();
-            let mut message = e.message;
-            outpost_proto::pod::truncate(&mut message, outpost_proto::pod::pod_limits::MAX_MESSAGE);
-            ops.extend(self.events_lock().record_series(
-                e.kind,
-                &reason,
-                object,
-                format!("{message} (node {node})"),
-                at,
-            ));
+        // The cache is read in a block of its own: its guard must not be
+        // held while the writes wait for room.
+        {
+            let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+            for (e, at) in events {
+                // Events about the node itself (image and container garbage
+                // collection) carry no pod; others only about its own pods.
+                let object = if e.pod.is_empty() {
+                    format!("node/{node}")
+                } else {
+                    let key = crate::agents::pod_key(&e.pod);
+                    match cache.pod(&key) {
+                        Some(p) if p.node() == Some(node) => crate::api::machinery::object_ref(
+                            crate::api::Kind::Pod,
+                            &p.metadata.namespace,
+                            &p.metadata.name,
+                        ),
+                        _ => continue,
+                    }
+                };
+                let reason: String = e
+                    .reason
+                    .chars()
+                    .filter(char::is_ascii_alphanumeric)
+                    .take(64)
+                    .collect();
+                let mut message = e.message;
+                outpost_proto::pod::truncate(
+                    &mut message,
+                    outpost_proto::pod::pod_limits::MAX_MESSAGE,
+                );
+                ops.extend(self.events_lock().record_series(
+                    e.kind,
+                    &reason,
+                    object,
+                    format!("{message} (node {node})"),
+                    at,
+                ));
+            }
         }
-        drop(cache);
-        self.writer.submit(ops);
+        self.writer
+            .submit(Origin::Node(node.to_string()), ops)
+            .await;
     }
 
     /// When node `name` was last heard from (its last heartbeat), if ever.

@@ -12,7 +12,9 @@
 //! - `apiserver`, `watch`: the operator API over objects; `agents`: each
 //!   node's desired pods and its reports; `cluster`: enrolment, tokens,
 //!   node leases (`registry`) and the handles everything shares;
-//! - `server`: QUIC to agents and operators; `metrics`: Prometheus text;
+//! - `server`: QUIC to agents and operators, with `handshake` deciding
+//!   how many connections are set up at once; `metrics`: Prometheus text;
+//! - `writer`: the store's group-commit thread and its coalescing queue;
 //! - `drain`: `outpostctl drain`'s decisions (which pods, retries,
 //!   timeouts, messages), without I/O.
 #![forbid(unsafe_code)]
@@ -29,6 +31,7 @@ pub mod controllers;
 pub mod ctl;
 pub mod drain;
 pub mod events;
+pub mod handshake;
 pub mod manifest;
 pub mod metrics;
 pub mod pki;

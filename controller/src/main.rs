@@ -131,6 +131,13 @@ struct Tuning {
     /// pod's own toleration of node.kubernetes.io/unreachable wins).
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(i64).range(0..=31_536_000))]
     default_unreachable_toleration_seconds: i64,
+    /// New connections set up at once (QUIC/TLS handshake to established
+    /// session); four times as many more wait up to 2 s, the rest are
+    /// refused and their agents retry with back-off. Default: 128 per
+    /// core. 0 turns handshake admission off (every connection is set up
+    /// at once).
+    #[arg(long)]
+    handshake_limit: Option<usize>,
 }
 
 fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
@@ -397,7 +404,14 @@ async fn serve(
     let server_config =
         outpost_controller::server::quic_server_config(&ident, a.tuning.idle_timeout)?;
     let endpoint = bind_endpoint(server_config, a.listen)?;
-    let server = Server::new(ctrl.clone());
+    let server = match a.tuning.handshake_limit {
+        None => Server::new(ctrl.clone()),
+        Some(0) => Server::with_handshakes(ctrl.clone(), None),
+        Some(n) => Server::with_handshakes(
+            ctrl.clone(),
+            Some(outpost_controller::handshake::HandshakeLimits::with_concurrent(n)),
+        ),
+    };
     server.serve_tls(endpoint.clone(), ident, a.tuning.idle_timeout);
     tokio::spawn(server.clone().run(endpoint.clone()));
     if a.metrics_listen != "off" {
@@ -413,7 +427,7 @@ async fn serve(
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                ctrl.tick();
+                ctrl.tick().await;
             }
         });
     }

@@ -220,6 +220,21 @@ fn render(ctrl: &Controller) -> String {
             &m.handshakes_failed,
         ),
         (
+            "outpost_handshakes_refused_total",
+            "New connections refused by handshake admission (too many being set up); the peer backs off and retries.",
+            &m.handshakes_refused,
+        ),
+        (
+            "outpost_handshakes_retried_total",
+            "New connections sent a QUIC Retry (address validation) before waiting for a setup slot.",
+            &m.handshakes_retried,
+        ),
+        (
+            "outpost_handshakes_queued_total",
+            "New connections that waited for a setup slot.",
+            &m.handshakes_queued,
+        ),
+        (
             "outpost_protocol_errors_total",
             "Connections closed for oversized, malformed or unexpected frames.",
             &m.protocol_errors,

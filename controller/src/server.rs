@@ -19,6 +19,7 @@
 //! request to show.
 
 use crate::cluster::{err, Controller};
+use crate::handshake::{Admit, HandshakeLimits};
 use crate::pki::{self, Role};
 use crate::tokens::NewToken;
 use outpost_proto::link::{read_frame, read_frame_budgeted, write_frame, LinkError};
@@ -29,10 +30,10 @@ use outpost_proto::{
 use rustls::pki_types::CertificateDer;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 /// How long a new connection may take to send its first message.
@@ -111,6 +112,16 @@ pub struct Server {
     /// The endpoint and what its TLS is built from, for renewing the
     /// server certificate in place.
     tls: Mutex<Option<Tls>>,
+    /// Handshake admission ([`crate::handshake`]); `None`: every
+    /// connection is set up at once.
+    setups: Option<Setups>,
+}
+
+/// Connections being set up, and those waiting for a slot.
+struct Setups {
+    limits: HandshakeLimits,
+    slots: Arc<Semaphore>,
+    queued: Arc<AtomicUsize>,
 }
 
 /// What the server's TLS configuration is built from.
@@ -236,7 +247,15 @@ async fn write_reply(send: &mut quinn::SendStream, reply: Message) -> Result<(),
 }
 
 impl Server {
+    /// A server with handshake admission sized from this machine's cores.
     pub fn new(ctrl: Arc<Controller>) -> Arc<Server> {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        Server::with_handshakes(ctrl, Some(HandshakeLimits::for_cores(cores)))
+    }
+
+    /// A server with these handshake limits (`None`: no admission control,
+    /// every connection is set up at once).
+    pub fn with_handshakes(ctrl: Arc<Controller>, limits: Option<HandshakeLimits>) -> Arc<Server> {
         Arc::new(Server {
             ctrl,
             sessions: Mutex::new(HashMap::new()),
@@ -247,6 +266,11 @@ impl Server {
             request_bytes: outpost_proto::link::FrameBudget::new(REQUEST_BYTES),
             operators: Mutex::new(HashMap::new()),
             tls: Mutex::new(None),
+            setups: limits.map(|limits| Setups {
+                limits,
+                slots: Arc::new(Semaphore::new(limits.concurrent.max(1))),
+                queued: Arc::new(AtomicUsize::new(0)),
+            }),
         })
     }
 
@@ -329,17 +353,19 @@ impl Server {
         *self.tls.lock().unwrap_or_else(|p| p.into_inner()) = tls;
         result?;
         info!(serial = %issued.serial, by = %caller.name, "server certificate renewed in place");
-        self.ctrl.event(
-            outpost_proto::EventType::Normal,
-            "ServerCertificateRenewed",
-            "controller".into(),
-            format!(
+        self.ctrl
+            .event(
+                outpost_proto::EventType::Normal,
+                "ServerCertificateRenewed",
+                "controller".into(),
+                format!(
                 "server certificate renewed by {} (serial {}, expires {}); new connections use it",
                 caller.name,
                 issued.serial,
                 outpost_proto::units::rfc3339(issued.not_after_ms)
             ),
-        );
+            )
+            .await;
         Ok(format!(
             "server certificate renewed: serial {}, names {}, expires {}; new connections use it, open ones (agents included) carry on",
             issued.serial,
@@ -387,11 +413,72 @@ impl Server {
         }
     }
 
-    /// Accepts connections until the endpoint closes.
+    /// Accepts connections until the endpoint closes, admitting them as
+    /// [`crate::handshake`] decides.
     pub async fn run(self: Arc<Self>, endpoint: quinn::Endpoint) {
         while let Some(incoming) = endpoint.accept().await {
-            let me = self.clone();
-            tokio::spawn(async move { me.handle(incoming).await });
+            let Some(setups) = &self.setups else {
+                let me = self.clone();
+                tokio::spawn(async move { me.handle(incoming, None).await });
+                continue;
+            };
+            let running = setups
+                .limits
+                .concurrent
+                .saturating_sub(setups.slots.available_permits());
+            let queued = setups.queued.load(Ordering::Relaxed);
+            let metrics = &self.ctrl.metrics;
+            match setups
+                .limits
+                .decide(running, queued, incoming.remote_address_validated())
+            {
+                Admit::Start => match setups.slots.clone().try_acquire_owned() {
+                    Ok(slot) => {
+                        let me = self.clone();
+                        tokio::spawn(async move { me.handle(incoming, Some(slot)).await });
+                    }
+                    // Only this loop takes slots without waiting, and
+                    // setups only give them back: cannot happen, but
+                    // refusing is the safe answer.
+                    Err(_) => {
+                        metrics.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+                        incoming.refuse();
+                    }
+                },
+                Admit::Queue => {
+                    metrics.handshakes_queued.fetch_add(1, Ordering::Relaxed);
+                    setups.queued.fetch_add(1, Ordering::Relaxed);
+                    let (slots, queued) = (setups.slots.clone(), setups.queued.clone());
+                    let wait = setups.limits.max_wait;
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        let slot = tokio::time::timeout(wait, slots.acquire_owned()).await;
+                        queued.fetch_sub(1, Ordering::Relaxed);
+                        match slot {
+                            Ok(Ok(slot)) => me.handle(incoming, Some(slot)).await,
+                            _ => {
+                                me.ctrl
+                                    .metrics
+                                    .handshakes_refused
+                                    .fetch_add(1, Ordering::Relaxed);
+                                incoming.refuse();
+                            }
+                        }
+                    });
+                }
+                Admit::Validate => {
+                    metrics.handshakes_retried.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = incoming.retry() {
+                        // Already validated after all: refuse, never loop.
+                        metrics.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+                        e.into_incoming().refuse();
+                    }
+                }
+                Admit::Refuse => {
+                    metrics.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+                    incoming.refuse();
+                }
+            }
         }
     }
 
@@ -404,7 +491,14 @@ impl Server {
         }
     }
 
-    async fn handle(self: Arc<Self>, incoming: quinn::Incoming) {
+    /// Sets up one connection; `slot` is its setup slot, given back once
+    /// the session is established or the connection turns out to be an
+    /// enrolment or operator connection (they have their own limits).
+    async fn handle(
+        self: Arc<Self>,
+        incoming: quinn::Incoming,
+        slot: Option<OwnedSemaphorePermit>,
+    ) {
         let remote = incoming.remote_address();
         let conn = match incoming.await {
             Ok(c) => c,
@@ -425,6 +519,16 @@ impl Server {
                 return;
             }
         };
+        let mut slot = slot;
+        if !matches!(
+            identity,
+            Some(pki::PeerIdentity {
+                role: Role::Node(_),
+                ..
+            })
+        ) {
+            slot = None;
+        }
         let result = match identity {
             None => match self.anonymous_slots.try_acquire() {
                 Ok(_open) => self.clone().anonymous(&conn).await,
@@ -437,7 +541,11 @@ impl Server {
                 }
             },
             Some(id) => match id.role.clone() {
-                Role::Node(name) => self.clone().agent(&conn, remote, name, id.serial).await,
+                Role::Node(name) => {
+                    self.clone()
+                        .agent(&conn, remote, name, id.serial, slot)
+                        .await
+                }
                 Role::Admin(_) | Role::ReadOnly(_) => match self.operator_slots.try_acquire() {
                     Ok(_open) => self.clone().admit_operator(&conn, remote, &id).await,
                     Err(_) => {
@@ -597,18 +705,22 @@ impl Server {
         remote: SocketAddr,
         cert_node: String,
         serial: String,
+        slot: Option<OwnedSemaphorePermit>,
     ) -> Result<(), Reject> {
         let (mut send, recv, msg) =
             Self::first_stream(conn, MAX_FRAME, FIRST_MESSAGE_TIMEOUT).await?;
         let result = match msg {
             Message::RelayHello(hello) => {
+                drop(slot);
                 self.clone()
                     .relay_connection(conn, &cert_node, &serial, hello, &mut send)
                     .await
             }
             msg => {
-                self.session(conn, remote, &cert_node, &serial, msg, &mut send, recv)
-                    .await
+                self.session(
+                    conn, remote, &cert_node, &serial, msg, &mut send, recv, slot,
+                )
+                .await
             }
         };
         match result {
@@ -632,6 +744,7 @@ impl Server {
         first: Message,
         send: &mut quinn::SendStream,
         recv: quinn::RecvStream,
+        slot: Option<OwnedSemaphorePermit>,
     ) -> Result<(), Reject> {
         let hello = match first {
             Message::Hello(h) => h,
@@ -698,7 +811,9 @@ impl Server {
         });
         let result = async {
             write_frame(send, &welcome).await?;
-            self.ctrl.session_started(cert_node, version);
+            self.ctrl.session_started(cert_node, version).await;
+            // Established: the next connection may set up.
+            drop(slot);
             self.session_loop(cert_node, version, last_heard_ms, send, recv)
                 .await
         }
@@ -839,12 +954,15 @@ impl Server {
                 }
             };
             match msg {
-                Message::Heartbeat(_) => self.ctrl.heartbeat(node),
+                Message::Heartbeat(_) => self.ctrl.heartbeat(node).await,
                 Message::Report(report) => {
-                    self.ctrl.report(node, *report).map_err(|msg| Reject {
-                        code: close::PROTOCOL_ERROR,
-                        msg,
-                    })?
+                    self.ctrl
+                        .report(node, *report)
+                        .await
+                        .map_err(|msg| Reject {
+                            code: close::PROTOCOL_ERROR,
+                            msg,
+                        })?
                 }
                 Message::RenewRequest(req) => {
                     let reply = match self.ctrl.renew(node, &req.csr_der).await {
@@ -897,12 +1015,14 @@ impl Server {
                         })?;
                     self.ctrl.inbox_notify.notify_one();
                 }
-                Message::AgentEvents(events) => {
-                    self.ctrl.agent_events(node, events).map_err(|msg| Reject {
+                Message::AgentEvents(events) => self
+                    .ctrl
+                    .agent_events(node, events)
+                    .await
+                    .map_err(|msg| Reject {
                         code: close::PROTOCOL_ERROR,
                         msg,
-                    })?
-                }
+                    })?,
                 Message::AgentEventsAt(batch)
                     if outpost_proto::version::has(
                         version,
@@ -911,6 +1031,7 @@ impl Server {
                 {
                     self.ctrl
                         .agent_events_at(node, *batch, last_heard_ms)
+                        .await
                         .map_err(|msg| Reject {
                             code: close::PROTOCOL_ERROR,
                             msg,

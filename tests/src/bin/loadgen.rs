@@ -15,6 +15,14 @@
 //! Every phase is bounded (attempts, per-attempt timeouts, `--phase-timeout`).
 //! All sessions share one quinn client endpoint, so one UDP socket.
 //!
+//! With `--reconnect`, a session that drops comes back as the agent's does:
+//! after the agent's back-off (`outpost_agent::backoff`, 500 ms doubling to
+//! 30 s, equal jitter), attempt after attempt, without the loadgen's
+//! connect concurrency limit (real agents do not coordinate). That is the
+//! reconnect storm `bench/storm.sh` measures: kill -9 the controller under
+//! every session, restart it, and time until all are back
+//! (`--until-reconnected` ends the hold then).
+//!
 //! Progress goes to stderr once a second; the summary goes to stdout (and to
 //! `--summary-json` for scripts).
 
@@ -129,7 +137,22 @@ struct Args {
     /// Upper bound on waiting for the deployed pods.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     deploy_timeout: Duration,
+    /// During the hold, a dropped session reconnects as the agent does
+    /// (its back-off and jitter, attempts without limit) instead of staying
+    /// down.
+    #[arg(long)]
+    reconnect: bool,
+    /// With --reconnect: end the hold as soon as every session is back
+    /// after at least one dropped (a reconnect storm is over), rather than
+    /// at --duration.
+    #[arg(long, requires = "reconnect")]
+    until_reconnected: bool,
 }
+
+/// The agent's reconnect back-off (`agent/src/session.rs` and the default
+/// `--max-backoff`).
+const RECONNECT_BASE: Duration = Duration::from_millis(500);
+const RECONNECT_CAP: Duration = Duration::from_secs(30);
 
 fn main() {
     let args = Args::parse();
@@ -172,6 +195,10 @@ struct Ctx {
     /// Agents take part in pod sync.
     pods: bool,
     sites: usize,
+    /// Dropped sessions reconnect (`--reconnect`).
+    reconnect: bool,
+    /// Sessions established in the connect phase (set when it ends).
+    initial: AtomicUsize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -179,6 +206,7 @@ enum Phase {
     Enrol,
     Connect,
     Session,
+    Reconnect,
 }
 
 impl Phase {
@@ -187,6 +215,7 @@ impl Phase {
             Phase::Enrol => "enrol",
             Phase::Connect => "connect",
             Phase::Session => "session",
+            Phase::Reconnect => "reconnect",
         }
     }
 }
@@ -215,6 +244,17 @@ struct Stats {
     pods_running: AtomicU64,
     /// Desired-pod messages received.
     pods_desired_msgs: AtomicU64,
+    /// Sessions that came back after dropping (`--reconnect`).
+    reconnected: AtomicUsize,
+    /// Reconnect attempts, and those that failed.
+    reconnect_attempts: AtomicU64,
+    reconnect_failed: AtomicU64,
+    /// Wall clock (Unix ms) of the first drop during the hold, and of the
+    /// moment the last dropped session was back; 0 until then.
+    first_drop_ms: AtomicU64,
+    all_back_ms: AtomicU64,
+    /// From a session's drop to its Welcome again, in ms.
+    reconnect_ms: Mutex<Vec<u64>>,
 }
 
 impl Stats {
@@ -222,6 +262,13 @@ impl Stats {
         list.lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(millis(since.elapsed()));
+    }
+
+    /// Sessions live now (connected in the connect phase, minus dropped,
+    /// plus back).
+    fn live(&self) -> usize {
+        (self.connected.load(Ordering::Relaxed) + self.reconnected.load(Ordering::Relaxed))
+            .saturating_sub(self.dropped.load(Ordering::Relaxed))
     }
 
     fn failed(&self, phase: Phase, node: &str, why: &str) {
@@ -308,6 +355,8 @@ async fn run(args: Args) -> Result<()> {
         connect_phase_over: AtomicBool::new(false),
         pods: args.pods || args.deploy > 0,
         sites: args.sites,
+        reconnect: args.reconnect,
+        initial: AtomicUsize::new(0),
     });
     let names: Vec<String> = (1..=args.agents)
         .map(|i| format!("{}-{i:05}", args.name_prefix))
@@ -330,6 +379,7 @@ async fn run(args: Args) -> Result<()> {
     let mut sessions = connect_all(&ctx, identities, &args, stop_rx).await;
     let connect_time = started.elapsed();
     let connected = ctx.stats.connected.load(Ordering::Relaxed);
+    ctx.initial.store(connected, Ordering::Relaxed);
     eprintln!(
         "connected {connected}/{} in {:.1}s",
         args.agents,
@@ -354,15 +404,27 @@ async fn run(args: Args) -> Result<()> {
     while hold_start.elapsed() < args.duration {
         let left = args.duration.saturating_sub(hold_start.elapsed());
         tokio::time::sleep(left.min(Duration::from_secs(1))).await;
-        if last.elapsed() >= Duration::from_secs(10) {
+        if args.until_reconnected && ctx.stats.all_back_ms.load(Ordering::Relaxed) != 0 {
+            eprintln!("every dropped session is back; ending the hold");
+            break;
+        }
+        let every = if ctx.reconnect && ctx.stats.live() < connected {
+            1
+        } else {
+            10
+        };
+        if last.elapsed() >= Duration::from_secs(every) {
             last = Instant::now();
             eprintln!(
-                "holding: {}/{} sessions live, {} heartbeats, {} reports, {} dropped, {:.0}s left",
-                connected - ctx.stats.dropped.load(Ordering::Relaxed),
+                "holding: {}/{} sessions live, {} heartbeats, {} reports, {} dropped, {} back ({} reconnect attempts, {} failed), {:.0}s left",
+                ctx.stats.live(),
                 args.agents,
                 ctx.stats.heartbeats.load(Ordering::Relaxed),
                 ctx.stats.reports.load(Ordering::Relaxed),
                 ctx.stats.dropped.load(Ordering::Relaxed),
+                ctx.stats.reconnected.load(Ordering::Relaxed),
+                ctx.stats.reconnect_attempts.load(Ordering::Relaxed),
+                ctx.stats.reconnect_failed.load(Ordering::Relaxed),
                 args.duration
                     .saturating_sub(hold_start.elapsed())
                     .as_secs_f64()
@@ -721,22 +783,97 @@ async fn agent(
         }
         return Ended::Dropped;
     }
-    let Some(Live {
-        conn,
-        mut send,
-        recv,
-        heartbeat_ms: welcome_ms,
-    }) = live
-    else {
+    let Some(mut live) = live else {
         ctx.stats.connect_failed.fetch_add(1, Ordering::Relaxed);
         return Ended::Dropped;
     };
     ctx.stats.connected.fetch_add(1, Ordering::Relaxed);
-    ctx.conns
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(conn.clone());
+    loop {
+        ctx.conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(live.conn.clone());
+        let ended = hold_session(&ctx, live, &id, &mut node, index, &mut stop).await;
+        if matches!(ended, Ended::Stopped) {
+            return ended;
+        }
+        ctx.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        if !ctx.reconnect {
+            return ended;
+        }
+        let _ = ctx.stats.first_drop_ms.compare_exchange(
+            0,
+            now_ms(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        // Any later drop means the storm is not over yet.
+        ctx.stats.all_back_ms.store(0, Ordering::Relaxed);
+        match reconnect(&ctx, &client, &id, &mut node, &mut stop).await {
+            Some(l) => live = l,
+            None => return Ended::Stopped,
+        }
+    }
+}
 
+/// Comes back after a drop as the agent does: back-off with jitter, then
+/// an attempt, until one gets a Welcome (or the run stops: `None`).
+async fn reconnect(
+    ctx: &Ctx,
+    client: &quinn::ClientConfig,
+    id: &Identity,
+    node: &mut FakeNode,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<Live> {
+    let dropped_at = Instant::now();
+    let mut backoff = outpost_agent::backoff::Backoff::new(RECONNECT_BASE, RECONNECT_CAP);
+    loop {
+        let delay = backoff.next_delay(rand::random());
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => return None,
+        }
+        if *stop.borrow() {
+            return None;
+        }
+        ctx.stats.reconnect_attempts.fetch_add(1, Ordering::Relaxed);
+        let result = tokio::time::timeout(ATTEMPT_TIMEOUT, connect_once(ctx, client, id, node))
+            .await
+            .unwrap_or_else(|_| Err(format!("no session within {ATTEMPT_TIMEOUT:?}")));
+        match result {
+            Ok(l) => {
+                Stats::took(&ctx.stats.reconnect_ms, dropped_at);
+                ctx.stats.reconnected.fetch_add(1, Ordering::Relaxed);
+                let initial = ctx.initial.load(Ordering::Relaxed);
+                if initial > 0 && ctx.stats.live() >= initial {
+                    ctx.stats.all_back_ms.store(now_ms(), Ordering::Relaxed);
+                }
+                return Some(l);
+            }
+            Err(why) => {
+                ctx.stats.reconnect_failed.fetch_add(1, Ordering::Relaxed);
+                ctx.stats.failed(Phase::Reconnect, &id.node, &why);
+            }
+        }
+    }
+}
+
+/// Heartbeats and reports on an established session until it drops or
+/// the run stops.
+async fn hold_session(
+    ctx: &Ctx,
+    live: Live,
+    id: &Identity,
+    node: &mut FakeNode,
+    index: usize,
+    stop: &mut watch::Receiver<bool>,
+) -> Ended {
+    let Live {
+        conn,
+        mut send,
+        recv,
+        heartbeat_ms: welcome_ms,
+    } = live;
     let beat_every = ctx
         .heartbeat
         .unwrap_or(Duration::from_millis(welcome_ms.clamp(100, 3_600_000)));
@@ -832,9 +969,6 @@ async fn agent(
     ctx.stats
         .pods_running
         .fetch_sub(pods.reported, Ordering::Relaxed);
-    if matches!(ended, Ended::Dropped) {
-        ctx.stats.dropped.fetch_add(1, Ordering::Relaxed);
-    }
     // Leave as the agent does on shutdown: close the connection with DONE.
     conn.close(close::DONE.into(), b"agent shutting down");
     ended
@@ -1606,6 +1740,18 @@ struct Summary {
     listing: Result<Listing, String>,
     failures: Vec<(Phase, String, usize)>,
     deployed: Option<Deployed>,
+    reconnect: Option<Reconnects>,
+}
+
+/// What `--reconnect` saw.
+struct Reconnects {
+    back: usize,
+    attempts: u64,
+    failed: u64,
+    /// Unix ms; 0 if it did not happen.
+    first_drop_ms: u64,
+    all_back_ms: u64,
+    per_session_ms: Percentiles,
 }
 
 impl Summary {
@@ -1673,6 +1819,14 @@ impl Summary {
             listing,
             failures,
             deployed: None,
+            reconnect: args.reconnect.then(|| Reconnects {
+                back: s.reconnected.load(Ordering::Relaxed),
+                attempts: s.reconnect_attempts.load(Ordering::Relaxed),
+                failed: s.reconnect_failed.load(Ordering::Relaxed),
+                first_drop_ms: s.first_drop_ms.load(Ordering::Relaxed),
+                all_back_ms: s.all_back_ms.load(Ordering::Relaxed),
+                per_session_ms: Percentiles::of(&s.reconnect_ms),
+            }),
         }
     }
 
@@ -1771,6 +1925,25 @@ impl Summary {
                 out += &format!("  listing:     ListNodes with all sessions live FAILED: {e}\n")
             }
         }
+        if let Some(r) = &self.reconnect {
+            let back = if r.all_back_ms == 0 {
+                "not all back".to_string()
+            } else {
+                format!(
+                    "all back {:.1}s after the first drop (at {} Unix ms)",
+                    r.all_back_ms.saturating_sub(r.first_drop_ms) as f64 / 1000.0,
+                    r.all_back_ms
+                )
+            };
+            out += &format!(
+                "  reconnect:   {} dropped, {} back, {back}; {} attempts, {} failed\n",
+                self.dropped, r.back, r.attempts, r.failed
+            );
+            out += &format!(
+                "               per session (drop to Welcome again): {}\n",
+                r.per_session_ms.text()
+            );
+        }
         if let Some(d) = &self.deployed {
             let secs = |t: Option<Duration>| {
                 t.map_or("n/a".to_string(), |t| format!("{:.2}s", t.as_secs_f64()))
@@ -1849,6 +2022,14 @@ impl Summary {
                 }),
                 Err(e) => serde_json::json!({ "error": e }),
             },
+            "reconnect": self.reconnect.as_ref().map(|r| serde_json::json!({
+                "back": r.back,
+                "attempts": r.attempts,
+                "failed": r.failed,
+                "firstDropUnixMs": r.first_drop_ms,
+                "allBackUnixMs": (r.all_back_ms != 0).then_some(r.all_back_ms),
+                "perSessionMs": r.per_session_ms.json(),
+            })),
             "tokenUsed": self.token_used.map(|t| t.0),
             "tokenUsesLeft": self.token_used.and_then(|t| t.1),
             "failures": self.failures.iter().map(|(p, why, n)| serde_json::json!({
