@@ -283,7 +283,7 @@ const IMAGES_TIMEOUT: Duration = Duration::from_secs(10);
 /// Measures the box every housekeeping interval and publishes the report,
 /// with the images the engine of node `node` holds.
 pub async fn housekeeping(cfg: AgentConfig, node: String, tx: watch::Sender<Option<NodeReport>>) {
-    let mut prober = Prober::new(cfg.data_dir.clone());
+    let mut prober = Prober::new(cfg.data_dir.clone(), cfg.host.clone());
     let mut tracker = PressureTracker::new(cfg.pressure.clone());
     let mut images = ImageCatalog::default();
     // Speaking the engine's API version; dropped (and negotiated again)
