@@ -102,7 +102,7 @@ impl Prober {
     pub fn observe(&mut self, imagefs_path: Option<&Path>) -> Observations {
         let nodefs = statvfs_nearest(&self.data_dir).map(|st| fs_stats(&st));
         let imagefs = imagefs_path
-            .and_then(|p| rustix::fs::statvfs(&self.host.on_host(p)).ok())
+            .and_then(|p| rustix::fs::statvfs(self.host.on_host(p)).ok())
             .map(|st| fs_stats(&st))
             .or(nodefs);
         Observations {
