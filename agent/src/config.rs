@@ -3,6 +3,7 @@
 //! with every problem reported at once.
 
 use crate::pressure::{PressureConfig, PressureFlags};
+use crate::probe::HostPaths;
 use clap::Parser;
 use outpost_proto::files::read_bounded;
 use outpost_proto::names;
@@ -91,6 +92,21 @@ pub struct Flags {
     /// NAME`). Default: the engine's default bridge.
     #[arg(long)]
     pub pod_network: Option<String>,
+    /// The host's /proc as this agent sees it (an agent in a container:
+    /// `-v /proc:/host/proc:ro` and `--host-proc /host/proc`). Memory and
+    /// PID signals and capacity are read there. Default: /proc.
+    #[arg(long)]
+    pub host_proc: Option<PathBuf>,
+    /// The host's cgroup root as this agent sees it (`-v
+    /// /sys/fs/cgroup:/host/sys/fs/cgroup:ro`). The root cgroup's memory
+    /// usage and limit are read there. Default: /sys/fs/cgroup.
+    #[arg(long)]
+    pub host_cgroup: Option<PathBuf>,
+    /// Where the host's / is seen: the engine's data root (the imagefs)
+    /// is looked up under it (`-v /var/lib/docker:/host/var/lib/docker:ro`
+    /// and `--host-rootfs /host`). Default: /.
+    #[arg(long)]
+    pub host_rootfs: Option<PathBuf>,
 }
 
 /// The config file; same names as the flags.
@@ -117,6 +133,9 @@ pub struct FileConfig {
     service_routing: Option<bool>,
     metrics_listen: Option<std::net::SocketAddr>,
     pod_network: Option<String>,
+    host_proc: Option<PathBuf>,
+    host_cgroup: Option<PathBuf>,
+    host_rootfs: Option<PathBuf>,
 }
 
 /// Validated agent settings.
@@ -142,6 +161,34 @@ pub struct AgentConfig {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// The Docker network pods join; `None`: the engine's default bridge.
     pub pod_network: Option<String>,
+    /// Where the host's /proc, cgroup root and / are read from.
+    pub host: HostPaths,
+}
+
+/// Checks a `--host-*` directory: absolute and an existing directory, with
+/// a hint at the mount that provides it.
+fn host_dir(
+    flag: &str,
+    path: Option<PathBuf>,
+    default: &str,
+    mount: &str,
+) -> Result<PathBuf, String> {
+    let Some(path) = path else {
+        return Ok(PathBuf::from(default));
+    };
+    if !path.is_absolute() {
+        return Err(format!(
+            "--{flag} {} must be an absolute path",
+            path.display()
+        ));
+    }
+    if !path.is_dir() {
+        return Err(format!(
+            "--{flag} {} is not a directory: mount the host's {default} there (docker run {mount}) or leave --{flag} unset",
+            path.display()
+        ));
+    }
+    Ok(path)
 }
 
 /// Longest `--pod-network` accepted. Docker itself sets no bound; 128 keeps
@@ -361,6 +408,33 @@ impl Flags {
                 problems.push(format!("--pod-network: {e}"));
             }
         }
+        let mut host = HostPaths::default();
+        for (flag, value, slot, mount) in [
+            (
+                "host-proc",
+                self.host_proc.or(file.host_proc),
+                &mut host.proc,
+                "-v /proc:/host/proc:ro",
+            ),
+            (
+                "host-cgroup",
+                self.host_cgroup.or(file.host_cgroup),
+                &mut host.cgroup,
+                "-v /sys/fs/cgroup:/host/sys/fs/cgroup:ro",
+            ),
+            (
+                "host-rootfs",
+                self.host_rootfs.or(file.host_rootfs),
+                &mut host.rootfs,
+                "-v /var/lib/docker:/host/var/lib/docker:ro",
+            ),
+        ] {
+            let default = slot.to_string_lossy().into_owned();
+            match host_dir(flag, value, &default, mount) {
+                Ok(p) => *slot = p,
+                Err(e) => problems.push(e),
+            }
+        }
         if !problems.is_empty() {
             return Err(problems.join("\n"));
         }
@@ -381,6 +455,7 @@ impl Flags {
             service_routing: !self.no_service_routing && file.service_routing.unwrap_or(true),
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
             pod_network,
+            host,
         })
     }
 }
@@ -514,6 +589,57 @@ mod tests {
             ..Flags::default()
         };
         assert_eq!(unset.resolve().unwrap().pod_network, None, "default bridge");
+    }
+
+    #[test]
+    fn host_paths_from_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        let proc = dir.path().join("proc");
+        std::fs::create_dir(&proc).unwrap();
+        std::fs::write(
+            &path,
+            format!(
+                "controller = \"10.0.0.5:7443\"\nhost_proc = {:?}\nhost_rootfs = {:?}\n",
+                proc.display().to_string(),
+                dir.path().display().to_string()
+            ),
+        )
+        .unwrap();
+        let cfg = Flags {
+            config: Some(path.clone()),
+            ..Flags::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(cfg.host.proc, proc);
+        assert_eq!(cfg.host.cgroup, PathBuf::from("/sys/fs/cgroup"), "default");
+        assert_eq!(cfg.host.rootfs, dir.path());
+        let err = Flags {
+            config: Some(path.clone()),
+            host_cgroup: Some(dir.path().join("missing")),
+            host_proc: Some("host/proc".into()),
+            ..Flags::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(
+            err.contains("--host-cgroup")
+                && err.contains("-v /sys/fs/cgroup:/host/sys/fs/cgroup:ro"),
+            "{err}"
+        );
+        assert!(
+            err.contains("--host-proc host/proc must be an absolute path"),
+            "{err}"
+        );
+        std::fs::write(&path, "controller = \"10.0.0.5:7443\"\n").unwrap();
+        let unset = Flags {
+            config: Some(path),
+            ..Flags::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(unset.host, HostPaths::default());
     }
 
     #[test]

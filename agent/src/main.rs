@@ -4,16 +4,36 @@
 use clap::Parser;
 use outpost_agent::config::Flags;
 use outpost_agent::session;
+use tracing_subscriber::filter::Targets;
+
+/// Log levels when `RUST_LOG` is unset or not understood.
+const DEFAULT_LOG: &str = "info,quinn=warn,rustls=warn";
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,quinn=warn,rustls=warn".into()),
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    // `RUST_LOG` as `level` and `target=level` directives: a target filter,
+    // not the regex-backed EnvFilter (whose matcher code and tables would
+    // stay resident in the agent for nothing).
+    let env = std::env::var("RUST_LOG").ok();
+    let (filter, bad) = match env.as_deref().map(str::parse::<Targets>) {
+        Some(Ok(t)) => (t, None),
+        Some(Err(e)) => (default_filter(), Some(e)),
+        None => (default_filter(), None),
+    };
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with(filter)
         .init();
+    if let Some(e) = bad {
+        tracing::warn!(
+            "RUST_LOG is not a list of level and target=level directives ({e}); using {DEFAULT_LOG}"
+        );
+    }
     let cfg = match Flags::parse().resolve() {
         Ok(c) => c,
         Err(e) => {
@@ -21,10 +41,12 @@ fn main() {
             std::process::exit(2);
         }
     };
-    // Two worker threads at most: the agent's work is a few sockets and a
-    // probe every few seconds, and small boxes need their cores for pods.
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the agent's work is a few sockets, a probe every few
+    // seconds and engine calls, all waiting on I/O; small boxes need their
+    // cores for pods; and every thread that allocates costs a stack and a
+    // malloc arena of resident memory. Blocking work (netlink, entering a
+    // pod's namespace) has threads of its own.
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -53,4 +75,8 @@ async fn shutdown_signal() {
         } => {}
     }
     tracing::info!("shutting down");
+}
+
+fn default_filter() -> Targets {
+    DEFAULT_LOG.parse().expect("the default log filter parses")
 }

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use outpost_proto::{NodeInfo, Resources, RuntimeInfo, Signal};
 use rustix::fs::StatVfs;
-use sysinfo::{CpuRefreshKind, System};
 
 use crate::pressure::{Observation, Observations, Threshold};
 
@@ -27,58 +26,110 @@ const MAX_READ: u64 = 64 * 1024;
 /// outgrows [`MAX_READ`], and local addresses may sit anywhere in it.
 const MAX_FIB_TRIE_READ: u64 = 1024 * 1024;
 
+/// `/proc/stat` has a line per CPU and an `intr` line with a count per
+/// interrupt before `btime`: on a large box it outgrows [`MAX_READ`].
+const MAX_PROC_STAT_READ: u64 = 1024 * 1024;
+
 /// How long the Docker engine gets to answer `version` and `info` together.
 const DOCKER_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The socket bollard's `connect_with_unix_defaults` uses without `DOCKER_HOST`.
 const DEFAULT_DOCKER_SOCKET: &str = "unix:///var/run/docker.sock";
 
-const CGROUP_V1_MEMORY: &str = "/sys/fs/cgroup/memory";
+/// Where the host is read from. On the box itself every path is the
+/// default; an agent in a container gets the host's `/proc`, cgroup root
+/// and Docker data root mounted and named here (`--host-proc`,
+/// `--host-cgroup`, `--host-rootfs`), so it measures the host, not its own
+/// container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPaths {
+    /// The host's procfs (default `/proc`): `meminfo`, `loadavg`,
+    /// `sys/kernel/pid_max`, `sys/kernel/threads-max`.
+    pub proc: PathBuf,
+    /// The host's cgroup root (default `/sys/fs/cgroup`): the root cgroup's
+    /// memory usage and limit (v1 under `memory/`, or v2).
+    pub cgroup: PathBuf,
+    /// Where the host's `/` is seen (default `/`): paths the engine reports
+    /// (its data root, the imagefs) are looked up under it.
+    pub rootfs: PathBuf,
+}
+
+impl Default for HostPaths {
+    fn default() -> Self {
+        HostPaths {
+            proc: PathBuf::from("/proc"),
+            cgroup: PathBuf::from("/sys/fs/cgroup"),
+            rootfs: PathBuf::from("/"),
+        }
+    }
+}
+
+impl HostPaths {
+    /// `path` of the host (absolute, as the engine reports it) as this
+    /// process sees it: under [`HostPaths::rootfs`].
+    pub fn on_host(&self, path: &Path) -> PathBuf {
+        let relative = path.strip_prefix("/").unwrap_or(path);
+        if relative.as_os_str().is_empty() {
+            self.rootfs.clone()
+        } else {
+            self.rootfs.join(relative)
+        }
+    }
+
+    fn proc_file(&self, name: &str) -> PathBuf {
+        self.proc.join(name)
+    }
+}
 
 /// Measures this box; cheap to keep around, holds no open files.
 #[derive(Debug, Clone)]
 pub struct Prober {
     data_dir: PathBuf,
+    host: HostPaths,
 }
 
 impl Prober {
-    /// A prober whose nodefs is the filesystem holding `data_dir`.
-    pub fn new(data_dir: PathBuf) -> Self {
-        Prober { data_dir }
+    /// A prober whose nodefs is the filesystem holding `data_dir`, reading
+    /// the host from `host`.
+    pub fn new(data_dir: PathBuf, host: HostPaths) -> Self {
+        Prober { data_dir, host }
     }
 
-    /// Measure every eviction signal. `imagefs_path` is the Docker data root;
+    /// Measure every eviction signal. `imagefs_path` is the Docker data root
+    /// as the engine reports it (looked up under the host's rootfs);
     /// without it, or if it cannot be read, imagefs is the nodefs, as the
     /// kubelet treats a single filesystem.
     pub fn observe(&mut self, imagefs_path: Option<&Path>) -> Observations {
         let nodefs = statvfs_nearest(&self.data_dir).map(|st| fs_stats(&st));
         let imagefs = imagefs_path
-            .and_then(|p| rustix::fs::statvfs(p).ok())
+            .and_then(|p| rustix::fs::statvfs(self.host.on_host(p)).ok())
             .map(|st| fs_stats(&st))
             .or(nodefs);
         Observations {
-            memory_available: memory_observation(),
+            memory_available: memory_observation(&self.host),
             nodefs_available: nodefs.map(|fs| fs.bytes),
             nodefs_inodes_free: nodefs.and_then(|fs| fs.inodes),
             imagefs_available: imagefs.map(|fs| fs.bytes),
-            pid_available: pid_observation(),
+            pid_available: pid_observation(&self.host),
         }
     }
 
-    /// The box's capacity: logical CPUs, MemTotal, the task limit, the nodefs
-    /// size and NVIDIA GPUs. Unreadable parts are zero.
+    /// The box's capacity: logical CPUs, memory (MemTotal, or the root
+    /// cgroup's limit when that is lower: an agent in a container without
+    /// the host's cgroup root sees its container's limit), the task limit,
+    /// the nodefs size and NVIDIA GPUs. Unreadable parts are zero.
     pub fn capacity(&mut self) -> Resources {
-        let memory_bytes = read_bounded(Path::new("/proc/meminfo"), MAX_READ)
+        let memory_bytes = read_bounded(&self.host.proc_file("meminfo"), MAX_READ)
             .ok()
-            .and_then(|s| parse_meminfo(&s).mem_total)
+            .and_then(|s| memory_capacity(&parse_meminfo(&s), &cgroup_memory(&self.host.cgroup)))
             .unwrap_or(0);
         let ephemeral_storage_bytes = statvfs_nearest(&self.data_dir)
             .map(|st| fs_stats(&st).bytes.capacity)
             .unwrap_or(0);
         Resources {
-            cpu_millis: logical_cpus().saturating_mul(1000),
+            cpu_millis: logical_cpus(&self.proc_stat()).saturating_mul(1000),
             memory_bytes,
-            pids: task_limit().unwrap_or(0),
+            pids: task_limit(&self.host).unwrap_or(0),
             ephemeral_storage_bytes,
             gpus: count_nvidia_gpus(Path::new("/dev")),
         }
@@ -122,22 +173,34 @@ impl Prober {
     pub fn node_info(&mut self) -> NodeInfo {
         let os_image = ["/etc/os-release", "/usr/lib/os-release"]
             .iter()
-            .find_map(|p| parse_os_release_pretty_name(&read_bounded(Path::new(p), MAX_READ).ok()?))
-            .or_else(|| System::long_os_version().ok())
+            .find_map(|p| {
+                let p = self.host.on_host(Path::new(p));
+                parse_os_release_pretty_name(&read_bounded(&p, MAX_READ).ok()?)
+            })
             .unwrap_or_default();
+        let uname = rustix::system::uname();
+        let stat = self.proc_stat();
         NodeInfo {
             arch: go_arch(std::env::consts::ARCH).to_string(),
             os: std::env::consts::OS.to_string(),
             os_image,
-            kernel_version: System::kernel_version().unwrap_or_default(),
+            kernel_version: uname.release().to_string_lossy().into_owned(),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
-            hostname: System::host_name().unwrap_or_default(),
+            hostname: uname.nodename().to_string_lossy().into_owned(),
             runtime: RuntimeInfo::default(),
             addresses: local_addresses(),
-            boot_time_ms: System::boot_time()
+            boot_time_ms: stat
+                .boot_time_secs
                 .map(|s| s.saturating_mul(1000))
                 .unwrap_or(0),
         }
+    }
+
+    /// The host's `/proc/stat`, parsed; empty when unreadable.
+    fn proc_stat(&self) -> ProcStat {
+        read_bounded(&self.host.proc_file("stat"), MAX_PROC_STAT_READ)
+            .map(|s| parse_proc_stat(&s))
+            .unwrap_or_default()
     }
 }
 
@@ -242,25 +305,56 @@ pub fn parse_meminfo(text: &str) -> MemInfo {
     info
 }
 
-/// `total_inactive_file` from a cgroup v1 `memory.stat`.
-pub fn parse_memory_stat_inactive_file(text: &str) -> Option<u64> {
+/// `key`'s value from a cgroup `memory.stat` (`total_inactive_file` in v1,
+/// `inactive_file` in v2).
+pub fn parse_memory_stat(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|line| {
         let mut words = line.split_whitespace();
-        (words.next()? == "total_inactive_file").then_some(())?;
+        (words.next()? == key).then_some(())?;
         words.next()?.parse().ok()
     })
 }
 
-/// `memory.available` as the kubelet computes it: MemTotal minus the working
-/// set, where the working set is usage minus inactive file pages. `cgroup_v1`
-/// is the root cgroup's `(usage_in_bytes, total_inactive_file)` when cgroup
-/// v1 is mounted; otherwise usage is MemTotal − MemFree from meminfo.
-pub fn memory_available(meminfo: &MemInfo, cgroup_v1: Option<(u64, u64)>) -> Option<Observation> {
+/// A cgroup memory limit file (`memory.limit_in_bytes` in v1, `memory.max`
+/// in v2): `None` for no limit (`max`, or v1's page-rounded `i64::MAX`) or
+/// unreadable content.
+pub fn parse_memory_limit(text: &str) -> Option<u64> {
+    let n: u64 = text.trim().parse().ok()?;
+    // v1 writes "no limit" as i64::MAX rounded down to a page.
+    (n < (1 << 62)).then_some(n)
+}
+
+/// The root cgroup's memory as this process sees it: the host's root cgroup
+/// on the box (or under `--host-cgroup`), a container's own cgroup inside
+/// a container that has not mounted the host's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CgroupMemory {
+    /// Usage in bytes (v1 `memory.usage_in_bytes`, v2 `memory.current`;
+    /// the v2 root cgroup has none, and meminfo stands in).
+    pub usage: Option<u64>,
+    /// Inactive file pages in bytes, taken off usage for the working set.
+    pub inactive_file: u64,
+    /// The memory limit in bytes, if there is one.
+    pub limit: Option<u64>,
+}
+
+/// Memory capacity: MemTotal, or the cgroup limit when it is lower.
+pub fn memory_capacity(meminfo: &MemInfo, cgroup: &CgroupMemory) -> Option<u64> {
     let total = meminfo.mem_total.filter(|&t| t > 0)?;
-    let (usage, inactive_file) = match cgroup_v1 {
-        Some(v1) => v1,
+    Some(cgroup.limit.map_or(total, |l| l.min(total)))
+}
+
+/// `memory.available` as the kubelet computes it: capacity (see
+/// [`memory_capacity`]) minus the working set, where the working set is
+/// usage minus inactive file pages. Usage is the cgroup's when it has one;
+/// otherwise MemTotal − MemFree from meminfo, with meminfo's inactive file
+/// pages.
+pub fn memory_available(meminfo: &MemInfo, cgroup: &CgroupMemory) -> Option<Observation> {
+    let total = memory_capacity(meminfo, cgroup)?;
+    let (usage, inactive_file) = match cgroup.usage {
+        Some(usage) => (usage, cgroup.inactive_file),
         None => (
-            total.saturating_sub(meminfo.mem_free?),
+            meminfo.mem_total?.saturating_sub(meminfo.mem_free?),
             meminfo.inactive_file.unwrap_or(0),
         ),
     };
@@ -269,6 +363,35 @@ pub fn memory_available(meminfo: &MemInfo, cgroup_v1: Option<(u64, u64)>) -> Opt
         available: total.saturating_sub(working_set),
         capacity: total,
     })
+}
+
+/// What the probe takes from `/proc/stat`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcStat {
+    /// `cpuN` lines: online logical CPUs.
+    pub cpus: usize,
+    /// `btime`: boot time, seconds since the epoch.
+    pub boot_time_secs: Option<u64>,
+}
+
+/// Parse `/proc/stat`: count `cpuN` lines (not the `cpu` total) and take
+/// `btime`; other or odd lines are skipped.
+pub fn parse_proc_stat(text: &str) -> ProcStat {
+    let mut stat = ProcStat::default();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some(w)
+                if w.strip_prefix("cpu")
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) =>
+            {
+                stat.cpus = stat.cpus.saturating_add(1);
+            }
+            Some("btime") => stat.boot_time_secs = words.next().and_then(|n| n.parse().ok()),
+            _ => {}
+        }
+    }
+    stat
 }
 
 /// The task count from `/proc/loadavg` (`0.1 0.2 0.3 RUNNING/TOTAL LASTPID`):
@@ -460,47 +583,68 @@ fn read_u64(path: &Path) -> Option<u64> {
     read_bounded(path, 4096).ok()?.trim().parse().ok()
 }
 
-fn memory_observation() -> Option<Observation> {
-    let meminfo = parse_meminfo(&read_bounded(Path::new("/proc/meminfo"), MAX_READ).ok()?);
-    let v1 = Path::new(CGROUP_V1_MEMORY);
-    let cgroup_v1 = read_u64(&v1.join("memory.usage_in_bytes")).map(|usage| {
-        let inactive = read_bounded(&v1.join("memory.stat"), MAX_READ)
+fn memory_observation(host: &HostPaths) -> Option<Observation> {
+    let meminfo = parse_meminfo(&read_bounded(&host.proc_file("meminfo"), MAX_READ).ok()?);
+    memory_available(&meminfo, &cgroup_memory(&host.cgroup))
+}
+
+/// Reads the memory of the cgroup mounted at `root`: v1 when a `memory`
+/// hierarchy is there, else v2 (the unified root).
+fn cgroup_memory(root: &Path) -> CgroupMemory {
+    let v1 = root.join("memory");
+    let (dir, usage, stat_key, limit) = if v1.join("memory.usage_in_bytes").exists() {
+        (
+            v1,
+            "memory.usage_in_bytes",
+            "total_inactive_file",
+            "memory.limit_in_bytes",
+        )
+    } else {
+        (
+            root.to_path_buf(),
+            "memory.current",
+            "inactive_file",
+            "memory.max",
+        )
+    };
+    let usage = read_u64(&dir.join(usage));
+    CgroupMemory {
+        usage,
+        inactive_file: usage
+            .and_then(|_| read_bounded(&dir.join("memory.stat"), MAX_READ).ok())
+            .and_then(|s| parse_memory_stat(&s, stat_key))
+            .unwrap_or(0),
+        limit: read_bounded(&dir.join(limit), 4096)
             .ok()
-            .and_then(|s| parse_memory_stat_inactive_file(&s))
-            .unwrap_or(0);
-        (usage, inactive)
-    });
-    memory_available(&meminfo, cgroup_v1)
+            .and_then(|s| parse_memory_limit(&s)),
+    }
 }
 
 /// The system-wide task limit: the smaller of `kernel.pid_max` and
 /// `kernel.threads-max`, as kubelet's pidlimit takes it.
-fn task_limit() -> Option<u64> {
-    let pid_max = read_u64(Path::new("/proc/sys/kernel/pid_max"));
-    let threads_max = read_u64(Path::new("/proc/sys/kernel/threads-max"));
+fn task_limit(host: &HostPaths) -> Option<u64> {
+    let pid_max = read_u64(&host.proc_file("sys/kernel/pid_max"));
+    let threads_max = read_u64(&host.proc_file("sys/kernel/threads-max"));
     match (pid_max, threads_max) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
 }
 
-fn pid_observation() -> Option<Observation> {
-    let limit = task_limit()?;
-    let tasks = parse_loadavg_tasks(&read_bounded(Path::new("/proc/loadavg"), MAX_READ).ok()?)?;
+fn pid_observation(host: &HostPaths) -> Option<Observation> {
+    let limit = task_limit(host)?;
+    let tasks = parse_loadavg_tasks(&read_bounded(&host.proc_file("loadavg"), MAX_READ).ok()?)?;
     Some(Observation {
         available: limit.saturating_sub(tasks),
         capacity: limit,
     })
 }
 
-fn logical_cpus() -> u64 {
-    // Only the CPU list: no usage sampling, no process table.
-    let from_sysinfo = System::new().ok().map(|mut sys| {
-        sys.refresh_cpu_list(CpuRefreshKind::nothing());
-        sys.cpus().len()
-    });
-    let n = match from_sysinfo {
-        Some(n) if n > 0 => n,
+/// Online logical CPUs: the `cpuN` lines of `/proc/stat`, or this
+/// process's available parallelism when there are none.
+fn logical_cpus(stat: &ProcStat) -> u64 {
+    let n = match stat.cpus {
+        n if n > 0 => n,
         _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     u64::try_from(n).unwrap_or(u64::MAX)
@@ -578,9 +722,15 @@ HugePages_Total:       0
     fn working_set_math() {
         let m = parse_meminfo(MEMINFO);
         let kb = |n: u64| n * 1024;
+        let none = CgroupMemory::default();
+        let v1 = |usage, inactive_file| CgroupMemory {
+            usage: Some(usage),
+            inactive_file,
+            limit: None,
+        };
         // meminfo: usage = 8000000 - 1000000, working set = usage - 2000000.
         assert_eq!(
-            memory_available(&m, None),
+            memory_available(&m, &none),
             Some(Observation {
                 available: kb(3_000_000),
                 capacity: kb(8_000_000)
@@ -588,7 +738,7 @@ HugePages_Total:       0
         );
         // cgroup v1 root: usage 6 GiB, inactive 1 GiB, total ~7.6 GiB.
         assert_eq!(
-            memory_available(&m, Some((6 * GI, GI))),
+            memory_available(&m, &v1(6 * GI, GI)),
             Some(Observation {
                 available: kb(8_000_000) - 5 * GI,
                 capacity: kb(8_000_000)
@@ -596,30 +746,176 @@ HugePages_Total:       0
         );
         // Inactive above usage, usage above total: clamp, never wrap.
         assert_eq!(
-            memory_available(&m, Some((GI, 2 * GI))).unwrap().available,
+            memory_available(&m, &v1(GI, 2 * GI)).unwrap().available,
             kb(8_000_000)
         );
-        assert_eq!(
-            memory_available(&m, Some((100 * GI, 0))).unwrap().available,
-            0
-        );
-        assert_eq!(memory_available(&MemInfo::default(), None), None);
+        assert_eq!(memory_available(&m, &v1(100 * GI, 0)).unwrap().available, 0);
+        assert_eq!(memory_available(&MemInfo::default(), &none), None);
         let no_free = MemInfo {
             mem_free: None,
             ..m
         };
-        assert_eq!(memory_available(&no_free, None), None);
+        assert_eq!(memory_available(&no_free, &none), None);
+        // With the cgroup's own usage, meminfo's free pages are not needed.
+        assert!(memory_available(&no_free, &v1(GI, 0)).is_some());
     }
 
     #[test]
-    fn memory_stat_inactive_file() {
-        let stat = "cache 100\ninactive_file 5\ntotal_cache 200\ntotal_inactive_file 4096\n";
-        assert_eq!(parse_memory_stat_inactive_file(stat), Some(4096));
-        assert_eq!(parse_memory_stat_inactive_file("inactive_file 5\n"), None);
+    fn a_cgroup_limit_below_memtotal_is_the_capacity() {
+        let m = parse_meminfo(MEMINFO);
+        let kb = |n: u64| n * 1024;
+        // A container's own cgroup: 64 MiB limit, 10 MiB used, 2 inactive.
+        let container = CgroupMemory {
+            usage: Some(10 * MI),
+            inactive_file: 2 * MI,
+            limit: Some(64 * MI),
+        };
+        assert_eq!(memory_capacity(&m, &container), Some(64 * MI));
         assert_eq!(
-            parse_memory_stat_inactive_file("total_inactive_file x\n"),
+            memory_available(&m, &container),
+            Some(Observation {
+                available: 56 * MI,
+                capacity: 64 * MI
+            })
+        );
+        // A limit above MemTotal (or none) leaves MemTotal.
+        let loose = CgroupMemory {
+            limit: Some(100 * GI),
+            ..container
+        };
+        assert_eq!(memory_capacity(&m, &loose), Some(kb(8_000_000)));
+        let unlimited = CgroupMemory {
+            limit: None,
+            ..container
+        };
+        assert_eq!(memory_capacity(&m, &unlimited), Some(kb(8_000_000)));
+        assert_eq!(memory_capacity(&MemInfo::default(), &container), None);
+    }
+
+    #[test]
+    fn memory_stat_and_limits() {
+        let stat = "cache 100\ninactive_file 5\ntotal_cache 200\ntotal_inactive_file 4096\n";
+        assert_eq!(parse_memory_stat(stat, "total_inactive_file"), Some(4096));
+        assert_eq!(parse_memory_stat(stat, "inactive_file"), Some(5));
+        assert_eq!(
+            parse_memory_stat("inactive_file 5\n", "total_inactive_file"),
             None
         );
+        assert_eq!(
+            parse_memory_stat("total_inactive_file x\n", "total_inactive_file"),
+            None
+        );
+        assert_eq!(parse_memory_limit("67108864\n"), Some(64 * MI));
+        assert_eq!(parse_memory_limit("max\n"), None);
+        assert_eq!(parse_memory_limit("9223372036854771712\n"), None);
+        assert_eq!(parse_memory_limit("-1"), None);
+        assert_eq!(parse_memory_limit(""), None);
+    }
+
+    /// A fake host: procfs and a cgroup root in a temp dir.
+    fn fake_host(dir: &Path, cgroup_v1: bool) -> HostPaths {
+        let proc = dir.join("proc");
+        std::fs::create_dir_all(proc.join("sys/kernel")).unwrap();
+        std::fs::write(proc.join("meminfo"), MEMINFO).unwrap();
+        std::fs::write(proc.join("loadavg"), "0.1 0.2 0.3 2/345 999\n").unwrap();
+        std::fs::write(proc.join("sys/kernel/pid_max"), "4194304\n").unwrap();
+        std::fs::write(proc.join("sys/kernel/threads-max"), "1000\n").unwrap();
+        let cgroup = dir.join("cgroup");
+        if cgroup_v1 {
+            let mem = cgroup.join("memory");
+            std::fs::create_dir_all(&mem).unwrap();
+            std::fs::write(mem.join("memory.usage_in_bytes"), format!("{}\n", 10 * MI)).unwrap();
+            std::fs::write(
+                mem.join("memory.stat"),
+                format!("total_inactive_file {}\n", 2 * MI),
+            )
+            .unwrap();
+            std::fs::write(mem.join("memory.limit_in_bytes"), format!("{}\n", 64 * MI)).unwrap();
+        } else {
+            // The v2 root cgroup: no memory.current, no memory.max.
+            std::fs::create_dir_all(&cgroup).unwrap();
+            std::fs::write(cgroup.join("memory.stat"), "inactive_file 1\n").unwrap();
+        }
+        let rootfs = dir.join("root");
+        std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+        std::fs::write(
+            rootfs.join("etc/os-release"),
+            "PRETTY_NAME=\"Fake Host 1\"\n",
+        )
+        .unwrap();
+        HostPaths {
+            proc,
+            cgroup,
+            rootfs,
+        }
+    }
+
+    #[test]
+    fn the_host_is_read_where_it_is_mounted() {
+        let dir = tempfile::tempdir().unwrap();
+        let kb = |n: u64| n * 1024;
+        // v2 root: meminfo decides.
+        let host = fake_host(&dir.path().join("v2"), false);
+        let mut prober = Prober::new(dir.path().to_path_buf(), host.clone());
+        let obs = prober.observe(None);
+        assert_eq!(
+            obs.memory_available,
+            Some(Observation {
+                available: kb(3_000_000),
+                capacity: kb(8_000_000)
+            })
+        );
+        assert_eq!(
+            obs.pid_available,
+            Some(Observation {
+                available: 1000 - 345,
+                capacity: 1000
+            })
+        );
+        let cap = prober.capacity();
+        assert_eq!(cap.memory_bytes, kb(8_000_000));
+        assert_eq!(cap.pids, 1000);
+        assert_eq!(prober.node_info().os_image, "Fake Host 1");
+        // The engine's data root is looked up under the rootfs.
+        std::fs::create_dir_all(host.rootfs.join("var/lib/docker")).unwrap();
+        assert_eq!(
+            host.on_host(Path::new("/var/lib/docker")),
+            host.rootfs.join("var/lib/docker")
+        );
+        assert_eq!(host.on_host(Path::new("/")), host.rootfs);
+        assert!(prober
+            .observe(Some(Path::new("/var/lib/docker")))
+            .imagefs_available
+            .is_some());
+
+        // v1 with a limit (a container's own cgroup): the limit is the capacity.
+        let host = fake_host(&dir.path().join("v1"), true);
+        let mut prober = Prober::new(dir.path().to_path_buf(), host);
+        assert_eq!(
+            prober.observe(None).memory_available,
+            Some(Observation {
+                available: 56 * MI,
+                capacity: 64 * MI
+            })
+        );
+        assert_eq!(prober.capacity().memory_bytes, 64 * MI);
+    }
+
+    #[test]
+    fn proc_stat_cpus_and_boot_time() {
+        let text = "cpu  10 0 5 100 0 0 0 0 0 0\ncpu0 5 0 2 50 0 0 0 0 0 0\n\
+                    cpu1 5 0 3 50 0 0 0 0 0 0\nintr 1234 1 2 3\nctxt 99\nbtime 1764700000\n\
+                    processes 5\ncpufreq 1\n";
+        assert_eq!(
+            parse_proc_stat(text),
+            ProcStat {
+                cpus: 2,
+                boot_time_secs: Some(1_764_700_000)
+            }
+        );
+        assert_eq!(parse_proc_stat("btime x\ncpuX 1\n"), ProcStat::default());
+        assert!(logical_cpus(&ProcStat::default()) > 0);
+        assert_eq!(logical_cpus(&parse_proc_stat(text)), 2);
     }
 
     #[test]
@@ -824,7 +1120,7 @@ short line
     #[test]
     fn probes_this_box() {
         let dir = std::env::temp_dir().join("outpost-probe-test-not-created");
-        let mut prober = Prober::new(dir);
+        let mut prober = Prober::new(dir, HostPaths::default());
         let obs = prober.observe(None);
         eprintln!("observed: {obs:#?}");
 

@@ -299,7 +299,7 @@ pub async fn housekeeping(
     clock: Arc<AgentClock>,
     tx: watch::Sender<Option<NodeReport>>,
 ) {
-    let mut prober = Prober::new(cfg.data_dir.clone());
+    let mut prober = Prober::new(cfg.data_dir.clone(), cfg.host.clone());
     let mut tracker = PressureTracker::new(cfg.pressure.clone());
     let mut images = ImageCatalog::default();
     // Speaking the engine's API version; dropped (and negotiated again)

@@ -789,11 +789,12 @@ pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16,
     Ok((status, body.trim().to_string()))
 }
 
-/// Hand-made clients for probing the controller with bad credentials and
-/// bad frames, which the real agent and CLI never send.
+pub mod dockerd;
 pub mod sites;
 pub use sites::Sites;
 
+/// Hand-made clients for probing the controller with bad credentials and
+/// bad frames, which the real agent and CLI never send.
 pub mod raw {
     use outpost_proto::link;
     use outpost_proto::Message;

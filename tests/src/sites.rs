@@ -368,6 +368,18 @@ impl Sites {
     /// Runs the agent container of `node` on `site`'s network, enrolling
     /// with the cluster's token.
     pub fn start_agent(&mut self, node: &str, site: &str) {
+        self.start_agent_with(node, site, &[], &[]);
+    }
+
+    /// [`Sites::start_agent`] with more `docker run` options (before the
+    /// image: mounts, `--memory`) and more agent flags.
+    pub fn start_agent_with(
+        &mut self,
+        node: &str,
+        site: &str,
+        run_options: &[&str],
+        agent_flags: &[&str],
+    ) {
         let net = self
             .networks
             .get(site)
@@ -383,13 +395,17 @@ impl Sites {
         let controller = format!("{}:{}", net.gateway, self.cluster.listen.port());
         let (token, hash) = &self.token;
         let ip_text = ip.to_string();
-        docker_ok(&[
+        let mount = format!("{DOCKER_SOCK}:{DOCKER_SOCK}");
+        let data_mount = format!("{data}:{data}");
+        let label = format!("{TEST_LABEL}={}", self.guard.run);
+        let site_label = format!("site={site}");
+        let mut args = vec![
             "run",
             "-d",
             "--name",
             &container,
             "--label",
-            &format!("{TEST_LABEL}={}", self.guard.run),
+            &label,
             "--network",
             &net.name,
             "--ip",
@@ -409,9 +425,12 @@ impl Sites {
             "--pid",
             "host",
             "-v",
-            &format!("{DOCKER_SOCK}:{DOCKER_SOCK}"),
+            &mount,
             "-v",
-            &format!("{data}:{data}"),
+            &data_mount,
+        ];
+        args.extend_from_slice(run_options);
+        args.extend_from_slice(&[
             AGENT_IMAGE,
             "--controller",
             &controller,
@@ -422,7 +441,7 @@ impl Sites {
             "--name",
             node,
             "--labels",
-            &format!("site={site}"),
+            &site_label,
             "--pod-network",
             &net.name,
             "--housekeeping-interval",
@@ -436,6 +455,8 @@ impl Sites {
             "--ca-hash",
             hash,
         ]);
+        args.extend_from_slice(agent_flags);
+        docker_ok(&args);
         self.cluster
             .agent_containers
             .insert(node.to_string(), container.clone());
@@ -566,6 +587,12 @@ impl Drop for OwnNetwork {
 /// nothing on the box; another run taking the same /24 first is retried
 /// on the next one.
 fn create_network(run: &str, site: &str) -> SiteNetwork {
+    create_network_with(&[], run, site)
+}
+
+/// [`create_network`] through the docker CLI with `cli` options first
+/// (`-H unix://...` for another engine).
+pub(crate) fn create_network_with(cli: &[&str], run: &str, site: &str) -> SiteNetwork {
     let name = format!("outpost-t-{run}-{site}");
     let taken = taken_prefixes();
     let seed = std::process::id()
@@ -580,19 +607,24 @@ fn create_network(run: &str, site: &str) -> SiteNetwork {
         }
         let subnet = Ipv4Addr::from(net);
         let gateway = Ipv4Addr::from(net | 1);
-        let (ok, text) = docker(&[
+        let label = format!("{TEST_LABEL}={run}");
+        let subnet_text = format!("{subnet}/24");
+        let gateway_text = gateway.to_string();
+        let mut args = cli.to_vec();
+        args.extend_from_slice(&[
             "network",
             "create",
             "--driver",
             "bridge",
             "--subnet",
-            &format!("{subnet}/24"),
+            &subnet_text,
             "--gateway",
-            &gateway.to_string(),
+            &gateway_text,
             "--label",
-            &format!("{TEST_LABEL}={run}"),
+            &label,
             &name,
         ]);
+        let (ok, text) = docker(&args);
         if ok {
             return SiteNetwork {
                 name,
