@@ -8,7 +8,7 @@
 //! one agent container on its site's network: a static `outpost-agent`
 //! (built with the tests' profile into `target/static-agent`, so the main
 //! build cache is not touched) in a FROM scratch image
-//! ([`AGENT_IMAGE`](crate::sites::AGENT_IMAGE)), driving the host's engine through its mounted socket, with
+//! ([`AGENT_IMAGE`]), driving the host's engine through its mounted socket, with
 //! `--pod-network` set to its site's network, so its pods live there too.
 //! The agent's data dir is a bind mount of a dir in the test's temp dir at
 //! the same path, so the emptyDir paths it hands the engine exist on the
@@ -24,7 +24,7 @@
 //! its old address.
 //!
 //! Everything made here goes when [`Sites`] is dropped, panic or not: the
-//! agent containers (label [`TEST_LABEL`](crate::sites::TEST_LABEL)),
+//! agent containers (label [`TEST_LABEL`]),
 //! every container of their nodes (the agent's node label, see
 //! [`NodeContainers`]), then the networks.
 
