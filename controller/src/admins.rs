@@ -976,7 +976,11 @@ mod tests {
         for r in every_request() {
             assert!(authorize("root", AdminRole::Admin, &r).is_ok());
         }
-        let e = authorize("viewer", AdminRole::ReadOnly, &every_request()[13]).unwrap_err();
+        let apply = every_request()
+            .into_iter()
+            .find(|r| matches!(r, AdminRequest::Apply(_)))
+            .expect("an apply request in the table");
+        let e = authorize("viewer", AdminRole::ReadOnly, &apply).unwrap_err();
         assert_eq!(e.code, ErrorCode::PermissionDenied);
         assert!(
             e.message.starts_with("viewer has the read-only role")
