@@ -169,12 +169,37 @@ impl PrivateEngine {
         net
     }
 
-    /// SIGKILL of the daemon (an engine crash); its containerd and the
-    /// containers' shims stay, as they would.
+    /// SIGKILL of the daemon (an engine crash). The daemon started its
+    /// containerd with a parent-death SIGKILL, so containerd dies with it;
+    /// the containers' shims stay, as they would.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        self.forget_dead_containerd();
+    }
+
+    /// Waits for the daemon's containerd to die and removes its pid file
+    /// once it has. Under an init that does not reap orphans (some
+    /// container and CI sandboxes), the dead containerd stays a zombie, and
+    /// a restarted daemon that finds its pid alive waits for a socket
+    /// nobody serves ("timeout waiting for containerd to start"); on a box
+    /// with a reaping init the pid file would name a gone process and the
+    /// daemon would start a new containerd, which is what removing it does.
+    fn forget_dead_containerd(&self) {
+        let pid_file = self.path("exec/containerd/containerd.pid");
+        let Ok(pid) = std::fs::read_to_string(&pid_file) else {
+            return;
+        };
+        let pid = pid.trim().to_string();
+        let start = Instant::now();
+        while start.elapsed() < STOP_TIMEOUT {
+            if !process_runs(&pid) {
+                let _ = std::fs::remove_file(&pid_file);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -215,11 +240,26 @@ impl Drop for PrivateEngine {
         let pid_file = self.path("exec/containerd/containerd.pid");
         if let Ok(pid) = std::fs::read_to_string(&pid_file) {
             let pid = pid.trim();
-            if !pid.is_empty() && Path::new(&format!("/proc/{pid}")).exists() {
+            if !pid.is_empty() && process_runs(pid) {
                 let _ = Command::new("kill").args(["-KILL", pid]).status();
             }
         }
         unmount_under(self.dir.path());
+    }
+}
+
+/// Whether process `pid` exists and is not a zombie.
+fn process_runs(pid: &str) -> bool {
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // `pid (comm) S ...`: the state follows the last `)`.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => false,
     }
 }
 
