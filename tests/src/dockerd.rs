@@ -3,7 +3,9 @@
 //! for scenarios that kill and restart the engine under an agent.
 //!
 //! It coexists with the box's engine by owning nothing the other one owns:
-//! no default bridge (`--bridge=none`), no iptables or masquerading rules,
+//! a default bridge of its own (`--bridge` to a bridge made here, with a
+//! /24 of the site networks' pool; `--bridge=none` would make the daemon
+//! delete the host's `docker0`), no iptables or masquerading rules,
 //! its own containerd (under the exec root), the `vfs` storage driver
 //! (works on any filesystem, and the workload images are one small layer),
 //! and an empty config file, so the box's `/etc/docker/daemon.json` (its
@@ -35,6 +37,8 @@ pub struct PrivateEngine {
     /// remove what it holds).
     answered: bool,
     networks: Vec<String>,
+    /// The bridge made for its default network (removed on drop).
+    bridge: String,
 }
 
 impl PrivateEngine {
@@ -49,6 +53,7 @@ impl PrivateEngine {
         std::fs::write(dir.path().join("daemon.json"), "{}\n")
             .map_err(|e| format!("daemon.json: {e}"))?;
         let host = format!("unix://{}", dir.path().join("docker.sock").display());
+        let bridge = make_bridge()?;
         let mut engine = PrivateEngine {
             dir,
             host,
@@ -56,6 +61,7 @@ impl PrivateEngine {
             starts: 0,
             answered: false,
             networks: Vec::new(),
+            bridge,
         };
         engine.spawn()?;
         Ok(engine)
@@ -80,8 +86,8 @@ impl PrivateEngine {
             .arg(d.join("exec"))
             .arg("--pidfile")
             .arg(d.join("docker.pid"))
+            .args(["--bridge", &self.bridge])
             .args([
-                "--bridge=none",
                 "--iptables=false",
                 "--ip6tables=false",
                 "--ip-masq=false",
@@ -245,7 +251,44 @@ impl Drop for PrivateEngine {
             }
         }
         unmount_under(self.dir.path());
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .status();
     }
+}
+
+/// A bridge for a private daemon's default network, up, with the gateway
+/// address of a free /24 of the site networks' pool (a daemon given an
+/// existing bridge takes the bridge's address as its network).
+fn make_bridge() -> Result<String, String> {
+    let name = format!("opd{:x}", std::process::id());
+    let net = crate::sites::free_pool_24().ok_or("no free /24 for the private bridge")?;
+    let gateway = std::net::Ipv4Addr::from(u32::from(net) | 1);
+    let ip = |args: &[&str]| -> Result<(), String> {
+        let out = Command::new("ip")
+            .args(args)
+            .output()
+            .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    };
+    // A bridge of this name left by an earlier run of this very pid.
+    let _ = Command::new("ip").args(["link", "del", &name]).output();
+    ip(&["link", "add", &name, "type", "bridge"])?;
+    let made = ip(&["addr", "add", &format!("{gateway}/24"), "dev", &name])
+        .and_then(|()| ip(&["link", "set", &name, "up"]));
+    if let Err(e) = made {
+        let _ = Command::new("ip").args(["link", "del", &name]).output();
+        return Err(e);
+    }
+    Ok(name)
 }
 
 /// Whether process `pid` exists and is not a zombie.

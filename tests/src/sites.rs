@@ -211,6 +211,17 @@ fn taken_prefixes() -> Vec<Prefix> {
     text.split_whitespace().filter_map(parse_prefix).collect()
 }
 
+/// A /24 of the site networks' pool that no Docker network or host route
+/// uses now (its first address), for a bridge made outside Docker.
+pub(crate) fn free_pool_24() -> Option<Ipv4Addr> {
+    let taken = taken_prefixes();
+    let seed = std::process::id();
+    (0..POOL_SIZE)
+        .map(|k| POOL_BASE + (((seed + k) % POOL_SIZE) << 8))
+        .find(|net| !taken.iter().any(|t| overlaps(*t, (*net, 0xffff_ff00))))
+        .map(Ipv4Addr::from)
+}
+
 /// First /24 of the pool the site networks come from: 10.240.0.0/12,
 /// 4096 /24s, far from Docker's default pools (172.17/16 and up,
 /// 192.168/16).
