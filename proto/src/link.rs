@@ -194,6 +194,11 @@ pub fn transport(idle: Duration, max_bidi_streams: u32) -> quinn::TransportConfi
     t.stream_receive_window(frame_window.into());
     t.receive_window((frame_window * 2).into());
     t.send_window(u64::from(frame_window) * 2);
+    // No segmentation offload: with it, every connection keeps a send
+    // buffer of up to ten datagrams (about 13 KiB), which at 10,000 agents
+    // is most of the controller's memory, for traffic (heartbeats, reports)
+    // that never fills more than a datagram or two at a time.
+    t.enable_segmentation_offload(false);
     t
 }
 

@@ -1836,14 +1836,28 @@ impl Reconciler {
             let _ = self.engine.remove(&id).await;
             return Err(self.explain(e.to_string()));
         }
-        self.route_sandbox(pod, &id).await;
+        if self.routes_pods() {
+            let pid = self.engine.inspect(&id).await.map_or(0, |i| i.pid);
+            self.route_pod(pod, pid).await;
+        }
         Ok(id)
     }
 
-    /// Routes the new sandbox `id` to the agent for Services, before any
-    /// of the pod's containers starts (see [`crate::podnet`]). A failure
-    /// is a warning event: the pod runs, without Services.
-    async fn route_sandbox(&self, pod: &str, id: &str) {
+    /// Whether new pod network namespaces get the Services route here.
+    fn routes_pods(&self) -> bool {
+        self.cfg
+            .services
+            .as_ref()
+            .is_some_and(|s| s.sandbox_route.borrow().is_some())
+    }
+
+    /// Routes the network namespace of process `pid` (a new sandbox, before
+    /// any of the pod's containers starts; or the only container of a pod
+    /// without one, right after it starts) to the agent for Services, so
+    /// that the pod's first connection does not wait for the pod-network
+    /// poll (see [`crate::podnet`]). A failure is a warning event: the pod
+    /// runs, without Services.
+    async fn route_pod(&self, pod: &str, pid: u32) {
         let Some(route) = self
             .cfg
             .services
@@ -1852,7 +1866,6 @@ impl Reconciler {
         else {
             return;
         };
-        let pid = self.engine.inspect(id).await.map_or(0, |i| i.pid);
         let result = match Some(pid).filter(|p| *p > 0) {
             Some(pid) => crate::podnet::add_route(pid, route).await,
             None => Err("its process is not running".to_string()),
@@ -2017,6 +2030,8 @@ impl Reconciler {
                 let started = if started == 0 { now } else { started };
                 if pause_id == OWN_NETWORK {
                     self.set_network_holder(pod, &id, info.as_ref());
+                    self.route_pod(pod, info.as_ref().map_or(0, |i| i.pid))
+                        .await;
                 }
                 self.mark_running(pod, i, spec, started);
                 self.event(
