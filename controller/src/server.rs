@@ -853,7 +853,7 @@ impl Server {
         // by the select below. The channel is small; a peer that floods is
         // slowed down by QUIC flow control, not buffered here. Its items are
         // boxed: tokio allocates a channel's slots 32 at a time whatever its
-        // bound, and 32 unboxed results were 5.8 KiB per connected agent.
+        // bound, and 32 unboxed results were about 5 KiB per connected agent.
         let (tx, mut inbox) = tokio::sync::mpsc::channel::<InboxItem>(8);
         let reader = tokio::spawn(async move {
             loop {

@@ -195,9 +195,10 @@ pub fn transport(idle: Duration, max_bidi_streams: u32) -> quinn::TransportConfi
     t.receive_window((frame_window * 2).into());
     t.send_window(u64::from(frame_window) * 2);
     // No segmentation offload: with it, every connection keeps a send
-    // buffer of up to ten datagrams (about 13 KiB), which at 10,000 agents
-    // is most of the controller's memory, for traffic (heartbeats, reports)
-    // that never fills more than a datagram or two at a time.
+    // buffer of up to ten datagrams (about 13 KiB), the largest single part
+    // of the controller's memory per connected agent, for traffic
+    // (heartbeats, reports) that never fills more than a datagram or two at
+    // a time. Bulk transfers (image pushes) pay one send call per datagram.
     t.enable_segmentation_offload(false);
     t
 }
