@@ -29,7 +29,11 @@
 //!   the eviction, or any phase but Unknown) gets `DisruptionTarget=False`
 //!   (reason `NodeReturned`): it counts as a replica again, and its owner
 //!   keeps one copy by its deletion order (controllers/replicaset.rs), so
-//!   a pod whose replacement never ran is simply kept.
+//!   a pod whose replacement never ran is simply kept; a pod still marked
+//!   not ready although its node's last report says it is ready (the
+//!   report was stored before the node's lease was renewed, and marked
+//!   over) gets `Ready` and `ContainersReady` back from that report, in
+//!   the same write.
 //!
 //! For a site: `SitePartitioned` (Warning) when every node of a site of
 //! two or more turned NotReady within the partition window of each other
@@ -173,6 +177,25 @@ fn reported_again(p: &Pod, since: Time) -> bool {
     p.status.phase != PodPhase::Unknown || p.status.last_report_time.is_some_and(|t| t > since)
 }
 
+/// Whether a pod on a Ready node still carries this controller's
+/// not-ready mark although what its node last reported of it is ready
+/// (Running, every container ready): the report reached the store while
+/// the node was still NotReady (a reconnecting agent's full report can
+/// come before its first heartbeat renews the lease) and was marked over.
+/// The agent sends only changes, so it will not say it again; the
+/// kubelet's status manager would re-post it. The mark is lifted from the
+/// report the store holds.
+fn marked_over_report(p: &Pod) -> bool {
+    p.status.phase == PodPhase::Running
+        && !p.status.container_statuses.is_empty()
+        && p.status.container_statuses.iter().all(|c| c.ready)
+        && [POD_READY, CONTAINERS_READY].iter().any(|kind| {
+            p.status
+                .condition(kind)
+                .is_some_and(|c| c.status == ConditionStatus::False && c.reason == NODE_NOT_READY)
+        })
+}
+
 /// Whether a pod is something the taint manager decides about.
 fn evictable(p: &Pod) -> bool {
     !p.is_terminal() && !p.metadata.is_deleting() && p.status.evicted_since().is_none()
@@ -194,20 +217,33 @@ impl NodeLifecycleController {
         let mut requeue: Option<Time> = None;
         if node.is_ready() {
             for p in cache.pods_on(key) {
-                let Some(since) = p.status.evicted_since() else {
-                    continue;
-                };
-                if !reported_again(p, since) {
+                let returned = p
+                    .status
+                    .evicted_since()
+                    .is_some_and(|since| reported_again(p, since));
+                let restore = marked_over_report(p);
+                if !returned && !restore {
                     continue;
                 }
+                // One write: an owner never sees the pod counted again
+                // while it still reads not ready (it would go first on
+                // scale-down, ahead of the replacement).
                 let mut copy = (**p).clone();
-                copy.status.set_condition(
-                    DISRUPTION_TARGET,
-                    ConditionStatus::False,
-                    NODE_RETURNED,
-                    &format!("node {key} reported the pod again"),
-                    now,
-                );
+                if restore {
+                    for kind in [CONTAINERS_READY, POD_READY] {
+                        copy.status
+                            .set_condition(kind, ConditionStatus::True, "", "", now);
+                    }
+                }
+                if returned {
+                    copy.status.set_condition(
+                        DISRUPTION_TARGET,
+                        ConditionStatus::False,
+                        NODE_RETURNED,
+                        &format!("node {key} reported the pod again"),
+                        now,
+                    );
+                }
                 writes.push(Write::Update(Object::Pod(copy)));
             }
             return Outcome::writes(writes);
@@ -388,6 +424,7 @@ impl Controller for NodeLifecycleController {
                     p.status
                         .evicted_since()
                         .is_some_and(|since| reported_again(p, since))
+                        || marked_over_report(p)
                 } else {
                     needs_marking(p) || evictable(p)
                 };

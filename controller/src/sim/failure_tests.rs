@@ -303,7 +303,8 @@ fn pods_of_a_deleted_node_are_replaced_at_once() {
 }
 
 mod properties {
-    //! Random sequences of node deaths, site partitions, heals, scale
+    //! Random sequences of node deaths, site partitions, heals (each node's
+    //! report handled with its first heartbeat, or before it), scale
     //! changes and template changes over one Deployment (maxSurge and
     //! maxUnavailable 25 %): once every node is reachable again, what the
     //! boxes run never exceeds replicas + maxSurge after the controller has
@@ -319,7 +320,8 @@ mod properties {
     enum Op {
         Kill(usize),
         Partition(usize),
-        HealAll,
+        /// `true`: each node's report is stored before its lease renews.
+        HealAll(bool),
         Scale(i32),
         Template(u8),
         Wait(u64),
@@ -329,7 +331,7 @@ mod properties {
         prop_oneof![
             (0usize..6).prop_map(Op::Kill),
             (0usize..3).prop_map(Op::Partition),
-            Just(Op::HealAll),
+            any::<bool>().prop_map(Op::HealAll),
             (0i32..9).prop_map(Op::Scale),
             (0u8..3).prop_map(Op::Template),
             (1u64..200).prop_map(Op::Wait),
@@ -382,9 +384,13 @@ mod properties {
                             }
                         }
                     }
-                    Op::HealAll => {
+                    Op::HealAll(report_first) => {
                         for n in std::mem::take(&mut down) {
-                            sim.set_connected(&n, true);
+                            if report_first {
+                                sim.reconnect_reporting_first(&n);
+                            } else {
+                                sim.set_connected(&n, true);
+                            }
                         }
                         // A heartbeat to notice, the surplus's stop time.
                         sim.run_for(sim.cfg.heartbeat + sim.cfg.pod_stop + Duration::from_secs(1));
@@ -458,4 +464,75 @@ fn a_box_enrolled_again_under_its_old_name_drops_the_deleted_nodes_pods() {
     );
     assert!(runs.is_disjoint(&before), "{runs:?} {before:?}");
     assert!(all_at_count(&sim.cache()));
+}
+
+/// The real partition scenario (tests/tests/partition.rs) on the virtual
+/// clock: 4 nodes over 2 sites, `spread` 2 per site and `pinned` held to
+/// the cut site; the cut site's two nodes come back one after the other,
+/// `gap` apart, as two agents reconnect at their own moments. Whatever
+/// the gap, the copies that ran through the partition are kept.
+#[test]
+fn a_site_whose_nodes_return_one_by_one_keeps_the_copies_that_ran_through() {
+    for (gap_ms, report_first) in [0, 1, 300, 1_000, 2_500, 5_000, 7_000, 20_000]
+        .into_iter()
+        .flat_map(|g| [(g, false), (g, true)])
+    {
+        let mut sim = fleet(4, 2);
+        sim.apply_yaml(&deployment("spread", 4, "")).unwrap();
+        sim.apply_yaml(&deployment(
+            "pinned",
+            1,
+            "      nodeSelector: {topology.outpost.dev/site: site-01}\n",
+        ))
+        .unwrap();
+        sim.run_until(Duration::from_secs(120), all_at_count)
+            .unwrap();
+        assert_eq!(per_site(&sim.cache(), "spread").values().sum::<usize>(), 4);
+        assert!(per_site(&sim.cache(), "spread").values().all(|&n| n == 2));
+        let cut: BTreeSet<String> = ["n0001".to_string(), "n0003".to_string()].into();
+        let before = running_on(&sim, "spread", &cut);
+        assert_eq!(before.len(), 2);
+        for n in &cut {
+            sim.set_connected(n, false);
+        }
+        sim.run_for(GRACE + TOLERATION + Duration::from_secs(60));
+        assert_eq!(per_site(&sim.cache(), "spread").get("site-00"), Some(&4));
+        let mut reconnect = |sim: &mut Sim, n: &str| {
+            if report_first {
+                sim.reconnect_reporting_first(n);
+            } else {
+                sim.set_connected(n, true);
+            }
+        };
+        reconnect(&mut sim, "n0001");
+        sim.run_for(Duration::from_millis(gap_ms));
+        reconnect(&mut sim, "n0003");
+        sim.run_until(Duration::from_secs(60), |c| {
+            all_at_count(c) && c.pods().filter(|p| p.metadata.is_deleting()).count() == 0
+        })
+        .unwrap_or_else(|e| {
+            let c = sim.cache();
+            let pods: Vec<String> = c
+                .pods()
+                .map(|p| {
+                    format!(
+                        "{} on {:?}: {:?} ready {} evicted {:?} deleting {}",
+                        p.metadata.name,
+                        p.node(),
+                        p.status.phase,
+                        p.status.is_ready(),
+                        p.status.evicted_since(),
+                        p.metadata.is_deleting()
+                    )
+                })
+                .collect();
+            panic!("gap {gap_ms} ms, report first {report_first}: {e}: {pods:#?}")
+        });
+        assert_eq!(
+            running_on(&sim, "spread", &cut),
+            before,
+            "gap {gap_ms} ms, report first {report_first}: the copies that ran through the partition are kept"
+        );
+        assert!(per_site(&sim.cache(), "spread").values().all(|&n| n == 2));
+    }
 }

@@ -270,6 +270,27 @@ impl Sim {
         }
     }
 
+    /// Brings a cut-off node back with its status report handled by the
+    /// control loop before its first heartbeat renews the lease: what a
+    /// real controller may do with a reconnecting agent's full report,
+    /// which can reach the store while the node is still NotReady.
+    pub fn reconnect_reporting_first(&mut self, name: &str) {
+        let Some(n) = self.nodes.get_mut(name) else {
+            return;
+        };
+        if n.connected {
+            return;
+        }
+        n.connected = true;
+        let full = n.full_status();
+        self.report(name, full);
+        self.settle();
+        let now = self.instant();
+        let changes = self.registry.heartbeat(name, now, self.now.ms());
+        self.commit_registry(changes);
+        self.sync_node(name);
+    }
+
     /// Deletes a node as `outpostctl delete node` does (its record and its
     /// pods, in one write); the simulated box is gone with it.
     pub fn delete_node(&mut self, name: &str) {

@@ -41,13 +41,60 @@ fn pods_of_a_node_that_is_not_ready_are_marked_not_ready() {
         events[0].message
     );
     assert_eq!(h.idle_writes(5), 0, "marked once");
-    // Ready again: the controller writes nothing itself; the agent's next
-    // report makes the pods ready.
+    // Ready again: every pod is ready again (this harness's agent reports
+    // everything anew; a real one sends only changes, and then the
+    // controller lifts its own mark from the last report), written once.
     h.set_node_ready("n1", true);
-    let r = h.step();
-    assert_eq!(r.writes, 0, "nothing but the node changed in this step");
     h.settle();
     assert!(h.cache().pods().all(|p| p.status.is_ready()));
+    assert_eq!(h.idle_writes(5), 0, "lifted once");
+}
+
+#[test]
+fn only_a_mark_over_a_ready_report_is_lifted() {
+    use crate::api::pod::ContainerStatus;
+    let mut p = Pod::default();
+    p.status.phase = PodPhase::Running;
+    p.status.container_statuses = vec![
+        ContainerStatus {
+            name: "a".into(),
+            ready: true,
+            ..Default::default()
+        },
+        ContainerStatus {
+            name: "b".into(),
+            ready: true,
+            ..Default::default()
+        },
+    ];
+    for kind in [POD_READY, CONTAINERS_READY] {
+        p.status
+            .set_condition(kind, ConditionStatus::False, NODE_NOT_READY, "", Time(1));
+    }
+    assert!(marked_over_report(&p));
+    // The node said a container is not ready: that stands.
+    let mut q = p.clone();
+    q.status.container_statuses[1].ready = false;
+    assert!(!marked_over_report(&q));
+    // Not running, or no containers reported: nothing to lift to.
+    let mut q = p.clone();
+    q.status.phase = PodPhase::Unknown;
+    assert!(!marked_over_report(&q));
+    let mut q = p.clone();
+    q.status.container_statuses.clear();
+    assert!(!marked_over_report(&q));
+    // Not ready for the node's own reason (its report): not our mark.
+    let mut q = p.clone();
+    for kind in [POD_READY, CONTAINERS_READY] {
+        q.status.set_condition(
+            kind,
+            ConditionStatus::False,
+            "ContainersNotReady",
+            "",
+            Time(2),
+        );
+    }
+    assert!(!marked_over_report(&q));
 }
 
 #[test]
