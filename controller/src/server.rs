@@ -22,7 +22,7 @@ use crate::cluster::{err, Controller};
 use crate::handshake::{Admit, HandshakeLimits};
 use crate::pki::{self, Role};
 use crate::tokens::NewToken;
-use outpost_proto::link::{read_frame, read_frame_budgeted, write_frame, LinkError};
+use outpost_proto::link::{read_frame, read_frame_budgeted, write_frame, FrameReader, LinkError};
 use outpost_proto::{
     close, AdminRequest, AdminResponse, EnrolResponse, ErrorCode, ErrorMsg, Message, Welcome,
     MAX_FRAME, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
@@ -36,8 +36,18 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
-/// A frame read by a session's reader task, or why reading stopped.
-type InboxItem = Box<Result<Option<Message>, LinkError>>;
+/// An agent's session past its Welcome: what its loop needs, owned
+/// ([`Server::run_session`]).
+struct Established {
+    conn: quinn::Connection,
+    remote: SocketAddr,
+    node: String,
+    version: u32,
+    last_heard_ms: Option<u64>,
+    conn_id: u64,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+}
 
 /// How long a new connection may take to send its first message.
 const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -421,8 +431,7 @@ impl Server {
     pub async fn run(self: Arc<Self>, endpoint: quinn::Endpoint) {
         while let Some(incoming) = endpoint.accept().await {
             let Some(setups) = &self.setups else {
-                let me = self.clone();
-                tokio::spawn(async move { me.handle(incoming, None).await });
+                tokio::spawn(self.clone().handle(incoming, None));
                 continue;
             };
             let running = setups
@@ -437,8 +446,7 @@ impl Server {
             {
                 Admit::Start => match setups.slots.clone().try_acquire_owned() {
                     Ok(slot) => {
-                        let me = self.clone();
-                        tokio::spawn(async move { me.handle(incoming, Some(slot)).await });
+                        tokio::spawn(self.clone().handle(incoming, Some(slot)));
                     }
                     // Only this loop takes slots without waiting, and
                     // setups only give them back: cannot happen, but
@@ -458,7 +466,11 @@ impl Server {
                         let slot = tokio::time::timeout(wait, slots.acquire_owned()).await;
                         queued.fetch_sub(1, Ordering::Relaxed);
                         match slot {
-                            Ok(Ok(slot)) => me.handle(incoming, Some(slot)).await,
+                            // A task of its own, so this one (and its
+                            // wait) is freed now.
+                            Ok(Ok(slot)) => {
+                                tokio::spawn(me.handle(incoming, Some(slot)));
+                            }
                             _ => {
                                 me.ctrl
                                     .metrics
@@ -497,13 +509,30 @@ impl Server {
     /// Sets up one connection; `slot` is its setup slot, given back once
     /// the session is established or the connection turns out to be an
     /// enrolment or operator connection (they have their own limits).
-    async fn handle(
+    ///
+    /// Not an `async fn`: the connection's task lives as long as the
+    /// connection and is allocated at the size of its future's largest
+    /// state, and an `async fn` keeps its arguments for its whole life
+    /// (`quinn::Incoming` is 384 bytes, kept twice). So the handshake is
+    /// boxed here, and freed once it is done, as is every other await on
+    /// the way to a session but the session itself.
+    fn handle(
         self: Arc<Self>,
         incoming: quinn::Incoming,
         slot: Option<OwnedSemaphorePermit>,
-    ) {
+    ) -> impl std::future::Future<Output = ()> + Send {
         let remote = incoming.remote_address();
-        let conn = match incoming.await {
+        let connecting = Box::pin(std::future::IntoFuture::into_future(incoming));
+        self.serve(remote, connecting, slot)
+    }
+
+    async fn serve(
+        self: Arc<Self>,
+        remote: SocketAddr,
+        connecting: std::pin::Pin<Box<quinn::IncomingFuture>>,
+        slot: Option<OwnedSemaphorePermit>,
+    ) {
+        let conn = match connecting.await {
             Ok(c) => c,
             Err(e) => {
                 self.ctrl
@@ -517,7 +546,7 @@ impl Server {
         let identity = match peer_identity(&conn) {
             Ok(id) => id,
             Err(e) => {
-                self.finish(&conn, remote, deny(ErrorCode::Unauthenticated, e), None)
+                Box::pin(self.finish(&conn, remote, deny(ErrorCode::Unauthenticated, e), None))
                     .await;
                 return;
             }
@@ -534,7 +563,7 @@ impl Server {
         }
         let result = match identity {
             None => match self.anonymous_slots.try_acquire() {
-                Ok(_open) => self.clone().anonymous(&conn).await,
+                Ok(_open) => Box::pin(self.clone().anonymous(&conn)).await,
                 Err(_) => {
                     conn.close(
                         close::BUSY.into(),
@@ -545,12 +574,19 @@ impl Server {
             },
             Some(id) => match id.role.clone() {
                 Role::Node(name) => {
-                    self.clone()
-                        .agent(&conn, remote, name, id.serial, slot)
-                        .await
+                    match Box::pin(self.clone().agent(&conn, remote, name, id.serial, slot)).await {
+                        // The session loop gets a task of its own, holding
+                        // only what it needs; this one ends here.
+                        Ok(Some(session)) => {
+                            tokio::spawn(self.clone().run_session(session));
+                            return;
+                        }
+                        Ok(None) => Ok(()),
+                        Err(reject) => Err(reject),
+                    }
                 }
                 Role::Admin(_) | Role::ReadOnly(_) => match self.operator_slots.try_acquire() {
-                    Ok(_open) => self.clone().admit_operator(&conn, remote, &id).await,
+                    Ok(_open) => Box::pin(self.clone().admit_operator(&conn, remote, &id)).await,
                     Err(_) => {
                         conn.close(
                             close::BUSY.into(),
@@ -567,7 +603,7 @@ impl Server {
         };
         match result {
             Ok(()) => conn.close(close::DONE.into(), b"done"),
-            Err(reject) => self.finish(&conn, remote, reject, None).await,
+            Err(reject) => Box::pin(self.finish(&conn, remote, reject, None)).await,
         }
     }
 
@@ -701,7 +737,8 @@ impl Server {
         Ok(())
     }
 
-    /// An agent's session: hello, then heartbeats, reports and renewals.
+    /// An agent's connection: a relay, or a session up to its Welcome,
+    /// handed back for [`Server::run_session`] (`None`: done here).
     async fn agent(
         self: Arc<Self>,
         conn: &quinn::Connection,
@@ -709,36 +746,107 @@ impl Server {
         cert_node: String,
         serial: String,
         slot: Option<OwnedSemaphorePermit>,
-    ) -> Result<(), Reject> {
+    ) -> Result<Option<Established>, Reject> {
         let (mut send, recv, msg) =
-            Self::first_stream(conn, MAX_FRAME, FIRST_MESSAGE_TIMEOUT).await?;
+            Box::pin(Self::first_stream(conn, MAX_FRAME, FIRST_MESSAGE_TIMEOUT)).await?;
         let result = match msg {
             Message::RelayHello(hello) => {
                 drop(slot);
-                self.clone()
-                    .relay_connection(conn, &cert_node, &serial, hello, &mut send)
-                    .await
-            }
-            msg => {
-                self.session(
-                    conn, remote, &cert_node, &serial, msg, &mut send, recv, slot,
+                Box::pin(
+                    self.clone()
+                        .relay_connection(conn, &cert_node, &serial, hello, &mut send),
                 )
                 .await
             }
+            msg => {
+                match Box::pin(
+                    self.establish(conn, remote, &cert_node, &serial, msg, &mut send, slot),
+                )
+                .await
+                {
+                    Ok((version, last_heard_ms, conn_id)) => {
+                        return Ok(Some(Established {
+                            conn: conn.clone(),
+                            remote,
+                            node: cert_node,
+                            version,
+                            last_heard_ms,
+                            conn_id,
+                            send,
+                            recv,
+                        }))
+                    }
+                    Err(reject) => Err(reject),
+                }
+            }
         };
         match result {
-            Ok(()) => Ok(()),
-            // The agent went away; `session` already logged it.
-            Err(reject) if reject.code == close::DONE => Ok(()),
+            Ok(()) => Ok(None),
+            // The agent went away; already logged.
+            Err(reject) if reject.code == close::DONE => Ok(None),
             Err(reject) => {
-                self.finish(conn, remote, reject, Some(&mut send)).await;
-                Ok(())
+                Box::pin(self.finish(conn, remote, reject, Some(&mut send))).await;
+                Ok(None)
             }
         }
     }
 
+    /// An established session's loop, then its end: the node
+    /// disconnected, a refusal sent when the session ended on one, the
+    /// connection closed. Not an `async fn`, so the session's parts are
+    /// kept once (an `async fn` also keeps a copy of its arguments), in a
+    /// task of its own: this is what each connected agent holds for as
+    /// long as it is connected.
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    fn run_session(
+        self: Arc<Self>,
+        mut s: Established,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        async move {
+            let result = self
+                .session_frames(
+                    &s.node,
+                    s.version,
+                    s.last_heard_ms,
+                    &mut s.send,
+                    &mut s.recv,
+                )
+                .await;
+            self.end_session(&s.node, s.conn_id, &result);
+            match result {
+                Ok(()) => {}
+                Err(reject) if reject.code == close::DONE => {}
+                Err(reject) => {
+                    Box::pin(self.finish(&s.conn, s.remote, reject, Some(&mut s.send))).await;
+                }
+            }
+            s.conn.close(close::DONE.into(), b"done");
+        }
+    }
+
+    /// The bookkeeping when a session ends, however it ended.
+    fn end_session(&self, node: &str, conn_id: u64, result: &Result<(), Reject>) {
+        self.ctrl.disconnect(node, conn_id);
+        {
+            let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            if sessions.get(node).is_some_and(|(id, _)| *id == conn_id) {
+                sessions.remove(node);
+            }
+        }
+        match result {
+            Ok(()) => info!(node, "agent disconnected"),
+            Err(r) if r.code == close::DONE => {
+                info!(node, "agent disconnected: {}", r.msg.message)
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// A session's start: the Hello checked, the node connected and
+    /// registered, the Welcome sent. Returns the protocol version, when
+    /// the node was last heard from and the connection's id.
     #[allow(clippy::too_many_arguments)]
-    async fn session(
+    async fn establish(
         &self,
         conn: &quinn::Connection,
         remote: SocketAddr,
@@ -746,9 +854,8 @@ impl Server {
         serial: &str,
         first: Message,
         send: &mut quinn::SendStream,
-        recv: quinn::RecvStream,
         slot: Option<OwnedSemaphorePermit>,
-    ) -> Result<(), Reject> {
+    ) -> Result<(u32, Option<u64>, u64), Reject> {
         let hello = match first {
             Message::Hello(h) => h,
             Message::Request(_) => {
@@ -812,63 +919,15 @@ impl Server {
                 .unwrap_or(u64::MAX),
             server_time_ms: crate::cluster::now_ms(),
         });
-        let result = async {
-            write_frame(send, &welcome).await?;
-            self.ctrl.session_started(cert_node, version).await;
-            // Established: the next connection may set up.
-            drop(slot);
-            self.session_loop(cert_node, version, last_heard_ms, send, recv)
-                .await
+        if let Err(e) = write_frame(send, &welcome).await {
+            let result = Err(e.into());
+            self.end_session(cert_node, conn_id, &result);
+            return result.map(|()| (version, last_heard_ms, conn_id));
         }
-        .await;
-        self.ctrl.disconnect(cert_node, conn_id);
-        {
-            let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-            if sessions
-                .get(cert_node)
-                .is_some_and(|(id, _)| *id == conn_id)
-            {
-                sessions.remove(cert_node);
-            }
-        }
-        match &result {
-            Ok(()) => info!(node = cert_node, "agent disconnected"),
-            Err(r) if r.code == close::DONE => {
-                info!(node = cert_node, "agent disconnected: {}", r.msg.message)
-            }
-            Err(_) => {}
-        }
-        result
-    }
-
-    async fn session_loop(
-        &self,
-        node: &str,
-        version: u32,
-        last_heard_ms: Option<u64>,
-        send: &mut quinn::SendStream,
-        mut recv: quinn::RecvStream,
-    ) -> Result<(), Reject> {
-        // Frames are read on their own task: a read must never be cut in half
-        // by the select below. The channel is small; a peer that floods is
-        // slowed down by QUIC flow control, not buffered here. Its items are
-        // boxed: tokio allocates a channel's slots 32 at a time whatever its
-        // bound, and 32 unboxed results were about 5 KiB per connected agent.
-        let (tx, mut inbox) = tokio::sync::mpsc::channel::<InboxItem>(8);
-        let reader = tokio::spawn(async move {
-            loop {
-                let r = read_frame(&mut recv, MAX_FRAME).await;
-                let stop = !matches!(r, Ok(Some(_)));
-                if tx.send(Box::new(r)).await.is_err() || stop {
-                    break;
-                }
-            }
-        });
-        let result = self
-            .session_frames(node, version, last_heard_ms, send, &mut inbox)
-            .await;
-        reader.abort();
-        result
+        self.ctrl.session_started(cert_node, version).await;
+        // Established: the next connection may set up.
+        drop(slot);
+        Ok((version, last_heard_ms, conn_id))
     }
 
     async fn session_frames(
@@ -877,8 +936,13 @@ impl Server {
         version: u32,
         last_heard_ms: Option<u64>,
         send: &mut quinn::SendStream,
-        inbox: &mut tokio::sync::mpsc::Receiver<InboxItem>,
+        recv: &mut quinn::RecvStream,
     ) -> Result<(), Reject> {
+        // Frames are read in this loop's select, which drops the read when
+        // another branch wins: the reader keeps its place (a frame is never
+        // cut in half) and holds nothing between frames. A task and a
+        // channel per connection cost about 3 KiB per connected agent.
+        let mut reader = FrameReader::new();
         let waker = self.ctrl.agents.waker(node);
         // Generation last sent; None until the agent said where it stands.
         let mut sent: Option<u64> = None;
@@ -932,19 +996,19 @@ impl Server {
                     routes_due = Some(tokio::time::Instant::now() + ROUTES_COALESCE);
                     continue;
                 }
-                frame = inbox.recv() => match frame.map(|b| *b) {
-                    Some(Ok(Some(m))) => m,
-                    Some(Ok(None)) | None => return Ok(()),
+                frame = reader.next(recv, MAX_FRAME) => match frame {
+                    Ok(Some(m)) => m,
+                    Ok(None) => return Ok(()),
                     // The link going away is the agent's business, not an error.
-                    Some(Err(LinkError::Read(quinn::ReadExactError::ReadError(
+                    Err(LinkError::Read(quinn::ReadExactError::ReadError(
                         quinn::ReadError::ConnectionLost(e),
-                    )))) => {
+                    ))) => {
                         return Err(Reject {
                             code: close::DONE,
                             msg: err(ErrorCode::Internal, e.to_string()),
                         })
                     }
-                    Some(Err(e)) => return Err(e.into()),
+                    Err(e) => return Err(e.into()),
                 },
                 () = waker.notified(), if sent.is_some() => {
                     let since = sent.unwrap_or(0);
@@ -959,18 +1023,18 @@ impl Server {
                 }
             };
             match msg {
-                Message::Heartbeat(_) => self.ctrl.heartbeat(node).await,
-                Message::Report(report) => {
-                    self.ctrl
-                        .report(node, *report)
-                        .await
-                        .map_err(|msg| Reject {
-                            code: close::PROTOCOL_ERROR,
-                            msg,
-                        })?
-                }
+                // The rarer and larger awaits are boxed (`Box::pin`): a
+                // task is allocated at the size of its largest state, and
+                // this loop's is what every connected agent holds.
+                Message::Heartbeat(_) => Box::pin(self.ctrl.heartbeat(node)).await,
+                Message::Report(report) => Box::pin(self.ctrl.report(node, *report))
+                    .await
+                    .map_err(|msg| Reject {
+                        code: close::PROTOCOL_ERROR,
+                        msg,
+                    })?,
                 Message::RenewRequest(req) => {
-                    let reply = match self.ctrl.renew(node, &req.csr_der).await {
+                    let reply = match Box::pin(self.ctrl.renew(node, &req.csr_der)).await {
                         Ok(issued) => {
                             info!(node, serial = %issued.serial, "node certificate renewed");
                             Message::RenewResponse(outpost_proto::RenewResponse {
@@ -1020,9 +1084,7 @@ impl Server {
                         })?;
                     self.ctrl.inbox_notify.notify_one();
                 }
-                Message::AgentEvents(events) => self
-                    .ctrl
-                    .agent_events(node, events)
+                Message::AgentEvents(events) => Box::pin(self.ctrl.agent_events(node, events))
                     .await
                     .map_err(|msg| Reject {
                         code: close::PROTOCOL_ERROR,
@@ -1034,8 +1096,7 @@ impl Server {
                         outpost_proto::version::EVENT_TIMES,
                     ) =>
                 {
-                    self.ctrl
-                        .agent_events_at(node, *batch, last_heard_ms)
+                    Box::pin(self.ctrl.agent_events_at(node, *batch, last_heard_ms))
                         .await
                         .map_err(|msg| Reject {
                             code: close::PROTOCOL_ERROR,

@@ -133,6 +133,83 @@ async fn read_payload(recv: &mut quinn::RecvStream, len: usize) -> Result<Vec<u8
     Ok(payload)
 }
 
+/// Reads frames one after the other from one stream, keeping its progress
+/// in itself, so that [`FrameReader::next`] is cancel-safe: a `next`
+/// future dropped before it is ready (the losing branch of a `select!`)
+/// loses no byte, and the next call goes on where it stopped. It waits
+/// only on quinn reads that complete as soon as any bytes arrive, and
+/// records what each brought before it waits again.
+///
+/// This is what lets a session read its peer's frames in the same loop
+/// that sends to it, without a task and a channel per connection between
+/// the two. Between frames it holds no heap memory; during one, a buffer
+/// that grows with the bytes that arrived, as [`read_frame`]'s does.
+#[derive(Debug, Default)]
+pub struct FrameReader {
+    header: [u8; HEADER_LEN],
+    /// Header bytes read so far.
+    have: usize,
+    /// The current frame's payload length, once its header is complete.
+    len: Option<usize>,
+    payload: Vec<u8>,
+}
+
+impl FrameReader {
+    pub fn new() -> FrameReader {
+        FrameReader::default()
+    }
+
+    /// The next frame of at most `max` payload bytes; `Ok(None)` when the
+    /// peer finished the stream cleanly between frames.
+    pub async fn next(
+        &mut self,
+        recv: &mut quinn::RecvStream,
+        max: usize,
+    ) -> Result<Option<Message>, LinkError> {
+        let len = loop {
+            if let Some(len) = self.len {
+                break len;
+            }
+            let read = recv
+                .read(&mut self.header[self.have..])
+                .await
+                .map_err(quinn::ReadExactError::ReadError)?;
+            match read {
+                Some(n) => {
+                    self.have += n;
+                    if self.have == HEADER_LEN {
+                        let len = frame::payload_len(self.header, max)?;
+                        self.len = Some(len);
+                        self.payload = Vec::with_capacity(len.min(READ_CHUNK));
+                    }
+                }
+                None if self.have == 0 => return Ok(None),
+                None => return Err(quinn::ReadExactError::FinishedEarly(self.have).into()),
+            }
+        };
+        while self.payload.len() < len {
+            let want = (len - self.payload.len()).min(READ_CHUNK);
+            let chunk = recv
+                .read_chunk(want, true)
+                .await
+                .map_err(quinn::ReadExactError::ReadError)?;
+            match chunk {
+                Some(chunk) => self.payload.extend_from_slice(&chunk.bytes),
+                None => {
+                    return Err(quinn::ReadExactError::FinishedEarly(
+                        HEADER_LEN + self.payload.len(),
+                    )
+                    .into())
+                }
+            }
+        }
+        let payload = std::mem::take(&mut self.payload);
+        self.have = 0;
+        self.len = None;
+        Ok(Some(frame::decode(&payload)?))
+    }
+}
+
 /// Writes one frame.
 pub async fn write_frame(send: &mut quinn::SendStream, msg: &Message) -> Result<(), LinkError> {
     let bytes = frame::encode(msg)?;
@@ -514,6 +591,119 @@ mod tests {
 
     fn at(secs: u64) -> UnixTime {
         UnixTime::since_unix_epoch(Duration::from_secs(secs))
+    }
+
+    /// A server and a client endpoint on loopback with a throwaway CA, and
+    /// one connection between them.
+    async fn pair() -> (
+        quinn::Endpoint,
+        quinn::Endpoint,
+        quinn::Connection,
+        quinn::Connection,
+    ) {
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::new()).expect("params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).expect("ca");
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .expect("params")
+            .signed_by(&key, &issuer)
+            .expect("leaf");
+        let t = || transport(Duration::from_secs(10), 4);
+        let server = server_config(
+            vec![leaf.der().clone()],
+            PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            ca.der().clone(),
+            t(),
+        )
+        .expect("server config");
+        let server = quinn::Endpoint::server(server, ([127, 0, 0, 1], 0).into()).expect("bind");
+        let mut client = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).expect("bind");
+        client
+            .set_default_client_config(client_config(ca.der().clone(), None, t()).expect("client"));
+        let addr = server.local_addr().expect("addr");
+        let (c, s) = tokio::join!(
+            async {
+                client
+                    .connect(addr, "localhost")
+                    .expect("connect")
+                    .await
+                    .expect("handshake")
+            },
+            async {
+                server
+                    .accept()
+                    .await
+                    .expect("incoming")
+                    .await
+                    .expect("accept")
+            }
+        );
+        (server, client, c, s)
+    }
+
+    #[tokio::test]
+    async fn a_frame_reader_dropped_mid_frame_loses_nothing() {
+        let (_se, _ce, client, server) = pair().await;
+        let (mut send, _r) = client.open_bi().await.expect("stream");
+        let first = Message::Heartbeat(crate::Heartbeat { seq: 7 });
+        let second = Message::Heartbeat(crate::Heartbeat { seq: 8 });
+        let mut bytes = frame::encode(&first).expect("encode");
+        bytes.extend(frame::encode(&second).expect("encode"));
+        // Two bytes (half a header) open the stream on the server side.
+        send.write_all(&bytes[..2]).await.expect("write");
+        let (_s, mut recv) = server.accept_bi().await.expect("accept");
+        let mut reader = FrameReader::new();
+        // Every cut point: the read is dropped whenever it has to wait,
+        // then one more byte arrives.
+        let mut got = Vec::new();
+        let mut sent = 2;
+        while got.len() < 2 {
+            tokio::select! {
+                m = reader.next(&mut recv, 1024) => got.push(m.expect("frame").expect("not finished")),
+                () = tokio::time::sleep(Duration::from_millis(5)) => {
+                    assert!(sent < bytes.len(), "every byte sent, {} frames read", got.len());
+                    send.write_all(&bytes[sent..sent + 1]).await.expect("write");
+                    sent += 1;
+                }
+            }
+        }
+        assert_eq!(got, vec![first, second]);
+        assert_eq!(sent, bytes.len());
+        // Between frames: nothing held, and a clean finish is the end.
+        assert_eq!(reader.payload.capacity(), 0);
+        send.finish().expect("finish");
+        assert!(reader
+            .next(&mut recv, 1024)
+            .await
+            .expect("clean end")
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn a_frame_reader_refuses_a_frame_over_its_bound_and_a_cut_frame() {
+        let (_se, _ce, client, server) = pair().await;
+        let big = Message::Heartbeat(crate::Heartbeat { seq: u64::MAX });
+        let bytes = frame::encode(&big).expect("encode");
+        let (mut send, _r) = client.open_bi().await.expect("stream");
+        send.write_all(&bytes).await.expect("write");
+        let (_s, mut recv) = server.accept_bi().await.expect("accept");
+        let e = FrameReader::new().next(&mut recv, 1).await.unwrap_err();
+        assert!(matches!(e, LinkError::Frame(_)), "{e}");
+        // A stream finished inside a frame is an error, not the end.
+        let (mut send, _r) = client.open_bi().await.expect("stream");
+        send.write_all(&bytes[..bytes.len() - 1])
+            .await
+            .expect("write");
+        send.finish().expect("finish");
+        let (_s, mut recv) = server.accept_bi().await.expect("accept");
+        let e = FrameReader::new().next(&mut recv, 1024).await.unwrap_err();
+        assert!(
+            matches!(e, LinkError::Read(quinn::ReadExactError::FinishedEarly(_))),
+            "{e}"
+        );
     }
 
     #[test]
