@@ -50,10 +50,13 @@ pub struct HandshakeLimits {
 
 /// Setups in flight per core. A setup is mostly waiting (round trips, the
 /// group commit of its first write), not computing: a TLS handshake costs
-/// the controller well under a millisecond of CPU, so 128 per core keep
-/// the cores busy without letting a storm stretch every handshake past the
-/// agents' timeouts (docs/BENCHMARKS.md, reconnect storm).
-const PER_CORE: usize = 128;
+/// the controller well under a millisecond of CPU. At 128 per core, 10,000
+/// agents reconnecting to a 2-core controller met 10,564 refusals, each an
+/// agent sent into its back-off, and were all back 18 s later than with no
+/// limit; at 512 per core none was refused and the timeouts that cascade
+/// into retries stayed fewer than with no limit (docs/BENCHMARKS.md,
+/// reconnect storm).
+const PER_CORE: usize = 512;
 
 /// How long a connection may wait for a slot: well inside the agent's
 /// 10 s answer timeout and 15 s idle timeout, so a connection the
@@ -133,7 +136,7 @@ mod tests {
     #[test]
     fn sized_from_cores() {
         let l = HandshakeLimits::for_cores(2);
-        assert_eq!((l.concurrent, l.queued), (256, 1024));
+        assert_eq!((l.concurrent, l.queued), (1024, 4096));
         assert_eq!(HandshakeLimits::for_cores(0).concurrent, PER_CORE);
     }
 

@@ -133,7 +133,7 @@ struct Tuning {
     default_unreachable_toleration_seconds: i64,
     /// New connections set up at once (QUIC/TLS handshake to established
     /// session); four times as many more wait up to 2 s, the rest are
-    /// refused and their agents retry with back-off. Default: 128 per
+    /// refused and their agents retry with back-off. Default: 512 per
     /// core. 0 turns handshake admission off (every connection is set up
     /// at once).
     #[arg(long)]
