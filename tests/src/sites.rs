@@ -214,11 +214,17 @@ fn taken_prefixes() -> Vec<Prefix> {
 /// A /24 of the site networks' pool that no Docker network or host route
 /// uses now (its first address), for a bridge made outside Docker.
 pub(crate) fn free_pool_24() -> Option<Ipv4Addr> {
+    free_pool_24s(std::process::id()).next()
+}
+
+/// The pool's /24s no Docker network or host route uses now (their first
+/// addresses), all of them once each, starting at `seed` (modulo the pool)
+/// so runs started together try different ones first.
+fn free_pool_24s(seed: u32) -> impl Iterator<Item = Ipv4Addr> {
     let taken = taken_prefixes();
-    let seed = std::process::id();
     (0..POOL_SIZE)
-        .map(|k| POOL_BASE + (((seed + k) % POOL_SIZE) << 8))
-        .find(|net| !taken.iter().any(|t| overlaps(*t, (*net, 0xffff_ff00))))
+        .map(move |k| POOL_BASE + ((seed.wrapping_add(k) % POOL_SIZE) << 8))
+        .filter(move |net| !taken.iter().any(|t| overlaps(*t, (*net, 0xffff_ff00))))
         .map(Ipv4Addr::from)
 }
 
@@ -605,19 +611,13 @@ fn create_network(run: &str, site: &str) -> SiteNetwork {
 /// (`-H unix://...` for another engine).
 pub(crate) fn create_network_with(cli: &[&str], run: &str, site: &str) -> SiteNetwork {
     let name = format!("outpost-t-{run}-{site}");
-    let taken = taken_prefixes();
     let seed = std::process::id()
         ^ std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
     let mut tries = 0;
-    for k in 0..POOL_SIZE {
-        let net = POOL_BASE + (((seed + k) % POOL_SIZE) << 8);
-        if taken.iter().any(|t| overlaps(*t, (net, 0xffff_ff00))) {
-            continue;
-        }
-        let subnet = Ipv4Addr::from(net);
-        let gateway = Ipv4Addr::from(net | 1);
+    for subnet in free_pool_24s(seed) {
+        let gateway = Ipv4Addr::from(u32::from(subnet) | 1);
         let label = format!("{TEST_LABEL}={run}");
         let subnet_text = format!("{subnet}/24");
         let gateway_text = gateway.to_string();

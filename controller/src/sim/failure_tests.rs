@@ -497,7 +497,7 @@ fn a_site_whose_nodes_return_one_by_one_keeps_the_copies_that_ran_through() {
         }
         sim.run_for(GRACE + TOLERATION + Duration::from_secs(60));
         assert_eq!(per_site(&sim.cache(), "spread").get("site-00"), Some(&4));
-        let mut reconnect = |sim: &mut Sim, n: &str| {
+        let reconnect = |sim: &mut Sim, n: &str| {
             if report_first {
                 sim.reconnect_reporting_first(n);
             } else {
