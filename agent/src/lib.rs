@@ -24,6 +24,7 @@ pub mod eventqueue;
 pub mod identity;
 pub mod metrics;
 pub mod netlink;
+pub mod nft;
 pub mod podnet;
 pub mod podstate;
 pub mod pressure;

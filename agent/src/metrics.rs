@@ -94,6 +94,12 @@ pub fn render(proxy: &ProxyMetrics, dns: &DnsStats) -> String {
         "Addresses the Service proxy listens on.",
         proxy.listeners.load(Ordering::Relaxed),
     );
+    one(
+        "outpost_agent_service_kernel_frontends",
+        "gauge",
+        "Addresses and ports the kernel forwards (nf_tables DNAT, --service-proxy).",
+        proxy.kernel_frontends.load(Ordering::Relaxed),
+    );
     let d = dns.snapshot();
     for (name, help, v) in [
         (
@@ -126,7 +132,7 @@ pub fn render(proxy: &ProxyMetrics, dns: &DnsStats) -> String {
     }
     let per = proxy.per_service();
     type Pick = fn(&crate::proxy::ServiceStats) -> u64;
-    let series: [(&str, &str, &str, Pick); 5] = [
+    let series: [(&str, &str, &str, Pick); 6] = [
         (
             "outpost_agent_service_connections_total",
             "counter",
@@ -138,6 +144,12 @@ pub fn render(proxy: &ProxyMetrics, dns: &DnsStats) -> String {
             "counter",
             "Of them, carried by the relay over the agents' links.",
             |s| s.relayed,
+        ),
+        (
+            "outpost_agent_service_kernel_connections_total",
+            "counter",
+            "Of them, forwarded by the kernel (nf_tables DNAT) without the proxy; read every 10 s.",
+            |s| s.kernel,
         ),
         (
             "outpost_agent_service_connections_active",
@@ -154,7 +166,7 @@ pub fn render(proxy: &ProxyMetrics, dns: &DnsStats) -> String {
         (
             "outpost_agent_service_bytes_total",
             "counter",
-            "Bytes both ways, counted as connections end.",
+            "Bytes both ways through the proxy, counted as connections end (not the kernel's).",
             |s| s.bytes,
         ),
     ];
