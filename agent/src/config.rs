@@ -501,10 +501,12 @@ mod tests {
             labels: Some("site=ok,=x".into()),
             housekeeping_interval: Some("ten".into()),
             eviction_hard: Some("memory.available>1".into()),
+            service_proxy: Some("iptables".into()),
             ..Flags::default()
         };
         let err = flags.resolve().unwrap_err();
         for needle in [
+            "--service-proxy \"iptables\" must be auto, kernel or userspace",
             "--controller",
             "--ca-hash",
             "--name",
@@ -538,6 +540,7 @@ mod tests {
         assert_eq!(cfg.server_name, "10.0.0.5");
         assert_eq!(cfg.housekeeping_interval, Duration::from_secs(5));
         assert_eq!(cfg.labels[names::SITE_LABEL], "shop-1");
+        assert_eq!(cfg.service_proxy, crate::proxy::kernel::Mode::Auto);
         std::fs::write(&path, "controler = \"typo:1\"\n").unwrap();
         let err = Flags {
             config: Some(path),

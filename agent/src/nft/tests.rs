@@ -36,7 +36,7 @@ fn split(buf: &[u8]) -> Vec<(u16, u16, u32, Vec<u8>)> {
     let mut out = Vec::new();
     let mut at = 0;
     while at < buf.len() {
-        let len = u32::from_ne_bytes(buf[at..at + 4].try_into().unwrap()) as usize;
+        let len = usize::try_from(u32::from_ne_bytes(buf[at..at + 4].try_into().unwrap())).unwrap();
         assert!(len >= 20 && at + len <= buf.len(), "message length {len}");
         assert_eq!(len % 4, 0, "messages stay aligned");
         let kind = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
@@ -277,7 +277,7 @@ fn a_bad_dump_is_an_error_not_a_panic() {
         x ^= x >> 7;
         x ^= x << 17;
         let i = usize::try_from(x % b.len() as u64).unwrap();
-        b[i] = (x >> 32) as u8;
+        b[i] = u8::try_from((x >> 32) & 0xff).unwrap();
         let _ = decode_counters(&b, 1);
     }
 }

@@ -14,6 +14,13 @@
 //! DNAT's conntrack entry outlives an endpoint that goes away, and
 //! kube-proxy clears those by hand.
 //!
+//! Node ports and load balancer ports on node addresses go to the kernel
+//! only when `node_ports` says so: in the host's own network namespace
+//! (the agent run with `--network host`) Docker's iptables filter has a
+//! FORWARD policy of DROP, which would drop a connection from outside that
+//! the kernel DNATs to a pod, and an accept in our table cannot overrule
+//! it. [`forwarding_unfiltered`] tells the two apart.
+//!
 //! [`Kernel`] is the thin part: it replaces the table when the plan
 //! changes, reads the counters into [`ProxyMetrics`], and falls back to
 //! the userspace proxy for everything (said once) when nf_tables or IP
@@ -80,6 +87,7 @@ pub fn plan(
     bindings: &[Binding],
     me: &Me<'_>,
     reach: &HashSet<Ipv4Addr>,
+    node_ports: bool,
 ) -> Plan {
     let mut out = Plan::default();
     let mut chain_of: HashMap<(&str, usize), usize> = HashMap::new();
@@ -91,6 +99,9 @@ pub fn plan(
         let Some(route) = table.get(&b.service) else {
             continue;
         };
+        if !node_ports && route.cluster_ip != Some(b.front.ip) {
+            continue;
+        }
         let c = candidates(route, b.index, me, |e| reach.contains(&e.ip), 0);
         let Some(best) = c.direct.first().map(|c| c.tier) else {
             continue;
@@ -148,6 +159,20 @@ pub struct Kernel {
     applied: Option<Ruleset>,
     /// The last failure said, so a retry that fails alike stays quiet.
     said: Option<String>,
+}
+
+/// Whether this network namespace is not the host's (the agent in a
+/// container with a network of its own, and the host's PIDs): then no
+/// engine's firewall filters what the kernel forwards here. Compares this
+/// namespace with PID 1's; without the host's PIDs PID 1 is this process
+/// and the answer is no, which keeps node ports in userspace.
+pub fn forwarding_unfiltered() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ns = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino()));
+    match (ns("/proc/self/ns/net"), ns("/proc/1/ns/net")) {
+        (Ok(me), Ok(init)) => me != init,
+        _ => false,
+    }
 }
 
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
@@ -352,7 +377,7 @@ mod tests {
         t.site = "a".into();
         let bindings = t.bindings(&[NODE]);
         let reach: HashSet<Ipv4Addr> = [2, 3].map(|l| Ipv4Addr::new(172, 30, 0, l)).into();
-        let p = plan(&t, &bindings, &ME, &reach);
+        let p = plan(&t, &bindings, &ME, &reach, true);
         let mut kernel: Vec<(Ipv4Addr, u16, &str)> = p
             .kernel
             .iter()
@@ -413,9 +438,9 @@ mod tests {
         .unwrap();
         let b = t.bindings(&[NODE]);
         let none = HashSet::new();
-        assert_eq!(plan(&t, &b, &ME, &none), Plan::default());
+        assert_eq!(plan(&t, &b, &ME, &none, true), Plan::default());
         let reach: HashSet<Ipv4Addr> = [Ipv4Addr::new(172, 30, 0, 9)].into();
-        let a = plan(&t, &b, &ME, &reach);
+        let a = plan(&t, &b, &ME, &reach, true);
         assert_eq!(
             a.kernel.len(),
             2,
@@ -423,7 +448,7 @@ mod tests {
         );
         assert_eq!(
             a,
-            plan(&t, &b, &ME, &reach),
+            plan(&t, &b, &ME, &reach, true),
             "deterministic, so unchanged tables are not reprogrammed"
         );
     }
@@ -446,7 +471,7 @@ mod tests {
         })
         .unwrap();
         let b = t.bindings(&[]);
-        let p = plan(&t, &b, &ME, &HashSet::new());
+        let p = plan(&t, &b, &ME, &HashSet::new(), true);
         let rules: usize = p.ruleset.frontends.len() * 2
             + p.ruleset
                 .chains

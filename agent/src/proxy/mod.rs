@@ -222,6 +222,8 @@ pub async fn run(
     let mut nft = kernel::Kernel::new(mode);
     nft.start();
     let mut reach_changed = reach.clone();
+    let mut reach_open = true;
+    let node_ports = kernel::forwarding_unfiltered();
     let mut counters = tokio::time::interval(COUNTER_INTERVAL);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let me = Arc::new(me);
@@ -241,7 +243,7 @@ pub async fn run(
             };
             // A few netlink messages to the kernel, done inline: the agent
             // runs one thread, and a table change is rare.
-            nft.sync(&kernel::plan(&t, &bindings, &me, &r), &metrics);
+            nft.sync(&kernel::plan(&t, &bindings, &me, &r, node_ports), &metrics);
             bindings.into_iter().collect()
         };
         listeners.retain(|b, task| {
@@ -302,7 +304,10 @@ pub async fn run(
         let closed = loop {
             tokio::select! {
                 r = table.changed() => break r.is_err(),
-                r = reach_changed.changed() => break r.is_err(),
+                r = reach_changed.changed(), if reach_open => {
+                    reach_open = r.is_ok();
+                    break false;
+                }
                 () = &mut recheck => break false,
                 _ = counters.tick() => nft.count(&metrics),
             }
