@@ -846,6 +846,10 @@ impl Socket {
         // about 350 rules. The kernel doubles the value it is given.
         let _ = rustix::net::sockopt::set_socket_send_buffer_size_force(&fd, MAX_BATCH / 2)
             .or_else(|_| rustix::net::sockopt::set_socket_send_buffer_size(&fd, MAX_BATCH / 2));
+        // Room for every acknowledgement and a dump's buffers at once: an
+        // overrun loses answers and reads back as ENOBUFS.
+        let _ = rustix::net::sockopt::set_socket_recv_buffer_size_force(&fd, 1 << 20)
+            .or_else(|_| rustix::net::sockopt::set_socket_recv_buffer_size(&fd, 1 << 20));
         Ok(Socket { fd, seq: 1 })
     }
 

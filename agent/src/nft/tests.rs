@@ -410,6 +410,13 @@ fn a_table_programmed_in_a_namespace_of_our_own_dnats_and_counts() {
             s.remove().map_err(io)?; // nothing there yet: done
             s.replace(&r).map_err(io)?;
             s.replace(&r).map_err(io)?; // replacing is idempotent
+            for _ in 0..20 {
+                // As the agent does: counters now and then, and before
+                // each replace.
+                s.counters().map_err(io)?;
+                s.counters().map_err(io)?;
+                s.replace(&r).map_err(io)?;
+            }
             let mut served = Vec::new();
             for _ in 0..40 {
                 let mut c = std::net::TcpStream::connect_timeout(&front, Duration::from_secs(2))

@@ -153,7 +153,6 @@ pub fn plan(
 /// Programs the plan into this network namespace (see the module doc).
 pub struct Kernel {
     mode: Mode,
-    socket: Option<nft::Socket>,
     /// Auto mode gave up: the userspace proxy serves everything.
     disabled: bool,
     applied: Option<Ruleset>,
@@ -161,18 +160,30 @@ pub struct Kernel {
     said: Option<String>,
 }
 
-/// Whether this network namespace is not the host's (the agent in a
-/// container with a network of its own, and the host's PIDs): then no
-/// engine's firewall filters what the kernel forwards here. Compares this
-/// namespace with PID 1's; without the host's PIDs PID 1 is this process
-/// and the answer is no, which keeps node ports in userspace.
+/// Whether no Docker engine's bridge is in this network namespace (the
+/// agent in a container with a network of its own): then no engine's
+/// iptables filter, whose FORWARD policy is DROP, sees what the kernel
+/// forwards here. Read from `/proc/self/net/dev` (this namespace's
+/// interfaces); `docker0` or a user network's `br-*` means the engine's
+/// namespace, and node ports stay in userspace.
 pub fn forwarding_unfiltered() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let ns = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino()));
-    match (ns("/proc/self/ns/net"), ns("/proc/1/ns/net")) {
-        (Ok(me), Ok(init)) => me != init,
-        _ => false,
-    }
+    let path = std::path::Path::new("/proc/self/net/dev");
+    outpost_proto::files::read_bounded(path, 1 << 20).is_ok_and(|dev| !engine_bridge(&dev))
+}
+
+/// Whether `/proc/net/dev` text lists a Docker bridge.
+fn engine_bridge(dev: &str) -> bool {
+    dev.lines()
+        .filter_map(|l| l.split_once(':').map(|(name, _)| name.trim()))
+        .any(|name| name == "docker0" || name.starts_with("br-"))
+}
+
+/// Why a change did not reach the kernel.
+enum Failure {
+    /// No nf_tables, no permission or no forwarding: auto mode gives up.
+    Unavailable(String),
+    /// Anything else: retried at the next change.
+    Transient(String),
 }
 
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
@@ -193,7 +204,6 @@ impl Kernel {
     pub fn new(mode: Mode) -> Kernel {
         Kernel {
             mode,
-            socket: None,
             disabled: mode == Mode::Userspace,
             applied: None,
             said: None,
@@ -212,11 +222,6 @@ impl Kernel {
         if self.mode == Mode::Userspace {
             info!("Service proxy: userspace for every Service (--service-proxy=userspace)");
         }
-    }
-
-    /// Whether the kernel forwards now.
-    pub fn active(&self) -> bool {
-        self.applied.is_some()
     }
 
     /// Puts `plan` in the kernel if it differs from what is there.
@@ -245,12 +250,11 @@ impl Kernel {
         }
     }
 
-    fn replace(&mut self, r: &Ruleset, metrics: &ProxyMetrics) -> Result<(), String> {
-        ensure_forwarding()?;
-        if self.socket.is_none() {
-            self.socket = Some(nft::Socket::open().map_err(|e| e.to_string())?);
-        }
-        let s = self.socket.as_mut().expect("opened above");
+    fn replace(&mut self, r: &Ruleset, metrics: &ProxyMetrics) -> Result<(), Failure> {
+        ensure_forwarding().map_err(Failure::Unavailable)?;
+        // A socket per change: nothing of an earlier exchange can be left
+        // in its queue.
+        let mut s = nft::Socket::open().map_err(|e| Failure::Unavailable(e.to_string()))?;
         if self.applied.is_some() {
             // The new table starts its counters at zero: keep what the old
             // one counted.
@@ -259,22 +263,33 @@ impl Kernel {
             }
             metrics.kernel_rebase();
         }
-        s.replace(r).map_err(|e| e.to_string())
+        s.replace(r).map_err(|e| match &e {
+            // No permission, or a kernel without the nf_tables parts.
+            nft::NftError::Refused { err, .. }
+                if matches!(err.raw_os_error(), Some(1 | 2 | 93 | 95 | 97)) =>
+            {
+                Failure::Unavailable(e.to_string())
+            }
+            _ => Failure::Transient(e.to_string()),
+        })
     }
 
-    fn failed(&mut self, e: String, metrics: &ProxyMetrics) {
-        self.socket = None;
+    fn failed(&mut self, f: Failure, metrics: &ProxyMetrics) {
         metrics.kernel_frontends.store(0, Ordering::Relaxed);
-        if self.mode == Mode::Auto {
-            warn!("Service proxy: the kernel cannot forward Services here ({e}); the userspace proxy serves every Service from now on");
-            self.disabled = true;
-            self.stop();
-        } else if self.said.as_deref() != Some(e.as_str()) {
-            warn!("Service proxy: cannot program nf_tables ({e}); the userspace proxy serves every Service until the next change succeeds");
-            self.said = Some(e);
-            // The batch failed whole, so the table of before is still in
-            // place: it must not outlive the table it was made from.
-            self.stop();
+        // A refused batch changed nothing, so the table of before is still
+        // in place: it must not outlive the routes it was made from.
+        self.stop();
+        match f {
+            Failure::Unavailable(e) if self.mode == Mode::Auto => {
+                warn!("Service proxy: the kernel cannot forward Services here ({e}); the userspace proxy serves every Service from now on");
+                self.disabled = true;
+            }
+            Failure::Unavailable(e) | Failure::Transient(e) => {
+                if self.said.as_deref() != Some(e.as_str()) {
+                    warn!("Service proxy: cannot program nf_tables ({e}); the userspace proxy serves every Service until the next change succeeds");
+                    self.said = Some(e);
+                }
+            }
         }
     }
 
@@ -283,11 +298,9 @@ impl Kernel {
         if self.applied.is_none() {
             return;
         }
-        if let Some(s) = self.socket.as_mut() {
-            match s.counters() {
-                Ok(c) => metrics.kernel_counted(c),
-                Err(e) => tracing::debug!("cannot read the nf_tables counters: {e}"),
-            }
+        match nft::Socket::open().and_then(|mut s| s.counters()) {
+            Ok(c) => metrics.kernel_counted(c),
+            Err(e) => tracing::debug!("cannot read the nf_tables counters: {e}"),
         }
     }
 
@@ -481,6 +494,14 @@ mod tests {
         assert!(rules <= MAX_RULES, "{rules}");
         assert!(p.kernel.len() < b.len(), "some stay in userspace");
         assert_eq!(p.kernel.len(), MAX_RULES / 12);
+    }
+
+    #[test]
+    fn an_engine_bridge_marks_the_engines_namespace() {
+        let host = "Inter-|   Receive\n face |bytes\n    lo: 1 2\n  eth0: 1 2\ndocker0: 1 2\n";
+        assert!(engine_bridge(host));
+        assert!(engine_bridge("br-0123abcd: 1 2\n"));
+        assert!(!engine_bridge("Inter-|\n face |\n    lo: 1\n  eth0: 1\n"));
     }
 
     #[test]
