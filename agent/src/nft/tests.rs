@@ -332,6 +332,9 @@ fn is_root() -> bool {
 }
 
 type NsResult<T> = Result<T, crate::netlink::RouteError>;
+/// Which endpoint served each connection, the counters, whether a connect
+/// was refused after the table emptied, and the refused batch's error.
+type Seen = (Vec<u8>, Vec<(String, u64)>, bool, String);
 
 fn io<E: std::fmt::Display>(e: E) -> crate::netlink::RouteError {
     crate::netlink::RouteError::Io(std::io::Error::other(e.to_string()))
@@ -384,10 +387,8 @@ fn a_table_programmed_in_a_namespace_of_our_own_dnats_and_counts() {
     let front = std::net::SocketAddr::from(([10, 43, 0, 5], 80));
     // Inside the agent's namespace: the Service range local (as the agent
     // claims it), the table over the pod's two endpoints.
-    let (served, counted, refused_after, bad) = crate::netlink::in_namespace(
-        ns.file(),
-        0,
-        move || -> NsResult<(Vec<u8>, Vec<(String, u64)>, bool, String)> {
+    let (served, counted, refused_after, bad) =
+        crate::netlink::in_namespace(ns.file(), 0, move || -> NsResult<Seen> {
             crate::netlink::claim_local(Ipv4Net {
                 addr: Ipv4Addr::new(10, 43, 0, 0),
                 prefix: 16,
@@ -439,9 +440,8 @@ fn a_table_programmed_in_a_namespace_of_our_own_dnats_and_counts() {
             s.replace(&Ruleset::default()).map_err(io)?;
             let refused_after = std::net::TcpStream::connect(front).is_err();
             Ok((served, counted, refused_after, bad))
-        },
-    )
-    .unwrap();
+        })
+        .unwrap();
     let a = served.iter().filter(|b| **b == b'a').count();
     println!(
         "40 connections through the kernel's DNAT: {a} to endpoint a, {} to b",
