@@ -208,6 +208,28 @@ mod tests {
         );
     }
 
+    #[test]
+    fn kernel_forwarded_connections_are_counted_and_survive_a_table_replacement() {
+        let p = ProxyMetrics::default();
+        p.opened("default/web", false);
+        p.kernel_counted(vec![("default/web".into(), 5), ("default/api".into(), 2)]);
+        p.kernel_rebase(); // the table is replaced: its counters start again
+        p.kernel_counted(vec![("default/web".into(), 3)]);
+        p.kernel_counted(vec![("default/web".into(), 4)]); // read again later
+        p.kernel_frontends.store(2, Ordering::Relaxed);
+        let text = render(&p, &DnsStats::default());
+        for want in [
+            "outpost_agent_service_kernel_connections_total{service=\"default/web\"} 9\n",
+            "outpost_agent_service_connections_total{service=\"default/web\"} 10\n",
+            "outpost_agent_service_kernel_connections_total{service=\"default/api\"} 2\n",
+            "outpost_agent_service_connections_total{service=\"default/api\"} 2\n",
+            "outpost_agent_service_relayed_connections_total{service=\"default/web\"} 0\n",
+            "outpost_agent_service_kernel_frontends 2\n",
+        ] {
+            assert!(text.contains(want), "{want} missing from\n{text}");
+        }
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn the_endpoint_answers_get_metrics_only() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
