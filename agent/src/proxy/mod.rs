@@ -14,6 +14,12 @@
 //! for endpoints this box does not reach) and copies bytes both ways with
 //! fixed buffers.
 //!
+//! Before the listeners, [`kernel`] hands the bindings whose endpoints
+//! this box reaches itself to nf_tables DNAT (`--service-proxy`); the
+//! listeners stay open for all of them, so the proxy serves a binding the
+//! moment the kernel's table no longer covers it, and everything when the
+//! box has no nf_tables.
+//!
 //! Bounds: at most [`MAX_CONNECTIONS`] proxied connections at once (more
 //! wait in the kernel's accept queue), each holding two [`BUF`] buffers:
 //! 16 KiB per connection, 16 MiB at a thousand. An idle Service costs one
