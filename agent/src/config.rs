@@ -82,6 +82,15 @@ pub struct Flags {
     /// no claim of the Service range in this network namespace).
     #[arg(long)]
     pub no_service_routing: bool,
+    /// How Service connections are forwarded: `kernel` hands Services
+    /// whose endpoints this box reaches itself (its own pods, its site's
+    /// on the shared pod network) to nf_tables DNAT, with the userspace
+    /// proxy for the rest (the relay to other sites, loopback node ports,
+    /// UDP); `userspace` proxies everything; `auto` (default) is `kernel`
+    /// where nf_tables and IPv4 forwarding work (in a container:
+    /// `--sysctl net.ipv4.ip_forward=1`), else `userspace`, said once.
+    #[arg(long, value_name = "auto|kernel|userspace")]
+    pub service_proxy: Option<String>,
     /// Serve `/metrics` (Services through this agent, the pods' resolver)
     /// on this address, e.g. 127.0.0.1:9100. Default: off.
     #[arg(long)]
@@ -131,6 +140,7 @@ pub struct FileConfig {
     restart_backoff: Option<String>,
     max_restart_backoff: Option<String>,
     service_routing: Option<bool>,
+    service_proxy: Option<String>,
     metrics_listen: Option<std::net::SocketAddr>,
     pod_network: Option<String>,
     host_proc: Option<PathBuf>,
@@ -157,6 +167,9 @@ pub struct AgentConfig {
     /// Proxy Services for this node's pods (`--no-service-routing` turns
     /// it off).
     pub service_routing: bool,
+    /// `--service-proxy`: the kernel's DNAT, the userspace proxy, or the
+    /// kernel where it works.
+    pub service_proxy: crate::proxy::kernel::Mode,
     /// `--metrics-listen`: where `/metrics` is served, if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// The Docker network pods join; `None`: the engine's default bridge.
@@ -408,6 +421,13 @@ impl Flags {
                 problems.push(format!("--pod-network: {e}"));
             }
         }
+        let service_proxy = match self.service_proxy.or(file.service_proxy) {
+            None => crate::proxy::kernel::Mode::default(),
+            Some(m) => m.parse().unwrap_or_else(|e: String| {
+                problems.push(e);
+                crate::proxy::kernel::Mode::default()
+            }),
+        };
         let mut host = HostPaths::default();
         for (flag, value, slot, mount) in [
             (
@@ -453,6 +473,7 @@ impl Flags {
             restart_backoff,
             max_restart_backoff,
             service_routing: !self.no_service_routing && file.service_routing.unwrap_or(true),
+            service_proxy,
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
             pod_network,
             host,
@@ -480,10 +501,12 @@ mod tests {
             labels: Some("site=ok,=x".into()),
             housekeeping_interval: Some("ten".into()),
             eviction_hard: Some("memory.available>1".into()),
+            service_proxy: Some("iptables".into()),
             ..Flags::default()
         };
         let err = flags.resolve().unwrap_err();
         for needle in [
+            "--service-proxy \"iptables\" must be auto, kernel or userspace",
             "--controller",
             "--ca-hash",
             "--name",
@@ -517,6 +540,7 @@ mod tests {
         assert_eq!(cfg.server_name, "10.0.0.5");
         assert_eq!(cfg.housekeeping_interval, Duration::from_secs(5));
         assert_eq!(cfg.labels[names::SITE_LABEL], "shop-1");
+        assert_eq!(cfg.service_proxy, crate::proxy::kernel::Mode::Auto);
         std::fs::write(&path, "controler = \"typo:1\"\n").unwrap();
         let err = Flags {
             config: Some(path),

@@ -13,6 +13,9 @@
 //! the agent's snapshot of the cluster's Services; `dns` serves it to pods
 //! as a resolver and
 //! `service_env` turns it into the kubelet's service environment variables.
+//! `proxy` forwards Service connections (in userspace, or through the
+//! kernel's nf_tables DNAT, which `nft` programs); `netlink` sets the
+//! routes Service routing needs.
 #![forbid(unsafe_code)]
 
 pub mod backoff;
@@ -24,6 +27,7 @@ pub mod eventqueue;
 pub mod identity;
 pub mod metrics;
 pub mod netlink;
+pub mod nft;
 pub mod podnet;
 pub mod podstate;
 pub mod pressure;

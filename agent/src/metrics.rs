@@ -94,6 +94,12 @@ pub fn render(proxy: &ProxyMetrics, dns: &DnsStats) -> String {
         "Addresses the Service proxy listens on.",
         proxy.listeners.load(Ordering::Relaxed),
     );
+    one(
+        "outpost_agent_service_kernel_frontends",
+        "gauge",
+        "Addresses and ports the kernel forwards (nf_tables DNAT, --service-proxy).",
+        proxy.kernel_frontends.load(Ordering::Relaxed),
+    );
     let d = dns.snapshot();
     for (name, help, v) in [
         (
@@ -126,7 +132,7 @@ pub fn render(proxy: &ProxyMetrics, dns: &DnsStats) -> String {
     }
     let per = proxy.per_service();
     type Pick = fn(&crate::proxy::ServiceStats) -> u64;
-    let series: [(&str, &str, &str, Pick); 5] = [
+    let series: [(&str, &str, &str, Pick); 6] = [
         (
             "outpost_agent_service_connections_total",
             "counter",
@@ -138,6 +144,12 @@ pub fn render(proxy: &ProxyMetrics, dns: &DnsStats) -> String {
             "counter",
             "Of them, carried by the relay over the agents' links.",
             |s| s.relayed,
+        ),
+        (
+            "outpost_agent_service_kernel_connections_total",
+            "counter",
+            "Of them, forwarded by the kernel (nf_tables DNAT) without the proxy; read every 10 s.",
+            |s| s.kernel,
         ),
         (
             "outpost_agent_service_connections_active",
@@ -154,7 +166,7 @@ pub fn render(proxy: &ProxyMetrics, dns: &DnsStats) -> String {
         (
             "outpost_agent_service_bytes_total",
             "counter",
-            "Bytes both ways, counted as connections end.",
+            "Bytes both ways through the proxy, counted as connections end (not the kernel's).",
             |s| s.bytes,
         ),
     ];
@@ -194,6 +206,28 @@ mod tests {
         assert!(
             text.contains("outpost_agent_service_connections_active{service=\"default/web\"} 0\n")
         );
+    }
+
+    #[test]
+    fn kernel_forwarded_connections_are_counted_and_survive_a_table_replacement() {
+        let p = ProxyMetrics::default();
+        p.opened("default/web", false);
+        p.kernel_counted(vec![("default/web".into(), 5), ("default/api".into(), 2)]);
+        p.kernel_rebase(); // the table is replaced: its counters start again
+        p.kernel_counted(vec![("default/web".into(), 3)]);
+        p.kernel_counted(vec![("default/web".into(), 4)]); // read again later
+        p.kernel_frontends.store(2, Ordering::Relaxed);
+        let text = render(&p, &DnsStats::default());
+        for want in [
+            "outpost_agent_service_kernel_connections_total{service=\"default/web\"} 9\n",
+            "outpost_agent_service_connections_total{service=\"default/web\"} 10\n",
+            "outpost_agent_service_kernel_connections_total{service=\"default/api\"} 2\n",
+            "outpost_agent_service_connections_total{service=\"default/api\"} 2\n",
+            "outpost_agent_service_relayed_connections_total{service=\"default/web\"} 0\n",
+            "outpost_agent_service_kernel_frontends 2\n",
+        ] {
+            assert!(text.contains(want), "{want} missing from\n{text}");
+        }
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -574,6 +574,11 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         reach_rx,
         relay_rx,
         proxy_metrics.clone(),
+        if routing {
+            cfg.service_proxy
+        } else {
+            crate::proxy::kernel::Mode::Userspace
+        },
     ));
     let metrics_server = match cfg.metrics_listen {
         Some(at) => {

@@ -439,6 +439,10 @@ impl Sites {
             "SYS_ADMIN",
             "--cap-add",
             "SYS_PTRACE",
+            // The kernel's DNAT (`--service-proxy`, auto by default)
+            // forwards Service connections out of the agent's namespace.
+            "--sysctl",
+            "net.ipv4.ip_forward=1",
             "--pid",
             "host",
             "-v",

@@ -14,12 +14,19 @@
 //! for endpoints this box does not reach) and copies bytes both ways with
 //! fixed buffers.
 //!
+//! Before the listeners, [`kernel`] hands the bindings whose endpoints
+//! this box reaches itself to nf_tables DNAT (`--service-proxy`); the
+//! listeners stay open for all of them, so the proxy serves a binding the
+//! moment the kernel's table no longer covers it, and everything when the
+//! box has no nf_tables.
+//!
 //! Bounds: at most [`MAX_CONNECTIONS`] proxied connections at once (more
 //! wait in the kernel's accept queue), each holding two [`BUF`] buffers:
 //! 16 KiB per connection, 16 MiB at a thousand. An idle Service costs one
 //! listening socket and one task.
 
 pub mod choose;
+pub mod kernel;
 pub mod relay;
 pub mod udp;
 
@@ -57,7 +64,19 @@ pub struct ProxyMetrics {
     pub bytes_to_endpoints: AtomicU64,
     pub bytes_from_endpoints: AtomicU64,
     pub listeners: AtomicU64,
+    /// Addresses and ports the kernel forwards ([`kernel`]).
+    pub kernel_frontends: AtomicU64,
     per_service: std::sync::Mutex<HashMap<String, ServiceStats>>,
+    kernel: std::sync::Mutex<KernelCounts>,
+}
+
+/// Connections the kernel forwarded, by Service: `base` from tables
+/// replaced since (a new table's counters start at zero), `live` as the
+/// current table's counters last read.
+#[derive(Debug, Default)]
+struct KernelCounts {
+    base: HashMap<String, u64>,
+    live: HashMap<String, u64>,
 }
 
 /// One Service's traffic through this agent.
@@ -72,7 +91,11 @@ pub struct ServiceStats {
     /// Connections no endpoint took.
     pub failed: u64,
     /// Bytes both ways, counted as connections end (UDP: as they pass).
+    /// The kernel's connections are not in it.
     pub bytes: u64,
+    /// Of `connections`, DNATed by the kernel (nf_tables) without the
+    /// proxy; read from the rule counters every [`COUNTER_INTERVAL`].
+    pub kernel: u64,
 }
 
 impl ProxyMetrics {
@@ -132,9 +155,47 @@ impl ProxyMetrics {
         });
     }
 
+    /// The current kernel table's counters, by Service.
+    pub(crate) fn kernel_counted(&self, live: Vec<(String, u64)>) {
+        let mut k = self.kernel.lock().unwrap_or_else(|p| p.into_inner());
+        k.live = live
+            .into_iter()
+            .take(outpost_proto::route::MAX_ROUTES)
+            .collect();
+    }
+
+    /// The kernel's table is about to be replaced: keep what it counted.
+    pub(crate) fn kernel_rebase(&self) {
+        let mut guard = self.kernel.lock().unwrap_or_else(|p| p.into_inner());
+        let k = &mut *guard;
+        for (service, n) in k.live.drain() {
+            // Bounded by the route table's size; beyond it, one bucket.
+            let key = if k.base.len() >= outpost_proto::route::MAX_ROUTES
+                && !k.base.contains_key(&service)
+            {
+                "other".to_string()
+            } else {
+                service
+            };
+            *k.base.entry(key).or_default() += n;
+        }
+    }
+
     /// Per Service, sorted by name.
     pub fn per_service(&self) -> Vec<(String, ServiceStats)> {
-        let m = self.per_service.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = self
+            .per_service
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        {
+            let k = self.kernel.lock().unwrap_or_else(|p| p.into_inner());
+            for (service, n) in k.base.iter().chain(k.live.iter()) {
+                let s = m.entry(service.clone()).or_default();
+                s.connections += n;
+                s.kernel += n;
+            }
+        }
         let mut v: Vec<_> = m.iter().map(|(k, s)| (k.clone(), *s)).collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
@@ -162,7 +223,14 @@ pub async fn run(
     reach: watch::Receiver<Reachable>,
     relay: watch::Receiver<RelayLink>,
     metrics: Arc<ProxyMetrics>,
+    mode: kernel::Mode,
 ) {
+    let mut nft = kernel::Kernel::new(mode);
+    nft.start();
+    let mut reach_changed = reach.clone();
+    let mut reach_open = true;
+    let node_ports = kernel::forwarding_unfiltered();
+    let mut counters = tokio::time::interval(COUNTER_INTERVAL);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let me = Arc::new(me);
     let mut listeners: HashMap<Binding, tokio::task::JoinHandle<()>> = HashMap::new();
@@ -171,9 +239,18 @@ pub async fn run(
     let seq = Arc::new(AtomicU64::new(0));
     loop {
         let want: HashSet<Binding> = {
-            let t = table.borrow_and_update();
+            let t = table.borrow_and_update().clone();
             let nodes = node_addresses(t.network);
-            t.bindings(&nodes).into_iter().collect()
+            let bindings = t.bindings(&nodes);
+            let r = reach_changed.borrow_and_update().clone();
+            let me = Me {
+                node: &me.node,
+                site: &t.site,
+            };
+            // A few netlink messages to the kernel, done inline: the agent
+            // runs one thread, and a table change is rare.
+            nft.sync(&kernel::plan(&t, &bindings, &me, &r, node_ports), &metrics);
+            bindings.into_iter().collect()
         };
         listeners.retain(|b, task| {
             let keep = want.contains(b) && !task.is_finished();
@@ -228,15 +305,33 @@ pub async fn run(
             .store(listeners.len() as u64, Ordering::Relaxed);
         // Node addresses can change without the table: look again now and
         // then.
-        tokio::select! {
-            r = table.changed() => if r.is_err() { break },
-            () = tokio::time::sleep(ADDRESS_RECHECK) => {}
+        let recheck = tokio::time::sleep(ADDRESS_RECHECK);
+        tokio::pin!(recheck);
+        let closed = loop {
+            tokio::select! {
+                r = table.changed() => break r.is_err(),
+                r = reach_changed.changed(), if reach_open => {
+                    reach_open = r.is_ok();
+                    break false;
+                }
+                () = &mut recheck => break false,
+                _ = counters.tick() => nft.count(&metrics),
+            }
+        };
+        if closed {
+            break;
         }
     }
+    nft.stop();
     for (_, t) in listeners {
         t.abort();
     }
 }
+
+/// How often the kernel's per-Service counters are read for `/metrics`
+/// (a scrape every 15 s is Prometheus's usual; one dump is a few
+/// microseconds of netlink).
+pub const COUNTER_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How often the node's addresses are read again for node ports and load
 /// balancer ports when no route changes.
@@ -477,7 +572,14 @@ mod tests {
         let (_relay_tx, relay) = watch::channel::<RelayLink>(None);
         let metrics = Arc::new(ProxyMetrics::default());
         let me = Locality { node: "n1".into() };
-        tokio::spawn(run(me, rx, reach, relay, metrics.clone()));
+        tokio::spawn(run(
+            me,
+            rx,
+            reach,
+            relay,
+            metrics.clone(),
+            kernel::Mode::Userspace,
+        ));
         let mut s = connect_retrying(front).await.unwrap();
         s.write_all(b"ping").await.unwrap();
         let mut got = [0u8; 4];
@@ -530,6 +632,7 @@ mod tests {
             reach,
             relay,
             metrics.clone(),
+            kernel::Mode::Userspace,
         ));
         let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let mut got = [0u8; 16];

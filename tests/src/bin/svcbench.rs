@@ -3,7 +3,7 @@
 //! (`outpost_tests::Sites`), the real proxy, resolver and relay.
 //!
 //! ```sh
-//! cargo run --release -p outpost-tests --bin outpost-svcbench [-- --requests 400 --seconds 5]
+//! cargo run --release -p outpost-tests --bin outpost-svcbench [-- --requests 400 --seconds 5 --service-proxy auto]
 //! ```
 //!
 //! Three nodes: `a1` and `a2` on site a, `b1` on site b; one `outpost-http`
@@ -121,10 +121,24 @@ fn main() {
     let requests = arg("--requests", 400);
     let secs = arg("--seconds", 5);
     outpost_workloads::ensure_images().expect("building the workload images");
-    let s = Sites::start(
-        Timing::default(),
-        &[("bench-a1", "a"), ("bench-a2", "a"), ("bench-b1", "b")],
-    );
+    // `--service-proxy auto|kernel|userspace`, passed to every agent.
+    let args: Vec<String> = std::env::args().collect();
+    let mode = args
+        .iter()
+        .position(|a| a == "--service-proxy")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| "auto".into());
+    println!("agents run with --service-proxy={mode}");
+    let nodes = [("bench-a1", "a"), ("bench-a2", "a"), ("bench-b1", "b")];
+    let mut s = Sites::new(Timing::default(), &["a", "b"]);
+    let flag = format!("--service-proxy={mode}");
+    for (node, site) in nodes {
+        s.start_agent_with(node, site, &[], &[&flag]);
+    }
+    for (node, _) in nodes {
+        s.wait_ready(node);
+    }
     let a1 = s.agent("bench-a1").container.clone();
     let idle_rss = agent_rss_kib(&a1);
     let mut yaml = deployment("target", "bench-a1", 1);
