@@ -143,8 +143,8 @@ struct Args {
     #[arg(long)]
     reconnect: bool,
     /// With --reconnect: end the hold as soon as every session is back
-    /// after at least one dropped (a reconnect storm is over), rather than
-    /// at --duration.
+    /// after at least half of them dropped in one episode (a reconnect
+    /// storm is over), rather than at --duration.
     #[arg(long, requires = "reconnect")]
     until_reconnected: bool,
 }
@@ -249,10 +249,14 @@ struct Stats {
     /// Reconnect attempts, and those that failed.
     reconnect_attempts: AtomicU64,
     reconnect_failed: AtomicU64,
-    /// Wall clock (Unix ms) of the first drop during the hold, and of the
-    /// moment the last dropped session was back; 0 until then.
+    /// Wall clock (Unix ms) of the first drop of the latest episode during
+    /// the hold, and of the moment the last dropped session was back; 0
+    /// until then. An episode begins with a drop while every session was
+    /// back.
     first_drop_ms: AtomicU64,
     all_back_ms: AtomicU64,
+    /// Drops in the latest episode.
+    episode_drops: AtomicUsize,
     /// From a session's drop to its Welcome again, in ms.
     reconnect_ms: Mutex<Vec<u64>>,
 }
@@ -404,7 +408,10 @@ async fn run(args: Args) -> Result<()> {
     while hold_start.elapsed() < args.duration {
         let left = args.duration.saturating_sub(hold_start.elapsed());
         tokio::time::sleep(left.min(Duration::from_secs(1))).await;
-        if args.until_reconnected && ctx.stats.all_back_ms.load(Ordering::Relaxed) != 0 {
+        if args.until_reconnected
+            && ctx.stats.all_back_ms.load(Ordering::Relaxed) != 0
+            && ctx.stats.episode_drops.load(Ordering::Relaxed) >= connected.div_ceil(2)
+        {
             eprintln!("every dropped session is back; ending the hold");
             break;
         }
@@ -801,14 +808,22 @@ async fn agent(
         if !ctx.reconnect {
             return ended;
         }
-        let _ = ctx.stats.first_drop_ms.compare_exchange(
-            0,
-            now_ms(),
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
-        // Any later drop means the storm is not over yet.
-        ctx.stats.all_back_ms.store(0, Ordering::Relaxed);
+        // Any later drop means the storm is not over yet; a drop after
+        // every session was back starts a new episode (a few sessions that
+        // dropped while a busy controller was taking the rest are not the
+        // storm), and the figures count from its first drop.
+        if ctx.stats.all_back_ms.swap(0, Ordering::Relaxed) != 0 {
+            ctx.stats.first_drop_ms.store(now_ms(), Ordering::Relaxed);
+            ctx.stats.episode_drops.store(0, Ordering::Relaxed);
+        } else {
+            let _ = ctx.stats.first_drop_ms.compare_exchange(
+                0,
+                now_ms(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+        ctx.stats.episode_drops.fetch_add(1, Ordering::Relaxed);
         match reconnect(&ctx, &client, &id, &mut node, &mut stop).await {
             Some(l) => live = l,
             None => return Ended::Stopped,
