@@ -53,16 +53,22 @@ pub struct HandshakeLimits {
 /// the controller well under a millisecond of CPU. At 128 per core, 10,000
 /// agents reconnecting to a 2-core controller met 10,564 refusals, each an
 /// agent sent into its back-off, and were all back 18 s later than with no
-/// limit; at 512 per core none was refused and the timeouts that cascade
-/// into retries stayed fewer than with no limit (docs/BENCHMARKS.md,
-/// reconnect storm).
+/// limit (docs/BENCHMARKS.md, reconnect storm).
 const PER_CORE: usize = 512;
 
-/// How long a connection may wait for a slot: well inside the agent's
-/// 10 s answer timeout and 15 s idle timeout, so a connection the
-/// controller cannot serve soon is refused (and the agent backs off)
-/// rather than left to time out on the agent's side.
-const MAX_WAIT: Duration = Duration::from_secs(2);
+/// Connections waiting for a slot, per slot: enough to hold a whole
+/// fleet's storm (10,240 on 2 cores) rather than refuse most of it. With
+/// four per slot and a 2 s wait, 10,000 agents met 7,563 refusals and were
+/// back 7 s later than with ten and 5 s, which refused none. A waiting
+/// connection holds its first packet and a small task, about 1.5 KiB.
+const QUEUED_PER_SLOT: usize = 10;
+
+/// How long a connection may wait for a slot. The wait comes before the
+/// handshake, inside the agent's 15 s idle timeout, and its 10 s answer
+/// timeout starts only once the handshake is done, so a connection that
+/// waited still has 10 s for its handshake; past the wait it is refused
+/// (and the agent backs off) rather than left to time out.
+const MAX_WAIT: Duration = Duration::from_secs(5);
 
 impl HandshakeLimits {
     /// Limits for a machine with `cores` cores.
@@ -70,13 +76,13 @@ impl HandshakeLimits {
         HandshakeLimits::with_concurrent(PER_CORE.saturating_mul(cores.max(1)))
     }
 
-    /// `concurrent` setups at once (at least 1), four times as many
-    /// waiting.
+    /// `concurrent` setups at once (at least 1), [`QUEUED_PER_SLOT`] times
+    /// as many waiting.
     pub fn with_concurrent(concurrent: usize) -> HandshakeLimits {
         let concurrent = concurrent.max(1);
         HandshakeLimits {
             concurrent,
-            queued: concurrent.saturating_mul(4),
+            queued: concurrent.saturating_mul(QUEUED_PER_SLOT),
             max_wait: MAX_WAIT,
         }
     }
@@ -136,7 +142,7 @@ mod tests {
     #[test]
     fn sized_from_cores() {
         let l = HandshakeLimits::for_cores(2);
-        assert_eq!((l.concurrent, l.queued), (1024, 4096));
+        assert_eq!((l.concurrent, l.queued), (1024, 10_240));
         assert_eq!(HandshakeLimits::for_cores(0).concurrent, PER_CORE);
     }
 

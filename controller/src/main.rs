@@ -132,7 +132,7 @@ struct Tuning {
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(i64).range(0..=31_536_000))]
     default_unreachable_toleration_seconds: i64,
     /// New connections set up at once (QUIC/TLS handshake to established
-    /// session); four times as many more wait up to 2 s, the rest are
+    /// session); ten times as many more wait up to 5 s, the rest are
     /// refused and their agents retry with back-off. Default: 512 per
     /// core. 0 turns handshake admission off (every connection is set up
     /// at once).
