@@ -76,7 +76,7 @@ impl HandshakeLimits {
         HandshakeLimits::with_concurrent(PER_CORE.saturating_mul(cores.max(1)))
     }
 
-    /// `concurrent` setups at once (at least 1), [`QUEUED_PER_SLOT`] times
+    /// `concurrent` setups at once (at least 1), ten times
     /// as many waiting.
     pub fn with_concurrent(concurrent: usize) -> HandshakeLimits {
         let concurrent = concurrent.max(1);
