@@ -40,3 +40,5 @@ pub mod runtime;
 pub mod service_env;
 pub mod services;
 pub mod session;
+#[cfg(test)]
+pub(crate) mod testns;

@@ -261,44 +261,11 @@ mod tests {
         m
     }
 
-    /// A network namespace the test owns (`ip netns add`), removed on drop.
-    struct TestNs(String);
-
-    impl TestNs {
-        fn new() -> Option<TestNs> {
-            let name = format!("outpost-t-{}-{}", std::process::id(), rand::random::<u16>());
-            let ok = |args: &[&str]| {
-                std::process::Command::new("ip")
-                    .args(args)
-                    .status()
-                    .is_ok_and(|s| s.success())
-            };
-            if !ok(&["netns", "add", &name]) {
-                return None;
-            }
-            let ns = TestNs(name);
-            assert!(ok(&["-n", &ns.0, "link", "set", "lo", "up"]));
-            Some(ns)
-        }
-
-        fn file(&self) -> std::fs::File {
-            std::fs::File::open(format!("/run/netns/{}", self.0)).unwrap()
-        }
-    }
-
-    impl Drop for TestNs {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("ip")
-                .args(["netns", "delete", &self.0])
-                .status();
-        }
-    }
-
     #[test]
     fn a_claimed_range_is_local_in_a_namespace_of_our_own() {
         // Needs root and iproute2 (CI has both); a namespace of its own
         // keeps the host's routes untouched.
-        let Some(ns) = TestNs::new() else {
+        let Some(ns) = crate::testns::TestNs::new("route") else {
             assert!(
                 !std::fs::read_to_string("/proc/self/status")
                     .unwrap_or_default()
@@ -328,7 +295,7 @@ mod tests {
             "an address nobody listens on is refused at once"
         );
         let shown = std::process::Command::new("ip")
-            .args(["-n", &ns.0, "route", "show", "table", "local"])
+            .args(["-n", ns.name(), "route", "show", "table", "local"])
             .output()
             .unwrap();
         let shown = String::from_utf8_lossy(&shown.stdout);

@@ -368,7 +368,8 @@ fn rule(buf: &mut Vec<u8>, seq: u32, chain: &str, exprs: &[Expr], comment: Optio
                 }
             });
             if let Some(c) = comment {
-                let c = truncate(c, MAX_COMMENT);
+                let mut c = c.to_string();
+                outpost_proto::pod::truncate(&mut c, MAX_COMMENT);
                 let mut u = vec![
                     UDATA_RULE_COMMENT,
                     u8::try_from(c.len() + 1).expect("short"),
@@ -379,14 +380,6 @@ fn rule(buf: &mut Vec<u8>, seq: u32, chain: &str, exprs: &[Expr], comment: Optio
             }
         },
     );
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 fn base_chain(buf: &mut Vec<u8>, seq: u32, name: &str, hook: u32, priority: i32) {

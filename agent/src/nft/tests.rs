@@ -282,46 +282,16 @@ fn a_bad_dump_is_an_error_not_a_panic() {
     }
 }
 
-/// A network namespace the test owns (`ip netns add`), removed on drop.
-struct TestNs(String);
+use crate::testns::TestNs;
 
-impl TestNs {
-    fn new(suffix: &str) -> Option<TestNs> {
-        let name = format!("outpost-nft-{}{suffix}", std::process::id());
-        let ok = |args: &[&str]| {
-            std::process::Command::new("ip")
-                .args(args)
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !ok(&["netns", "add", &name]) {
-            return None;
-        }
-        let ns = TestNs(name);
-        assert!(ok(&["-n", &ns.0, "link", "set", "lo", "up"]));
-        Some(ns)
-    }
-
-    fn file(&self) -> std::fs::File {
-        std::fs::File::open(format!("/run/netns/{}", self.0)).unwrap()
-    }
-
-    fn nft(&self, args: &[&str]) -> String {
-        let out = std::process::Command::new("ip")
-            .args(["netns", "exec", &self.0, "nft"])
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for TestNs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "delete", &self.0])
-            .status();
-    }
+/// `nft ARGS` inside `ns`: its output.
+fn nft_in(ns: &TestNs, args: &[&str]) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns.name(), "nft"])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn is_root() -> bool {
@@ -346,7 +316,7 @@ fn a_table_programmed_in_a_namespace_of_our_own_dnats_and_counts() {
         eprintln!("skipped: not root (needs `ip netns add` and CAP_NET_ADMIN)");
         return;
     }
-    let (Some(ns), Some(pod)) = (TestNs::new(""), TestNs::new("-pod")) else {
+    let (Some(ns), Some(pod)) = (TestNs::new("nft"), TestNs::new("nft-pod")) else {
         panic!("root but `ip netns add` failed");
     };
     // The agent's namespace and a pod's, on a veth pair as on a bridge.
@@ -358,12 +328,31 @@ fn a_table_programmed_in_a_namespace_of_our_own_dnats_and_counts() {
         assert!(ok.success(), "ip {args:?}");
     };
     ip(&[
-        "-n", &ns.0, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", &pod.0,
+        "-n",
+        ns.name(),
+        "link",
+        "add",
+        "va",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "vb",
+        "netns",
+        pod.name(),
     ]);
-    ip(&["-n", &ns.0, "addr", "add", "172.31.0.1/24", "dev", "va"]);
-    ip(&["-n", &ns.0, "link", "set", "va", "up"]);
-    ip(&["-n", &pod.0, "addr", "add", "172.31.0.2/24", "dev", "vb"]);
-    ip(&["-n", &pod.0, "link", "set", "vb", "up"]);
+    ip(&["-n", ns.name(), "addr", "add", "172.31.0.1/24", "dev", "va"]);
+    ip(&["-n", ns.name(), "link", "set", "va", "up"]);
+    ip(&[
+        "-n",
+        pod.name(),
+        "addr",
+        "add",
+        "172.31.0.2/24",
+        "dev",
+        "vb",
+    ]);
+    ip(&["-n", pod.name(), "link", "set", "vb", "up"]);
     let pod_ip = Ipv4Addr::new(172, 31, 0, 2);
     let mut ports = Vec::new();
     for id in [b'a', b'b'] {
@@ -458,7 +447,7 @@ fn a_table_programmed_in_a_namespace_of_our_own_dnats_and_counts() {
     );
     assert!(bad.contains("refused `add chain xxx"), "{bad}");
     assert!(refused_after, "an empty table forwards nothing");
-    let listed = ns.nft(&["list", "table", "ip", "outpost"]);
+    let listed = nft_in(&ns, &["list", "table", "ip", "outpost"]);
     assert!(
         listed.contains("type nat hook prerouting priority dstnat"),
         "{listed}"
@@ -473,7 +462,7 @@ fn a_table_programmed_in_a_namespace_of_our_own_dnats_and_counts() {
         Ok(())
     })
     .unwrap();
-    let listed = ns.nft(&["list", "table", "ip", "outpost"]);
+    let listed = nft_in(&ns, &["list", "table", "ip", "outpost"]);
     println!("{listed}");
     for want in [
         "ip daddr 10.43.0.5 tcp dport 80 counter packets 0 bytes 0 jump svc-0 comment \"default/web\"",
@@ -492,5 +481,5 @@ fn a_table_programmed_in_a_namespace_of_our_own_dnats_and_counts() {
         Ok(())
     })
     .unwrap();
-    assert_eq!(ns.nft(&["list", "tables"]).trim(), "", "removed");
+    assert_eq!(nft_in(&ns, &["list", "tables"]).trim(), "", "removed");
 }
