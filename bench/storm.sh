@@ -137,6 +137,26 @@ all_back=$(sed -n 's/^ *"allBackUnixMs": \([0-9]*\).*/\1/p' "$OUT/loadgen.json" 
         echo "$m=$(metric "$m" || echo n/a)"
     done
     echo "controller_peak_rss_kib=$(awk '$1 == "VmHWM:" {print $2}' "/proc/$CTL_PID/status")"
+    # The restarted controller's session setup times by stage (bucket
+    # upper bounds: p50 <= x means half the setups took at most x).
+    curl -fsS --max-time 5 "http://127.0.0.1:$MPORT/metrics" | awk '
+        /^outpost_session_setup_seconds_bucket/ {
+            match($0, /stage="[a-z_]+"/); st = substr($0, RSTART + 7, RLENGTH - 8)
+            match($0, /le="[^"]+"/); le = substr($0, RSTART + 4, RLENGTH - 5)
+            n[st]++; les[st, n[st]] = le; cum[st, n[st]] = $2
+        }
+        END {
+            for (st in n) {
+                total = cum[st, n[st]]; line = "session_setup_" st "_s: n=" total
+                split("0.5 0.9 0.99 1", qs, " ")
+                for (q = 1; q <= 4; q++) {
+                    for (i = 1; i <= n[st]; i++) if (cum[st, i] >= qs[q] * total) break
+                    line = line sprintf(" %s<=%s", (qs[q] == 1 ? "max" : "p" qs[q] * 100), les[st, i])
+                }
+                for (i = 1; i <= n[st]; i++) if (les[st, i] == "10") over = total - cum[st, i]
+                print line " over_10s=" over
+            }
+        }' || echo "session_setup: n/a"
 } | tee "$OUT/storm.txt"
 sed -n '/reconnect:/,/per session (drop/p;/failed attempts/,$p' "$OUT/loadgen.txt"
 log "results in $OUT"

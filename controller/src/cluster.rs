@@ -204,6 +204,15 @@ struct Inner {
     registry: Registry,
 }
 
+/// What [`Controller::open_session`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionOpened {
+    /// When the node was last heard from, if ever.
+    pub last_heard_ms: Option<u64>,
+    /// The node's older session, now replaced, to close.
+    pub replaced: Option<u64>,
+}
+
 /// Counters exported on /metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -226,6 +235,8 @@ pub struct Metrics {
     pub admin_denied: AtomicU64,
     /// Relayed Service connections, per Service.
     pub relay: crate::relay::RelayMetrics,
+    /// Agent session setup times, by stage.
+    pub session_setup: crate::metrics::SessionSetup,
 }
 
 /// The controller.
@@ -575,9 +586,33 @@ impl Controller {
             .map_err(|e| err(ErrorCode::Unauthenticated, e.to_string()))
     }
 
-    /// Registers a live session; returns a replaced connection id to close.
-    pub fn connect(&self, node: &str, conn_id: u64, remote: String) -> Option<u64> {
-        self.lock().registry.connect(node, conn_id, remote)
+    /// A session's start, under one take of the lock (a reconnect storm
+    /// brings thousands at once): the certificate checked against the
+    /// node's record, when the node was last heard from (its offline
+    /// period began then), and the session registered. Returns that time
+    /// and the id of a replaced connection to close.
+    pub fn open_session(
+        &self,
+        node: &str,
+        serial: &str,
+        conn_id: u64,
+        remote: String,
+    ) -> Result<SessionOpened, ErrorMsg> {
+        let mut inner = self.lock();
+        inner
+            .registry
+            .authorize(node, serial)
+            .map_err(|e| err(ErrorCode::Unauthenticated, e.to_string()))?;
+        let last_heard_ms = inner
+            .registry
+            .view(node)
+            .map(|v| v.last_heartbeat_ms)
+            .filter(|&t| t > 0);
+        let replaced = inner.registry.connect(node, conn_id, remote);
+        Ok(SessionOpened {
+            last_heard_ms,
+            replaced,
+        })
     }
 
     pub fn disconnect(&self, node: &str, conn_id: u64) {
@@ -881,15 +916,6 @@ impl Controller {
         self.writer
             .submit(Origin::Node(node.to_string()), ops)
             .await;
-    }
-
-    /// When node `name` was last heard from (its last heartbeat), if ever.
-    pub fn last_heard_ms(&self, name: &str) -> Option<u64> {
-        self.lock()
-            .registry
-            .view(name)
-            .map(|v| v.last_heartbeat_ms)
-            .filter(|&t| t > 0)
     }
 }
 

@@ -7,7 +7,7 @@
 
 use crate::cluster::Controller;
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -301,6 +301,7 @@ fn render(ctrl: &Controller) -> String {
             }
         }
     }
+    m.session_setup.render(&mut out);
     if let Some(cpu) = cpu_seconds() {
         let _ = writeln!(
             out,
@@ -308,4 +309,154 @@ fn render(ctrl: &Controller) -> String {
         );
     }
     out
+}
+
+/// Upper bounds of [`Histogram`]'s buckets, in seconds: from a round trip on
+/// a LAN to past an agent's 10 s answer timeout, so a storm's late answers
+/// show which side of that timeout they fell on.
+pub const BUCKETS_S: [f64; 12] = [
+    0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0,
+];
+
+/// A Prometheus histogram of durations with the fixed [`BUCKETS_S`]:
+/// lock-free, a few atomics, observed on hot paths.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative); the last is +Inf.
+    counts: [AtomicU64; BUCKETS_S.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        let i = BUCKETS_S
+            .iter()
+            .position(|&b| s <= b)
+            .unwrap_or(BUCKETS_S.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The series of `name` with `labels` (`key="value"`, or empty) in the
+    /// text format: cumulative buckets, `_sum` and `_count`. The HELP and
+    /// TYPE lines are the caller's (one per family).
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            cumulative += c.load(Ordering::Relaxed);
+            let le = BUCKETS_S
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{braces} {sum}");
+        let _ = writeln!(out, "{name}_count{braces} {cumulative}");
+    }
+}
+
+/// How long agents' sessions took to set up, by stage.
+#[derive(Debug, Default)]
+pub struct SessionSetup {
+    /// From the first packet to the TLS handshake done, any wait for a
+    /// setup slot included.
+    pub handshake: Histogram,
+    /// From the handshake done to the Welcome written: the Hello read and
+    /// checked, the node registered.
+    pub welcome: Histogram,
+    /// From the Welcome written to the session's first store write
+    /// durable, when the setup slot is given back.
+    pub first_write: Histogram,
+}
+
+impl SessionSetup {
+    fn render(&self, out: &mut String) {
+        let name = "outpost_session_setup_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Agent session setup time by stage: handshake (first packet to TLS done, slot wait included), welcome (to the Welcome written), first_write (to the session's first store write durable).\n# TYPE {name} histogram"
+        );
+        for (stage, h) in [
+            ("handshake", &self.handshake),
+            ("welcome", &self.welcome),
+            ("first_write", &self.first_write),
+        ] {
+            h.render(out, name, &format!("stage=\"{stage}\""));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(h: &Histogram) -> Vec<String> {
+        let mut out = String::new();
+        h.render(&mut out, "x", "stage=\"a\"");
+        out.lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn buckets_are_cumulative_and_end_at_the_count() {
+        let h = Histogram::default();
+        for ms in [1, 5, 6, 200, 12_000, 60_000] {
+            h.observe(Duration::from_millis(ms));
+        }
+        let l = lines(&h);
+        assert_eq!(l[0], "x_bucket{stage=\"a\",le=\"0.005\"} 2"); // 1 ms and 5 ms (inclusive bound)
+        assert_eq!(l[1], "x_bucket{stage=\"a\",le=\"0.01\"} 3");
+        assert_eq!(l[4], "x_bucket{stage=\"a\",le=\"0.25\"} 4");
+        assert_eq!(l[9], "x_bucket{stage=\"a\",le=\"10\"} 4");
+        assert_eq!(l[10], "x_bucket{stage=\"a\",le=\"15\"} 5");
+        assert_eq!(l[11], "x_bucket{stage=\"a\",le=\"30\"} 5");
+        assert_eq!(l[12], "x_bucket{stage=\"a\",le=\"+Inf\"} 6");
+        assert_eq!(l[13], "x_sum{stage=\"a\"} 72.212");
+        assert_eq!(l[14], "x_count{stage=\"a\"} 6");
+        assert_eq!(h.count(), 6);
+    }
+
+    #[test]
+    fn an_empty_histogram_renders_zeros() {
+        let l = lines(&Histogram::default());
+        assert_eq!(l.len(), BUCKETS_S.len() + 3);
+        assert!(l[..=BUCKETS_S.len()].iter().all(|s| s.ends_with(" 0")));
+        assert_eq!(l.last().map(String::as_str), Some("x_count{stage=\"a\"} 0"));
+    }
+
+    #[test]
+    fn the_family_is_declared_once_with_every_stage() {
+        let s = SessionSetup::default();
+        s.welcome.observe(Duration::from_millis(20));
+        let mut out = String::new();
+        s.render(&mut out);
+        assert_eq!(
+            out.matches("# TYPE outpost_session_setup_seconds histogram")
+                .count(),
+            1
+        );
+        for stage in ["handshake", "welcome", "first_write"] {
+            assert!(out.contains(&format!(
+                "outpost_session_setup_seconds_count{{stage=\"{stage}\"}}"
+            )));
+        }
+        assert!(
+            out.contains("outpost_session_setup_seconds_bucket{stage=\"welcome\",le=\"0.05\"} 1")
+        );
+    }
 }

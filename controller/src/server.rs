@@ -32,9 +32,19 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
+
+/// When a connection's setup reached each stage, for
+/// [`crate::metrics::SessionSetup`].
+#[derive(Debug, Clone, Copy)]
+struct SetupTimes {
+    /// Its first packet taken from the endpoint.
+    accepted: Instant,
+    /// Its TLS handshake done.
+    tls_done: Instant,
+}
 
 /// An agent's session past its Welcome: what its loop needs, owned
 /// ([`Server::run_session`]).
@@ -430,8 +440,9 @@ impl Server {
     /// [`crate::handshake`] decides.
     pub async fn run(self: Arc<Self>, endpoint: quinn::Endpoint) {
         while let Some(incoming) = endpoint.accept().await {
+            let accepted = Instant::now();
             let Some(setups) = &self.setups else {
-                tokio::spawn(self.clone().handle(incoming, None));
+                tokio::spawn(self.clone().handle(incoming, None, accepted));
                 continue;
             };
             let running = setups
@@ -446,7 +457,7 @@ impl Server {
             {
                 Admit::Start => match setups.slots.clone().try_acquire_owned() {
                     Ok(slot) => {
-                        tokio::spawn(self.clone().handle(incoming, Some(slot)));
+                        tokio::spawn(self.clone().handle(incoming, Some(slot), accepted));
                     }
                     // Only this loop takes slots without waiting, and
                     // setups only give them back: cannot happen, but
@@ -469,7 +480,7 @@ impl Server {
                             // A task of its own, so this one (and its
                             // wait) is freed now.
                             Ok(Ok(slot)) => {
-                                tokio::spawn(me.handle(incoming, Some(slot)));
+                                tokio::spawn(me.handle(incoming, Some(slot), accepted));
                             }
                             _ => {
                                 me.ctrl
@@ -520,10 +531,11 @@ impl Server {
         self: Arc<Self>,
         incoming: quinn::Incoming,
         slot: Option<OwnedSemaphorePermit>,
+        accepted: Instant,
     ) -> impl std::future::Future<Output = ()> + Send {
         let remote = incoming.remote_address();
         let connecting = Box::pin(std::future::IntoFuture::into_future(incoming));
-        self.serve(remote, connecting, slot)
+        self.serve(remote, connecting, slot, accepted)
     }
 
     async fn serve(
@@ -531,6 +543,7 @@ impl Server {
         remote: SocketAddr,
         connecting: std::pin::Pin<Box<quinn::IncomingFuture>>,
         slot: Option<OwnedSemaphorePermit>,
+        accepted: Instant,
     ) {
         let conn = match connecting.await {
             Ok(c) => c,
@@ -542,6 +555,10 @@ impl Server {
                 warn!(%remote, "connection refused during handshake: {e}");
                 return;
             }
+        };
+        let times = SetupTimes {
+            accepted,
+            tls_done: Instant::now(),
         };
         let identity = match peer_identity(&conn) {
             Ok(id) => id,
@@ -574,7 +591,12 @@ impl Server {
             },
             Some(id) => match id.role.clone() {
                 Role::Node(name) => {
-                    match Box::pin(self.clone().agent(&conn, remote, name, id.serial, slot)).await {
+                    match Box::pin(
+                        self.clone()
+                            .agent(&conn, remote, name, id.serial, slot, times),
+                    )
+                    .await
+                    {
                         // The session loop gets a task of its own, holding
                         // only what it needs; this one ends here.
                         Ok(Some(session)) => {
@@ -746,6 +768,7 @@ impl Server {
         cert_node: String,
         serial: String,
         slot: Option<OwnedSemaphorePermit>,
+        times: SetupTimes,
     ) -> Result<Option<Established>, Reject> {
         let (mut send, recv, msg) =
             Box::pin(Self::first_stream(conn, MAX_FRAME, FIRST_MESSAGE_TIMEOUT)).await?;
@@ -759,9 +782,9 @@ impl Server {
                 .await
             }
             msg => {
-                match Box::pin(
-                    self.establish(conn, remote, &cert_node, &serial, msg, &mut send, slot),
-                )
+                match Box::pin(self.establish(
+                    conn, remote, &cert_node, &serial, msg, &mut send, slot, times,
+                ))
                 .await
                 {
                     Ok((version, last_heard_ms, conn_id)) => {
@@ -855,6 +878,7 @@ impl Server {
         first: Message,
         send: &mut quinn::SendStream,
         slot: Option<OwnedSemaphorePermit>,
+        times: SetupTimes,
     ) -> Result<(u32, Option<u64>, u64), Reject> {
         let hello = match first {
             Message::Hello(h) => h,
@@ -891,18 +915,18 @@ impl Server {
                 ),
             ));
         }
-        self.ctrl
-            .authorize(cert_node, serial)
+        // When the node was last heard from: its offline period began
+        // then, which bounds how old its queued events may be.
+        let conn_id = self.ctrl.next_conn_id();
+        let opened = self
+            .ctrl
+            .open_session(cert_node, serial, conn_id, remote.to_string())
             .map_err(|msg| Reject {
                 code: close::DENIED,
                 msg,
             })?;
-
-        // When the node was last heard from: its offline period began
-        // then, which bounds how old its queued events may be.
-        let last_heard_ms = self.ctrl.last_heard_ms(cert_node);
-        let conn_id = self.ctrl.next_conn_id();
-        if let Some(old) = self.ctrl.connect(cert_node, conn_id, remote.to_string()) {
+        let last_heard_ms = opened.last_heard_ms;
+        if let Some(old) = opened.replaced {
             debug!(node = cert_node, old, "replacing older session");
         }
         register(
@@ -924,7 +948,12 @@ impl Server {
             self.end_session(cert_node, conn_id, &result);
             return result.map(|()| (version, last_heard_ms, conn_id));
         }
+        let setup = &self.ctrl.metrics.session_setup;
+        let welcomed = Instant::now();
+        setup.handshake.observe(times.tls_done - times.accepted);
+        setup.welcome.observe(welcomed - times.tls_done);
         self.ctrl.session_started(cert_node, version).await;
+        setup.first_write.observe(welcomed.elapsed());
         // Established: the next connection may set up.
         drop(slot);
         Ok((version, last_heard_ms, conn_id))
