@@ -204,6 +204,14 @@ struct Inner {
     registry: Registry,
 }
 
+/// The node's certificate `serial` checked against its record.
+fn authorize_in(inner: &Inner, node: &str, serial: &str) -> Result<(), ErrorMsg> {
+    inner
+        .registry
+        .authorize(node, serial)
+        .map_err(|e| err(ErrorCode::Unauthenticated, e.to_string()))
+}
+
 /// What [`Controller::open_session`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionOpened {
@@ -580,10 +588,7 @@ impl Controller {
 
     /// Checks a node certificate at session start.
     pub fn authorize(&self, node: &str, serial: &str) -> Result<(), ErrorMsg> {
-        self.lock()
-            .registry
-            .authorize(node, serial)
-            .map_err(|e| err(ErrorCode::Unauthenticated, e.to_string()))
+        authorize_in(&self.lock(), node, serial)
     }
 
     /// A session's start, under one take of the lock (a reconnect storm
@@ -599,10 +604,7 @@ impl Controller {
         remote: String,
     ) -> Result<SessionOpened, ErrorMsg> {
         let mut inner = self.lock();
-        inner
-            .registry
-            .authorize(node, serial)
-            .map_err(|e| err(ErrorCode::Unauthenticated, e.to_string()))?;
+        authorize_in(&inner, node, serial)?;
         let last_heard_ms = inner
             .registry
             .view(node)
