@@ -31,7 +31,7 @@
 
 use crate::store::{keys, Op, Store, StoreError};
 use outpost_proto::{Event, EventType};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 /// Events kept (memory and store).
 pub const EVENT_LOG_LEN: usize = 1000;
@@ -114,6 +114,11 @@ pub struct Occurred {
 pub struct EventLog {
     /// In sequence (store key) order.
     events: VecDeque<Event>,
+    /// Each object's events by sequence, ascending: a record looks only at
+    /// its object's events (at most its share), not the whole log. Without
+    /// it, 10,000 nodes reconnecting at once spent 5 % of the controller's
+    /// CPU comparing event strings.
+    by_object: HashMap<String, Vec<u64>>,
     next: u64,
     cap: usize,
     share: usize,
@@ -141,6 +146,7 @@ impl EventLog {
     pub fn with_bounds(cap: usize, share: usize) -> EventLog {
         EventLog {
             events: VecDeque::new(),
+            by_object: HashMap::new(),
             next: 1,
             cap: cap.max(1),
             share: share.clamp(1, cap.max(1)),
@@ -152,15 +158,22 @@ impl EventLog {
     /// (events inform, they must not stop the controller).
     pub fn load(store: &dyn Store) -> Result<EventLog, StoreError> {
         let mut log = EventLog::default();
+        let mut read = Vec::new();
         for kv in store.list(keys::EVENTS)?.kvs {
             match serde_json::from_slice::<Event>(&kv.value) {
-                Ok(e) => log.events.push_back(e),
+                Ok(e) => read.push(e),
                 Err(e) => tracing::warn!(key = %kv.key, "skipping an unreadable event: {e}"),
             }
         }
+        // In sequence order with each sequence once, whatever the keys say.
+        read.sort_by_key(|e| e.seq);
+        read.dedup_by_key(|e| e.seq);
+        for e in read {
+            log.push(e);
+        }
         log.next = log.events.iter().map(|e| e.seq + 1).max().unwrap_or(1);
         let mut ops = Vec::new();
-        let objects: Vec<String> = log.events.iter().map(|e| e.object.clone()).collect();
+        let objects: Vec<String> = log.by_object.keys().cloned().collect();
         for o in objects {
             while log.held_by(&o) > log.share {
                 log.evict_oldest(Some(&o), &mut ops);
@@ -174,19 +187,47 @@ impl EventLog {
     }
 
     fn held_by(&self, object: &str) -> usize {
-        self.events.iter().filter(|e| e.object == object).count()
+        self.by_object.get(object).map_or(0, Vec::len)
+    }
+
+    /// Where event `seq` is in `events`.
+    fn index_of(&self, seq: u64) -> Option<usize> {
+        self.events.binary_search_by_key(&seq, |e| e.seq).ok()
+    }
+
+    /// Appends an event (its sequence is past every other's).
+    fn push(&mut self, e: Event) {
+        self.by_object
+            .entry(e.object.clone())
+            .or_default()
+            .push(e.seq);
+        self.events.push_back(e);
     }
 
     /// Drops the event seen longest ago (of `object`, if given).
     fn evict_oldest(&mut self, object: Option<&str>, ops: &mut Vec<Op>) {
-        let oldest = self
-            .events
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| object.is_none_or(|o| e.object == o))
-            .min_by_key(|(_, e)| (e.time_ms, e.seq))
-            .map(|(i, _)| i);
+        let oldest = match object {
+            None => self
+                .events
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, e)| (e.time_ms, e.seq))
+                .map(|(i, _)| i),
+            Some(o) => self
+                .by_object
+                .get(o)
+                .into_iter()
+                .flatten()
+                .filter_map(|&seq| self.index_of(seq))
+                .min_by_key(|&i| (self.events[i].time_ms, self.events[i].seq)),
+        };
         if let Some(old) = oldest.and_then(|i| self.events.remove(i)) {
+            if let Some(seqs) = self.by_object.get_mut(&old.object) {
+                seqs.retain(|&s| s != old.seq);
+                if seqs.is_empty() {
+                    self.by_object.remove(&old.object);
+                }
+            }
             ops.push(Op::delete(key(old.seq)));
         }
     }
@@ -228,11 +269,19 @@ impl EventLog {
         let count = at.count.max(1);
         let (first_ms, now_ms) = (at.first_ms.min(at.last_ms), at.last_ms);
         let mut ops = std::mem::take(&mut self.pending);
-        let series = self.events.iter_mut().rev().find(|e| {
-            same_series(e, kind, reason, &object, &message)
-                && first_ms.saturating_sub(e.time_ms) <= SERIES_WINDOW_MS
-        });
-        if let Some(e) = series {
+        let series = self
+            .by_object
+            .get(&object)
+            .into_iter()
+            .flatten()
+            .rev()
+            .filter_map(|&seq| self.index_of(seq))
+            .find(|&i| {
+                let e = &self.events[i];
+                same_series(e, kind, reason, &object, &message)
+                    && first_ms.saturating_sub(e.time_ms) <= SERIES_WINDOW_MS
+            });
+        if let Some(e) = series.map(|i| &mut self.events[i]) {
             e.first_time_ms = e.first_ms().min(first_ms);
             e.count = e.count.max(1).saturating_add(count);
             e.time_ms = e.time_ms.max(now_ms);
@@ -264,7 +313,7 @@ impl EventLog {
         if let Ok(bytes) = serde_json::to_vec(&ev) {
             ops.push(Op::put(key(ev.seq), bytes));
         }
-        self.events.push_back(ev);
+        self.push(ev);
         while self.events.len() > self.cap {
             self.evict_oldest(None, &mut ops);
         }
@@ -274,12 +323,17 @@ impl EventLog {
     /// The newest `limit` events by last seen, oldest first, optionally
     /// about one object.
     pub fn list(&self, object: Option<&str>, limit: usize) -> Vec<Event> {
-        let mut out: Vec<Event> = self
-            .events
-            .iter()
-            .filter(|e| object.is_none_or(|o| e.object == o))
-            .cloned()
-            .collect();
+        let mut out: Vec<Event> = match object {
+            None => self.events.iter().cloned().collect(),
+            Some(o) => self
+                .by_object
+                .get(o)
+                .into_iter()
+                .flatten()
+                .filter_map(|&seq| self.index_of(seq))
+                .map(|i| self.events[i].clone())
+                .collect(),
+        };
         out.sort_by_key(|e| (e.time_ms, e.seq));
         let skip = out.len().saturating_sub(limit);
         out.split_off(skip)
@@ -582,6 +636,12 @@ mod tests {
                     *held.entry(&e.object).or_default() += 1;
                 }
                 prop_assert!(held.values().all(|&n| n <= SHARE), "{held:?}");
+                // The per-object index is exactly the log, grouped.
+                let mut grouped: HashMap<String, Vec<u64>> = HashMap::new();
+                for e in log.events.iter() {
+                    grouped.entry(e.object.clone()).or_default().push(e.seq);
+                }
+                prop_assert_eq!(&log.by_object, &grouped);
                 for (o, (at, t, r, m)) in &last {
                     if i - at < CAP {
                         prop_assert!(
@@ -598,6 +658,7 @@ mod tests {
                 prop_assert_eq!(&mirrored, &Vec::from(log.events.clone()));
                 let loaded = EventLog::load(&s).unwrap();
                 prop_assert_eq!(&loaded.events, &log.events);
+                prop_assert_eq!(&loaded.by_object, &log.by_object);
                 prop_assert_eq!(loaded.next, log.next);
             }
         }
