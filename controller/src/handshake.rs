@@ -48,16 +48,22 @@ pub struct HandshakeLimits {
     pub max_wait: Duration,
 }
 
-/// Setups in flight per core. A setup is mostly waiting (round trips, the
-/// group commit of its first write), not computing: a TLS handshake costs
-/// the controller well under a millisecond of CPU. At 128 per core, 10,000
-/// agents reconnecting to a 2-core controller met 10,564 refusals, each an
-/// agent sent into its back-off, and were all back 18 s later than with no
-/// limit (docs/BENCHMARKS.md, reconnect storm).
-const PER_CORE: usize = 512;
+/// Setups in flight per core. Once the endpoint reads its socket on a
+/// thread of its own (`outpost_proto::endpoint_thread`), what bounds a
+/// storm is CPU: a setup (handshake, Hello, Welcome, first write) costs the
+/// controller about 1.6 ms of CPU, so 1,024 in flight per core queue about
+/// 1.6 s of work, far inside the agent's 10 s answer timeout. Tighter is
+/// worse: a connection past the limit goes through a QUIC Retry first, and
+/// about one Retry in a hundred to a thousand was followed by 15 s of
+/// silence and the agent's back-off. With 10,000 agents reconnecting to
+/// 2 cores, 512 per core made 6,768 Retries and 14 such timeouts, 1,024
+/// per core 3,178 and 2 (docs/BENCHMARKS.md, reconnect storm). At 128 per
+/// core, before the endpoint had its thread, the same storm met 10,564
+/// refusals.
+const PER_CORE: usize = 1024;
 
 /// Connections waiting for a slot, per slot: enough to hold a whole
-/// fleet's storm (10,240 on 2 cores) rather than refuse most of it. With
+/// fleet's storm (20,480 on 2 cores) rather than refuse most of it. With
 /// four per slot and a 2 s wait, 10,000 agents met 7,563 refusals and were
 /// back 7 s later than with ten and 5 s, which refused none. A waiting
 /// connection holds its first packet and a small task, about 1.5 KiB.
@@ -142,7 +148,7 @@ mod tests {
     #[test]
     fn sized_from_cores() {
         let l = HandshakeLimits::for_cores(2);
-        assert_eq!((l.concurrent, l.queued), (1024, 10_240));
+        assert_eq!((l.concurrent, l.queued), (2048, 20_480));
         assert_eq!(HandshakeLimits::for_cores(0).concurrent, PER_CORE);
     }
 

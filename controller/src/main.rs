@@ -133,7 +133,7 @@ struct Tuning {
     default_unreachable_toleration_seconds: i64,
     /// New connections set up at once (QUIC/TLS handshake to established
     /// session); ten times as many more wait up to 5 s, the rest are
-    /// refused and their agents retry with back-off. Default: 512 per
+    /// refused and their agents retry with back-off. Default: 1,024 per
     /// core. 0 turns handshake admission off (every connection is set up
     /// at once).
     #[arg(long)]
@@ -469,7 +469,10 @@ fn bind_endpoint(config: quinn::ServerConfig, listen: SocketAddr) -> Result<quin
             "UDP receive buffer is {granted} bytes; raise net.core.rmem_max to at least {UDP_RECV_BUFFER} so a fleet reconnecting at once is not dropped"
         );
     }
-    let runtime = quinn::default_runtime().context("no async runtime for the QUIC endpoint")?;
+    // The socket is read on a thread of its own, so a reconnect storm's
+    // handshakes cannot starve it (outpost_proto::endpoint_thread).
+    let runtime = outpost_proto::endpoint_thread::EndpointThread::new("quic-endpoint")
+        .context("starting the QUIC endpoint's thread")?;
     quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
         Some(config),

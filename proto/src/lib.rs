@@ -32,6 +32,8 @@ pub mod units;
 #[cfg(feature = "link")]
 pub mod clock;
 #[cfg(feature = "link")]
+pub mod endpoint_thread;
+#[cfg(feature = "link")]
 pub mod files;
 #[cfg(feature = "link")]
 pub mod link;

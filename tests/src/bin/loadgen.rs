@@ -523,7 +523,10 @@ fn shared_endpoint(remote: SocketAddr, buffer: u64) -> Result<(quinn::Endpoint, 
         quinn::EndpointConfig::default(),
         None,
         socket,
-        Arc::new(quinn::TokioRuntime),
+        // Read on a thread of its own, as the controller's: 10,000 sessions'
+        // handshakes on one runtime would otherwise starve the socket.
+        outpost_proto::endpoint_thread::EndpointThread::new("quic-endpoint")
+            .context("starting the QUIC endpoint's thread")?,
     )
     .context("starting the QUIC endpoint")?;
     Ok((endpoint, sizes))
