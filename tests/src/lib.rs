@@ -670,15 +670,22 @@ impl Cluster {
         out
     }
 
-    /// Reads a counter or gauge from the controller's /metrics.
-    pub fn metric(&self, name: &str) -> Option<f64> {
+    /// The controller's whole /metrics response (headers and body).
+    pub fn metrics_text(&self) -> Option<String> {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(self.metrics).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
             .ok()?;
         let mut body = String::new();
         s.read_to_string(&mut body).ok()?;
-        body.lines()
+        Some(body)
+    }
+
+    /// Reads a counter or gauge from the controller's /metrics.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        self.metrics_text()?
+            .lines()
             .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
             .and_then(|v| v.trim().parse().ok())
     }
