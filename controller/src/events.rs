@@ -190,9 +190,13 @@ impl EventLog {
         self.by_object.get(object).map_or(0, Vec::len)
     }
 
-    /// Where event `seq` is in `events`.
-    fn index_of(&self, seq: u64) -> Option<usize> {
-        self.events.binary_search_by_key(&seq, |e| e.seq).ok()
+    /// Where `object`'s events are in `events`, oldest sequence first.
+    fn positions_of<'a>(&'a self, object: &str) -> impl DoubleEndedIterator<Item = usize> + 'a {
+        self.by_object
+            .get(object)
+            .into_iter()
+            .flatten()
+            .filter_map(|&seq| self.events.binary_search_by_key(&seq, |e| e.seq).ok())
     }
 
     /// Appends an event (its sequence is past every other's).
@@ -214,11 +218,7 @@ impl EventLog {
                 .min_by_key(|(_, e)| (e.time_ms, e.seq))
                 .map(|(i, _)| i),
             Some(o) => self
-                .by_object
-                .get(o)
-                .into_iter()
-                .flatten()
-                .filter_map(|&seq| self.index_of(seq))
+                .positions_of(o)
                 .min_by_key(|&i| (self.events[i].time_ms, self.events[i].seq)),
         };
         if let Some(old) = oldest.and_then(|i| self.events.remove(i)) {
@@ -269,18 +269,11 @@ impl EventLog {
         let count = at.count.max(1);
         let (first_ms, now_ms) = (at.first_ms.min(at.last_ms), at.last_ms);
         let mut ops = std::mem::take(&mut self.pending);
-        let series = self
-            .by_object
-            .get(&object)
-            .into_iter()
-            .flatten()
-            .rev()
-            .filter_map(|&seq| self.index_of(seq))
-            .find(|&i| {
-                let e = &self.events[i];
-                same_series(e, kind, reason, &object, &message)
-                    && first_ms.saturating_sub(e.time_ms) <= SERIES_WINDOW_MS
-            });
+        let series = self.positions_of(&object).rev().find(|&i| {
+            let e = &self.events[i];
+            same_series(e, kind, reason, &object, &message)
+                && first_ms.saturating_sub(e.time_ms) <= SERIES_WINDOW_MS
+        });
         if let Some(e) = series.map(|i| &mut self.events[i]) {
             e.first_time_ms = e.first_ms().min(first_ms);
             e.count = e.count.max(1).saturating_add(count);
@@ -326,11 +319,7 @@ impl EventLog {
         let mut out: Vec<Event> = match object {
             None => self.events.iter().cloned().collect(),
             Some(o) => self
-                .by_object
-                .get(o)
-                .into_iter()
-                .flatten()
-                .filter_map(|&seq| self.index_of(seq))
+                .positions_of(o)
                 .map(|i| self.events[i].clone())
                 .collect(),
         };

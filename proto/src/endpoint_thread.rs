@@ -134,32 +134,8 @@ impl Runtime for EndpointThread {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::link::{client_config, server_config, transport};
-    use rustls_pki_types::PrivateKeyDer;
+    use crate::link::testing::configs;
     use std::time::Duration;
-
-    fn configs() -> (quinn::ServerConfig, quinn::ClientConfig) {
-        let ca_key = rcgen::KeyPair::generate().expect("key");
-        let mut ca_params = rcgen::CertificateParams::new(Vec::new()).expect("params");
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).expect("ca");
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let key = rcgen::KeyPair::generate().expect("key");
-        let leaf = rcgen::CertificateParams::new(vec!["localhost".into()])
-            .expect("params")
-            .signed_by(&key, &issuer)
-            .expect("leaf");
-        let t = || transport(Duration::from_secs(10), 4);
-        let server = server_config(
-            vec![leaf.der().clone()],
-            PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            ca.der().clone(),
-            t(),
-        )
-        .expect("server config");
-        let client = client_config(ca.der().clone(), None, t()).expect("client config");
-        (server, client)
-    }
 
     fn server(rt: Arc<EndpointThread>, config: quinn::ServerConfig) -> quinn::Endpoint {
         let socket = std::net::UdpSocket::bind(("127.0.0.1", 0)).expect("bind");

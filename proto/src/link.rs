@@ -562,6 +562,37 @@ impl ServerCertVerifier for PinnedCa {
     }
 }
 
+/// Loopback TLS for this crate's QUIC tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// A server configuration for `localhost` under a throwaway CA, and a
+    /// client configuration that trusts that CA.
+    pub(crate) fn configs() -> (quinn::ServerConfig, quinn::ClientConfig) {
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::new()).expect("params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).expect("ca");
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .expect("params")
+            .signed_by(&key, &issuer)
+            .expect("leaf");
+        let t = || transport(Duration::from_secs(10), 4);
+        let server = server_config(
+            vec![leaf.der().clone()],
+            PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            ca.der().clone(),
+            t(),
+        )
+        .expect("server config");
+        let client = client_config(ca.der().clone(), None, t()).expect("client config");
+        (server, client)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -601,28 +632,10 @@ mod tests {
         quinn::Connection,
         quinn::Connection,
     ) {
-        let ca_key = rcgen::KeyPair::generate().expect("key");
-        let mut ca_params = rcgen::CertificateParams::new(Vec::new()).expect("params");
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).expect("ca");
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let key = rcgen::KeyPair::generate().expect("key");
-        let leaf = rcgen::CertificateParams::new(vec!["localhost".into()])
-            .expect("params")
-            .signed_by(&key, &issuer)
-            .expect("leaf");
-        let t = || transport(Duration::from_secs(10), 4);
-        let server = server_config(
-            vec![leaf.der().clone()],
-            PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            ca.der().clone(),
-            t(),
-        )
-        .expect("server config");
+        let (server, client_cfg) = testing::configs();
         let server = quinn::Endpoint::server(server, ([127, 0, 0, 1], 0).into()).expect("bind");
         let mut client = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).expect("bind");
-        client
-            .set_default_client_config(client_config(ca.der().clone(), None, t()).expect("client"));
+        client.set_default_client_config(client_cfg);
         let addr = server.local_addr().expect("addr");
         let (c, s) = tokio::join!(
             async {
